@@ -1,0 +1,1 @@
+"""Response criteria, reader agreement, endpoints and statistics, pooled statistics, report, CDISC export."""

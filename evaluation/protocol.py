@@ -1,0 +1,101 @@
+"""The study protocol as typed configuration (``configs/study.yaml``).
+
+One home for the numbers the protocol fixes: the T0/T1/T2 schedule and its windows, imaging
+requirements, and the RECIST 1.1 / iRECIST thresholds. Study days (``ADY``) follow CDISC: day 1 is
+the first dose, there is no day 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Timepoint(_Frozen):
+    visitnum: int
+    cycles_completed: int = Field(ge=0)
+    target_day: int
+    window: tuple[int, int]
+
+    @model_validator(mode="after")
+    def _window_contains_target(self) -> Timepoint:
+        low, high = self.window
+        if not low <= self.target_day <= high:
+            raise ValueError(f"target_day {self.target_day} lies outside its window {self.window}")
+        if 0 in (low, high) or (low < 0 < high):
+            raise ValueError(f"window {self.window} spans study day 0, which does not exist (CDISC ADY)")
+        return self
+
+
+class FollowUp(_Frozen):
+    interval_days: int = Field(gt=0)
+    window_days: int = Field(ge=0)
+
+
+class Imaging(_Frozen):
+    modality: str
+    max_slice_thickness_mm: float = Field(gt=0)
+    max_spacing_irregularity_mm: float = Field(ge=0)
+    air_hu_expected: float
+    air_hu_tolerance: float = Field(gt=0)
+    lesion_margin_voxels: int = Field(ge=0)
+
+
+class Recist(_Frozen):
+    measurable_min_mm: float
+    node_measurable_min_mm: float
+    node_normal_below_mm: float
+    max_targets: int
+    max_targets_per_organ: int
+    pr_threshold_pct: float
+    pd_threshold_pct: float
+    pd_min_absolute_mm: float
+    sd_min_days: int
+    confirm_min_days: int
+
+
+class Irecist(_Frozen):
+    confirm_window_days: tuple[int, int]
+    further_increase_mm: float
+
+
+class StudyProtocol(_Frozen):
+    """Typed view of ``configs/study.yaml``."""
+
+    study_id: str = Field(pattern=r"^[A-Z][A-Z0-9]{1,11}$")
+    title: str
+    cycle_length_days: int = Field(gt=0)
+    timepoints: dict[str, Timepoint]
+    follow_up: FollowUp
+    imaging: Imaging
+    recist: Recist
+    irecist: Irecist
+    data_cutoff_day: int = Field(gt=0)
+
+    @property
+    def visits(self) -> list[str]:
+        """Protocol imaging visits in time order (``["T0", "T1", "T2"]``)."""
+        return sorted(self.timepoints, key=lambda name: self.timepoints[name].visitnum)
+
+
+def configs_dir() -> Path:
+    """The folder holding the YAML presets (repository checkout or installed wheel)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "configs", here.parent / "fedresponse" / "configs"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"no configs/ folder found next to {here}; reinstall fedresponse")
+
+
+def load_protocol(path: Path | None = None) -> StudyProtocol:
+    """Read and validate the study protocol (default: ``configs/study.yaml``)."""
+    path = path or configs_dir() / "study.yaml"
+    with path.open(encoding="utf-8") as handle:
+        data = yaml.safe_load(handle)
+    return StudyProtocol.model_validate(data)

@@ -1,0 +1,3 @@
+from fedresponse.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""One module per ``fedresponse`` command; each exposes ``register(app)``."""

@@ -1,0 +1,1 @@
+"""The coordinating centre: Flower ServerApp, ciphertext aggregation, update validation, checkpoints."""

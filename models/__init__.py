@@ -1,0 +1,1 @@
+"""Networks: ST-GCN, decomposition-ensemble Transformer, fusion and heads (one network per file)."""

@@ -1,0 +1,1 @@
+"""The built-in synthetic multi-site serial-CT cohort (``fedresponse synth``)."""
