@@ -1,0 +1,151 @@
+"""Pooled statistics from site aggregates equal the statistics of the union of patient rows (within binning)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lifelines import KaplanMeierFitter
+from lifelines.statistics import logrank_test
+from lifelines.utils import median_survival_times
+from sklearn.metrics import brier_score_loss, roc_auc_score
+from statsmodels.stats.proportion import proportion_confint
+
+from evaluation.exceptions import PooledStatisticsError
+from evaluation.pooled import (
+    MODES,
+    AggregateLayout,
+    CkksCodec,
+    PlainCodec,
+    SiteInputs,
+    binned_auc,
+    pool,
+    pooled_metrics,
+    site_aggregate,
+)
+from evaluation.stats import delong_auc_ci
+
+CUTOFFS = {"early": 0.45, "full": 0.55}
+
+
+def _site(seed: int, n: int) -> SiteInputs:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    y[:2] = [0, 1]
+    scores = {m: 1 / (1 + np.exp(-(rng.normal(0, 1.0, n) + (1.0 + k) * (y - 0.5)))) for k, m in enumerate(MODES)}
+    t_event = rng.exponential(np.where(y == 1, 400.0, 150.0))
+    censor = rng.uniform(50, 700, n)
+    days = np.ceil(np.minimum(t_event, censor))
+    return SiteInputs(y, days, (t_event <= censor).astype(int), scores, CUTOFFS)
+
+
+SITES = [_site(1, 40), _site(2, 25), _site(3, 60)]
+
+
+def _union() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    y = np.concatenate([s.labels for s in SITES])
+    t = np.concatenate([s.pfs_days for s in SITES])
+    e = np.concatenate([s.pfs_event for s in SITES])
+    sc = {m: np.concatenate([s.scores[m] for s in SITES]) for m in MODES}
+    return y, t, e, sc
+
+
+def _pooled(layout: AggregateLayout) -> dict:
+    summed = pool([site_aggregate(s, layout) for s in SITES], PlainCodec(), layout)
+    return pooled_metrics(summed, CUTOFFS, layout)
+
+
+@pytest.mark.parametrize("bins", [50, 200, 2000])
+def test_pooled_auc_within_stated_binning_bound(bins: int) -> None:
+    layout = AggregateLayout(score_bins=bins)
+    pooled = _pooled(layout)
+    y, _, _, sc = _union()
+    for mode in MODES:
+        exact = roc_auc_score(y, sc[mode])
+        assert abs(pooled[mode]["auc"] - exact) <= pooled[mode]["auc_binning_bound"] + 1e-12
+        if bins >= 2000:
+            assert pooled[mode]["auc"] == pytest.approx(exact, abs=2e-3)
+            _, (low, high) = delong_auc_ci(y, sc[mode])
+            assert pooled[mode]["auc_ci"] == pytest.approx([low, high], abs=5e-3)
+
+
+def test_binned_auc_is_exact_when_every_score_has_its_own_bin() -> None:
+    # Scores 0.05, 0.15, ... land in distinct bins of 10: binning loses nothing, DeLong variance identical.
+    y = np.array([0, 1, 0, 1, 1, 0, 1, 0, 1, 1])
+    s = np.arange(10) / 10 + 0.05
+    hp = np.bincount((s[y == 1] * 10).astype(int), minlength=10).astype(float)
+    hn = np.bincount((s[y == 0] * 10).astype(int), minlength=10).astype(float)
+    auc, var = binned_auc(hp, hn)
+    ref_auc, (low, _) = delong_auc_ci(y, s)
+    assert auc == pytest.approx(ref_auc)
+    assert auc - 1.959963984540054 * np.sqrt(var) == pytest.approx(low)
+
+
+def test_pooled_confusion_brier_and_orr_are_exact() -> None:
+    pooled = _pooled(AggregateLayout())
+    y, _, _, sc = _union()
+    for mode in MODES:
+        called = sc[mode] >= CUTOFFS[mode]
+        assert pooled[mode]["sensitivity"] == pytest.approx(np.mean(called[y == 1]))
+        assert pooled[mode]["specificity"] == pytest.approx(np.mean(~called[y == 0]))
+        assert pooled[mode]["brier"] == pytest.approx(brier_score_loss(y, sc[mode]))
+    assert pooled["orr"] == pytest.approx(y.mean())
+    assert pooled["orr_ci"] == pytest.approx(list(proportion_confint(y.sum(), y.size, method="beta")))
+
+
+def test_pooled_km_median_and_logrank_exact_on_a_one_day_grid() -> None:
+    layout = AggregateLayout(score_bins=100, pfs_grid_days=tuple(float(d) for d in range(0, 763)))
+    pooled = _pooled(layout)
+    _, t, e, sc = _union()
+    ref = KaplanMeierFitter().fit(t, e)
+    times = np.asarray(pooled["km"]["times"])
+    on_data = np.isin(times, ref.survival_function_.index.to_numpy())
+    np.testing.assert_allclose(
+        np.asarray(pooled["km"]["survival"])[on_data], ref.survival_function_["KM_estimate"].loc[times[on_data]]
+    )
+    ci = median_survival_times(ref.confidence_interval_)
+    assert pooled["median_pfs_days"] == ref.median_survival_time_
+    assert pooled["median_pfs_ci"] == [ci.iloc[0, 0], ci.iloc[0, 1]]
+    called = sc["early"] >= CUTOFFS["early"]
+    lr = logrank_test(t[called], t[~called], e[called], e[~called])
+    assert pooled["early"]["logrank_called_chi2"] == pytest.approx(lr.test_statistic, rel=1e-9)
+
+
+def test_pooled_km_on_weekly_bins_stays_within_stated_error() -> None:
+    pooled = _pooled(AggregateLayout())  # 7-day grid
+    _, t, e, _ = _union()
+    ref = KaplanMeierFitter().fit(t, e)
+    times = np.asarray(pooled["km"]["times"])
+    # Compare at the end of each week (all events of the week counted on both sides).
+    exact = ref.survival_function_at_times(times[1:] - 1e-9).to_numpy()
+    assert np.max(np.abs(np.asarray(pooled["km"]["survival"])[:-1] - exact)) <= 0.02
+    assert abs(pooled["median_pfs_days"] - ref.median_survival_time_) <= 7
+
+
+def test_ckks_codec_pools_like_plain_and_server_holds_no_secret(tmp_path: Path) -> None:
+    ckks = pytest.importorskip("privacy.ckks", reason="privacy.ckks (CKKS packing) is not in this checkout")
+    info = ckks.write_key_files(tmp_path)
+    site_ctx = ckks.load_site_context(tmp_path / ckks.SECRET_CONTEXT)
+    public_ctx = ckks.load_public_context(tmp_path / ckks.PUBLIC_CONTEXT)
+    assert not public_ctx.has_secret_key()
+    params = info.params
+    layout = AggregateLayout(score_bins=100)
+    vectors = [site_aggregate(s, layout) for s in SITES]
+    enc = pool(vectors, CkksCodec(site_ctx, public_ctx, params), layout)
+    plain = pool(vectors, PlainCodec(), layout)
+    np.testing.assert_allclose(enc, plain, atol=1e-5)
+    assert pooled_metrics(enc, CUTOFFS, layout)["full"]["auc"] == pytest.approx(
+        pooled_metrics(plain, CUTOFFS, layout)["full"]["auc"], abs=1e-9
+    )
+
+
+def test_layout_mismatch_and_bad_scores_are_refused() -> None:
+    with pytest.raises(PooledStatisticsError, match="layout expects"):
+        pooled_metrics(site_aggregate(SITES[0], AggregateLayout(score_bins=10)), CUTOFFS, AggregateLayout())
+    bad = SiteInputs(SITES[0].labels, SITES[0].pfs_days, SITES[0].pfs_event,
+                     {"early": SITES[0].scores["early"] * 3, "full": SITES[0].scores["full"]}, CUTOFFS)
+    with pytest.raises(PooledStatisticsError, match=r"probabilities in \[0, 1\]"):
+        site_aggregate(bad)
+    with pytest.raises(PooledStatisticsError, match="no site aggregates"):
+        pool([], PlainCodec(), AggregateLayout())
