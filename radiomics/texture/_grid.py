@@ -1,0 +1,200 @@
+"""Compact voxel grid shared by the texture families: ROI voxels, their neighbours and their groups.
+
+A batch of ``B`` volumes of interest padded into one ``(B, Z, Y, X)`` tensor is padded once more by one
+empty voxel on every side of every spatial axis and flattened. A neighbour at offset ``(dz, dy, dx)`` is
+then a constant shift of the flat index that can never wrap into another row, slice or VOI, so every
+neighbourhood operation of the IBSI texture families (pairs, runs, zones, distance maps, neighbourhood
+means) becomes a gather over the ``N`` ROI voxels of the whole batch at once.
+
+Groups carry the IBSI aggregation: each ROI voxel belongs to VOI ``b`` and, for 2D texture, to slice
+``z``; directional families add a direction index ``d``. Matrices are counted once at the finest
+``(b, z, d)`` level and then merged (summed) over slices and/or directions for the merged ("comb",
+2.5D) variants, or turned into features per group and averaged ("avg", 2D) — IBSI reference manual
+(Zwanenburg et al., arXiv:1612.07003) §3.1.2 "Texture feature aggregation".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional
+
+from radiomics.exceptions import GeometryMismatchError, RadiomicsError, SettingsError
+
+Offset = tuple[int, int, int]
+
+#: One offset per direction (the opposite direction gives the same symmetric pairs / the same runs).
+DIRECTIONS_3D: tuple[Offset, ...] = (
+    (0, 0, 1), (0, 1, 0), (0, 1, 1), (0, 1, -1),
+    (1, 0, 0), (1, 0, 1), (1, 0, -1), (1, 1, 0), (1, -1, 0),
+    (1, 1, 1), (1, 1, -1), (1, -1, 1), (1, -1, -1),
+)  # fmt: skip
+DIRECTIONS_2D: tuple[Offset, ...] = DIRECTIONS_3D[:4]
+
+#: Face neighbours (6-connectivity in 3D, 4-connectivity in-plane) used by the GLDZM distance map.
+FACES_3D: tuple[Offset, ...] = ((0, 0, 1), (0, 0, -1), (0, 1, 0), (0, -1, 0), (1, 0, 0), (-1, 0, 0))
+FACES_2D: tuple[Offset, ...] = FACES_3D[:4]
+
+DIMS = ("2D", "3D")
+
+
+def directions(dims: str) -> tuple[Offset, ...]:
+    """The 13 (3D) or 4 (2D, in-plane) directions at Chebyshev distance 1, one per +/- pair."""
+    return DIRECTIONS_3D if dims == "3D" else DIRECTIONS_2D
+
+
+def neighbourhood(dims: str) -> tuple[Offset, ...]:
+    """All 26 (3D) or 8 (2D, in-plane) offsets at Chebyshev distance 1."""
+    half = directions(dims)
+    return half + tuple((-dz, -dy, -dx) for dz, dy, dx in half)
+
+
+def faces(dims: str) -> tuple[Offset, ...]:
+    """Face-connected offsets: 6 in 3D, 4 in-plane in 2D."""
+    return FACES_3D if dims == "3D" else FACES_2D
+
+
+@dataclass(frozen=True)
+class RoiGrid:
+    """The ROI voxels of a batch of VOIs in compact form.
+
+    Attributes
+    ----------
+    levels : torch.Tensor
+        ``(N,)`` int64 grey level (1..n_levels) of every ROI voxel of the batch.
+    flat : torch.Tensor
+        ``(N,)`` int64 index of each ROI voxel in the padded, flattened grid.
+    lookup : torch.Tensor
+        ``(P,)`` int64 compact index of every cell of the padded grid, -1 where the cell is not ROI.
+    batch, slice : torch.Tensor
+        ``(N,)`` int64 VOI index ``b`` and slice index ``z`` of each ROI voxel.
+    shape : tuple of int
+        ``(B, Z, Y, X)`` of the unpadded input.
+    """
+
+    levels: torch.Tensor
+    flat: torch.Tensor
+    lookup: torch.Tensor
+    batch: torch.Tensor
+    slice: torch.Tensor
+    shape: tuple[int, int, int, int]
+
+    @property
+    def n(self) -> int:
+        """Number of ROI voxels in the batch."""
+        return int(self.levels.numel())
+
+    @property
+    def device(self) -> torch.device:
+        """Device of every tensor of the grid."""
+        return self.levels.device
+
+    def shift(self, offset: Offset) -> int:
+        """Flat-index shift of a neighbour at ``(dz, dy, dx)`` voxels in the padded grid."""
+        _, _, Y, X = self.shape
+        dz, dy, dx = offset
+        return dz * (Y + 2) * (X + 2) + dy * (X + 2) + dx
+
+    def neighbour(self, offset: Offset) -> torch.Tensor:
+        """``(N,)`` compact index of each voxel's neighbour at ``offset``; -1 where it is not in the ROI."""
+        return self.lookup[self.flat + self.shift(offset)]
+
+    def group(self, per_slice: bool) -> tuple[torch.Tensor, int]:
+        """Group index of each voxel: ``b * Z + z`` when ``per_slice`` (2D), else ``b``; and the group count."""
+        B, Z, _, _ = self.shape
+        if per_slice:
+            return self.batch * Z + self.slice, B * Z
+        return self.batch, B
+
+    def voxels_per_group(self, per_slice: bool) -> torch.Tensor:
+        """``(G,)`` float64 number of ROI voxels in each group."""
+        group, n_groups = self.group(per_slice)
+        return torch.bincount(group, minlength=n_groups).to(torch.float64)
+
+
+def build_grid(levels: torch.Tensor, mask: torch.Tensor) -> RoiGrid:
+    """Compact the ROI voxels of ``levels`` (B, Z, Y, X) under ``mask`` (B, Z, Y, X) into a :class:`RoiGrid`.
+
+    Levels outside the mask are ignored; levels inside it must be >= 1 (checked by :func:`check_inputs`).
+    """
+    B, Z, Y, X = levels.shape
+    inside = torch.where(mask, levels, torch.zeros((), dtype=torch.int64, device=levels.device))
+    padded = functional.pad(inside, (1, 1, 1, 1, 1, 1)).reshape(-1)
+    flat = torch.nonzero(padded > 0).reshape(-1)
+    lookup = torch.full_like(padded, -1)
+    lookup[flat] = torch.arange(flat.numel(), device=levels.device)
+    per_voi = (Z + 2) * (Y + 2) * (X + 2)
+    return RoiGrid(
+        levels=padded[flat],
+        flat=flat,
+        lookup=lookup,
+        batch=flat // per_voi,
+        slice=(flat % per_voi) // ((Y + 2) * (X + 2)) - 1,
+        shape=(B, Z, Y, X),
+    )
+
+
+def check_inputs(levels: torch.Tensor, mask: torch.Tensor, n_levels: int, dims: str) -> None:
+    """Validate the common arguments of every texture family; raise a :class:`RadiomicsError` subclass.
+
+    Parameters
+    ----------
+    levels : torch.Tensor
+        ``(B, Z, Y, X)`` int64 grey levels, 1..n_levels inside the ROI.
+    mask : torch.Tensor
+        ``(B, Z, Y, X)`` bool ROI mask.
+    n_levels : int
+        Number of discretisation levels ``N_g``.
+    dims : str
+        ``"2D"`` or ``"3D"``.
+    """
+    if dims not in DIMS:
+        raise SettingsError(f"dims must be '2D' or '3D', but was {dims!r}; pick the IBSI texture dimensionality.")
+    if isinstance(n_levels, bool) or not isinstance(n_levels, int) or n_levels < 1:
+        raise SettingsError(f"n_levels must be a positive int, but was {n_levels!r}; pass the discretisation N_g.")
+    if levels.dim() != 4 or levels.shape != mask.shape:
+        raise GeometryMismatchError(
+            f"levels and mask must both be (B, Z, Y, X) with the same shape, but were {tuple(levels.shape)} and "
+            f"{tuple(mask.shape)}; add a batch axis or crop both the same way."
+        )
+    if levels.dtype != torch.int64 or mask.dtype != torch.bool:
+        raise RadiomicsError(
+            f"levels must be int64 and mask bool, but were {levels.dtype} and {mask.dtype}; "
+            "discretise intensities first (radiomics.preprocess) and pass mask.bool()."
+        )
+    if levels.device != mask.device:
+        raise GeometryMismatchError(f"levels is on {levels.device} but mask on {mask.device}; move both to one device.")
+    inside = levels[mask]
+    if inside.numel() and (int(inside.min()) < 1 or int(inside.max()) > n_levels):
+        raise RadiomicsError(
+            f"grey levels inside the ROI must lie in 1..{n_levels}, but ranged {int(inside.min())}.."
+            f"{int(inside.max())}; discretise with n_levels={n_levels} or pass the right n_levels."
+        )
+
+
+def count_keys(keys: torch.Tensor, space: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct values of the int64 ``keys`` in ``[0, space)`` and how often each occurs (float64).
+
+    A dense ``bincount`` is used when the key space is small enough, a sort (``torch.unique``) otherwise;
+    both give the keys in increasing order.
+    """
+    if space <= max(1 << 22, 4 * keys.numel()):
+        counts = torch.bincount(keys, minlength=space)
+        present = torch.nonzero(counts).reshape(-1)
+        return present, counts[present].to(torch.float64)
+    present, counts = torch.unique(keys, return_counts=True)
+    return present, counts.to(torch.float64)
+
+
+def sum_keys(keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct ``keys`` and the sum of ``values`` over each (sorted by key)."""
+    present, inverse = torch.unique(keys, return_inverse=True)
+    sums = torch.zeros(present.numel(), dtype=values.dtype, device=values.device).index_add_(0, inverse, values)
+    return present, sums
+
+
+def ceil_log2(n: int) -> int:
+    """Number of pointer-doubling steps that cover a chain of ``n`` links."""
+    return max(1, math.ceil(math.log2(max(n, 2))))

@@ -1,0 +1,142 @@
+"""Grey level co-occurrence matrix (GLCM) features, IBSI reference manual §3.6 (arXiv:1612.07003).
+
+Symmetric co-occurrence of grey levels of ROI voxel pairs at Chebyshev distance 1 along 13 directions
+(3D) or 4 in-plane directions (2D), both voxels inside the ROI. Tags ``cm_<feature>_<aggregation>``
+with aggregations 2D_avg / 2D_comb / 2_5D_avg / 2_5D_comb (``dims="2D"``) or 3D_avg / 3D_comb.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from radiomics.texture._grid import RoiGrid, build_grid, check_inputs, directions
+from radiomics.texture._matrix import DIRECTIONAL_SCHEMES, Layout, SparseCounts, aggregate, count_triples
+
+FEATURES = (
+    "joint_max", "joint_avg", "joint_var", "joint_entr", "diff_avg", "diff_var", "diff_entr", "sum_avg", "sum_var",
+    "sum_entr", "energy", "contrast", "dissimilarity", "inv_diff", "inv_diff_norm", "inv_diff_mom",
+    "inv_diff_mom_norm", "inv_var", "corr", "auto_corr", "clust_tend", "clust_shade", "clust_prom", "info_corr1",
+    "info_corr2",
+)  # fmt: skip
+
+
+def glcm_counts(grid: RoiGrid, n_levels: int, dims: str) -> tuple[SparseCounts, Layout]:
+    """Symmetric co-occurrence counts per finest group ``(b, z, d)`` (``z`` only for 2D)."""
+    dirs = directions(dims)
+    per_slice = dims == "2D"
+    group, _ = grid.group(per_slice)
+    groups, rows, cols = [], [], []
+    for d, offset in enumerate(dirs):
+        nb = grid.neighbour(offset)
+        valid = nb >= 0
+        li, lj = grid.levels[valid], grid.levels[nb[valid]]
+        g = group[valid] * len(dirs) + d
+        groups += [g, g]
+        rows += [li, lj]
+        cols += [lj, li]
+    B, Z, _, _ = grid.shape
+    layout = Layout(B, Z if per_slice else 1, len(dirs))
+    m = count_triples(torch.cat(groups), torch.cat(rows), torch.cat(cols), layout.n_groups, n_levels + 1, n_levels + 1)
+    return m, layout
+
+
+def _marginal(m: SparseCounts, index: torch.Tensor, width: int, p: torch.Tensor) -> torch.Tensor:
+    out = torch.zeros(m.n_groups * width, dtype=p.dtype, device=p.device)
+    return out.index_add_(0, m.group * width + index, p).view(m.n_groups, width)
+
+
+def _entropy(p: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    return -torch.special.xlogy(p, p).sum(dim=dim) / math.log(2.0)
+
+
+def _moments(marg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean, variance and entropy (log2) of each row of a ``(G, K)`` distribution over k = 0..K-1."""
+    k = torch.arange(marg.shape[1], dtype=marg.dtype, device=marg.device)
+    mean = (marg * k).sum(dim=1)
+    var = (marg * (k - mean[:, None]) ** 2).sum(dim=1)
+    return mean, var, _entropy(marg)
+
+
+def glcm_matrix_features(m: SparseCounts, n_levels: int) -> dict[str, torch.Tensor]:
+    """The 25 IBSI GLCM features of each matrix in ``m``; values ``(G,)`` float64 (NaN for an empty matrix).
+
+    ``info_corr1`` divides by ``max(HX, HY)``; ``HXY2 = HX + HY`` exactly because the marginals sum to one.
+    """
+    i = m.row.to(torch.float64)
+    j = m.col.to(torch.float64)
+    p = m.count / m.group_sum(m.count)[m.group]
+    gs = m.group_sum
+    px = _marginal(m, m.row, m.n_rows, p)
+    py = _marginal(m, m.col, m.n_cols, p)
+    mu_x, var_x, hx = _moments(px)
+    mu_y, var_y, hy = _moments(py)
+    d_avg, d_var, d_entr = _moments(_marginal(m, (m.row - m.col).abs(), m.n_rows, p))
+    s_avg, s_var, s_entr = _moments(_marginal(m, m.row + m.col, 2 * m.n_rows - 1, p))
+    hxy = -gs(torch.special.xlogy(p, p)) / math.log(2.0)
+    hxy1 = -gs(p * torch.log2(px[m.group, m.row] * py[m.group, m.col]))
+    diff = i - j
+    centred = i + j - mu_x[m.group] - mu_y[m.group]
+    off_diag = diff != 0
+    n_g = float(n_levels)
+    return {
+        "joint_max": torch.zeros(m.n_groups, dtype=p.dtype, device=p.device).scatter_reduce_(
+            0, m.group, p, "amax", include_self=False
+        ),
+        "joint_avg": gs(i * p),
+        "joint_var": gs((i - mu_x[m.group]) ** 2 * p),
+        "joint_entr": hxy,
+        "diff_avg": d_avg,
+        "diff_var": d_var,
+        "diff_entr": d_entr,
+        "sum_avg": s_avg,
+        "sum_var": s_var,
+        "sum_entr": s_entr,
+        "energy": gs(p * p),
+        "contrast": gs(diff**2 * p),
+        "dissimilarity": gs(diff.abs() * p),
+        "inv_diff": gs(p / (1.0 + diff.abs())),
+        "inv_diff_norm": gs(p / (1.0 + diff.abs() / n_g)),
+        "inv_diff_mom": gs(p / (1.0 + diff**2)),
+        "inv_diff_mom_norm": gs(p / (1.0 + diff**2 / n_g**2)),
+        "inv_var": gs(torch.where(off_diag, p / torch.where(off_diag, diff**2, 1.0), 0.0)),
+        "corr": (gs(i * j * p) - mu_x * mu_y) / torch.sqrt(var_x * var_y),
+        "auto_corr": gs(i * j * p),
+        "clust_tend": gs(centred**2 * p),
+        "clust_shade": gs(centred**3 * p),
+        "clust_prom": gs(centred**4 * p),
+        "info_corr1": (hxy - hxy1) / torch.maximum(hx, hy),
+        "info_corr2": torch.sqrt((1.0 - torch.exp(-2.0 * (hx + hy - hxy))).clamp(min=0.0)),
+    }
+
+
+def glcm_from_grid(grid: RoiGrid, n_levels: int, dims: str) -> dict[str, torch.Tensor]:
+    """GLCM features of a prepared :class:`RoiGrid`; see :func:`glcm_features`."""
+    m, layout = glcm_counts(grid, n_levels, dims)
+    nv = torch.zeros(layout.n_groups, dtype=torch.float64, device=grid.device)
+    return aggregate(m, nv, layout, DIRECTIONAL_SCHEMES[dims], "cm", lambda mm, _nv: glcm_matrix_features(mm, n_levels))
+
+
+def glcm_features(levels: torch.Tensor, mask: torch.Tensor, n_levels: int, *, dims: str) -> dict[str, torch.Tensor]:
+    """IBSI GLCM features of a batch of VOIs.
+
+    Parameters
+    ----------
+    levels : torch.Tensor
+        ``(B, Z, Y, X)`` int64 grey levels 1..n_levels inside the ROI (ignored outside).
+    mask : torch.Tensor
+        ``(B, Z, Y, X)`` bool intensity-ROI mask.
+    n_levels : int
+        Number of grey levels ``N_g`` (used by the normalised inverse-difference features).
+    dims : str
+        ``"2D"`` (slice-wise; 2D and 2.5D aggregations) or ``"3D"``.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        ``cm_<feature>_<aggregation>`` -> ``(B,)`` float64 on the input device; NaN where a VOI has no
+        voxel pair (or, for ``corr``, a single grey level).
+    """
+    check_inputs(levels, mask, n_levels, dims)
+    return glcm_from_grid(build_grid(levels, mask), n_levels, dims)
