@@ -9,6 +9,7 @@ attribute          shape / type   meaning
 ``edge_index``     (2, E) int64   spatial edges, identical for every patient and time point
 ``days``           (T,) f32       study day of each scan (CDISC ADY, day 1 = first dose)
 ``node_valid``     (T, V) bool    node has ≥ ``min_voxels`` voxels; invalid rows of ``x`` are 0
+``pos``            (V, 3) f32     node centroid at T0, mm from the tumour centroid along the frame axes
 ``time_valid``     (T,) bool      the time point was imaged (``False`` only for padded slots)
 ``tumour_volume``  (T,) f32       tumour volume in mL (0 when it vanished)
 ``touches_edge``   (T,) bool      tumour cut by the field of view at that time point
@@ -43,11 +44,13 @@ import numpy.typing as npt
 import torch
 from torch_geometric.data import Data
 
+from radiomics.exceptions import GeometryMismatchError, NonCTIntensityError
 from radiomics.subregions import (
-    GeometryMismatchError,
     Partition,
     SubregionError,
     SubregionSpec,
+    TumourFrame,
+    node_centroids_mm,
     partition_tumour,
     spatial_edges,
     tumour_frame,
@@ -75,10 +78,6 @@ NODE_FEATURES: tuple[str, ...] = (
 N_FIRST_ORDER = len(NODE_FEATURES) - 2
 
 HU_RANGE = (-1024.0, 3071.0)
-
-
-class NonCTIntensityError(SubregionError):
-    """The intensities are not CT Hounsfield units (out of range, or apparently normalised)."""
 
 
 class SubregionGraph(Data):  # type: ignore[misc]
@@ -231,7 +230,7 @@ def _gather(
 
 def node_features(
     series: Sequence[TimePointImage], spec: SubregionSpec, device: torch.device | str = "cpu"
-) -> tuple[torch.Tensor, torch.Tensor, list[Partition]]:
+) -> tuple[torch.Tensor, torch.Tensor, list[Partition], TumourFrame]:
     """Partition every time point with the T0 frame and compute all node features in one batched pass.
 
     Parameters
@@ -249,6 +248,8 @@ def node_features(
         Features in :data:`NODE_FEATURES` order, zero rows (with ``node_empty`` = 1) for invalid nodes.
     node_valid : Tensor of bool, shape (T, V)
     partitions : list of Partition, length T
+    frame : TumourFrame
+        The sector frame fixed at T0.
     """
     device = torch.device(device)
     if not series:
@@ -268,7 +269,7 @@ def node_features(
     x = torch.cat([(~valid).float()[..., None], ratio[..., None], stats], dim=-1)
     x = torch.where(valid[..., None], x, torch.zeros_like(x))
     x[..., 0] = (~valid).float()
-    return x, valid, parts
+    return x, valid, parts, frame
 
 
 def build_patient_graph(
@@ -279,7 +280,8 @@ def build_patient_graph(
 ) -> SubregionGraph:
     """Build one patient's :class:`SubregionGraph` (tensors returned on CPU, ready to save)."""
     spec = spec or SubregionSpec()
-    x, valid, parts = node_features(series, spec, device)
+    x, valid, parts, frame = node_features(series, spec, device)
+    pos = node_centroids_mm(parts[0], series[0].spacing, frame, spec)
     days = torch.as_tensor([float(tp.day) for tp in series], dtype=torch.float32)
     if torch.any(days[1:] <= days[:-1]):
         raise SubregionError(f"{usubjid}: scan days must increase over the series, but were {days.tolist()}")
@@ -288,6 +290,7 @@ def build_patient_graph(
         edge_index=torch.as_tensor(spatial_edges(spec)),
         days=days,
         node_valid=valid.cpu(),
+        pos=torch.as_tensor(pos, dtype=torch.float32),
         time_valid=torch.ones(len(series), dtype=torch.bool),
         tumour_volume=torch.as_tensor([p.tumour_voxels * p.voxel_volume_mm3 / 1000.0 for p in parts]).float(),
         touches_edge=torch.as_tensor([p.touches_edge for p in parts]),
@@ -328,7 +331,7 @@ def spatiotemporal_edge_index(edge_index: torch.Tensor, n_nodes: int, n_time: in
     return torch.cat([spatial, fwd, fwd.flip(0)], dim=1)
 
 
-_TENSOR_KEYS = ("x", "days", "node_valid", "time_valid", "tumour_volume", "touches_edge")
+_TENSOR_KEYS = ("x", "days", "node_valid", "pos", "time_valid", "tumour_volume", "touches_edge")
 
 
 def save_graphs(graphs: Sequence[SubregionGraph], path: Path, spec: SubregionSpec) -> None:

@@ -29,21 +29,15 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from radiomics.exceptions import EmptyMaskError, GeometryMismatchError, RadiomicsError
+
 log = logging.getLogger(__name__)
 
 FrameKind = Literal["patient", "principal"]
 
 
-class SubregionError(ValueError):
-    """Base class of the errors raised while partitioning a tumour into sub-regions."""
-
-
-class EmptyMaskError(SubregionError):
-    """The baseline (reference) mask holds no tumour voxel, so no tumour-centred frame exists."""
-
-
-class GeometryMismatchError(SubregionError):
-    """Image and mask shapes, or the voxel spacing, do not describe the same grid."""
+class SubregionError(RadiomicsError):
+    """A sub-region series cannot be built (no time point, scan days out of order, ...)."""
 
 
 @dataclass(frozen=True)
@@ -355,3 +349,38 @@ def spatial_edges(spec: SubregionSpec) -> npt.NDArray[np.int64]:
     both = np.concatenate([undirected, undirected[:, ::-1]], axis=0)
     order = np.lexsort((both[:, 1], both[:, 0]))
     return np.ascontiguousarray(both[order].T)
+
+
+def node_centroids_mm(part: Partition, spacing: tuple[float, float, float] | npt.ArrayLike,
+                      frame: TumourFrame, spec: SubregionSpec) -> npt.NDArray[np.float64]:
+    """Centroid of every node relative to the tumour centroid, in mm along the frame axes, shape (V, 3).
+
+    Nodes without voxels (and every node of a vanished tumour) get a canonical position instead: the
+    direction of their sector's diagonal times the zone's radial position (shells at fractions of the
+    volume-equivalent radius, rings at their mid distance beyond it), so the layout stays ordered.
+    """
+    sp = _check_spacing(spacing)
+    n_bits = round(math.log2(spec.n_sectors))
+    radius = (3.0 * part.tumour_voxels * part.voxel_volume_mm3 / (4.0 * math.pi)) ** (1.0 / 3.0)
+    edges = spec.ring_edges_mm
+    zone_r = [radius * (1.0 - (k + 0.5) / spec.n_shells) for k in range(spec.n_shells)]
+    zone_r += [radius + 0.5 * (edges[r] + edges[r + 1]) for r in range(spec.n_rings)]
+    out = np.zeros((spec.n_nodes, 3))
+    for v in range(spec.n_nodes):
+        zone, sector = divmod(v, spec.n_sectors)
+        signs = [1.0 if (sector >> (n_bits - 1 - b)) & 1 else -1.0 for b in range(n_bits)]
+        direction = np.array(signs + [0.0] * (3 - n_bits)) if n_bits else np.array([1.0, 0.0, 0.0])
+        out[v] = direction / np.linalg.norm(direction) * zone_r[zone]
+    if part.vanished:
+        return out
+    idx = np.argwhere(part.labels >= 0)
+    lab = part.labels[part.labels >= 0]
+    offset = np.array([c.start for c in part.crop])
+    pts = (idx + offset) * sp
+    centre = pts[lab < spec.n_shells * spec.n_sectors].mean(axis=0)
+    rel = (pts - centre) @ frame.axes.T  # frame coordinates
+    counts = np.bincount(lab, minlength=spec.n_nodes)
+    sums = np.stack([np.bincount(lab, weights=rel[:, k], minlength=spec.n_nodes) for k in range(3)], axis=1)
+    have = counts > 0
+    out[have] = sums[have] / counts[have, None]
+    return out

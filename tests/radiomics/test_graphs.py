@@ -8,9 +8,9 @@ import torch
 from scipy import stats
 from torch_geometric.loader import DataLoader
 
+from radiomics.exceptions import EmptyMaskError, GeometryMismatchError, NonCTIntensityError
 from radiomics.graphs import (
     NODE_FEATURES,
-    NonCTIntensityError,
     TimePointImage,
     build_patient_graph,
     first_order_features,
@@ -19,7 +19,7 @@ from radiomics.graphs import (
     save_graphs,
     spatiotemporal_edge_index,
 )
-from radiomics.subregions import EmptyMaskError, GeometryMismatchError, SubregionError, SubregionSpec
+from radiomics.subregions import SubregionError, SubregionSpec
 
 SHAPE = (40, 48, 48)
 
@@ -117,7 +117,7 @@ def test_save_load_and_batch_in_a_torch_geometric_loader(tmp_path, complete_resp
     batch = next(iter(DataLoader(loaded, batch_size=2, shuffle=False)))
     assert batch.x.shape == (2, 3, 48, len(NODE_FEATURES))
     assert batch.edge_index.shape == (2, 2, 224) and (batch.edge_index[1] == batch.edge_index[0]).all()
-    assert batch.days.shape == (2, 3) and batch.node_valid.shape == (2, 3, 48)
+    assert batch.days.shape == (2, 3) and batch.node_valid.shape == (2, 3, 48) and batch.pos.shape == (2, 48, 3)
     assert batch.usubjid == ["FEDRESP-S01-0001", "P2"]
 
 

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
+from radiomics.exceptions import EmptyMaskError, GeometryMismatchError
 from radiomics.subregions import (
-    EmptyMaskError,
-    GeometryMismatchError,
     SubregionSpec,
+    node_centroids_mm,
     partition_tumour,
     spatial_edges,
     tumour_frame,
@@ -186,3 +186,16 @@ def test_layout_sizes(kwargs, n_nodes, n_edges):
     edges = spatial_edges(spec)
     assert edges.shape == (2, n_edges)
     assert (edges[0] != edges[1]).all() and edges.max() < n_nodes
+
+
+def test_node_centroids_are_ordered_outwards(sphere_partition):
+    mask, part = sphere_partition
+    frame = tumour_frame(mask, (1, 1, 1))
+    pos = node_centroids_mm(part, (1, 1, 1), frame, SPEC)
+    radius = np.linalg.norm(pos, axis=1).reshape(SPEC.n_zones, SPEC.n_sectors)
+    assert (np.diff(radius, axis=0) > 0).all()  # core < middle < rim < ring 0–3 < 3–6 < 6–9 mm
+    # Octant 7 has all three frame coordinates positive (Y, X, Z), octant 0 all negative.
+    assert (pos[7::8] > 0).all() and (pos[0::8] < 0).all()
+    vanished = partition_tumour(np.zeros_like(mask), (1, 1, 1), frame, SPEC)
+    canon = node_centroids_mm(vanished, (1, 1, 1), frame, SPEC)
+    assert np.isfinite(canon).all() and (np.diff(np.linalg.norm(canon, axis=1).reshape(6, 8), axis=0) >= 0).all()
