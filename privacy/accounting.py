@@ -1,0 +1,219 @@
+"""Patient-level (ε, δ) accounting per site and the privacy ledger persisted with every run.
+
+Each site trains with Opacus DP-SGD: every local optimizer step is a subsampled Gaussian mechanism
+with sampling rate ``q = batch_size / n_patients`` and noise multiplier ``σ``. The cumulative privacy
+loss over all rounds is computed by one of Opacus's maintained accountants (``rdp``: Mironov 2017 with
+the conversion of Balle et al. 2020; ``prv``: Gopi et al. 2021, Opacus's default; ``gdp``: Dong et al.
+2019, an asymptotic approximation), from the full history of ``(σ, q, steps)`` per round.
+
+The ledger (``privacy_ledger.csv``) has one row per site and round with the columns of
+:data:`LEDGER_COLUMNS`; ``epsilon`` is cumulative at ``delta``. Everything needed to recompute ε is on
+the row, so anyone can check it with another implementation (the tests use Google's ``dp_accounting``).
+A site refuses a round whose *projected* ε would exceed its budget (:class:`PrivacyBudgetExhausted`)
+before it touches the data.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+
+from privacy.exceptions import PrivacyBudgetExhausted, PrivacyError
+
+log = logging.getLogger(__name__)
+
+ACCOUNTANTS = ("rdp", "prv", "gdp")
+LEDGER_COLUMNS = ("site", "round", "steps", "sample_rate", "noise_multiplier", "delta", "epsilon", "accountant")
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One site's privacy spend in one round; ``epsilon`` is cumulative over rounds ``1..round``."""
+
+    site: str
+    round: int
+    steps: int
+    sample_rate: float
+    noise_multiplier: float
+    delta: float
+    epsilon: float
+    accountant: str
+
+
+def _check_mechanism(steps: int, sample_rate: float, noise_multiplier: float) -> None:
+    if steps < 0:
+        raise PrivacyError(f"steps must be >= 0, but was {steps!r}.")
+    if not 0.0 < sample_rate <= 1.0:
+        raise PrivacyError(f"sample_rate must be in (0, 1], but was {sample_rate!r} (batch size / patients).")
+    if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
+        raise PrivacyError(f"noise_multiplier must be a positive finite number, but was {noise_multiplier!r}.")
+
+
+def epsilon_of(history: Iterable[tuple[float, float, int]], delta: float, accountant: str) -> float:
+    """Cumulative ε at ``delta`` of a history of ``(noise_multiplier, sample_rate, steps)`` entries.
+
+    Parameters
+    ----------
+    history : iterable of (float, float, int)
+        One entry per round, in Opacus's history format.
+    delta : float
+        Target δ (per patient), e.g. ``1e-5``.
+    accountant : {"rdp", "prv", "gdp"}
+        Which Opacus accountant composes the history.
+    """
+    from opacus.accountants import create_accountant
+
+    if accountant not in ACCOUNTANTS:
+        raise PrivacyError(f"accountant must be one of {ACCOUNTANTS}, but was {accountant!r}.")
+    entries = [(float(s), float(q), int(n)) for s, q, n in history if int(n) > 0]
+    if not entries:
+        return 0.0
+    entries = _merge_constant(entries) if accountant == "gdp" else _merge_repeats(entries)
+    acc = create_accountant(mechanism=accountant)
+    acc.history = entries
+    with warnings.catch_warnings():
+        # Opacus warns when the optimal RDP order is at the edge of its grid; the value is still an upper bound.
+        warnings.simplefilter("ignore", UserWarning)
+        return float(acc.get_epsilon(delta=delta))
+
+
+def _merge_repeats(entries: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
+    """Merge rounds with the same (σ, q): composing k then m steps is composing k + m steps (exact, faster)."""
+    merged: dict[tuple[float, float], int] = {}
+    for sigma, q, n in entries:
+        merged[(sigma, q)] = merged.get((sigma, q), 0) + n
+    return [(sigma, q, n) for (sigma, q), n in merged.items()]
+
+
+def _merge_constant(entries: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
+    """GDP composes in closed form only at a constant (σ, q): merge the rounds into one entry."""
+    if len({(s, q) for s, q, _ in entries}) > 1:
+        raise PrivacyError(
+            "the gdp accountant needs the same noise multiplier and sample rate in every round, but saw "
+            f"{sorted({(s, q) for s, q, _ in entries})}; use accountant 'rdp' or 'prv' instead."
+        )
+    sigma, q, _ = entries[0]
+    return [(sigma, q, sum(n for _, _, n in entries))]
+
+
+class SiteAccountant:
+    """A site's running privacy account over the rounds of one run.
+
+    Parameters
+    ----------
+    site : str
+        Site id (``S01``).
+    budget : float
+        Largest cumulative ε the site agreed to spend in this run.
+    delta : float
+        δ per patient; should be well below ``1 / n_patients``.
+    accountant : {"rdp", "prv", "gdp"}
+        Opacus accountant used for every figure in the ledger.
+    """
+
+    def __init__(self, site: str, budget: float, delta: float = 1e-5, accountant: str = "prv") -> None:
+        if accountant not in ACCOUNTANTS:
+            raise PrivacyError(f"accountant must be one of {ACCOUNTANTS}, but was {accountant!r}.")
+        if not (math.isfinite(budget) and budget > 0):
+            raise PrivacyError(f"privacy budget must be a positive finite epsilon, but was {budget!r}.")
+        if not 0.0 < delta < 1.0:
+            raise PrivacyError(f"delta must be in (0, 1), but was {delta!r}.")
+        self.site, self.budget, self.delta, self.accountant = site, budget, delta, accountant
+        self.history: list[tuple[float, float, int]] = []
+        self.rows: list[LedgerRow] = []
+        self._memo: dict[tuple[tuple[float, float, int], ...], float] = {}
+
+    @classmethod
+    def from_ledger(cls, rows: Iterable[LedgerRow], site: str, budget: float, delta: float = 1e-5,
+                    accountant: str = "prv") -> SiteAccountant:
+        """Rebuild the account from the site's earlier ledger rows (after a restart)."""
+        acc = cls(site, budget, delta, accountant)
+        for row in sorted((r for r in rows if r.site == site), key=lambda r: r.round):
+            if row.accountant != accountant or row.delta != delta:
+                raise PrivacyError(
+                    f"ledger row of round {row.round} for {site} used accountant={row.accountant!r}, delta={row.delta}"
+                    f" but this run is configured with {accountant!r}, {delta}; resume with the original settings."
+                )
+            acc.history.append((row.noise_multiplier, row.sample_rate, row.steps))
+            acc.rows.append(row)
+        return acc
+
+    @property
+    def epsilon(self) -> float:
+        """ε spent so far."""
+        return self.rows[-1].epsilon if self.rows else 0.0
+
+    def projected_epsilon(self, steps: int, sample_rate: float, noise_multiplier: float) -> float:
+        """ε after one more round of ``steps`` steps at ``(sample_rate, noise_multiplier)``."""
+        _check_mechanism(steps, sample_rate, noise_multiplier)
+        key = (*self.history, (noise_multiplier, sample_rate, steps))
+        if key not in self._memo:  # check_round then record_round ask the same question: compute once
+            self._memo[key] = epsilon_of(key, self.delta, self.accountant)
+        return self._memo[key]
+
+    def check_round(self, steps: int, sample_rate: float, noise_multiplier: float) -> float:
+        """Return the projected ε, or raise :class:`PrivacyBudgetExhausted` if it exceeds the budget."""
+        projected = self.projected_epsilon(steps, sample_rate, noise_multiplier)
+        if projected > self.budget:
+            raise PrivacyBudgetExhausted(self.site, projected, self.budget, self.delta)
+        return projected
+
+    def record_round(self, round_: int, steps: int, sample_rate: float, noise_multiplier: float) -> LedgerRow:
+        """Add a finished round to the account and return its ledger row (ε cumulative)."""
+        if self.rows and round_ <= self.rows[-1].round:
+            raise PrivacyError(f"round {round_} for {self.site} is not after the last recorded {self.rows[-1].round}.")
+        epsilon = self.projected_epsilon(steps, sample_rate, noise_multiplier)
+        self.history.append((noise_multiplier, sample_rate, steps))
+        row = LedgerRow(self.site, round_, steps, sample_rate, noise_multiplier, self.delta, epsilon, self.accountant)
+        self.rows.append(row)
+        log.info("site %s round %d: epsilon=%.3f of budget %.3f (delta=%g, %s)",
+                 self.site, round_, epsilon, self.budget, self.delta, self.accountant)
+        return row
+
+
+def read_ledger(path: Path) -> list[LedgerRow]:
+    """Read a ledger CSV; a missing file is an empty ledger."""
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if tuple(reader.fieldnames or ()) != LEDGER_COLUMNS:
+            raise PrivacyError(f"{path} has columns {reader.fieldnames}, expected {list(LEDGER_COLUMNS)}.")
+        types = {f.name: f.type for f in fields(LedgerRow)}
+        casts = {"str": str, "int": int, "float": float}
+        return [LedgerRow(**{k: casts[str(types[k])](v) for k, v in rec.items()}) for rec in reader]
+
+
+def write_ledger(path: Path, rows: Iterable[LedgerRow]) -> None:
+    """Write the whole ledger atomically (temp file + rename), sorted by round then site."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(LEDGER_COLUMNS)
+    for row in sorted(rows, key=lambda r: (r.round, r.site)):
+        writer.writerow(astuple(row))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(buffer.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def append_ledger(path: Path, new_rows: Iterable[LedgerRow]) -> list[LedgerRow]:
+    """Add rows to a ledger file, replacing any earlier row of the same (site, round); returns all rows."""
+    merged = {(r.site, r.round): r for r in read_ledger(path)}
+    merged.update({(r.site, r.round): r for r in new_rows})
+    rows = list(merged.values())
+    write_ledger(path, rows)
+    return rows
