@@ -1,0 +1,1 @@
+"""Site ingest: PACS export → de-identified, quality-checked, validated site study store (docs/store.md)."""

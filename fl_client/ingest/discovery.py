@@ -1,0 +1,183 @@
+"""DICOM discovery: classify every file of an export by its content, never by its name or extension.
+
+Each file is read once into memory, hashed (SHA-256, for the manifest and for idempotent re-runs) and
+parsed without decoding pixels. What comes out is a :class:`FileRecord` per file: its kind, the facts
+series assembly and de-identification need, or the reason it cannot be used. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from fl_client.ingest.series import SliceHeader
+
+log = logging.getLogger(__name__)
+
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
+RTSTRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
+SEG = "1.2.840.10008.5.1.4.1.1.66.4"
+#: Site tables recognised by name at the export root (their names are the interface with the site).
+TABLE_NAMES = ("enrolment_log.csv", "crf.csv", "reads.csv")
+_NIFTI_HEADER = 348
+
+
+@dataclass
+class FileRecord:
+    """What discovery learnt about one input file.
+
+    ``kind`` is one of CT, RTSTRUCT, SEG, NIFTI, SIDECAR, TABLE, OTHER_DICOM, NOT_DICOM; ``status`` is
+    '' while usable, else SKIPPED or QUARANTINED with ``reason``. PHI fields (patient id, name, birth
+    date) stay in memory: they feed the encrypted key and the PHI scrubber, never the store.
+    """
+
+    path: Path
+    relpath: str
+    size: int
+    sha256: str
+    kind: str
+    status: str = ""
+    reason: str = ""
+    patient_id: str = ""
+    patient_name: str = ""
+    birth_date: str = ""
+    study_uid: str = ""
+    series_uid: str = ""
+    sop_uid: str = ""
+    sop_class: str = ""
+    study_date: str = ""
+    slice: SliceHeader | None = None
+
+
+def iter_files(root: Path) -> Iterator[Path]:
+    """Every regular file under ``root`` in a stable order (symlinks are not followed)."""
+    for directory, dirs, files in os.walk(root, followlinks=False):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(directory) / name
+            if path.is_file() and not path.is_symlink():
+                yield path
+
+
+def _looks_like_raw_dataset(data: bytes) -> bool:
+    # A DICOM dataset without preamble starts with an even group tag, usually (0008,xxxx) or (0002,xxxx).
+    return len(data) > 8 and data[1] == 0 and data[0] in (0x02, 0x08) and data[3] == 0
+
+
+def _classify_other(record: FileRecord, data: bytes) -> FileRecord:
+    if data[:2] == b"\x1f\x8b" or data[344:348] in (b"n+1\x00", b"ni1\x00"):
+        try:
+            head = gzip.decompress(data)[:_NIFTI_HEADER] if data[:2] == b"\x1f\x8b" else data[:_NIFTI_HEADER]
+        except (OSError, EOFError) as exc:
+            record.kind, record.status, record.reason = "NOT_DICOM", "SKIPPED", f"corrupt gzip file ({exc})"
+            return record
+        if head[344:348] in (b"n+1\x00", b"ni1\x00") or int.from_bytes(head[:4], "little") == _NIFTI_HEADER:
+            record.kind = "NIFTI"
+            return record
+    if record.path.name in TABLE_NAMES:
+        record.kind = "TABLE"
+        return record
+    try:
+        content = json.loads(data.decode("utf-8"))
+        if isinstance(content, dict) and {"SeriesInstanceUID", "labels"} <= set(content):
+            record.kind = "SIDECAR"
+            return record
+    except (UnicodeDecodeError, ValueError):
+        pass
+    record.kind, record.status = "NOT_DICOM", "SKIPPED"
+    record.reason = "not a DICOM file (no DICM marker), not NIfTI, not a known table or annotation sidecar"
+    return record
+
+
+def _pixel_problem(ds: Dataset) -> str:
+    if "PixelData" not in ds:
+        return "CT image without pixel data"
+    if not ds.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian).is_compressed:
+        expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("BitsAllocated", 16)) // 8
+        if len(ds.PixelData) < expected:
+            return f"pixel data truncated: {len(ds.PixelData)} bytes, expected {expected}"
+    return ""
+
+
+def _ct_slice(record: FileRecord, ds: Dataset) -> None:
+    missing = [k for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
+               if k not in ds or ds[k].value in (None, "")]
+    if missing:
+        record.status, record.reason = "SKIPPED", f"CT image lacks geometry ({', '.join(missing)})"
+        return
+    problem = _pixel_problem(ds)
+    if problem:
+        record.status, record.reason = "SKIPPED", problem
+        return
+    record.slice = SliceHeader(
+        path=record.path, sop_uid=record.sop_uid,
+        position=tuple(float(v) for v in ds.ImagePositionPatient),  # type: ignore[arg-type]
+        orientation=tuple(float(v) for v in ds.ImageOrientationPatient),
+        spacing=(float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])),
+        shape=(int(ds.Rows), int(ds.Columns)))
+
+
+def _classify_dicom(record: FileRecord, ds: Dataset) -> FileRecord:
+    record.patient_id = str(ds.get("PatientID", "") or "")
+    record.patient_name = str(ds.get("PatientName", "") or "")
+    record.birth_date = str(ds.get("PatientBirthDate", "") or "")
+    record.study_uid = str(ds.get("StudyInstanceUID", "") or "")
+    record.series_uid = str(ds.get("SeriesInstanceUID", "") or "")
+    record.sop_uid = str(ds.get("SOPInstanceUID", "") or "")
+    record.sop_class = str(ds.get("SOPClassUID", "") or "")
+    record.study_date = str(ds.get("StudyDate", "") or "")
+    modality = str(ds.get("Modality", "") or "")
+    if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
+        record.kind, record.status = "OTHER_DICOM" if record.sop_class != CT_IMAGE else "CT", "QUARANTINED"
+        record.reason = "BurnedInAnnotation is YES: pixels may show identifiers (PS3.15 E.1)"
+        return record
+    kinds = {CT_IMAGE: "CT", RTSTRUCT: "RTSTRUCT", SEG: "SEG"}
+    record.kind = kinds.get(record.sop_class, "OTHER_DICOM")
+    if record.kind == "OTHER_DICOM":
+        name = getattr(pydicom.uid.UID(record.sop_class), "name", record.sop_class) or "unknown SOP class"
+        why = "multi-frame Enhanced CT is not supported yet" if record.sop_class == ENHANCED_CT else "not needed"
+        record.status, record.reason = "SKIPPED", f"non-CT object ({modality or '?'}, {name}): {why}"
+    elif not (record.series_uid and record.study_uid and record.patient_id):
+        record.status = "SKIPPED"
+        record.reason = "DICOM object without PatientID, StudyInstanceUID or SeriesInstanceUID"
+    elif record.kind == "CT":
+        _ct_slice(record, ds)
+    return record
+
+
+def classify(path: Path, root: Path) -> FileRecord:
+    """Read, hash and classify one file. Never raises for bad content: the reason is recorded."""
+    data = path.read_bytes()
+    record = FileRecord(path=path, relpath=path.relative_to(root).as_posix(), size=len(data),
+                        sha256=hashlib.sha256(data).hexdigest(), kind="NOT_DICOM")
+    if not data:
+        record.status, record.reason = "SKIPPED", "empty file"
+        return record
+    is_part10 = data[128:132] == b"DICM"
+    if not is_part10 and not _looks_like_raw_dataset(data):
+        return _classify_other(record, data)
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=not is_part10)
+        ds.get("SOPClassUID")  # force parsing of the first elements now, inside the try
+    except (InvalidDicomError, ValueError, EOFError, OSError, TypeError, KeyError, IndexError,
+            AttributeError, NotImplementedError) as exc:
+        record.status, record.reason = "SKIPPED", f"unreadable DICOM ({type(exc).__name__}: {exc})"[:300]
+        return record
+    try:
+        return _classify_dicom(record, ds)
+    except Exception as exc:
+        record.kind, record.status = "OTHER_DICOM", "SKIPPED"
+        record.reason = f"malformed DICOM header ({type(exc).__name__}: {exc})"[:300]
+        return record
