@@ -17,6 +17,7 @@ from rich.logging import RichHandler
 # no placeholder commands (ARCHITECTURE: "--help lists what works").
 COMMAND_MODULES: tuple[str, ...] = (
     # "synth" is added by the synth package
+    "ingest",
     "audit",
     "keys",
     "demo",
