@@ -1,0 +1,160 @@
+"""Dynamic-iRECIST reference labels: what every model of the study is judged against.
+
+One row per subject (``reference.csv``; definition in ``docs/dynamic-irecist.md``):
+
+- ``RESPONDER`` — ``Y`` when the confirmed iRECIST best overall response is iCR/iPR, or when an iCR/iPR
+  was seen at the subject's last assessment so that no confirmation scan exists ("confirmed where the
+  schedule allows"); ``RESP_CONFIRMED`` says which (``Y`` / ``UNCONFIRMABLE`` / empty).
+- ``PSEUDOPROG`` — an iUPD later followed by iSD/iPR/iCR (Seymour 2017).
+- ``PFS_DAYS``, ``PFS_EVENT``, ``PFS_SOURCE`` — progression-free survival from the first dose (study
+  days, day 1 = first dose): event at the confirmed iUPD's day (iRECIST) or at death; censored at the
+  last adequate assessment when there is no event, before new anticancer therapy, or before ≥ 2 missed
+  visits (DOMAIN §6).
+- ``IUPD_OPEN``, ``IUPD_OPEN_ADY``, ``P_PSEUDO`` — the slot for models: a subject whose last iRECIST
+  state is an unconfirmed iUPD gets ``IUPD_OPEN = Y``; a model's probability that this iUPD is
+  pseudo- rather than true progression goes into ``P_PSEUDO`` (:func:`attach_pseudoprogression_probability`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from evaluation.protocol import StudyProtocol
+from evaluation.response.bor import IRECIST, confirmed_best_overall_response
+from evaluation.response.engine import Assessment
+from evaluation.response.irecist import RESETTING
+
+REFERENCE_COLUMNS: tuple[str, ...] = (
+    "USUBJID", "CIBOR", "RESPONDER", "RESP_CONFIRMED", "PSEUDOPROG", "PFS_DAYS", "PFS_EVENT", "PFS_SOURCE",
+    "IUPD_OPEN", "IUPD_OPEN_ADY", "P_PSEUDO",
+)
+EVENT_COLUMNS: tuple[str, ...] = ("USUBJID", "DEATH_ADY", "NEWTHER_ADY")
+
+
+def study_day(date: pd.Series, first_dose: pd.Series) -> pd.Series:
+    """CDISC study day of ``date`` relative to ``first_dose`` (day 1 = first dose, no day 0)."""
+    delta = (pd.to_datetime(date, errors="coerce") - pd.to_datetime(first_dose, errors="coerce")).dt.days
+    return delta.where(delta < 0, delta + 1).astype("Int64")
+
+
+def events_from_crf(crf: pd.DataFrame) -> pd.DataFrame:
+    """``USUBJID, DEATH_ADY, NEWTHER_ADY`` from a CRF extract (``FIRST_DOSE_DATE, DEATH_DATE, NEW_THERAPY_DATE``)."""
+    missing = [c for c in ("USUBJID", "FIRST_DOSE_DATE", "DEATH_DATE", "NEW_THERAPY_DATE") if c not in crf.columns]
+    if missing:
+        raise ValueError(f"the CRF lacks {missing}, needed for PFS death and new-therapy censoring")
+    return pd.DataFrame({
+        "USUBJID": crf["USUBJID"].astype(str),
+        "DEATH_ADY": study_day(crf["DEATH_DATE"], crf["FIRST_DOSE_DATE"]),
+        "NEWTHER_ADY": study_day(crf["NEW_THERAPY_DATE"], crf["FIRST_DOSE_DATE"]),
+    })
+
+
+def confirmed_iupd_day(days: list[int], responses: list[str], window_high: int) -> tuple[int | None, int | None]:
+    """Replay the iRECIST sequence: the day of the iUPD that was confirmed, and of an iUPD still open at the end."""
+    pending: int | None = None
+    for ady, response in zip(days, responses, strict=True):
+        if response == "iUPD" and (pending is None or ady - pending > window_high):
+            pending = ady
+        elif response in RESETTING:
+            pending = None
+        elif response == "iCPD":
+            return pending, None
+    return None, pending
+
+
+def _responder(days: list[int], responses: list[str], cibor: str) -> tuple[str, str]:
+    if cibor in {"iCR", "iPR"}:
+        return "Y", "Y"
+    if responses and responses[-1] in {"iCR", "iPR"}:
+        return "Y", "UNCONFIRMABLE"  # seen at the last assessment: no scan exists that could confirm it
+    return "N", ""
+
+
+def _pfs(
+    days: list[int], responses: list[str], progression: int | None, death: float, new_therapy: float, max_gap: int
+) -> tuple[int, int, str]:
+    """(days, event, source) per DOMAIN §6."""
+    adequate = [d for d, r in zip(days, responses, strict=True) if r not in {"", "NE"}]
+    candidates = [(progression, "ICPD")] if progression is not None else []
+    if not np.isnan(death):
+        candidates.append((int(death), "DEATH"))
+    event_day, source = min(candidates) if candidates else (None, "")
+    horizon = event_day if event_day is not None else max(adequate, default=1)
+    if not np.isnan(new_therapy) and new_therapy <= horizon:
+        before = [d for d in adequate if d < new_therapy]
+        return (max(before) if before else 1), 0, "CENSORED_NEW_THERAPY"
+    if event_day is None:
+        if not adequate:
+            return 1, 0, "CENSORED_NO_ASSESSMENT"
+        return max(adequate), 0, "CENSORED_LAST_ASSESSMENT"
+    last = max((d for d in adequate if d < event_day), default=1)
+    if event_day - last > max_gap:
+        return last, 0, "CENSORED_MISSED_VISITS"
+    return event_day, 1, source
+
+
+def _event_day(events: pd.DataFrame, subject: str, column: str) -> float:
+    if subject not in events.index or pd.isna(events.at[subject, column]):
+        return float("nan")
+    return float(events.at[subject, column])
+
+
+def reference_labels(
+    assessment: Assessment, protocol: StudyProtocol, events: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Dynamic-iRECIST reference labels per subject (columns :data:`REFERENCE_COLUMNS`).
+
+    Parameters
+    ----------
+    assessment : Assessment
+        The final (adjudicated) assessment.
+    protocol : StudyProtocol
+        Confirmation days, SD duration, iRECIST window and the follow-up interval (missed visits).
+    events : DataFrame, optional
+        ``USUBJID, DEATH_ADY, NEWTHER_ADY`` (see :func:`events_from_crf`); without it PFS uses imaging only.
+    """
+    rules = protocol.recist
+    high = protocol.irecist.confirm_window_days[1]
+    max_gap = 2 * protocol.follow_up.interval_days + protocol.follow_up.window_days
+    known = events.set_index("USUBJID") if events is not None else pd.DataFrame(columns=list(EVENT_COLUMNS[1:]))
+    pseudo = assessment.subjects.set_index("USUBJID")["PSEUDOPROG"]
+    rows = []
+    for subject, visits in assessment.visits.groupby("USUBJID", sort=True):
+        follow = visits[visits["IRECIST_OVR"] != ""].sort_values("ADY")
+        days, responses = follow["ADY"].astype(int).tolist(), follow["IRECIST_OVR"].astype(str).tolist()
+        cibor = confirmed_best_overall_response(days, responses, IRECIST, rules.sd_min_days, rules.confirm_min_days)
+        responder, confirmed = _responder(days, responses, cibor)
+        progression, open_iupd = confirmed_iupd_day(days, responses, high)
+        death, therapy = (_event_day(known, str(subject), c) for c in ("DEATH_ADY", "NEWTHER_ADY"))
+        pfs_days, event, source = _pfs(days, responses, progression, death, therapy, max_gap)
+        rows.append({
+            "USUBJID": subject, "CIBOR": cibor, "RESPONDER": responder, "RESP_CONFIRMED": confirmed,
+            "PSEUDOPROG": pseudo.get(subject, "N"), "PFS_DAYS": pfs_days, "PFS_EVENT": event, "PFS_SOURCE": source,
+            "IUPD_OPEN": "Y" if open_iupd is not None else "N", "IUPD_OPEN_ADY": open_iupd, "P_PSEUDO": np.nan,
+        })
+    frame = pd.DataFrame(rows, columns=list(REFERENCE_COLUMNS))
+    frame["IUPD_OPEN_ADY"] = pd.array(frame["IUPD_OPEN_ADY"].tolist(), dtype="Int64")
+    frame["P_PSEUDO"] = frame["P_PSEUDO"].astype(float)
+    return frame
+
+
+def attach_pseudoprogression_probability(reference: pd.DataFrame, probabilities: Mapping[str, float]) -> pd.DataFrame:
+    """Fill ``P_PSEUDO`` for subjects with an open (unconfirmed) iUPD from a model's probabilities.
+
+    Raises
+    ------
+    ValueError
+        A probability outside [0, 1], or given for a subject without an open iUPD (the slot exists only there).
+    """
+    out = reference.copy()
+    open_ids = set(out.loc[out["IUPD_OPEN"] == "Y", "USUBJID"])
+    problems = [f"{s}: {p!r} is not a probability" for s, p in probabilities.items() if not 0.0 <= float(p) <= 1.0]
+    problems += [f"{s}: has no open iUPD" for s in probabilities if s not in open_ids]
+    if problems:
+        raise ValueError("cannot attach pseudoprogression probabilities:\n  " + "\n  ".join(problems))
+    mask = out["USUBJID"].isin(set(probabilities))
+    out.loc[mask, "P_PSEUDO"] = out.loc[mask, "USUBJID"].map(probabilities).astype(float)
+    return out
