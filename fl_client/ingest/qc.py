@@ -19,8 +19,8 @@ REJECT, WARN = "REJECT", "WARN"
 QC_COLUMNS = ["USUBJID", "VISIT", "SERIES_UID", "CHECK", "SEVERITY", "VALUE", "MESSAGE"]
 LESION_COLUMNS = ["USUBJID", "VISIT", "SERIES_UID", "LABEL", "LESIONID", "N_VOXELS", "VOLUME_MM3", "TOUCHES_EDGE"]
 _TILT_WARN_DEG = 0.5
-_AIR_WINDOW = (-1200.0, -800.0)
-_AIR_MIN_FRACTION = 0.001
+_PADDING_BELOW_HU = -1100.0
+_AIR_PERCENTILE = 1.0
 
 
 @dataclass(frozen=True)
@@ -70,20 +70,23 @@ def geometry_findings(where: tuple[str, str, str], geometry: SeriesGeometry, thi
 
 
 def air_finding(where: tuple[str, str, str], volume: NDArray[np.generic], protocol: StudyProtocol) -> list[Finding]:
-    """Plausible HU: the air peak (mode of voxels in [-1200, -800] HU) must sit near −1000 HU."""
+    """Plausible HU: the darkest 1 % of voxels (padding below −1100 HU excluded) must sit near −1000 HU (air).
+
+    Air is the darkest thing a CT sees (outside the body, trachea); lung parenchyma (−900 to −700 HU)
+    is brighter, so a histogram mode would mistake a lung-filled field of view for air.
+    """
     expected, tolerance = protocol.imaging.air_hu_expected, protocol.imaging.air_hu_tolerance
-    sample = np.asarray(volume[::2, ::2, ::2], dtype=np.float32)
-    air = sample[(sample >= _AIR_WINDOW[0]) & (sample <= _AIR_WINDOW[1])]
-    if air.size < _AIR_MIN_FRACTION * sample.size:
-        return [Finding(*where, "AIR_HU", REJECT, f"{float(np.median(sample)):.0f}",
-                        f"no air found near {expected:g} HU (fewer than {_AIR_MIN_FRACTION:.1%} of voxels in "
-                        f"{_AIR_WINDOW} HU): check Rescale Slope/Intercept and the field of view")]
-    counts, edges = np.histogram(air, bins=80, range=_AIR_WINDOW)
-    peak = float(edges[int(np.argmax(counts))] + (edges[1] - edges[0]) / 2)
-    if abs(peak - expected) > tolerance:
-        return [Finding(*where, "AIR_HU", REJECT, f"{peak:.0f}",
-                        f"air peaks at {peak:.0f} HU, more than {tolerance:g} HU from {expected:g} HU: "
-                        "miscalibrated scanner or wrong rescale")]
+    sample = np.asarray(volume[::2, ::2, ::2], dtype=np.float32).ravel()
+    valid = sample[sample >= _PADDING_BELOW_HU]
+    if valid.size == 0:
+        return [Finding(*where, "AIR_HU", REJECT, "", f"every voxel is below {_PADDING_BELOW_HU:g} HU (padding only): "
+                        "check Rescale Slope/Intercept")]
+    darkest = valid[valid <= np.percentile(valid, _AIR_PERCENTILE)]
+    air = float(np.median(darkest))
+    if abs(air - expected) > tolerance:
+        return [Finding(*where, "AIR_HU", REJECT, f"{air:.0f}",
+                        f"the darkest voxels sit at {air:.0f} HU, more than {tolerance:g} HU from air "
+                        f"({expected:g} HU): miscalibrated scanner, wrong Rescale Slope/Intercept, or no air in view")]
     return []
 
 
