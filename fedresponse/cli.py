@@ -18,6 +18,7 @@ from rich.logging import RichHandler
 COMMAND_MODULES: tuple[str, ...] = (
     # "synth" is added by the synth package
     "ingest",
+    "radiomics",
     "audit",
     "keys",
     "demo",
