@@ -1,0 +1,255 @@
+"""What a site does in a federated round, as plain functions (the ClientApp only unpacks and packs).
+
+One round at a site (:func:`site_round`):
+
+1. build the model (same seeded initialisation at every site) and, from round 2 on, load the global
+   model: decrypt ``Σ n_i θ_i`` with the site's secret context and divide by ``Σ n_i``;
+2. check the site's privacy budget for the round's planned DP-SGD steps *before* touching the data
+   (:class:`privacy.exceptions.PrivacyBudgetExhausted`);
+3. train locally through ``train_fn`` with a fresh Opacus ``PrivacyEngine`` (DP modes);
+4. record the round in the site's ledger (ε cumulative, from the engine's own history);
+5. scale the parameters by the example count, encrypt, and append what was sent to the site's audit log.
+
+The data path is injected: ``SiteData`` holds one site's in-memory training set (any torch ``Dataset``);
+``train_fn`` is the models helper's :func:`fl_client.train.fit` through :func:`fit_adapter`, or any
+function with the :data:`TrainFn` signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from privacy.accounting import SiteAccountant, append_ledger, read_ledger
+from privacy.audit import AuditLog
+from privacy.ckks import CkksParameters, KeyInfo, ParameterLayout
+from privacy.exceptions import ContextMismatchError, PrivacyBudgetExhausted
+from privacy.update import GlobalModel, ModelUpdate, UpdateMeta, decode_vector, encode_vector
+
+if TYPE_CHECKING:
+    import tenseal as ts
+
+log = logging.getLogger(__name__)
+
+MODES = ("plain", "dp", "he", "dp-he")
+#: ``train_fn(model, dataset, privacy_engine_or_None, generator) -> (trained_model, mean_loss)``.
+TrainFn = Callable[[nn.Module, Any, Any, torch.Generator], tuple[nn.Module, float]]
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Run-wide knobs a site needs (from the run config; see ``configs/federation.yaml``)."""
+
+    mode: str = "dp-he"
+    local_epochs: int = 2
+    batch_size: int = 16
+    noise_multiplier: float = 1.0
+    max_grad_norm: float = 1.0
+    delta: float = 1e-5
+    epsilon_budget: float = 8.0
+    accountant: str = "prv"
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, but was {self.mode!r}.")
+
+    @property
+    def dp(self) -> bool:
+        return self.mode in ("dp", "dp-he")
+
+    @property
+    def encoding(self) -> str:
+        return "ckks" if self.mode in ("he", "dp-he") else "plain"
+
+    def planned_steps(self, n_examples: int) -> tuple[int, float]:
+        """DP-SGD steps and Poisson sample rate of one round (Opacus: ``q = 1 / len(loader)``)."""
+        batches = max(1, math.ceil(n_examples / self.batch_size))
+        return self.local_epochs * batches, 1.0 / batches
+
+
+@dataclass
+class SiteKeys:
+    """A site's key material: the secret context (CKKS modes) and the ceremony's public facts."""
+
+    info: KeyInfo
+    context: ts.Context | None = None
+
+    @property
+    def params(self) -> CkksParameters:
+        return self.info.params
+
+
+@dataclass
+class SiteData:
+    """One site's training data, in memory, never leaving the site."""
+
+    site: str
+    train: Any
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_examples(self) -> int:
+        return len(self.train)
+
+
+def seeded_generator(seed: int, site: str, purpose: str, round_: int) -> torch.Generator:
+    """A torch generator seeded from ``(seed, site, purpose, round)`` (STYLE: injected randomness)."""
+    digest = hashlib.sha256(f"{seed}:{site}:{purpose}:{round_}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def model_vector(model: nn.Module) -> tuple[ParameterLayout, np.ndarray]:
+    """Layout and flat float64 vector of a module's trainable parameters (in ``named_parameters`` order)."""
+    arrays = {name: p.detach().cpu().double().numpy() for name, p in model.named_parameters() if p.requires_grad}
+    layout = ParameterLayout.from_arrays(arrays)
+    return layout, layout.flatten(arrays)
+
+
+def load_vector(model: nn.Module, layout: ParameterLayout, vector: np.ndarray) -> None:
+    """Copy a flat vector into the module's trainable parameters (inverse of :func:`model_vector`)."""
+    arrays = layout.unflatten(vector)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in arrays:
+                param.copy_(torch.as_tensor(arrays[name], dtype=param.dtype, device=param.device))
+
+
+def apply_global_model(model: nn.Module, global_model: GlobalModel, keys: SiteKeys | None) -> None:
+    """Decrypt (or decode) ``Σ n_i θ_i``, divide by ``Σ n_i`` and load the weighted mean into ``model``."""
+    layout, _ = model_vector(model)
+    if global_model.layout_digest != layout.digest or global_model.length != layout.size:
+        raise ContextMismatchError(
+            f"the global model's layout {global_model.layout_digest[:12]}… ({global_model.length} parameters) does "
+            f"not match this site's model {layout.digest[:12]}… ({layout.size}); all sites must run the same model.")
+    if keys is not None and global_model.key_id != keys.info.key_id:
+        raise ContextMismatchError(f"the global model was made under key {global_model.key_id[:12]}…, this site holds "
+                                   f"{keys.info.key_id[:12]}…; install the current KEYDIR/site/ from the PI.")
+    if global_model.total_examples <= 0:
+        raise ContextMismatchError(f"global model reports {global_model.total_examples} examples; refusing it.")
+    context = keys.context if keys is not None else None
+    summed = decode_vector(global_model.chunks, global_model.encoding, context, global_model.length)
+    load_vector(model, layout, summed / global_model.total_examples)
+
+
+def fit_adapter(train_config: Any, device: torch.device) -> TrainFn:
+    """Wrap :func:`fl_client.train.fit` (models helper) into a :data:`TrainFn`."""
+    from fl_client.train import fit
+
+    def train_fn(model: nn.Module, dataset: Any, engine: Any, generator: torch.Generator) -> tuple[nn.Module, float]:
+        noise = engine.noise_multiplier if engine is not None else 1.0
+        clip = engine.max_grad_norm if engine is not None else 1.0
+        trained, losses = fit(model, dataset, train_config, device, generator, engine.engine if engine else None,
+                              noise_multiplier=noise, max_grad_norm=clip)
+        return trained, float(losses[-1]) if losses else math.nan
+
+    return train_fn
+
+
+@dataclass
+class DPRun:
+    """A fresh Opacus engine for one round plus the DP knobs ``train_fn`` must pass to ``make_private``."""
+
+    engine: Any
+    noise_multiplier: float
+    max_grad_norm: float
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    inner = getattr(model, "_module", None)
+    return inner if isinstance(inner, nn.Module) else model
+
+
+def _round_privacy(settings: ClientSettings, site_dir: Path, site: str, n: int) -> tuple[SiteAccountant, DPRun]:
+    from opacus import PrivacyEngine
+
+    ledger = read_ledger(site_dir / "privacy_ledger.csv")
+    account = SiteAccountant.from_ledger(ledger, site, settings.epsilon_budget, settings.delta, settings.accountant)
+    steps, rate = settings.planned_steps(n)
+    account.check_round(steps, rate, settings.noise_multiplier)
+    return account, DPRun(PrivacyEngine(accountant=settings.accountant), settings.noise_multiplier,
+                          settings.max_grad_norm)
+
+
+def site_round(
+    round_: int,
+    model_fn: Callable[[], nn.Module],
+    data: SiteData,
+    global_model: GlobalModel | None,
+    settings: ClientSettings,
+    keys: SiteKeys | None,
+    site_dir: Path,
+    train_fn: TrainFn,
+) -> ModelUpdate:
+    """Run one federated round at a site and return the (encrypted) update to send.
+
+    Parameters
+    ----------
+    round_ : int
+        Round number (1-based); the global model, when given, is the aggregate of ``round_ - 1``.
+    model_fn : callable
+        Builds the network; must be deterministic (same initial weights at every site).
+    data : SiteData
+        The site's training data.
+    global_model : GlobalModel or None
+        The server's aggregate of the previous round (``None`` in round 1).
+    settings : ClientSettings
+    keys : SiteKeys or None
+        Required for the ``he``/``dp-he`` modes.
+    site_dir : Path
+        Site-local state: ``privacy_ledger.csv``, ``federation_audit.jsonl``.
+    train_fn : TrainFn
+        Local training.
+    """
+    with torch.random.fork_rng(devices=[]):  # identical initial weights at every site, global RNG untouched
+        torch.manual_seed(settings.seed)
+        model = model_fn()
+    if global_model is not None:
+        apply_global_model(model, global_model, keys)
+    account, dp_run = _round_privacy(settings, site_dir, data.site, data.n_examples) if settings.dp else (None, None)
+    generator = seeded_generator(settings.seed, data.site, "train", round_)
+    trained, loss = train_fn(model, data.train, dp_run, generator)
+    layout, vector = model_vector(_unwrap(trained))
+    meta_privacy: dict[str, Any] = {}
+    if account is not None and dp_run is not None:
+        history = dp_run.engine.accountant.history
+        sigma, rate = history[-1][0], history[-1][1]
+        steps = sum(int(entry[2]) for entry in history)
+        row = account.record_round(round_, steps, rate, sigma)
+        append_ledger(site_dir / "privacy_ledger.csv", [row])
+        if row.epsilon > settings.epsilon_budget:  # train_fn ran more steps than planned: spent, but never sent
+            raise PrivacyBudgetExhausted(data.site, row.epsilon, settings.epsilon_budget, settings.delta)
+        meta_privacy = {"steps": row.steps, "sample_rate": row.sample_rate, "noise_multiplier": row.noise_multiplier,
+                        "delta": row.delta, "epsilon": row.epsilon, "accountant": row.accountant}
+    if settings.encoding == "ckks" and (keys is None or keys.context is None):
+        raise ContextMismatchError(f"mode {settings.mode!r} needs the site's secret context; pass --keys KEYDIR.")
+    params = keys.params if keys is not None else CkksParameters()
+    chunks = encode_vector(vector * data.n_examples, settings.encoding, keys.context if keys else None, params)
+    meta = UpdateMeta(site=data.site, round=round_, num_examples=data.n_examples, layout_digest=layout.digest,
+                      length=layout.size, key_id=keys.info.key_id if keys else "none", encoding=settings.encoding,
+                      train_loss=loss, **meta_privacy)
+    update = ModelUpdate(meta, chunks)
+    _audit_sent(site_dir, update, global_model)
+    return update
+
+
+def _audit_sent(site_dir: Path, update: ModelUpdate, received: GlobalModel | None) -> None:
+    digest = hashlib.sha256(b"".join(update.chunks)).hexdigest()
+    details: dict[str, Any] = {"round": update.meta.round, "bytes_sent": update.nbytes, "sha256_sent": digest,
+                               "num_examples": update.meta.num_examples, "epsilon": update.meta.epsilon,
+                               "encoding": update.meta.encoding}
+    if received is not None:
+        details.update(bytes_received=received.nbytes,
+                       sha256_received=hashlib.sha256(b"".join(received.chunks)).hexdigest())
+    AuditLog(site_dir / "federation_audit.jsonl").append(
+        "fl.round.update_sent", why="federated training round (only encrypted, DP-noised parameters leave the site)",
+        who=f"site:{update.meta.site}", details=details)
