@@ -1,0 +1,280 @@
+"""Tumour habitats: per-voxel local features clustered into sub-populations, and the ITH score.
+
+Following the ITHscore of Li et al. (Eur Radiol 2022; 32:4161-4171): every tumour voxel gets a small
+vector of local features, the voxels are clustered into habitats, and heterogeneity is the
+fragmentation of the habitat map,
+
+    ITH = 1 − (Σ_i a_i / n_i) / S,
+
+with S the number of tumour voxels, n_i the number of connected regions of habitat i and a_i the size
+of its largest region. A tumour made of a few compact habitats scores near 0; a salt-and-pepper mixture
+scores near 1.
+
+Our adaptation (documented in ``docs/dhi.md``): 3-D instead of the largest axial slice; three local
+features per voxel — the HU value, and the mean and standard deviation of the tumour voxels in a
+``window`` × ``window`` × ``window`` neighbourhood (masked, so lung outside the tumour does not leak into
+the rim); features standardised and clustered by k-means (k-means++ seeding from an injected
+:class:`torch.Generator`, best of ``n_init`` runs) **at T0 only**. Later time points are assigned to the
+nearest T0 centroid, so habitat ``i`` means the same tissue at T0, T1 and T2 and composition changes are
+comparable. Connected regions use face connectivity (6-neighbourhood) by default.
+
+Feature computation and k-means run on the tensor's device; the connected-region count uses
+:func:`scipy.ndimage.label` on the CPU (labels only, a few ms per tumour).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as functional
+from scipy import ndimage
+
+from radiomics.exceptions import EmptyMaskError, GeometryMismatchError, SettingsError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HabitatSettings:
+    """How habitats are found.
+
+    Attributes
+    ----------
+    n_habitats : int
+        Number of k-means clusters K.
+    window : int
+        Edge of the local neighbourhood in voxels (odd). Resample to a common spacing upstream so that
+        the window covers the same millimetres at every time point.
+    n_init : int
+        k-means restarts; the run with the lowest inertia is kept.
+    max_iter : int
+        Lloyd iterations per restart.
+    connectivity : int
+        1 = faces (6-neighbourhood), 2 = faces and edges (18), 3 = 26-neighbourhood.
+    texture_weight : float
+        Weight of the standardised local SD against the standardised local mean in the k-means distance.
+        Interfaces between compartments have a high local SD; at full weight they become a habitat of
+        their own and split the compartments less cleanly.
+    min_region_voxels : int
+        Smallest connected region counted as a fragment by :func:`ith_score` (default: one 3³ window).
+    max_fit_voxels : int
+        k-means is fitted on at most this many T0 voxels drawn at random (then every voxel is assigned);
+        bounds the cost for large tumours without changing the centroids materially.
+    """
+
+    n_habitats: int = 3
+    window: int = 3
+    n_init: int = 4
+    max_iter: int = 50
+    connectivity: int = 1
+    max_fit_voxels: int = 4000
+    texture_weight: float = 0.25
+    min_region_voxels: int = 27
+
+    def __post_init__(self) -> None:
+        if self.n_habitats < 2:
+            raise SettingsError(f"n_habitats must be at least 2, but was {self.n_habitats!r}")
+        if self.window < 1 or self.window % 2 == 0:
+            raise SettingsError(f"window must be an odd number of voxels, but was {self.window!r}")
+        if not 0.0 <= self.texture_weight <= 10.0 or self.min_region_voxels < 1:
+            raise SettingsError(
+                f"texture_weight must lie in [0, 10] and min_region_voxels be ≥ 1, but was {self.texture_weight!r}, "
+                f"{self.min_region_voxels!r}"
+            )
+        if self.connectivity not in (1, 2, 3):
+            raise SettingsError(f"connectivity must be 1, 2 or 3, but was {self.connectivity!r}")
+        if self.n_init < 1 or self.max_iter < 1 or self.max_fit_voxels < self.n_habitats:
+            raise SettingsError(
+                f"n_init and max_iter must be positive and max_fit_voxels ≥ n_habitats, but were {self.n_init!r}, "
+                f"{self.max_iter!r}, {self.max_fit_voxels!r}"
+            )
+
+
+def _check(ct: torch.Tensor, mask: torch.Tensor) -> None:
+    if ct.ndim != 3 or ct.shape != mask.shape:
+        raise GeometryMismatchError(
+            f"CT {tuple(ct.shape)} and mask {tuple(mask.shape)} must be 3-D (Z, Y, X) arrays of the same shape"
+        )
+
+
+def _box_sum(v: torch.Tensor, window: int) -> torch.Tensor:
+    """Sum over the ``window``³ neighbourhood (zero outside the array), by separable running sums; same shape."""
+    half = window // 2
+    for axis in range(3):
+        pad = [0, 0] * 3
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = half
+        padded = functional.pad(v, pad)
+        cs = torch.cumsum(padded, dim=axis)
+        cs = torch.cat([torch.zeros_like(cs.narrow(axis, 0, 1)), cs], dim=axis)
+        n = v.shape[axis]
+        v = cs.narrow(axis, window, n) - cs.narrow(axis, 0, n)
+    return v
+
+
+def local_features(ct: torch.Tensor, mask: torch.Tensor, window: int = 3) -> torch.Tensor:
+    """Per-voxel local features of the tumour voxels.
+
+    Parameters
+    ----------
+    ct : Tensor, shape (Z, Y, X)
+        HU values.
+    mask : Tensor of bool, shape (Z, Y, X)
+        Tumour mask.
+    window : int
+        Odd neighbourhood edge in voxels.
+
+    Returns
+    -------
+    Tensor, shape (S, 2), float32
+        ``[local mean HU, local standard deviation HU]`` for the S tumour voxels in C order; the
+        neighbourhood statistics use tumour voxels only. (The raw voxel value is left out on purpose: it
+        is mostly image noise, and it breaks habitats into single-voxel specks.)
+    """
+    _check(ct, mask)
+    m = mask.bool()
+    if not bool(m.any()):
+        return torch.zeros((0, 2), dtype=torch.float32, device=ct.device)
+    idx = torch.nonzero(m)
+    lo = (idx.min(0).values - window // 2).clamp(min=0)
+    hi = torch.minimum(idx.max(0).values + window // 2 + 1, torch.tensor(m.shape, device=idx.device))
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    c, mm = ct[box].double(), m[box].double()
+    n = _box_sum(mm, window)
+    mean = _box_sum(c * mm, window) / n.clamp(min=1.0)
+    var = (_box_sum(c * c * mm, window) / n.clamp(min=1.0) - mean**2).clamp(min=0.0)
+    sel = mm.bool()
+    return torch.stack([mean[sel], var[sel].sqrt()], dim=1).float()
+
+
+def _kmeans_pp(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007) drawing from ``generator``."""
+    first = torch.randint(x.shape[0], (1,), generator=generator, device="cpu").item()
+    centres = [x[int(first)]]
+    d2 = ((x - centres[0]) ** 2).sum(1)
+    for _ in range(1, k):
+        weights = d2.double().cpu()
+        if float(weights.sum()) <= 0:
+            weights = torch.ones_like(weights)
+        nxt = int(torch.multinomial(weights, 1, generator=generator).item())
+        centres.append(x[nxt])
+        d2 = torch.minimum(d2, ((x - x[nxt]) ** 2).sum(1))
+    return torch.stack(centres)
+
+
+def nearest(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest centre for each row of ``x`` (N, D) → (N,); ‖x‖² is common to all centres."""
+    return (x @ centres.T * -2.0 + (centres * centres).sum(1)).argmin(1)
+
+
+def kmeans(x: torch.Tensor, k: int, generator: torch.Generator, n_init: int = 4, max_iter: int = 50) -> torch.Tensor:
+    """Lloyd's k-means on the rows of ``x`` (N, D); returns the centroids (k, D) of the best restart.
+
+    Empty clusters keep their previous centroid. Ties in assignment go to the lower cluster index.
+    """
+    best, best_inertia = None, float("inf")
+    for _ in range(n_init):
+        centres = _kmeans_pp(x, k, generator)
+        for _ in range(max_iter):
+            assign = nearest(x, centres)
+            sums = torch.zeros_like(centres).index_add_(0, assign, x)
+            counts = torch.bincount(assign, minlength=k).to(x.dtype)
+            new = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centres)
+            if torch.allclose(new, centres):
+                break
+            centres = new
+        inertia = float(((x - centres[nearest(x, centres)]) ** 2).sum())
+        if inertia < best_inertia:
+            best, best_inertia = centres, inertia
+    assert best is not None
+    return best
+
+
+@dataclass
+class HabitatModel:
+    """Habitat clustering fitted on the T0 tumour and applied unchanged at later time points.
+
+    ``fit`` learns ``scale_`` (feature mean and standard deviation at T0, shape (2, 2)) and ``centroids_``
+    (K, 2) in standardised, weighted units; ``assign`` labels the voxels of any time point.
+    """
+
+    settings: HabitatSettings
+
+    def _standardise(self, feats: torch.Tensor) -> torch.Tensor:
+        weight = torch.tensor([1.0, self.settings.texture_weight], device=feats.device)
+        return (feats - self.scale_[0].to(feats.device)) / self.scale_[1].to(feats.device) * weight
+
+    def fit(self, ct: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> HabitatModel:
+        """Fit on the reference (T0) tumour. Raises :class:`EmptyMaskError` if it has fewer voxels than K."""
+        feats = local_features(ct, mask, self.settings.window)
+        if feats.shape[0] < self.settings.n_habitats:
+            raise EmptyMaskError(
+                f"the T0 tumour has {feats.shape[0]} voxels, fewer than the {self.settings.n_habitats} habitats "
+                "to fit; habitats (and the DHI) are not defined for this lesion"
+            )
+        self.scale_ = torch.stack([feats.mean(0), feats.std(0).clamp(min=1e-3)])
+        z = self._standardise(feats)
+        if z.shape[0] > self.settings.max_fit_voxels:
+            pick = torch.randperm(z.shape[0], generator=generator)[: self.settings.max_fit_voxels]
+            z = z[pick.to(z.device)]
+        self.centroids_ = kmeans(z, self.settings.n_habitats, generator, self.settings.n_init, self.settings.max_iter)
+        return self
+
+    def assign(self, ct: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Habitat label per voxel, shape (Z, Y, X) int64: 0..K-1 inside the tumour, -1 outside."""
+        if not hasattr(self, "centroids_"):
+            raise RuntimeError("HabitatModel.assign called before fit; fit it on the T0 tumour first")
+        feats = local_features(ct, mask, self.settings.window)
+        labels = torch.full(mask.shape, -1, dtype=torch.long, device=ct.device)
+        if feats.shape[0]:
+            z = self._standardise(feats)
+            labels[mask.bool()] = nearest(z, self.centroids_.to(feats.device))
+        return labels
+
+
+def ith_score(
+    labels: torch.Tensor | np.ndarray, n_habitats: int, connectivity: int = 1, min_region_voxels: int = 1
+) -> float:
+    """ITH = 1 − (Σ_i a_i / n_i) / S (Li et al. 2022) of a habitat label map (-1 = outside the tumour).
+
+    Parameters
+    ----------
+    labels : array, shape (Z, Y, X)
+        Habitat per voxel, -1 outside the tumour.
+    n_habitats : int
+        K.
+    connectivity : int
+        Neighbourhood of a connected region (1: faces, 3: 26-neighbourhood).
+    min_region_voxels : int
+        Regions smaller than this are specks, not fragments: they are not counted in n_i (they stay in S).
+        A habitat made only of specks contributes 0. With 1 (the published definition) a single noisy
+        voxel adds a region, which makes the score jump under image noise; see ``docs/dhi.md``.
+
+    Returns
+    -------
+    float
+        In [0, 1); 0.0 for an empty map (no tumour, no heterogeneity) — callers flag that case themselves.
+    """
+    lab = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    S = int((lab >= 0).sum())
+    if S == 0:
+        return 0.0
+    structure = ndimage.generate_binary_structure(3, connectivity)
+    total = 0.0
+    for i in range(n_habitats):
+        regions, n_found = ndimage.label(lab == i, structure=structure)
+        sizes = np.bincount(regions.ravel())[1:]
+        sizes = sizes[sizes >= min_region_voxels]
+        if n_found == 0 or sizes.size == 0:
+            continue
+        total += int(sizes.max()) / sizes.size
+    return 1.0 - total / S
+
+
+def proportions(labels: torch.Tensor, n_habitats: int) -> torch.Tensor:
+    """Fraction of tumour voxels in each habitat, shape (K,), float64; zeros for an empty map."""
+    inside = labels[labels >= 0]
+    counts = torch.bincount(inside, minlength=n_habitats).double()
+    return counts / counts.sum().clamp(min=1.0)

@@ -1,0 +1,199 @@
+"""Habitats, the ITH score and the Dynamic Heterogeneity Index on hand-made maps and synthetic tumours."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from scipy.spatial.distance import jensenshannon
+
+from radiomics.dhi import HabitatState, dhi_intervals, habitat_states, icc, js_divergence
+from radiomics.exceptions import EmptyMaskError, GeometryMismatchError, SettingsError
+from radiomics.habitats import HabitatModel, HabitatSettings, ith_score, kmeans, local_features
+
+
+def _blocks():
+    lab = np.full((6, 6, 6), -1)
+    lab[0:2, 0:5, 0:1] = 0  # habitat 0, region of 10
+    lab[4:6, 0:3, 0:1] = 0  # habitat 0, region of 6
+    lab[0:5, 0:2, 3:5] = 1  # habitat 1, one region of 20
+    return lab, 1 - (10 / 2 + 20 / 1) / 36
+
+
+def _checkerboard():
+    idx = np.indices((4, 4, 4)).sum(axis=0)
+    return idx % 2, 1 - (1 / 32 + 1 / 32) / 64  # every voxel its own face-connected region
+
+
+def _two_halves():
+    lab = np.zeros((4, 4, 4), int)
+    lab[:, :, 2:] = 1
+    return lab, 0.0
+
+
+@pytest.mark.parametrize("case", [_blocks, _checkerboard, _two_halves])
+def test_ith_score_by_hand(case):
+    labels, expected = case()
+    assert ith_score(labels, n_habitats=2) == pytest.approx(expected)
+
+
+def test_ith_connectivity_joins_diagonal_neighbours():
+    lab = np.full((3, 3, 3), -1)
+    lab[0, 0, 0] = lab[1, 1, 1] = 0  # touch at a corner only
+    lab[2, 2, 2] = 1
+    assert ith_score(lab, 2, connectivity=1) == pytest.approx(1 - (1 / 2 + 1) / 3)
+    assert ith_score(lab, 2, connectivity=3) == pytest.approx(0.0)
+    assert ith_score(np.full((2, 2, 2), -1), 2) == 0.0
+
+
+def test_local_features_use_tumour_voxels_only():
+    rng = np.random.default_rng(0)
+    ct = rng.normal(0, 50, (9, 10, 11))
+    mask = np.zeros(ct.shape, bool)
+    mask[2:7, 3:8, 2:9] = True
+    mask[4, 5, 5] = False
+    feats = local_features(torch.as_tensor(ct), torch.as_tensor(mask), window=3).double().numpy()
+    w = np.maximum(ndimage.uniform_filter(mask.astype(float), 3, mode="constant") * 27, 1.0)
+    s1 = ndimage.uniform_filter(ct * mask, 3, mode="constant") * 27
+    s2 = ndimage.uniform_filter(ct * ct * mask, 3, mode="constant") * 27
+    mean = s1 / w
+    assert feats.shape == (mask.sum(), 2)
+    np.testing.assert_allclose(feats[:, 0], mean[mask], atol=1e-3)
+    np.testing.assert_allclose(feats[:, 1], np.sqrt(np.maximum(s2 / w - mean**2, 0))[mask], atol=1e-3)
+
+
+def test_kmeans_recovers_separated_clusters_reproducibly():
+    rng = np.random.default_rng(1)
+    truth = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
+    x = torch.as_tensor(np.concatenate([c + rng.normal(0, 0.5, (200, 2)) for c in truth]), dtype=torch.float32)
+    a = kmeans(x, 3, torch.Generator().manual_seed(5))
+    b = kmeans(x, 3, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(a, b)
+    found = sorted(a.numpy().round(0).tolist())
+    assert found == sorted(truth.tolist())
+
+
+def _tumour(core_radius: float, radius: float = 14.0, seed: int = 0, patchy: bool = False):
+    """A ball with a necrotic core (−20 HU), and an enhancing (70 HU) and a plain (25 HU) half-shell.
+
+    ``patchy``: the same three tissues in equal parts, but as random blobs of a few voxels (a smoothed
+    random field cut at its terciles) instead of three compartments.
+    """
+    rng = np.random.default_rng(seed)
+    n = 36
+    g = np.indices((n, n, n)) - (n - 1) / 2
+    r = np.sqrt((g**2).sum(0))
+    mask = r <= radius
+    if patchy:
+        field = ndimage.gaussian_filter(rng.standard_normal(mask.shape), 2.0)
+        ct = np.choose(np.digitize(field, np.quantile(field[mask], [1 / 3, 2 / 3])), [-20.0, 25.0, 70.0])
+    else:
+        ct = np.where(r < core_radius, -20.0, np.where(g[2] > 0, 70.0, 25.0))
+    ct = np.where(mask, ct + rng.normal(0, 15, mask.shape), -800.0)
+    return ct.astype(np.float32), mask, r, g
+
+
+def test_habitats_find_the_compartments():
+    ct, mask, r, g = _tumour(core_radius=7.0)
+    model = HabitatModel(HabitatSettings(n_habitats=3)).fit(torch.as_tensor(ct), torch.as_tensor(mask),
+                                                             torch.Generator().manual_seed(0))
+    labels = model.assign(torch.as_tensor(ct), torch.as_tensor(mask)).numpy()
+    truth = np.where(r < 7.0, 0, np.where(g[2] > 0, 1, 2))[mask]
+    # Each true compartment is one habitat (the contingency table is close to a permutation).
+    table = np.zeros((3, 3))
+    np.add.at(table, (truth, labels[mask]), 1)
+    assert table.max(axis=1).sum() / mask.sum() > 0.9
+    assert len(set(table.argmax(axis=1).tolist())) == 3
+    assert ith_score(labels, 3, min_region_voxels=27) < 0.05
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_compact_tumour_is_less_heterogeneous_than_patchy_one(seed):
+    gen = torch.Generator().manual_seed(seed)
+    compact = habitat_states([(*_tumour(7.0, seed=seed)[:2], 1.0)], gen)[0]
+    patchy = habitat_states([(*_tumour(7.0, seed=seed, patchy=True)[:2], 1.0)], gen)[0]
+    assert compact.ith < 0.1 and patchy.ith > compact.ith + 0.1
+
+
+def test_habitats_correspond_over_time():
+    gen = torch.Generator().manual_seed(3)
+    t0 = _tumour(core_radius=5.0, seed=1)[:2]
+    t1 = _tumour(core_radius=10.0, seed=2)[:2]  # the necrotic core grew
+    states = habitat_states([(*t0, 1.0), (*t0, 43.0), (*t1, 85.0), (t0[0], np.zeros_like(t0[1]), 127.0)], gen)
+    core0 = int(np.argmin([abs(p - (5 / 14) ** 3) for p in states[0].proportions]))
+    assert states[2].proportions[core0] > 2 * states[0].proportions[core0]
+    rows = dhi_intervals(states)
+    assert [x.status for x in rows] == ["ok", "ok", "vanished"]
+    assert rows[0].dhi == pytest.approx(0.0, abs=1e-12)  # same image: nothing changed
+    assert rows[1].jsd > 0.05 and rows[1].dhi > 0
+    assert rows[2].jsd == 1.0 and rows[2].delta_ith == pytest.approx(-states[2].ith)
+
+
+def test_dhi_arithmetic_against_scipy_jensen_shannon():
+    a = HabitatState(day=1, n_voxels=500, ith=0.2, proportions=(0.5, 0.5, 0.0))
+    b = HabitatState(day=61, n_voxels=400, ith=0.5, proportions=(1.0, 0.0, 0.0))
+    jsd = jensenshannon(a.proportions, b.proportions, base=2) ** 2
+    assert js_divergence(a.proportions, b.proportions) == pytest.approx(jsd)
+    (row,) = dhi_intervals([a, b])
+    assert row.status == "ok" and row.days == 60
+    assert row.delta_ith == pytest.approx(0.3)
+    assert row.dhi == pytest.approx((0.3 + jsd) * 30 / 60)
+
+
+@pytest.mark.parametrize(
+    ("n_a", "n_b", "status"),
+    [(500, 10, "small"), (10, 500, "small"), (0, 500, "absent"), (500, 0, "vanished"), (50, 50, "ok")],
+)
+def test_dhi_status(n_a, n_b, status):
+    a = HabitatState(1, n_a, 0.3 if n_a else 0.0, (0.5, 0.5) if n_a else (0.0, 0.0))
+    b = HabitatState(50, n_b, 0.1 if n_b else 0.0, (0.2, 0.8) if n_b else (0.0, 0.0))
+    (row,) = dhi_intervals([a, b], min_voxels=50)
+    assert row.status == status
+    assert np.isfinite(row.dhi) and row.dhi >= 0
+
+
+def test_dhi_needs_increasing_days():
+    s = HabitatState(10, 100, 0.1, (1.0, 0.0))
+    with pytest.raises(SettingsError, match="scan days must increase"):
+        dhi_intervals([s, s])
+
+
+# Shrout & Fleiss (1979), Table 2: 6 targets rated by 4 judges; ICC(2,1) = 0.29, ICC(3,1) = 0.71.
+SHROUT_FLEISS = [[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]]
+
+
+@pytest.mark.parametrize(("form", "expected"), [("2,1", 0.29), ("3,1", 0.71)])
+def test_icc_reproduces_shrout_fleiss(form, expected):
+    assert icc(SHROUT_FLEISS, form) == pytest.approx(expected, abs=0.005)
+
+
+def test_icc_edge_cases():
+    x = np.arange(10.0)[:, None] + np.zeros((1, 3))
+    assert icc(x, "3,1") == pytest.approx(1.0)
+    offset = x + np.array([0.0, 5.0, 10.0])
+    assert icc(offset, "3,1") == pytest.approx(1.0)  # consistency ignores a constant offset
+    assert icc(offset, "2,1") < 0.9  # absolute agreement does not
+    with pytest.raises(ValueError, match="no variance"):
+        icc(np.ones((4, 3)))
+    with pytest.raises(ValueError, match="shape"):
+        icc(np.ones(4))
+
+
+def test_bad_inputs_are_reported():
+    gen = torch.Generator().manual_seed(0)
+    ct, mask = _tumour(5.0)[:2]
+    with pytest.raises(EmptyMaskError, match="fewer than the 3 habitats"):
+        habitat_states([(ct, np.zeros_like(mask), 1.0)], gen)
+    with pytest.raises(GeometryMismatchError, match="differ in shape"):
+        habitat_states([(ct, mask[:-1], 1.0)], gen)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"n_habitats": 1}, {"window": 4}, {"connectivity": 4}, {"n_init": 0}, {"max_fit_voxels": 2},
+     {"texture_weight": -1.0}, {"min_region_voxels": 0}],
+)
+def test_bad_settings_are_reported(kwargs):
+    with pytest.raises(SettingsError, match=r"but (was|were)"):
+        HabitatSettings(**kwargs)
