@@ -6,8 +6,8 @@ Each site turns its patient-level predictions into a fixed-layout vector of coun
 - per mode (``early``/``full``): histograms of the score over ``score_bins`` equal bins of [0, 1], one per
   reference class (ROC/AUC and the DeLong variance of the binned data), the confusion table at the
   cut-off fixed on training data, the Brier sum, and calibration counts/sums over 10 bins;
-- numbers at risk and PFS events on a fixed day grid, overall and per predicted group (Kaplan–Meier,
-  median PFS, log-rank);
+- numbers at risk and PFS events on a fixed day grid, overall, per predicted group and per reference
+  response (Kaplan–Meier, median PFS, log-rank);
 - ORR counts (analysed, responders by RECIST 1.1 / iRECIST, confirmed / unconfirmed).
 
 The vectors are combined through an :class:`AggregateCodec` seam — ``encrypt`` at the site, ``add`` at the
@@ -63,7 +63,7 @@ class AggregateLayout:
             out += [(f"{mode}.hist_pos", b), (f"{mode}.hist_neg", b), (f"{mode}.confusion", 4)]
             out += [(f"{mode}.brier", 2), (f"{mode}.calibration", 3 * CALIBRATION_BINS)]
             out += [(f"{mode}.km_called_pos", 2 * k), (f"{mode}.km_called_neg", 2 * k)]
-        out += [("km_all", 2 * k), ("orr", len(ORR_KEYS))]
+        out += [("km_all", 2 * k), ("km_ref_pos", 2 * k), ("km_ref_neg", 2 * k), ("orr", len(ORR_KEYS))]
         return out
 
     @property
@@ -160,7 +160,10 @@ def site_aggregate(inputs: SiteInputs, layout: AggregateLayout | None = None) ->
     parts: list[NDArray[np.float64]] = []
     for mode in MODES:
         parts += _mode_blocks(inputs, mode, layout)
-    parts.append(_risk_counts(inputs.pfs_days, inputs.pfs_event, np.asarray(layout.pfs_grid_days)))
+    grid = np.asarray(layout.pfs_grid_days)
+    parts.append(_risk_counts(inputs.pfs_days, inputs.pfs_event, grid))
+    for cls in (1, 0):
+        parts.append(_risk_counts(inputs.pfs_days[y == cls], inputs.pfs_event[y == cls], grid))
     orr = inputs.orr_counts or {key: int(y.sum()) for key in ORR_KEYS[1:]} | {"n": int(y.size)}
     parts.append(np.asarray([orr[key] for key in ORR_KEYS], dtype=np.float64))
     vector = np.concatenate(parts)
@@ -310,7 +313,25 @@ def _mode_metrics(blocks: Mapping[str, NDArray[np.float64]], mode: str, cutoff: 
                         "predicted": (cal[2][keep] / cal[0][keep]).tolist(), "count": cal[0][keep].tolist()},
         "logrank_called_chi2": chi2,
         "logrank_called_p": p,
+        "roc": binned_roc(blocks[f"{mode}.hist_pos"], blocks[f"{mode}.hist_neg"]),
+        "km_called": {"responder": _km_json(pos), "non-responder": _km_json(neg)},
     }
+
+
+def binned_roc(hist_pos: NDArray[np.float64], hist_neg: NDArray[np.float64]) -> dict[str, list[float]]:
+    """ROC vertices at the bin edges (threshold sweeping from the top bin down), from (0, 0) to (1, 1)."""
+    m, n = max(hist_pos.sum(), 1.0), max(hist_neg.sum(), 1.0)
+    tpr = np.r_[0.0, np.cumsum(hist_pos[::-1]) / m]
+    fpr = np.r_[0.0, np.cumsum(hist_neg[::-1]) / n]
+    return {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
+
+
+def _km_json(table: RiskTable) -> dict[str, list[float]]:
+    if table.at_risk[0] == 0:
+        return {"times": [], "survival": [], "low": [], "high": [], "at_risk": []}
+    km = kaplan_meier(table)
+    return {"times": km.times.tolist(), "survival": km.survival.tolist(), "low": km.low.tolist(),
+            "high": km.high.tolist(), "at_risk": table.at_risk.tolist()}
 
 
 def pooled_metrics(summed: NDArray[np.float64], cutoffs: Mapping[str, float],
@@ -336,7 +357,11 @@ def pooled_metrics(summed: NDArray[np.float64], cutoffs: Mapping[str, float],
     km = kaplan_meier(risk_table_from_block(blocks["km_all"], layout))
     median, ci = median_survival(km)
     out["median_pfs_days"], out["median_pfs_ci"] = median, list(ci)
-    out["km"] = {"times": km.times.tolist(), "survival": km.survival.tolist(), "low": km.low.tolist(),
-                 "high": km.high.tolist(), "at_risk": km.table.at_risk.tolist()}
+    out["km"] = _km_json(km.table)
+    ref_pos = risk_table_from_block(blocks["km_ref_pos"], layout)
+    ref_neg = risk_table_from_block(blocks["km_ref_neg"], layout)
+    out["km_reference"] = {"responder": _km_json(ref_pos), "non-responder": _km_json(ref_neg)}
+    chi2, p = logrank(ref_pos, ref_neg) if ref_pos.at_risk[0] and ref_neg.at_risk[0] else (float("nan"),) * 2
+    out["logrank_reference_chi2"], out["logrank_reference_p"] = chi2, p
     out["n"] = orr["n"]
     return out

@@ -27,7 +27,8 @@ from evaluation.exceptions import EvaluationInputError
 
 METHODS: dict[str, str] = {
     "km": "Kaplan–Meier product-limit estimate; pointwise 95 % CI from Greenwood's variance on the log(−log) scale",
-    "median": "median PFS = first time S(t) ≤ 0.5; 95 % CI by Brookmeyer–Crowley (inverting the log(−log) band)",
+    "median": "median PFS = first time S(t) ≤ 0.5 (midpoint where S = 0.5 exactly, as R/SAS); 95 % CI by "
+    "Brookmeyer–Crowley (inverting the log(−log) band)",
     "logrank": "two-sided log-rank (Mantel–Haenszel) χ² test, 1 degree of freedom",
     "cox": "Cox proportional-hazards model (lifelines, Efron ties), HR = exp(β) with Wald 95 % CI",
     "cindex": "Harrell's concordance index (lifelines)",
@@ -137,13 +138,25 @@ def kaplan_meier(table: RiskTable, alpha: float = 0.05) -> KaplanMeier:
 
 
 def _first_at_or_below(times: NDArray[np.float64], curve: NDArray[np.float64], level: float) -> float:
-    hit = np.nonzero(curve <= level + 1e-12)[0]
+    hit = np.nonzero(curve <= level + 1e-9)[0]
     return float(times[hit[0]]) if hit.size else float("inf")
 
 
 def median_survival(km: KaplanMeier) -> tuple[float, tuple[float, float]]:
-    """Median survival time and its Brookmeyer–Crowley CI, days (``inf`` where not reached)."""
+    """Median survival time and its Brookmeyer–Crowley CI, days (``inf`` where not reached).
+
+    The median is the first time with ``S(t) <= 0.5``; when the curve sits at exactly 0.5 over an interval
+    the midpoint of that interval is reported (the convention of R ``survival`` and SAS ``LIFETEST``).
+    lifelines and statsmodels return the interval's right end there, because their cumulative product
+    lands a rounding error above 0.5.
+    """
     median = _first_at_or_below(km.times, km.survival, 0.5)
+    if np.isfinite(median):
+        j = int(np.searchsorted(km.times, median))
+        if abs(km.survival[j] - 0.5) < 1e-9:
+            later = np.nonzero(km.survival[j:] < km.survival[j] - 1e-9)[0]
+            if later.size:
+                median = float((km.times[j] + km.times[j + later[0]]) / 2.0)
     return median, (_first_at_or_below(km.times, km.low, 0.5), _first_at_or_below(km.times, km.high, 0.5))
 
 

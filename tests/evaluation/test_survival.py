@@ -53,6 +53,13 @@ def test_median_and_brookmeyer_crowley_ci_match_lifelines(seed: int, n: int) -> 
     assert low <= median <= high
 
 
+def test_median_on_a_flat_half_is_the_midpoint_like_r_and_sas() -> None:
+    # 4 subjects, events at 10 and 20 -> S = 0.5 from day 20 until the next event at day 40 (censoring at 30).
+    # R survfit / SAS LIFETEST report (20 + 40) / 2 = 30; the first time S <= 0.5 would say 20.
+    median, _ = median_survival(kaplan_meier(risk_table([10, 20, 30, 40], [1, 1, 0, 1])))
+    assert median == 30.0
+
+
 def test_median_not_reached_is_infinite() -> None:
     median, (_low, high) = median_survival(kaplan_meier(risk_table([10, 20, 30, 40], [1, 0, 0, 0])))
     assert median == float("inf") and high == float("inf")

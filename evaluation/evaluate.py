@@ -1,0 +1,168 @@
+"""Gather a finished run's evaluation inputs (site by site) and produce ``metrics.json`` + the report.
+
+Where things are looked for (documented in ``docs/report.md``):
+
+- ``RUN/**/predictions.csv`` — site-local predictions; rows are grouped into sites by USUBJID;
+- ``RUN/**/subjects.csv`` and ``visits.csv`` — the site's response assessment (optional);
+- ``RUN/cutoffs.json`` — ``{"early": c, "full": c}`` fixed on training data (else 0.5, said in the report);
+- ``RUN/**/privacy_ledger.csv`` (:mod:`privacy.accounting` format; ε of each site's last round) and
+  ``RUN/privacy.json`` — ``{"delta": d, "sites": {"S01": {"epsilon": e, "budget": b}}}`` (optional);
+- ``--cohort COHORT`` (optional) — a cohort/site folder with ``crf.csv`` (CONSORT flow) and ``reads.csv``
+  (reader agreement).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from evaluation.exceptions import EvaluationInputError
+from evaluation.metrics import SiteData, read_predictions
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CUTOFF = 0.5
+
+
+@dataclass
+class RunInputs:
+    """Everything the report needs, per site where patient-level."""
+
+    run: Path
+    sites: list[SiteData]
+    cutoffs: dict[str, float]
+    cutoff_source: str
+    privacy: dict[str, Any] | None = None
+    consort: dict[str, dict[str, Any]] | None = None
+    reads: dict[str, pd.DataFrame] = field(default_factory=dict)
+    attributions: pd.DataFrame | None = None
+
+
+def _read_optional_csv(paths: list[Path]) -> pd.DataFrame | None:
+    frames = [pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _cutoffs(run: Path) -> tuple[dict[str, float], str]:
+    path = run / "cutoffs.json"
+    if not path.exists():
+        log.warning("no %s: using cut-off %.2f for both modes (say so in the report)", path, DEFAULT_CUTOFF)
+        return {"early": DEFAULT_CUTOFF, "full": DEFAULT_CUTOFF}, f"default {DEFAULT_CUTOFF} (no cutoffs.json in run)"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return {"early": float(data["early"]), "full": float(data["full"])}, f"training data ({path.name})"
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EvaluationInputError(f"{path} must hold numbers for 'early' and 'full', but was {data!r}") from exc
+
+
+def _privacy(run: Path) -> dict[str, Any] | None:
+    """ε spent per site: the last round of ``privacy_ledger.csv`` (privacy.accounting), budgets from privacy.json."""
+    path = run / "privacy.json"
+    given = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    ledgers = sorted(run.rglob("privacy_ledger.csv"))
+    if not ledgers and not given:
+        return None
+    sites: dict[str, dict[str, float]] = {k: dict(v) for k, v in given.get("sites", {}).items()}
+    delta = given.get("delta")
+    for ledger in ledgers:
+        rows = pd.read_csv(ledger)
+        for site, site_rows in rows.sort_values("round").groupby("site"):
+            last = site_rows.iloc[-1]
+            sites.setdefault(str(site), {})["epsilon"] = float(last["epsilon"])
+            sites[str(site)]["rounds"] = int(last["round"])
+            delta = float(last["delta"])
+    return {"delta": delta, "sites": sites, "source": [str(p.relative_to(run)) for p in ledgers] or ["privacy.json"]}
+
+
+def load_run(run: Path, cohort: Path | None = None) -> RunInputs:
+    """Read a run directory (and optionally its cohort) into :class:`RunInputs`."""
+    if not run.is_dir():
+        raise EvaluationInputError(f"run directory {run} does not exist; pass the folder `fedresponse train` wrote")
+    pred_paths = sorted(run.rglob("predictions.csv"))
+    if not pred_paths:
+        raise EvaluationInputError(f"no predictions.csv under {run}; each site writes one during training/inference")
+    predictions = pd.concat([read_predictions(p) for p in pred_paths], ignore_index=True)
+    subjects = _read_optional_csv(sorted(run.rglob("subjects.csv")))
+    visits = _read_optional_csv(sorted(run.rglob("visits.csv")))
+    sites = []
+    for site, rows in predictions.groupby("SITEID", sort=True):
+        ids = set(rows["USUBJID"])
+        sites.append(SiteData(
+            site=str(site),
+            predictions=rows.reset_index(drop=True),
+            subjects=None if subjects is None else subjects[subjects["USUBJID"].isin(ids)].reset_index(drop=True),
+            visits=None if visits is None else visits[visits["USUBJID"].isin(ids)].reset_index(drop=True),
+        ))
+    cutoffs, source = _cutoffs(run)
+    privacy = _privacy(run)
+    attributions = _read_optional_csv(sorted(run.rglob("attributions.csv")))
+    inputs = RunInputs(run, sites, cutoffs, source, privacy=privacy, attributions=attributions)
+    if cohort is not None:
+        _add_cohort(inputs, cohort)
+    return inputs
+
+
+def _site_dirs(cohort: Path) -> list[Path]:
+    if (cohort / "crf.csv").exists():
+        return [cohort]
+    return sorted(p for p in cohort.iterdir() if p.is_dir() and (p / "crf.csv").exists())
+
+
+def _add_cohort(inputs: RunInputs, cohort: Path) -> None:
+    site_dirs = _site_dirs(cohort)
+    if not site_dirs:
+        raise EvaluationInputError(f"{cohort} holds no crf.csv (neither itself nor in site folders)")
+    analysed = {d.site: set(d.predictions["USUBJID"]) for d in inputs.sites}
+    inputs.consort = {}
+    for folder in site_dirs:
+        crf = pd.read_csv(folder / "crf.csv", dtype=str, keep_default_na=False)
+        site = folder.name
+        inputs.consort[site] = consort_counts(crf, analysed.get(site, set()))
+        if (folder / "reads.csv").exists():
+            inputs.reads[site] = pd.read_csv(folder / "reads.csv", keep_default_na=False, na_values=[""])
+
+
+EXCLUSION_RULES: dict[str, tuple[str, str]] = {
+    "prior RT of target lesion": ("PRIOR_RT_TARGET", "Y"),
+    "other malignancy": ("OTHER_MALIGNANCY", "Y"),
+    "organ insufficiency": ("ORGAN_FUNCTION", "INSUFFICIENT"),
+}
+
+
+def consort_counts(crf: pd.DataFrame, analysed: set[str]) -> dict[str, Any]:
+    """Screened → excluded (by protocol reason; else "not analysed") → analysed, from a site's CRF."""
+    excluded: dict[str, int] = {}
+    remaining = crf
+    for reason, (column, value) in EXCLUSION_RULES.items():
+        if column in remaining.columns:
+            hit = remaining[column].astype(str).str.upper() == value
+            excluded[reason] = int(hit.sum())
+            remaining = remaining[~hit]
+    if "ECOG" in remaining.columns:
+        ecog = pd.to_numeric(remaining["ECOG"], errors="coerce")
+        hit = ecog > 1
+        excluded["ECOG > 1"] = int(hit.sum())
+        remaining = remaining[~hit.to_numpy()]
+    not_analysed = int((~remaining["USUBJID"].isin(analysed)).sum()) if analysed else 0
+    excluded["eligible, not analysed (QC/data)"] = not_analysed
+    return {"screened": len(crf), "excluded": excluded, "analysed": int(len(remaining) - not_analysed)}
+
+
+def reader_sld(reads: pd.DataFrame, visit: str = "T0") -> pd.DataFrame:
+    """Per subject and reader, the SLD (mm) of target lesions at ``visit``: wide, one column per reader."""
+    rows = reads[(reads["VISIT"] == visit) & (reads["CATEGORY"] == "TARGET")]
+    sld = rows.groupby(["USUBJID", "READER"])["DIAM_MM"].sum().unstack("READER")
+    return sld.dropna()
+
+
+def bland_altman(a: np.ndarray, b: np.ndarray) -> tuple[float, tuple[float, float]]:
+    """Bias and 95 % limits of agreement (bias ± 1.96 SD of the differences), Bland & Altman 1986."""
+    diff = np.asarray(a, float) - np.asarray(b, float)
+    bias, sd = float(diff.mean()), float(diff.std(ddof=1)) if diff.size > 1 else 0.0
+    return bias, (bias - 1.96 * sd, bias + 1.96 * sd)

@@ -1,0 +1,216 @@
+"""``metrics.json``: per-site statistics (computed at each site) and pooled statistics (from aggregates only).
+
+Inputs are the site-local ``predictions.csv`` files (``USUBJID, MODE, SCORE, LABEL, PFS_DAYS, PFS_EVENT``,
+optionally ``DHI``), optionally the site's response assessment (``subjects.csv``, ``visits.csv`` of
+:mod:`evaluation.response`) and the cut-offs fixed on training data. The site is read from the USUBJID
+(``STUDYID-SITEID-NNNN``). Patient rows are only ever read per site; the pooled block is computed from the
+sum of the sites' aggregate vectors (:mod:`evaluation.pooled`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from evaluation.exceptions import EvaluationInputError
+from evaluation.pooled import (
+    MODES,
+    ORR_KEYS,
+    AggregateCodec,
+    AggregateLayout,
+    PlainCodec,
+    SiteInputs,
+    pool,
+    pooled_metrics,
+    site_aggregate,
+)
+from evaluation.stats import METHODS as STATS_METHODS
+from evaluation.stats import binary_metrics, brier_score, delong_auc_ci, proportion_ci
+from evaluation.survival import METHODS as SURVIVAL_METHODS
+from evaluation.survival import concordance, cox_hazard_ratio, exact_logrank, kaplan_meier, median_survival, risk_table
+
+log = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS: tuple[str, ...] = ("USUBJID", "MODE", "SCORE", "LABEL", "PFS_DAYS", "PFS_EVENT")
+
+
+@dataclass(frozen=True)
+class SiteData:
+    """One site's patient-level evaluation inputs (read at the site, never sent)."""
+
+    site: str
+    predictions: pd.DataFrame
+    subjects: pd.DataFrame | None = None
+    visits: pd.DataFrame | None = None
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    """Read and validate a ``predictions.csv``; the error names the file, the problem and the fix."""
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise EvaluationInputError(f"cannot read predictions {path}: {exc}") from exc
+    missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
+    if missing:
+        raise EvaluationInputError(
+            f"{path} lacks column(s) {missing}; predictions.csv needs {list(PREDICTION_COLUMNS)} (optional DHI)"
+        )
+    bad_modes = sorted(set(frame["MODE"]) - set(MODES))
+    if bad_modes:
+        raise EvaluationInputError(f"{path}: MODE must be one of {list(MODES)}, but held {bad_modes}")
+    scores = pd.to_numeric(frame["SCORE"], errors="coerce")
+    if scores.isna().any() or (scores < 0).any() or (scores > 1).any():
+        row = int(np.flatnonzero(scores.isna() | (scores < 0) | (scores > 1))[0])
+        raise EvaluationInputError(
+            f"{path} row {row + 2}: SCORE must be a probability in [0, 1], but was {frame['SCORE'].iloc[row]!r}"
+        )
+    frame["SITEID"] = frame["USUBJID"].astype(str).map(site_of)
+    return frame
+
+
+def site_of(usubjid: str) -> str:
+    """SITEID of a ``STUDYID-SITEID-NNNN`` subject id."""
+    parts = usubjid.split("-")
+    if len(parts) != 3:
+        raise EvaluationInputError(f"USUBJID {usubjid!r} is not STUDYID-SITEID-NNNN; check the predictions file")
+    return parts[1]
+
+
+def _wide(pred: pd.DataFrame) -> pd.DataFrame:
+    wide = pred.pivot_table(index="USUBJID", columns="MODE", values="SCORE", aggfunc="first")
+    missing = [m for m in MODES if m not in wide.columns]
+    if missing or wide.isna().any().any():
+        raise EvaluationInputError(f"every subject needs one SCORE per mode {list(MODES)}; missing {missing or 'rows'}")
+    first = pred.drop_duplicates("USUBJID").set_index("USUBJID").loc[wide.index]
+    for column in ("LABEL", "PFS_DAYS", "PFS_EVENT") + (("DHI",) if "DHI" in pred.columns else ()):
+        wide[column] = first[column]
+    return wide
+
+
+def orr_counts(subjects: pd.DataFrame | None, visits: pd.DataFrame | None, labels: pd.Series) -> dict[str, int]:
+    """Responder counts per ORR definition (RECIST 1.1 / iRECIST, unconfirmed / confirmed) and ``n``.
+
+    Without a response assessment the reference label stands in for every definition.
+    """
+    if subjects is None:
+        k = int(labels.sum())
+        return {"n": int(labels.size), "recist_unconfirmed": k, "recist_confirmed": k,
+                "irecist_unconfirmed": k, "irecist_confirmed": k}
+    from evaluation.protocol import load_protocol
+    from evaluation.response.bor import IRECIST, RECIST, confirmed_best_overall_response
+
+    rules = load_protocol().recist
+    sub = subjects[subjects["USUBJID"].isin(labels.index)]
+    confirmed_i = 0
+    if visits is not None:
+        for _, rows in visits[visits["USUBJID"].isin(labels.index)].groupby("USUBJID"):
+            rows = rows[rows["IRECIST_OVR"].astype(str) != ""].sort_values("ADY")
+            best = confirmed_best_overall_response(rows["ADY"].astype(int).tolist(), rows["IRECIST_OVR"].tolist(),
+                                                   IRECIST, rules.sd_min_days, rules.confirm_min_days)
+            confirmed_i += best in (IRECIST.cr, IRECIST.pr)
+    return {
+        "n": int(labels.size),
+        "recist_unconfirmed": int(sub["BOR"].isin([RECIST.cr, RECIST.pr]).sum()),
+        "recist_confirmed": int(sub["CBOR"].isin([RECIST.cr, RECIST.pr]).sum()),
+        "irecist_unconfirmed": int(sub["IBOR"].isin([IRECIST.cr, IRECIST.pr]).sum()),
+        "irecist_confirmed": int(confirmed_i),
+    }
+
+
+def _mode_block(y: np.ndarray, s: np.ndarray, cutoff: float, t: np.ndarray, e: np.ndarray) -> dict[str, Any]:
+    block: dict[str, Any] = {"cutoff": cutoff, "n": int(y.size), "n_responders": int(y.sum())}
+    if 0 < y.sum() < y.size:
+        auc, ci = delong_auc_ci(y, s)
+        block.update(auc=auc, auc_ci=list(ci))
+    else:
+        block.update(auc=None, auc_ci=None)
+    bm = binary_metrics(y, s, cutoff)
+    for name in ("sensitivity", "specificity", "ppv", "npv", "accuracy"):
+        prop = getattr(bm, name)
+        block[name] = None if np.isnan(prop.estimate) else prop.estimate
+        block[f"{name}_ci"] = None if np.isnan(prop.estimate) else [prop.low, prop.high]
+    block["confusion"] = {"tp": bm.tp, "fp": bm.fp, "tn": bm.tn, "fn": bm.fn}
+    block["brier"] = brier_score(y, s)
+    called = s >= cutoff
+    if 0 < called.sum() < called.size:
+        chi2, p = exact_logrank(t, e, called)
+        block.update(logrank_called_chi2=chi2, logrank_called_p=p)
+    return block
+
+
+def site_metrics(data: SiteData, cutoffs: Mapping[str, float]) -> dict[str, Any]:
+    """Exact (patient-level) statistics of one site, computed at the site."""
+    wide = _wide(data.predictions)
+    y = wide["LABEL"].to_numpy(int)
+    t, e = wide["PFS_DAYS"].to_numpy(float), wide["PFS_EVENT"].to_numpy(int)
+    out: dict[str, Any] = {m: _mode_block(y, wide[m].to_numpy(float), float(cutoffs[m]), t, e) for m in MODES}
+    counts = orr_counts(data.subjects, data.visits, wide["LABEL"])
+    props = {k: proportion_ci(counts[k], counts["n"], method="clopper-pearson") for k in ORR_KEYS[1:]}
+    out["orr"], out["orr_ci"] = props["recist_confirmed"].estimate, [props["recist_confirmed"].low,
+                                                                      props["recist_confirmed"].high]
+    out["orr_all"] = {k: {"k": p.k, "n": p.n, "estimate": p.estimate, "ci": [p.low, p.high]} for k, p in props.items()}
+    median, ci = median_survival(kaplan_meier(risk_table(t, e)))
+    out["median_pfs_days"], out["median_pfs_ci"] = median, list(ci)
+    out["dhi_auc"] = None
+    if "DHI" in wide.columns and 0 < y.sum() < y.size:
+        dhi = wide["DHI"].to_numpy(float)
+        out["dhi_auc"], dci = delong_auc_ci(y, dhi)
+        out["dhi_auc_ci"] = list(dci)
+        if e.sum() and np.ptp(dhi) > 0:
+            hr, hci, p = cox_hazard_ratio(t, e, dhi)
+            out["dhi_hr"], out["dhi_hr_ci"], out["dhi_hr_p"] = hr, list(hci), p
+    if e.sum() and 0 < y.sum() < y.size:
+        hr, hci, p = cox_hazard_ratio(t, e, y)
+        out["hr_responder"], out["hr_responder_ci"], out["hr_responder_p"] = hr, list(hci), p
+        out["c_index_full"] = concordance(t, e, wide["full"].to_numpy(float))
+    out["n"] = int(y.size)
+    return out
+
+
+def site_inputs(data: SiteData, cutoffs: Mapping[str, float]) -> SiteInputs:
+    """The site's inputs to its aggregate vector."""
+    wide = _wide(data.predictions)
+    return SiteInputs(
+        labels=wide["LABEL"].to_numpy(int),
+        pfs_days=wide["PFS_DAYS"].to_numpy(float),
+        pfs_event=wide["PFS_EVENT"].to_numpy(int),
+        scores={m: wide[m].to_numpy(float) for m in MODES},
+        cutoffs=cutoffs,
+        orr_counts=orr_counts(data.subjects, data.visits, wide["LABEL"]),
+    )
+
+
+def compute_metrics(
+    sites: list[SiteData],
+    cutoffs: Mapping[str, float],
+    *,
+    codec: AggregateCodec | None = None,
+    layout: AggregateLayout | None = None,
+    cutoff_source: str = "given",
+) -> dict[str, Any]:
+    """The whole ``metrics.json`` document: per-site blocks, the pooled block, and the methods used."""
+    if not sites:
+        raise EvaluationInputError("no site predictions found; each site must provide predictions.csv")
+    layout = layout or AggregateLayout()
+    codec = codec or PlainCodec()
+    per_site = {d.site: site_metrics(d, cutoffs) for d in sites}
+    summed = pool([site_aggregate(site_inputs(d, cutoffs), layout) for d in sites], codec, layout)
+    pooled = pooled_metrics(summed, cutoffs, layout)
+    pooled["dhi_auc"] = None  # not pooled yet: DHI histograms need an agreed DHI range (see docs/report.md)
+    log.info("pooled %d site(s), %d subject(s) with %s", len(sites), pooled["n"], type(codec).__name__)
+    return {
+        "pooled": pooled,
+        "sites": per_site,
+        "cutoffs": dict(cutoffs),
+        "cutoff_source": cutoff_source,
+        "pooling": {"codec": type(codec).__name__, "layout_digest": layout.digest, "score_bins": layout.score_bins,
+                    "pfs_grid_days": [layout.pfs_grid_days[0], layout.pfs_grid_days[1] - layout.pfs_grid_days[0],
+                                      layout.pfs_grid_days[-1]]},
+        "methods": STATS_METHODS | SURVIVAL_METHODS,
+    }

@@ -1,0 +1,158 @@
+"""Draw every figure of the report from ``metrics.json`` (pooled figures) and from each site's own tables
+(patient-level figures, rendered at the site). Returns the figure list and the per-site agreement block.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from evaluation import figures as figs
+from evaluation import figures_patients as pfigs
+from evaluation.evaluate import RunInputs, bland_altman, reader_sld
+from evaluation.metrics import SiteData
+from evaluation.pooled import MODES
+
+log = logging.getLogger(__name__)
+
+AT_RISK_DAYS: tuple[float, ...] = (0, 90, 180, 270, 360, 450, 540, 630, 720)
+
+
+@dataclass(frozen=True)
+class FigureEntry:
+    """One drawn figure: the report section it belongs to, its file stem, caption and files."""
+
+    section: str
+    name: str
+    caption: str
+    png: Path
+    svg: Path
+
+
+class _Drawer:
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.entries: list[FigureEntry] = []
+
+    def add(self, section: str, name: str, caption: str, fig: Any) -> None:
+        paths = figs.save_figure(fig, self.out, name)
+        self.entries.append(FigureEntry(section, name, caption, paths["png"], paths["svg"]))
+
+
+def _at_risk(km: dict[str, list[float]]) -> list[int]:
+    times, counts = np.asarray(km["times"]), np.asarray(km["at_risk"])
+    if times.size == 0:
+        return [0] * len(AT_RISK_DAYS)
+    idx = np.searchsorted(times, AT_RISK_DAYS, side="left")
+    return [int(np.r_[counts, 0][i]) for i in idx]
+
+
+def _km_curves(groups: dict[str, dict[str, list[float]]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    curves = {k: (v["times"], v["survival"], v["low"], v["high"]) for k, v in groups.items() if v["times"]}
+    return curves, {k: _at_risk(v) for k, v in groups.items() if v["times"]}
+
+
+def _pooled_figures(d: _Drawer, metrics: dict[str, Any]) -> None:
+    pooled = metrics["pooled"]
+    curves = {f"{m} ({'T1' if m == 'early' else 'T2'})": (pooled[m]["roc"]["fpr"], pooled[m]["roc"]["tpr"],
+                                                          pooled[m]["auc"], pooled[m]["auc_ci"],
+                                                          sum(pooled[m]["confusion"][k] for k in ("tp", "fn")))
+              for m in MODES}
+    d.add("primary", "roc_pooled", "Pooled ROC from encrypted site histograms; band: Wilson 95 % CI of sensitivity.",
+          figs.roc_figure(curves))
+    cal = pooled["full"]["calibration"]
+    d.add("calibration", "calibration_full", "Pooled reliability diagram, full mode (10 equal-width bins).",
+          figs.calibration_figure(cal["observed"], cal["predicted"], cal["count"], pooled["full"]["brier"]))
+    for name, groups, caption in (
+        ("km_predicted", pooled["full"]["km_called"], "Pooled KM by predicted group (full mode, training cut-off)."),
+        ("km_reference", pooled["km_reference"], "Pooled KM by reference response (dynamic iRECIST label)."),
+    ):
+        curves_km, at_risk = _km_curves(groups)
+        if curves_km:
+            d.add("survival", name, caption + " Band: Greenwood log(−log) 95 % CI; numbers at risk below.",
+                  figs.km_figure(curves_km, at_risk, AT_RISK_DAYS))
+    d.add("orr", "orr_pooled", "Pooled ORR by definition, Clopper–Pearson 95 % CI.", figs.orr_figure(pooled["orr_all"]))
+
+
+def _site_agreement(site: SiteData, reads: pd.DataFrame | None, cutoffs: dict[str, float]) -> dict[str, Any]:
+    from sklearn.metrics import cohen_kappa_score
+
+    wide = site.predictions.pivot_table(index="USUBJID", columns="MODE", values="SCORE", aggfunc="first")
+    labels = site.predictions.drop_duplicates("USUBJID").set_index("USUBJID")["LABEL"].loc[wide.index]
+    called = (wide["full"] >= cutoffs["full"]).astype(int)
+    out: dict[str, Any] = {"kappa_full": float(cohen_kappa_score(labels, called))}
+    if reads is not None and "READER" in reads.columns:
+        sld = reader_sld(reads)
+        if sld.shape[1] >= 2 and len(sld) >= 2:
+            bias, loa = bland_altman(sld.iloc[:, 0].to_numpy(), sld.iloc[:, 1].to_numpy())
+            out.update(ba_bias_mm=bias, ba_loa_mm=list(loa), n_pairs=len(sld), _sld=sld)
+    return out
+
+
+def _site_figures(d: _Drawer, inputs: RunInputs, metrics: dict[str, Any]) -> dict[str, Any]:
+    agreement: dict[str, Any] = {}
+    from evaluation.protocol import load_protocol
+
+    rules = load_protocol().recist
+    for site in inputs.sites:
+        s = site.site
+        agree = _site_agreement(site, inputs.reads.get(s), inputs.cutoffs)
+        sld = agree.pop("_sld", None)
+        agreement[s] = agree
+        if sld is not None:
+            d.add("agreement", f"bland_altman_{s}", f"{s}: readers' baseline SLD, Bland–Altman (rendered at the site).",
+                  figs.bland_altman_figure(sld.iloc[:, 0], sld.iloc[:, 1], agree["ba_bias_mm"], agree["ba_loa_mm"]))
+        first = site.predictions.drop_duplicates("USUBJID")
+        if "DHI" in first.columns:
+            groups = {"responder": first.loc[first["LABEL"] == 1, "DHI"],
+                      "non-responder": first.loc[first["LABEL"] == 0, "DHI"]}
+            d.add("dhi", f"dhi_box_{s}", f"{s}: DHI by reference response (rendered at the site).",
+                  figs.dhi_box_figure(groups, metrics["sites"][s].get("dhi_auc")))
+        if site.visits is not None and site.subjects is not None and len(site.subjects):
+            d.add("sites", f"waterfall_{s}", f"{s}: best % change of SLD, coloured by iBOR.",
+                  pfigs.waterfall_figure(site.visits, site.subjects, rules.pr_threshold_pct, rules.pd_threshold_pct))
+            d.add("sites", f"spider_{s}", f"{s}: % change of SLD over time.",
+                  pfigs.spider_figure(site.visits, site.subjects))
+            d.add("sites", f"swimmer_{s}", f"{s}: PFS lanes with iUPD/iCPD/PD and censoring.",
+                  pfigs.swimmer_figure(site.subjects, first[["USUBJID", "PFS_DAYS", "PFS_EVENT"]]))
+            _panel(d, site, inputs)
+    return agreement
+
+
+def _panel(d: _Drawer, site: SiteData, inputs: RunInputs) -> None:
+    wide = site.predictions.pivot_table(index="USUBJID", columns="MODE", values="SCORE", aggfunc="first")
+    pseudo = site.subjects[site.subjects.get("PSEUDOPROG", pd.Series(dtype=str)).astype(str) == "Y"] \
+        if site.subjects is not None and "PSEUDOPROG" in site.subjects.columns else pd.DataFrame()
+    subject = str(pseudo["USUBJID"].iloc[0]) if len(pseudo) else str(wide["full"].idxmax())
+    attributions = None
+    if inputs.attributions is not None:
+        rows = inputs.attributions[inputs.attributions["USUBJID"] == subject]
+        attributions = rows.set_index("FEATURE")["VALUE"] if len(rows) else None
+    scores = {m: float(wide.loc[subject, m]) for m in MODES}
+    d.add("sites", f"panel_{site.site}", f"{site.site}: interpretability panel for {subject}.",
+          pfigs.interpretability_figure(subject, site.visits, scores, inputs.cutoffs, attributions))
+
+
+def draw_figures(inputs: RunInputs, metrics: dict[str, Any], out: Path) -> tuple[list[FigureEntry], dict[str, Any]]:
+    """Draw all figures into ``out``; return them and the metrics blocks they computed (agreement, privacy)."""
+    d = _Drawer(out)
+    _pooled_figures(d, metrics)
+    extra: dict[str, Any] = {"agreement": _site_figures(d, inputs, metrics)}
+    if inputs.privacy:
+        sites = inputs.privacy.get("sites", {})
+        d.add("privacy", "privacy_budget", "ε spent per site (bars) against its budget (red tick).",
+              figs.privacy_figure({s: v.get("epsilon", 0.0) for s, v in sites.items()},
+                                  {s: v["budget"] for s, v in sites.items() if "budget" in v},
+                                  inputs.privacy.get("delta")))
+        extra["privacy"] = inputs.privacy
+    if inputs.consort:
+        d.add("consort", "consort", "Screened → excluded (protocol reasons) → analysed, per site.",
+              figs.consort_figure(inputs.consort))
+        extra["consort"] = inputs.consort
+    log.info("drew %d figures", len(d.entries))
+    return d.entries, extra

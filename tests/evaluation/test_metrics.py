@@ -1,0 +1,126 @@
+"""metrics.json of a written evaluation, re-derived from the raw site files with independent libraries."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from lifelines import KaplanMeierFitter
+from lifelines.utils import median_survival_times
+from sklearn.metrics import cohen_kappa_score, roc_auc_score
+from statsmodels.stats.proportion import proportion_confint
+
+from evaluation.evaluate import consort_counts, load_run
+from evaluation.exceptions import EvaluationInputError
+from evaluation.metrics import read_predictions
+
+
+def _exact_median(t: np.ndarray, e: np.ndarray) -> float:
+    """KM median in exact rational arithmetic (R/SAS convention: midpoint where S is exactly 1/2)."""
+    s, curve = Fraction(1), []
+    for time in sorted(set(t[e == 1].tolist())):
+        s *= 1 - Fraction(int(np.sum((t == time) & (e == 1))), int(np.sum(t >= time)))
+        curve.append((time, s))
+    for i, (time, value) in enumerate(curve):
+        if value < Fraction(1, 2):
+            return float(time)
+        if value == Fraction(1, 2):
+            return float((time + curve[i + 1][0]) / 2) if i + 1 < len(curve) else float(time)
+    return float("inf")
+
+
+def _union(run: Path) -> pd.DataFrame:
+    return pd.concat([pd.read_csv(p) for p in sorted(run.rglob("predictions.csv"))], ignore_index=True)
+
+
+def test_site_blocks_match_sklearn_lifelines_statsmodels(synthetic_run: dict[str, Path], evaluated: dict) -> None:
+    metrics = json.loads(evaluated["metrics"].read_text())
+    cut = json.loads((synthetic_run["run"] / "cutoffs.json").read_text())
+    for path in sorted(synthetic_run["run"].rglob("predictions.csv")):
+        site = path.parent.name
+        block, frame = metrics["sites"][site], pd.read_csv(path)
+        for mode in ("early", "full"):
+            rows = frame[frame["MODE"] == mode]
+            assert block[mode]["auc"] == pytest.approx(roc_auc_score(rows["LABEL"], rows["SCORE"]))
+            called = rows["SCORE"] >= cut[mode]
+            assert block[mode]["sensitivity"] == pytest.approx(called[rows["LABEL"] == 1].mean())
+            assert block[mode]["cutoff"] == cut[mode]
+        rows = frame[frame["MODE"] == "full"]
+        km = KaplanMeierFitter().fit(rows["PFS_DAYS"], rows["PFS_EVENT"])
+        median = _exact_median(rows["PFS_DAYS"].to_numpy(), rows["PFS_EVENT"].to_numpy())
+        assert block["median_pfs_days"] == (median if np.isfinite(median) else "inf")
+        ci = median_survival_times(km.confidence_interval_).iloc[0].tolist()
+        assert block["median_pfs_ci"] == [c if np.isfinite(c) else "inf" for c in ci]
+        subjects = pd.read_csv(path.parent / "subjects.csv")
+        k = int(subjects["CBOR"].isin(["CR", "PR"]).sum())
+        assert block["orr"] == pytest.approx(k / len(subjects))
+        assert block["orr_ci"] == pytest.approx(list(proportion_confint(k, len(subjects), method="beta")))
+        assert block["dhi_auc"] == pytest.approx(roc_auc_score(rows["LABEL"], rows["DHI"]))
+        kappa = cohen_kappa_score(rows["LABEL"], (rows["SCORE"] >= cut["full"]).astype(int))
+        assert metrics["agreement"][site]["kappa_full"] == pytest.approx(kappa)
+
+
+def test_pooled_block_matches_the_union_within_binning(synthetic_run: dict[str, Path], evaluated: dict) -> None:
+    metrics = json.loads(evaluated["metrics"].read_text())
+    union = _union(synthetic_run["run"])
+    for mode in ("early", "full"):
+        rows = union[union["MODE"] == mode]
+        pooled = metrics["pooled"][mode]
+        assert abs(pooled["auc"] - roc_auc_score(rows["LABEL"], rows["SCORE"])) <= pooled["auc_binning_bound"] + 1e-12
+        assert pooled["confusion"]["tp"] + pooled["confusion"]["fn"] == int(rows["LABEL"].sum())
+    assert metrics["pooled"]["n"] == union["USUBJID"].nunique()
+    assert set(metrics["sites"]) == {"S01", "S02"}
+    assert metrics["pooling"]["codec"] == "PlainCodec"
+
+
+def test_consort_counts_screening_failures(synthetic_run: dict[str, Path]) -> None:
+    crf = pd.read_csv(synthetic_run["cohort"] / "S01" / "crf.csv", dtype=str, keep_default_na=False)
+    analysed = set(pd.read_csv(synthetic_run["run"] / "sites" / "S01" / "predictions.csv")["USUBJID"])
+    flow = consort_counts(crf, analysed)
+    assert flow["screened"] == 17 and flow["analysed"] == 14
+    assert flow["excluded"]["prior RT of target lesion"] == 1
+    assert flow["excluded"]["other malignancy"] == 1
+    assert flow["excluded"]["ECOG > 1"] == 1
+
+
+def test_privacy_block_reads_the_last_ledger_round(synthetic_run: dict[str, Path]) -> None:
+    inputs = load_run(synthetic_run["run"])
+    ledger = pd.read_csv(synthetic_run["run"] / "privacy_ledger.csv")
+    assert inputs.privacy is not None
+    for site, rows in ledger.groupby("site"):
+        assert inputs.privacy["sites"][site]["epsilon"] == rows.sort_values("round")["epsilon"].iloc[-1]
+        assert inputs.privacy["sites"][site]["budget"] == 8.0
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("USUBJID,MODE,SCORE\nFEDRESP-S01-0001,full,0.3\n", "lacks column"),
+        ("USUBJID,MODE,SCORE,LABEL,PFS_DAYS,PFS_EVENT\nFEDRESP-S01-0001,late,0.3,1,10,1\n", "MODE must be one of"),
+        ("USUBJID,MODE,SCORE,LABEL,PFS_DAYS,PFS_EVENT\nFEDRESP-S01-0001,full,1.7,1,10,1\n", "row 2: SCORE"),
+        ("USUBJID,MODE,SCORE,LABEL,PFS_DAYS,PFS_EVENT\nP1,full,0.7,1,10,1\n", "STUDYID-SITEID-NNNN"),
+    ],
+)
+def test_bad_predictions_file_is_named_with_the_fix(tmp_path: Path, content: str, match: str) -> None:
+    path = tmp_path / "predictions.csv"
+    path.write_text(content)
+    with pytest.raises(EvaluationInputError, match=match):
+        read_predictions(path)
+
+
+def test_failed_evaluation_leaves_previous_output_untouched(synthetic_run: dict[str, Path], tmp_path: Path) -> None:
+    from evaluation.report import write_evaluation
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text("previous")
+    inputs = load_run(synthetic_run["run"])
+    inputs.cutoffs = {"early": 0.5}  # "full" missing: fails inside the metrics
+    with pytest.raises(KeyError):
+        write_evaluation(inputs, out)
+    assert (out / "metrics.json").read_text() == "previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
