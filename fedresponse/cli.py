@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "radiomics",
     "audit",
     "keys",
+    "evaluate",
     "demo",
 )
 
