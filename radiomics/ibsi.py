@@ -143,8 +143,9 @@ def diagnostics(image: torch.Tensor, mask: torch.Tensor, spacing: Spacing, pre: 
     return out
 
 
-def compute_config(config: str, data_dir: Path, device: torch.device | str = "cpu") -> dict[str, float]:
-    """All implemented features (and processing diagnostics) of one IBSI configuration as plain floats."""
+def compute_config(config: str, data_dir: Path, device: torch.device | str = "cpu",
+                   families: tuple[str, ...] = FAMILIES) -> dict[str, float]:
+    """Features of ``families`` (and processing diagnostics) of one IBSI configuration as plain floats."""
     settings = IBSI_CONFIGS[config]
     phantom = PHANTOM_DIRS["dig" if config == "dig" else "ct"]
     base = data_dir / phantom / "nifti"
@@ -152,7 +153,7 @@ def compute_config(config: str, data_dir: Path, device: torch.device | str = "cp
     image, mask = image.to(device), mask.to(device)
     pre = preprocess(image[None], mask[None], spacing, settings)
     values = diagnostics(image, mask, spacing, pre)
-    features = features_from_preprocessed(crop_to_roi(pre), FAMILIES)
+    features = features_from_preprocessed(crop_to_roi(pre), families)
     values.update({tag: float(v[0]) for tag, v in features.items()})
     return values
 
@@ -183,8 +184,10 @@ def compare(config: str, values: dict[str, float], references: list[ReferenceVal
 
 
 def run_compliance(data_dir: Path | None = None, configs: tuple[str, ...] = tuple(CONFIG_FILES),
-                   device: torch.device | str = "cpu") -> list[ComplianceRow]:
+                   device: torch.device | str = "cpu", families: tuple[str, ...] = FAMILIES) -> list[ComplianceRow]:
     """Compute every configuration and compare with the IBSI reference values.
+
+    Tags of families left out of ``families`` appear with ``value`` None and ``match`` False.
 
     Raises
     ------
@@ -199,7 +202,7 @@ def run_compliance(data_dir: Path | None = None, configs: tuple[str, ...] = tupl
     for config in configs:
         log.info("IBSI configuration %s", config)
         refs = read_reference(data_dir / "reference_values" / CONFIG_FILES[config])
-        rows.extend(compare(config, compute_config(config, data_dir, device), refs))
+        rows.extend(compare(config, compute_config(config, data_dir, device, families), refs))
     return rows
 
 

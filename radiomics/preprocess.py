@@ -382,7 +382,7 @@ def validate(image: torch.Tensor, mask: torch.Tensor, spacing: Spacing, settings
         raise NonCTIntensityError(
             f"ROI intensities span [{low:g}, {high:g}], outside plausible CT [{CT_MIN_HU:g}, {CT_MAX_HU:g}] HU; "
             f"apply RescaleSlope/RescaleIntercept, or use settings with ct=False for non-CT images")
-    if high - low < 1.0 and high <= 1.0 and low >= 0.0:
+    if high <= 1.0 and low >= 0.0 and bool((roi != roi.round()).any()):
         raise NonCTIntensityError(
             f"ROI intensities span [{low:g}, {high:g}]: this looks like a normalised image, not HU")
 
