@@ -59,3 +59,39 @@ def toy_train_fn(epochs: int = 1, lr: float = 0.2, batch_size: int = 16) -> Any:
         return model, loss_value
 
     return train_fn
+
+
+def toy_task(site: str, site_input: Any, settings: Any) -> Any:
+    """A ``TaskFactory`` for the Flower tests: 30 + 10·k examples at site ``S0k``.
+
+    Fault injection (test-only, through the environment so that simulation workers see it):
+    ``FEDRESPONSE_TOY_FAIL=S02`` makes that site crash mid-round; ``FEDRESPONSE_TOY_SLOW=S03:20`` makes it
+    sleep 20 s before answering (a straggler).
+    """
+    import os
+    import time
+
+    from fl_client.app import SiteTask
+    from fl_client.federated import SiteData
+
+    index = int(site[1:])
+    train = toy_train_fn(epochs=1, batch_size=settings.batch_size)
+
+    def faulty_train(model: nn.Module, data: Any, dp: Any, g: torch.Generator) -> tuple[nn.Module, float]:
+        if os.environ.get("FEDRESPONSE_TOY_FAIL") == site:
+            raise RuntimeError(f"{site}: simulated crash in the middle of local training")
+        slow_site, _, seconds = os.environ.get("FEDRESPONSE_TOY_SLOW", "").partition(":")
+        if slow_site == site:
+            time.sleep(float(seconds))
+        return train(model, data, dp, g)
+
+    def evaluate(model: nn.Module, data: Any, site_dir: Any) -> dict[str, float]:
+        from sklearn.metrics import roc_auc_score
+
+        x, y = data.train.tensors
+        with torch.no_grad():
+            scores = torch.sigmoid(model(x)).numpy()
+        return {"auc": float(roc_auc_score(y.numpy(), scores))}
+
+    return SiteTask(ToyNet, SiteData(site, toy_dataset(20 + 10 * index, seed=index, shift=0.2 * index)), faulty_train,
+                    evaluate)

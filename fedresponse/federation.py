@@ -1,0 +1,109 @@
+"""Federated training entry points that need both sides: simulation (one Flower node per site).
+
+``fl_server`` never imports ``fl_client``; only this entry-point module (like the CLI) sees both.
+:func:`simulate` runs the ServerApp and one ClientApp per site in Flower's simulation runtime;
+:func:`train_federated` is what ``fedresponse train --cohort DIR --keys KEYDIR --out RUN`` calls.
+The run configuration is data: ``configs/federation.yaml`` (kebab-case keys, the same keys as
+``[tool.flwr.app.config]``), overridden by ``--config FILE``, and saved resolved as
+``RUN/federation.resolved.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "federation.yaml"
+
+
+def configs_dir() -> Path:
+    """The repository's (or installed package's) ``configs`` folder."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "configs", here / "configs"):
+        if (candidate / CONFIG_NAME).exists():
+            return candidate
+    raise FileNotFoundError(f"cannot find configs/{CONFIG_NAME} next to {here}; reinstall the package.")
+
+
+def load_federation_config(path: Path | None = None) -> dict[str, Any]:
+    """Defaults from ``configs/federation.yaml`` overridden by ``path`` (both flat, kebab-case)."""
+    config: dict[str, Any] = yaml.safe_load((configs_dir() / CONFIG_NAME).read_text(encoding="utf-8"))["federation"]
+    if path is not None:
+        override = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("federation", {})
+        unknown = sorted(set(override) - set(config))
+        if unknown:
+            raise ValueError(f"{path}: unknown federation setting(s) {unknown}; known: {sorted(config)}.")
+        config.update(override)
+    return config
+
+
+def simulate(run_config: dict[str, Any], sites: list[str]) -> list[Any]:
+    """Run the federation in Flower's simulation runtime, one node per site; returns the round reports.
+
+    ``run_config`` must name ``run-dir``, ``site-root`` and (CKKS modes) ``server-keys`` / ``site-keys``.
+    """
+    from flwr.app import Context
+    from flwr.simulation import run_simulation
+
+    from fl_client.app import make_client_app, node_spec, settings_from_run_config
+    from fl_server.app import ServerSettings, make_server_app, serve
+
+    config = {**run_config, "sites": ",".join(sites), "min-nodes": len(sites)}
+    settings = ServerSettings.from_run_config(config)
+    reports: list[Any] = []
+    server = make_server_app(settings)
+
+    @server.main()
+    def _main(grid: Any, context: Context) -> None:
+        reports.extend(serve(grid, settings))
+
+    def resolve(context: Context) -> tuple[Any, Any, str]:
+        return (node_spec(dict(context.node_config), config), settings_from_run_config(config), str(config["task"]))
+
+    cpus = max(1, min(len(sites), os.cpu_count() or 1))
+    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+               "init_args": {"num_cpus": cpus, "include_dashboard": False, "logging_level": "warning"}}
+    run_simulation(server_app=server, client_app=make_client_app(resolve), num_supernodes=len(sites),
+                   backend_config=backend)
+    return reports
+
+
+def cohort_sites(cohort: Path) -> list[str]:
+    """Site ids of a synthetic cohort (``cohort.json``) or, failing that, its ``S*`` folders."""
+    meta = cohort / "cohort.json"
+    if meta.exists():
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        for key in ("site_ids", "sites"):
+            if isinstance(data.get(key), list) and data[key]:
+                return [str(s if isinstance(s, str) else s.get("site_id", s.get("id"))) for s in data[key]]
+    sites = sorted(p.name for p in cohort.iterdir() if p.is_dir() and p.name.startswith("S"))
+    if not sites:
+        raise FileNotFoundError(f"{cohort} holds no cohort.json and no S01/S02/... site folders; pass a cohort DIR.")
+    return sites
+
+
+def train_federated(cohort: Path, keys: Path, out: Path, config_path: Path | None = None,
+                    overrides: dict[str, Any] | None = None) -> list[Any]:
+    """``fedresponse train`` (federated): simulate one node per site of ``cohort`` with the keys in ``keys``.
+
+    Writes under ``out``: ``federation.resolved.yaml``, ``checkpoints/``, ``privacy_ledger.csv`` (from the
+    sites' reported rows), ``rounds.jsonl``, ``server_audit.jsonl``, ``site_metrics.json``, and per site
+    ``sites/<SITE>/`` (the site-local state a hospital would keep: its ledger, audit log, predictions).
+    """
+    config = load_federation_config(config_path)
+    config.update(overrides or {})
+    out.mkdir(parents=True, exist_ok=True)
+    config.update({"run-dir": str(out), "site-root": str(out / "sites"), "server-keys": str(keys / "server"),
+                   "site-keys": str(keys / "site"), "site-input-root": str(config.get("site-input-root") or cohort)})
+    sites = cohort_sites(cohort)
+    (out / "federation.resolved.yaml").write_text(yaml.safe_dump({"federation": config, "sites": sites}))
+    log.info("federated training over %d site(s) %s, mode %s, %s rounds", len(sites), sites, config["mode"],
+             config["num-server-rounds"])
+    return simulate(config, sites)

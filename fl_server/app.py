@@ -1,0 +1,200 @@
+"""Flower ServerApp (Message API, flwr 1.41): the coordinating centre's adapter.
+
+``app`` is what ``flwr run`` loads (``[tool.flwr.app.components] serverapp``); :func:`make_server_app`
+builds the same app around explicit settings for ``fedresponse train``. Either way :func:`serve` runs
+the rounds: send the round's config and the *encrypted* global model to every node, collect replies
+within the round timeout, hand them to :func:`fl_server.strategy.aggregate_round`, and persist what the
+server holds (checkpoint, privacy ledger, per-round summary, audit entry). A restarted server resumes
+from the last completed round's checkpoint. The server loads only a public context (no secret key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from fl_server.checkpoint import load_latest, save_checkpoint
+from fl_server.strategy import NotEnoughUpdates, RoundReport, aggregate_round
+from fl_server.validation import Expectation
+from privacy.accounting import append_ledger
+from privacy.audit import AuditLog
+from privacy.ckks import PUBLIC_CONTEXT, CkksParameters, KeyInfo, load_public_context
+from privacy.update import GlobalModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Run-wide knobs of the coordinating centre (``[tool.flwr.app.config]``, kebab-case there)."""
+
+    run_dir: Path
+    num_rounds: int = 3
+    mode: str = "dp-he"
+    min_updates: int = 2
+    min_nodes: int = 2
+    round_timeout: float = 600.0
+    node_wait: float = 300.0
+    server_keys: Path | None = None
+
+    @property
+    def encoding(self) -> str:
+        return "ckks" if self.mode in ("he", "dp-he") else "plain"
+
+    @classmethod
+    def from_run_config(cls, config: Mapping[str, Any]) -> ServerSettings:
+        keys = str(config.get("server-keys", ""))
+        return cls(run_dir=Path(str(config.get("run-dir", "runs/flwr"))),
+                   num_rounds=int(config.get("num-server-rounds", 3)), mode=str(config.get("mode", "dp-he")),
+                   min_updates=int(config.get("min-updates", 2)), min_nodes=int(config.get("min-nodes", 2)),
+                   round_timeout=float(config.get("round-timeout", 600.0)),
+                   node_wait=float(config.get("node-wait", 300.0)), server_keys=Path(keys) if keys else None)
+
+
+def _keys(settings: ServerSettings) -> tuple[Any, KeyInfo | None]:
+    if settings.encoding != "ckks":
+        return None, None
+    if settings.server_keys is None:
+        raise FileNotFoundError(f"mode {settings.mode!r} needs server-keys (KEYDIR/server) with {PUBLIC_CONTEXT.name}.")
+    info = KeyInfo.read(settings.server_keys / "keyinfo.json")
+    return load_public_context(settings.server_keys / PUBLIC_CONTEXT.name), info
+
+
+def wait_for_nodes(grid: Grid, minimum: int, timeout: float) -> list[int]:
+    """Node ids once at least ``minimum`` nodes are connected; raise ``TimeoutError`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while len(nodes := sorted(grid.get_node_ids())) < minimum:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(nodes)} node(s) connected after {timeout:.0f} s; {minimum} are required. "
+                               "Start the sites' SuperNodes or lower min-nodes.")
+        time.sleep(0.5)
+    return nodes
+
+
+def _round_content(round_: int, settings: ServerSettings, global_model: GlobalModel | None) -> RecordDict:
+    records: dict[str, Any] = {"config": ConfigRecord({"round": round_, "num-rounds": settings.num_rounds,
+                                                       "mode": settings.mode})}
+    if global_model is not None:
+        records["global"] = ConfigRecord(global_model.to_record())
+    return RecordDict(records)
+
+
+def _collect(replies: list[Message]) -> tuple[list[dict[str, Any]], list[str]]:
+    records, errors = [], []
+    for reply in replies:
+        if reply.has_error():
+            errors.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+        elif "update" in reply.content:
+            records.append(dict(reply.content["update"]))
+        else:
+            errors.append(f"node {reply.metadata.src_node_id}: reply without an update")
+    return records, errors
+
+
+def _expectation(round_: int, state: dict[str, Any], records: list[dict[str, Any]], settings: ServerSettings,
+                 info: KeyInfo | None) -> Expectation:
+    """The round's expectations; the layout is fixed by the first round's majority and kept in the state."""
+    if "layout_digest" not in state:
+        votes: dict[tuple[str, int], int] = {}
+        for r in records:
+            key = (str(r.get("layout_digest")), int(r.get("length", -1)) if isinstance(r.get("length"), int) else -1)
+            votes[key] = votes.get(key, 0) + 1
+        if votes:
+            (state["layout_digest"], state["length"]), _ = max(votes.items(), key=lambda kv: kv[1])
+    return Expectation(round=round_, layout_digest=str(state.get("layout_digest", "")),
+                       length=int(state.get("length", 0)), key_id=info.key_id if info else "none",
+                       encoding=settings.encoding, params=info.params if info else CkksParameters())
+
+
+def _persist(settings: ServerSettings, report: RoundReport, state: dict[str, Any], audit: AuditLog) -> None:
+    assert report.global_model is not None
+    save_checkpoint(settings.run_dir, report.global_model, state)
+    if report.ledger:
+        append_ledger(settings.run_dir / "privacy_ledger.csv", report.ledger)
+    with (settings.run_dir / "rounds.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(report.summary()) + "\n")
+    digest = hashlib.sha256(b"".join(report.global_model.chunks)).hexdigest()
+    audit.append("fl.round.aggregated", why="federated round completed (ciphertexts added without any secret key)",
+                 who="server", details={**report.summary(), "sha256_global": digest})
+
+
+def serve(grid: Grid, settings: ServerSettings) -> list[RoundReport]:
+    """Run (or resume) the federated rounds; returns the reports of the rounds run by this call."""
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    ctx, info = _keys(settings)
+    checkpoint = load_latest(settings.run_dir)
+    global_model = checkpoint.global_model if checkpoint else None
+    state: dict[str, Any] = dict(checkpoint.state) if checkpoint else {}
+    state["settings"] = {k: str(v) for k, v in asdict(settings).items()}
+    start = checkpoint.round + 1 if checkpoint else 1
+    audit = AuditLog(settings.run_dir / "server_audit.jsonl")
+    if checkpoint:
+        log.info("resuming after round %d from %s", checkpoint.round, settings.run_dir / "checkpoints")
+        audit.append("fl.run.resumed", why="server restarted", who="server", details={"after_round": checkpoint.round})
+    nodes = wait_for_nodes(grid, settings.min_nodes, settings.node_wait)
+    reports = []
+    for round_ in range(start, settings.num_rounds + 1):
+        began = time.perf_counter()
+        content = _round_content(round_, settings, global_model)
+        messages = [grid.create_message(content, MessageType.TRAIN, node, str(round_)) for node in nodes]
+        replies = list(grid.send_and_receive(messages, timeout=settings.round_timeout))
+        records, errors = _collect(replies)
+        exp = _expectation(round_, state, records, settings, info)
+        try:
+            report = aggregate_round(records, errors, len(nodes), exp, ctx, settings.min_updates)
+        except NotEnoughUpdates as exc:
+            audit.append("fl.round.failed", why=str(exc), who="server", details=exc.report.summary())
+            raise
+        report.bytes_out = (global_model.nbytes if global_model else 0) * len(nodes)
+        report.seconds = time.perf_counter() - began
+        _persist(settings, report, state, audit)
+        global_model = report.global_model
+        reports.append(report)
+        nodes = sorted(grid.get_node_ids()) or nodes
+    if global_model is not None:
+        _final_evaluation(grid, settings, global_model, nodes)
+    return reports
+
+
+def _final_evaluation(grid: Grid, settings: ServerSettings, global_model: GlobalModel, nodes: list[int]) -> None:
+    """Send the final encrypted model for local evaluation; keep the site-level metrics the sites return."""
+    content = _round_content(global_model.round, settings, global_model)
+    messages = [grid.create_message(content, MessageType.EVALUATE, node, "final") for node in nodes]
+    metrics = {}
+    for reply in grid.send_and_receive(messages, timeout=settings.round_timeout):
+        if not reply.has_error() and "metrics" in reply.content:
+            record = dict(reply.content["metrics"])
+            metrics[str(record.pop("site", reply.metadata.src_node_id))] = record
+    path = settings.run_dir / "site_metrics.json"
+    path.write_text(json.dumps(metrics, indent=1, sort_keys=True))
+    log.info("final evaluation: %s", metrics)
+
+
+def make_server_app(settings: ServerSettings) -> ServerApp:
+    """A ServerApp bound to explicit settings (used by ``fedresponse train`` and the tests)."""
+    server = ServerApp()
+
+    @server.main()
+    def _main(grid: Grid, context: Context) -> None:
+        serve(grid, settings)
+
+    return server
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Entry point for ``flwr run``: settings come from the run config."""
+    logging.basicConfig(level=logging.INFO)
+    serve(grid, ServerSettings.from_run_config(dict(context.run_config)))
