@@ -68,7 +68,7 @@ def simulate(run_config: dict[str, Any], sites: list[str]) -> list[Any]:
         return (node_spec(dict(context.node_config), config), settings_from_run_config(config), str(config["task"]))
 
     cpus = max(1, min(len(sites), os.cpu_count() or 1))
-    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+    backend: dict[str, Any] = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                "init_args": {"num_cpus": cpus, "include_dashboard": False, "logging_level": "warning"}}
     run_simulation(server_app=server, client_app=make_client_app(resolve), num_supernodes=len(sites),
                    backend_config=backend)
