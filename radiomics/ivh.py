@@ -92,7 +92,7 @@ def intensity_volume_histogram(image: torch.Tensor, mask: torch.Tensor, settings
         out[f"ivh_i{x}"] = grid.gather(1, first_i[:, None]).squeeze(1)
     out["ivh_diff_v10_v90"] = out["ivh_v10"] - out["ivh_v90"]
     out["ivh_diff_i10_i90"] = out["ivh_i10"] - out["ivh_i90"]
-    nu_v = torch.where(valid, nu, 0.0)
-    gamma_v = torch.where(valid, gamma, 0.0)
-    out["ivh_auc"] = torch.trapezoid(nu_v, gamma_v, dim=1)
+    # Padding columns (VOIs with fewer grid steps) sit at γ = 1: zero-width segments add nothing.
+    gamma_v = torch.where(valid, gamma, 1.0)
+    out["ivh_auc"] = torch.trapezoid(nu, gamma_v, dim=1)
     return out
