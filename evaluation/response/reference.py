@@ -6,10 +6,11 @@ One row per subject (``reference.csv``; definition in ``docs/dynamic-irecist.md`
   was seen at the subject's last assessment so that no confirmation scan exists ("confirmed where the
   schedule allows"); ``RESP_CONFIRMED`` says which (``Y`` / ``UNCONFIRMABLE`` / empty).
 - ``PSEUDOPROG`` — an iUPD later followed by iSD/iPR/iCR (Seymour 2017).
-- ``PFS_DAYS``, ``PFS_EVENT``, ``PFS_SOURCE`` — progression-free survival from the first dose (study
-  days, day 1 = first dose): event at the confirmed iUPD's day (iRECIST) or at death; censored at the
-  last adequate assessment when there is no event, before new anticancer therapy, or before ≥ 2 missed
-  visits (DOMAIN §6).
+- ``PFS_DAYS``, ``PFS_EVENT``, ``PFS_SOURCE`` — progression-free survival by RECIST 1.1 from the first
+  dose (study days, day 1 = first dose): event at the first PD (``PD``) or death (``DEATH``); censored at
+  the last adequate assessment when there is no event, before new anticancer therapy, or before ≥ 2
+  missed visits (DOMAIN §6). ``IPFS_*`` — the same by iRECIST: the event is the day of the iUPD that was
+  later confirmed (``ICPD``).
 - ``IUPD_OPEN``, ``IUPD_OPEN_ADY``, ``P_PSEUDO`` — the slot for models: a subject whose last iRECIST
   state is an unconfirmed iUPD gets ``IUPD_OPEN = Y``; a model's probability that this iUPD is
   pseudo- rather than true progression goes into ``P_PSEUDO`` (:func:`attach_pseudoprogression_probability`).
@@ -29,7 +30,7 @@ from evaluation.response.irecist import RESETTING
 
 REFERENCE_COLUMNS: tuple[str, ...] = (
     "USUBJID", "CIBOR", "RESPONDER", "RESP_CONFIRMED", "PSEUDOPROG", "PFS_DAYS", "PFS_EVENT", "PFS_SOURCE",
-    "IUPD_OPEN", "IUPD_OPEN_ADY", "P_PSEUDO",
+    "IPFS_DAYS", "IPFS_EVENT", "IPFS_SOURCE", "IUPD_OPEN", "IUPD_OPEN_ADY", "P_PSEUDO",
 )
 EVENT_COLUMNS: tuple[str, ...] = ("USUBJID", "DEATH_ADY", "NEWTHER_ADY")
 
@@ -74,11 +75,10 @@ def _responder(days: list[int], responses: list[str], cibor: str) -> tuple[str, 
 
 
 def _pfs(
-    days: list[int], responses: list[str], progression: int | None, death: float, new_therapy: float, max_gap: int
+    adequate: list[int], progression: int | None, label: str, death: float, new_therapy: float, max_gap: int
 ) -> tuple[int, int, str]:
-    """(days, event, source) per DOMAIN §6."""
-    adequate = [d for d, r in zip(days, responses, strict=True) if r not in {"", "NE"}]
-    candidates = [(progression, "ICPD")] if progression is not None else []
+    """(days, event, source) per DOMAIN §6 from the adequate assessment days and the progression day."""
+    candidates = [(progression, label)] if progression is not None else []
     if not np.isnan(death):
         candidates.append((int(death), "DEATH"))
     event_day, source = min(candidates) if candidates else (None, "")
@@ -129,10 +129,18 @@ def reference_labels(
         responder, confirmed = _responder(days, responses, cibor)
         progression, open_iupd = confirmed_iupd_day(days, responses, high)
         death, therapy = (_event_day(known, str(subject), c) for c in ("DEATH_ADY", "NEWTHER_ADY"))
-        pfs_days, event, source = _pfs(days, responses, progression, death, therapy, max_gap)
+        recist = visits[visits["RECIST_OVR"] != ""].sort_values("ADY")
+        r_days = recist["ADY"].astype(int).tolist()
+        r_resp = recist["RECIST_OVR"].astype(str).tolist()
+        first_pd = next((d for d, r in zip(r_days, r_resp, strict=True) if r == "PD"), None)
+        pfs = _pfs([d for d, r in zip(r_days, r_resp, strict=True) if r != "NE"], first_pd, "PD", death, therapy,
+                   max_gap)
+        ipfs = _pfs([d for d, r in zip(days, responses, strict=True) if r != "NE"], progression, "ICPD", death,
+                    therapy, max_gap)
         rows.append({
             "USUBJID": subject, "CIBOR": cibor, "RESPONDER": responder, "RESP_CONFIRMED": confirmed,
-            "PSEUDOPROG": pseudo.get(subject, "N"), "PFS_DAYS": pfs_days, "PFS_EVENT": event, "PFS_SOURCE": source,
+            "PSEUDOPROG": pseudo.get(subject, "N"), "PFS_DAYS": pfs[0], "PFS_EVENT": pfs[1], "PFS_SOURCE": pfs[2],
+            "IPFS_DAYS": ipfs[0], "IPFS_EVENT": ipfs[1], "IPFS_SOURCE": ipfs[2],
             "IUPD_OPEN": "Y" if open_iupd is not None else "N", "IUPD_OPEN_ADY": open_iupd, "P_PSEUDO": np.nan,
         })
     frame = pd.DataFrame(rows, columns=list(REFERENCE_COLUMNS))

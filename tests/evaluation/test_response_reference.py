@@ -35,14 +35,16 @@ def test_responder(visits: list, responder: str, confirmed: str) -> None:
 def test_pfs_event_is_the_confirmed_iupd_day() -> None:
     visits = [BASE, ("T1", 62, {"T1": 70.0}), ("T2", 104, {"T1": 80.0})]
     label = _label(visits)
-    assert (label["PFS_DAYS"], label["PFS_EVENT"], label["PFS_SOURCE"]) == (62, 1, "ICPD")
+    assert (label["IPFS_DAYS"], label["IPFS_EVENT"], label["IPFS_SOURCE"]) == (62, 1, "ICPD")
+    assert (label["PFS_DAYS"], label["PFS_EVENT"], label["PFS_SOURCE"]) == (62, 1, "PD")
     assert label["IUPD_OPEN"] == "N"
 
 
 def test_open_iupd_is_censored_and_offers_the_model_slot() -> None:
     visits = [BASE, ("T1", 62, {"T1": 50.0}), ("T2", 104, {"T1": 70.0})]
     label = _label(visits)
-    assert (label["PFS_DAYS"], label["PFS_EVENT"], label["PFS_SOURCE"]) == (104, 0, "CENSORED_LAST_ASSESSMENT")
+    assert (label["IPFS_DAYS"], label["IPFS_EVENT"], label["IPFS_SOURCE"]) == (104, 0, "CENSORED_LAST_ASSESSMENT")
+    assert (label["PFS_DAYS"], label["PFS_EVENT"], label["PFS_SOURCE"]) == (104, 1, "PD")
     assert (label["IUPD_OPEN"], label["IUPD_OPEN_ADY"], label["P_PSEUDO"]) == ("Y", 104, None)
     reference = reference_labels(run(visits), PROTOCOL)
     filled = attach_pseudoprogression_probability(reference, {S: 0.3})
@@ -59,8 +61,10 @@ def test_slot_only_for_open_iupd() -> None:
 
 def test_pseudoprogression_is_carried() -> None:
     visits = [BASE, ("T1", 62, {"T1": 70.0}), ("T2", 104, {"T1": 40.0})]
-    assert _label(visits)["PSEUDOPROG"] == "Y"
-    assert _label(visits)["PFS_EVENT"] == 0
+    label = _label(visits)
+    assert label["PSEUDOPROG"] == "Y"
+    assert (label["IPFS_DAYS"], label["IPFS_EVENT"]) == (104, 0)  # the iUPD was never confirmed
+    assert (label["PFS_DAYS"], label["PFS_EVENT"]) == (62, 1)  # RECIST 1.1 counts the first PD
 
 
 @pytest.mark.parametrize(
@@ -77,12 +81,14 @@ def test_pfs_censoring(death: float | None, therapy: float | None, expected: tup
     visits = [BASE, ("T1", 62, {"T1": 45.0}), ("T2", 104, {"T1": 45.0})]
     label = _label(visits, death, therapy)
     assert (label["PFS_DAYS"], label["PFS_EVENT"], label["PFS_SOURCE"]) == expected
+    assert (label["IPFS_DAYS"], label["IPFS_EVENT"], label["IPFS_SOURCE"]) == expected
 
 
 def test_progression_after_new_therapy_is_censored_before_therapy() -> None:
     visits = [BASE, ("T1", 62, {"T1": 45.0}), ("T2", 104, {"T1": 70.0}), ("FU1", 140, {"T1": 80.0})]
     label = _label(visits, therapy=100.0)
     assert (label["PFS_DAYS"], label["PFS_EVENT"], label["PFS_SOURCE"]) == (62, 0, "CENSORED_NEW_THERAPY")
+    assert (label["IPFS_DAYS"], label["IPFS_EVENT"], label["IPFS_SOURCE"]) == (62, 0, "CENSORED_NEW_THERAPY")
 
 
 def test_events_from_crf_use_cdisc_study_days() -> None:

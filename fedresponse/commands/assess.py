@@ -1,0 +1,116 @@
+"""``fedresponse assess``: RECIST 1.1 / iRECIST response assessment, double reads, adjudication, lock.
+
+Two forms:
+
+- ``fedresponse assess --measurements reads.csv --out DIR`` on a lesion-measurement table;
+- ``fedresponse assess STORE`` on a site store written by ``fedresponse ingest`` (reads
+  ``measurements.parquet`` and ``crf.parquet``, writes ``STORE/assessment/``, audits to ``STORE/audit.jsonl``).
+"""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def _read_table(path: Path) -> Any:
+    import pandas as pd
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_csv(path, dtype={"USUBJID": str, "VISIT": str, "LESIONID": str, "STATUS": str},
+                       keep_default_na=False, na_values=[""])
+
+
+def _from_store(store: Path) -> tuple[Any, Any, Path, Path]:
+    """(measurements, events, output folder, audit log) of a site store, through its read API."""
+    from evaluation.response.reference import events_from_crf
+    from fl_client.store import SiteStore
+
+    site = SiteStore(store)
+    crf = site.crf()
+    events = events_from_crf(crf) if "FIRST_DOSE_DATE" in crf.columns else None
+    return site.measurements(), events, store / "assessment", store / "audit.jsonl"
+
+
+def _summary(console: Console, run: Any) -> None:
+    table = Table(title=f"Response assessment → {run.out}")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("subjects", str(run.subjects))
+    table.add_row("readers", ", ".join(run.readers))
+    for bor, count in sorted(run.bor_counts.items()):
+        table.add_row(f"BOR {bor}", str(count))
+    if run.agreement:
+        inter = run.agreement.get("inter_reader", {})
+        if "sld_icc" in inter:
+            low, high = inter["sld_icc_ci"]
+            table.add_row("SLD ICC(2,1) [95% CI]", f"{inter['sld_icc']:.3f} [{low:.3f}, {high:.3f}]")
+        if "visit_kappa" in inter:
+            table.add_row("visit-response kappa", f"{inter['visit_kappa']:.3f}")
+        table.add_row("adjudication rate", f"{run.agreement['adjudication_rate']:.1%}")
+    table.add_row("pending adjudication", str(len(run.pending)))
+    table.add_row("locked", "yes" if run.locked else "no")
+    if run.changes:
+        table.add_row("audited changes", str(run.changes))
+    console.print(table)
+
+
+def assess(
+    store: Path | None = typer.Argument(None, help="Site store from `fedresponse ingest`."),
+    measurements: Path | None = typer.Option(None, "--measurements", help="Lesion-measurement table (.csv/.parquet)."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default: STORE/assessment)."),
+    decisions: Path | None = typer.Option(None, "--decisions",
+                                          help="Decisions CSV: USUBJID, CHOSEN_READER, ADJUDICATOR, REASON."),
+    provisional: bool = typer.Option(False, "--provisional",
+                                     help="Write although discordant subjects lack a decision (left PENDING)."),
+    allow_nontarget_only: bool = typer.Option(False, "--allow-nontarget-only",
+                                              help="Assess subjects without baseline targets (RECIST Table 2)."),
+    lock: bool = typer.Option(False, "--lock", help="Lock the assessment after writing it (needs an audit log)."),
+    audit_log: Path | None = typer.Option(None, "--audit-log", help="Audit log (default: <folder>/audit.jsonl)."),
+    who: str = typer.Option("", "--who", help="Who runs the assessment (default: the login name)."),
+    reason: str = typer.Option("", "--reason", help="Why: required to change a locked assessment."),
+    protocol_file: Path | None = typer.Option(None, "--protocol", help="Protocol YAML (default: configs/study.yaml)."),
+) -> None:
+    """RECIST 1.1 / iRECIST assessment, reader agreement, adjudication, dynamic-iRECIST reference labels."""
+    from evaluation.exceptions import EvaluationError
+    from evaluation.protocol import load_protocol
+    from evaluation.response.pipeline import run_assessment
+    from privacy.audit import AuditLog, AuditLogError
+
+    console = Console()
+    if (store is None) == (measurements is None):
+        console.print("[bold red]assess:[/] give either a STORE or --measurements IN.csv (not both)")
+        raise typer.Exit(code=2)
+    try:
+        events = None
+        if store is not None:
+            table, events, default_out, default_audit = _from_store(store)
+        else:
+            assert measurements is not None
+            if out is None:
+                console.print("[bold red]assess:[/] --measurements needs --out DIR")
+                raise typer.Exit(code=2)
+            table, default_out, default_audit = _read_table(measurements), out, out / "audit.jsonl"
+        folder = out or default_out
+        run = run_assessment(
+            table, folder, load_protocol(protocol_file),
+            decisions=_read_table(decisions) if decisions else None, provisional=provisional, events=events,
+            allow_nontarget_only=allow_nontarget_only, audit=AuditLog(audit_log or default_audit),
+            who=who or getpass.getuser(), why=reason or None, lock=lock,
+        )
+    except (EvaluationError, AuditLogError, FileNotFoundError) as exc:
+        console.print(f"[bold red]assess failed:[/] {exc}")
+        raise typer.Exit(code=1) from exc
+    _summary(console, run)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("assess")(assess)
