@@ -16,13 +16,12 @@ from rich.logging import RichHandler
 # Order is the order shown by --help. Add a module name here when a command exists;
 # no placeholder commands (ARCHITECTURE: "--help lists what works").
 COMMAND_MODULES: tuple[str, ...] = (
-    "synth",
+    # "synth" is added by the synth package
     "ingest",
     "assess",
     "radiomics",
     "audit",
     "keys",
-    "deploy",
     "evaluate",
     "demo",
 )
