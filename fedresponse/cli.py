@@ -16,12 +16,13 @@ from rich.logging import RichHandler
 # Order is the order shown by --help. Add a module name here when a command exists;
 # no placeholder commands (ARCHITECTURE: "--help lists what works").
 COMMAND_MODULES: tuple[str, ...] = (
-    # "synth" is added by the synth package
+    "synth",
     "ingest",
     "assess",
     "radiomics",
     "audit",
     "keys",
+    "deploy",
     "evaluate",
     "demo",
 )

@@ -81,7 +81,8 @@ def draw_covariates(rng: np.random.Generator, mix: dict[str, float]) -> dict[str
     sex = "M" if rng.random() < 0.68 else "F"
     smoking = rng.choice(["NEVER", "FORMER", "CURRENT"], p=[0.25, 0.5, 0.25])
     histology = rng.choice(["ADENOCARCINOMA", "SQUAMOUS", "LARGE_CELL", "NSCLC_NOS"], p=[0.6, 0.3, 0.04, 0.06])
-    driver = histology == "ADENOCARCINOMA" and smoking == "NEVER" and rng.random() < 0.6 or rng.random() < mix["driver"]
+    never_smoking_adeno = histology == "ADENOCARCINOMA" and smoking == "NEVER"
+    driver = (never_smoking_adeno and rng.random() < 0.6) or rng.random() < mix["driver"]
     egfr = "POSITIVE" if driver and rng.random() < 0.75 else ("UNKNOWN" if rng.random() < 0.05 else "NEGATIVE")
     alk = "POSITIVE" if driver and egfr != "POSITIVE" else ("UNKNOWN" if rng.random() < 0.05 else "NEGATIVE")
     u = rng.random()
@@ -147,20 +148,20 @@ def draw_lesions(rng: np.random.Generator, max_primary_mm: float) -> list[Lesion
                                                    rng.uniform(0.5, 0.62)), rng.uniform(14, max_primary_mm), 0)]
     if rng.random() < 0.6:
         lesions.append(_lesion(rng, f"L{len(lesions) + 1:02d}", "node",
-                               (rng.uniform(0.3, 0.7), rng.uniform(0.45, 0.6), 0.13), rng.uniform(15, 22), 0))
+                               (rng.uniform(0.35, 0.65), rng.uniform(0.45, 0.6), 0.18), rng.uniform(15, 20), 0))
     if rng.random() < 0.4:
         lesions.append(_lesion(rng, f"L{len(lesions) + 1:02d}", "metastasis",
                                (rng.uniform(0.3, 0.7), rng.uniform(0.75, 0.82), rng.uniform(0.3, 0.75)),
                                rng.uniform(10, 16), 0))
     if rng.random() < 0.5:
         lesions.append(_lesion(rng, f"L{len(lesions) + 1:02d}", "small_node",
-                               (rng.uniform(0.2, 0.8), rng.uniform(0.25, 0.35), 0.12), rng.uniform(10.5, 14), 0))
+                               (rng.uniform(0.25, 0.75), rng.uniform(0.28, 0.36), 0.16), rng.uniform(10.5, 14), 0))
     return lesions
 
 
 def _new_lesion(rng: np.random.Generator, patient: Patient, kind: str, first: int) -> Lesion:
     lid = f"L{len(patient.lesions) + 1:02d}"
-    centre = (float(rng.uniform(0.25, 0.75)), float(rng.uniform(0.72, 0.82)), float(rng.uniform(0.25, 0.45)))
+    centre = (float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.72, 0.8)), float(rng.uniform(0.36, 0.46)))
     return _lesion(rng, lid, kind, centre, float(rng.uniform(7, 13)), first)
 
 

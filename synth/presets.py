@@ -37,8 +37,8 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "quick": Preset("quick", matrix=96, slices=60, total_patients=None, default_patients_per_site=12,
-                    responder_fraction=0.5, max_primary_mm=30.0),
+    "quick": Preset("quick", matrix=112, slices=64, total_patients=None, default_patients_per_site=12,
+                    responder_fraction=0.5, max_primary_mm=26.0),
     "trial": Preset("trial", matrix=144, slices=96, total_patients=500, default_patients_per_site=167,
                     responder_fraction=0.5, max_primary_mm=42.0),
 }
