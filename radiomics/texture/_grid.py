@@ -15,8 +15,7 @@ Groups carry the IBSI aggregation: each ROI voxel belongs to VOI ``b`` and, for 
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.nn import functional
@@ -72,6 +71,8 @@ class RoiGrid:
         ``(N,)`` int64 VOI index ``b`` and slice index ``z`` of each ROI voxel.
     shape : tuple of int
         ``(B, Z, Y, X)`` of the unpadded input.
+    cache : dict
+        Results shared by several families of one call (neighbour indices, zone labels).
     """
 
     levels: torch.Tensor
@@ -80,6 +81,7 @@ class RoiGrid:
     batch: torch.Tensor
     slice: torch.Tensor
     shape: tuple[int, int, int, int]
+    cache: dict[object, torch.Tensor] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def n(self) -> int:
@@ -99,7 +101,10 @@ class RoiGrid:
 
     def neighbour(self, offset: Offset) -> torch.Tensor:
         """``(N,)`` compact index of each voxel's neighbour at ``offset``; -1 where it is not in the ROI."""
-        return self.lookup[self.flat + self.shift(offset)]
+        key = ("neighbour", offset)
+        if key not in self.cache:
+            self.cache[key] = self.lookup[self.flat + self.shift(offset)]
+        return self.cache[key]
 
     def group(self, per_slice: bool) -> tuple[torch.Tensor, int]:
         """Group index of each voxel: ``b * Z + z`` when ``per_slice`` (2D), else ``b``; and the group count."""
@@ -174,13 +179,18 @@ def check_inputs(levels: torch.Tensor, mask: torch.Tensor, n_levels: int, dims: 
         )
 
 
+def dense_is_cheaper(space: int, n_keys: int) -> bool:
+    """Whether a dense accumulator over ``space`` keys beats sorting ``n_keys`` keys (and fits in memory)."""
+    return space <= max(1 << 22, 4 * n_keys)
+
+
 def count_keys(keys: torch.Tensor, space: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Distinct values of the int64 ``keys`` in ``[0, space)`` and how often each occurs (float64).
 
     A dense ``bincount`` is used when the key space is small enough, a sort (``torch.unique``) otherwise;
     both give the keys in increasing order.
     """
-    if space <= max(1 << 22, 4 * keys.numel()):
+    if dense_is_cheaper(space, keys.numel()):
         counts = torch.bincount(keys, minlength=space)
         present = torch.nonzero(counts).reshape(-1)
         return present, counts[present].to(torch.float64)
@@ -188,13 +198,12 @@ def count_keys(keys: torch.Tensor, space: int) -> tuple[torch.Tensor, torch.Tens
     return present, counts.to(torch.float64)
 
 
-def sum_keys(keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distinct ``keys`` and the sum of ``values`` over each (sorted by key)."""
+def sum_keys(keys: torch.Tensor, values: torch.Tensor, space: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct ``keys`` (in ``[0, space)`` when given) and the sum of float64 ``values`` over each, sorted by key."""
+    if space is not None and dense_is_cheaper(space, keys.numel()):
+        sums = torch.bincount(keys, weights=values, minlength=space).to(values.dtype)  # float32 when empty
+        present = torch.nonzero(sums).reshape(-1)
+        return present, sums[present]
     present, inverse = torch.unique(keys, return_inverse=True)
     sums = torch.zeros(present.numel(), dtype=values.dtype, device=values.device).index_add_(0, inverse, values)
     return present, sums
-
-
-def ceil_log2(n: int) -> int:
-    """Number of pointer-doubling steps that cover a chain of ``n`` links."""
-    return max(1, math.ceil(math.log2(max(n, 2))))

@@ -87,10 +87,11 @@ def count_triples(
     """Count occurrences of the ``(group, row, col)`` triples (each ``(M,)`` int64) into a :class:`SparseCounts`."""
     keys = (group * n_rows + row) * n_cols + col
     present, counts = count_keys(keys, n_groups * n_rows * n_cols)
-    return _decode(present, counts, n_groups, n_rows, n_cols)
+    return decode_keys(present, counts, n_groups, n_rows, n_cols)
 
 
-def _decode(keys: torch.Tensor, counts: torch.Tensor, n_groups: int, n_rows: int, n_cols: int) -> SparseCounts:
+def decode_keys(keys: torch.Tensor, counts: torch.Tensor, n_groups: int, n_rows: int, n_cols: int) -> SparseCounts:
+    """:class:`SparseCounts` from distinct keys ``(group * n_rows + row) * n_cols + col`` and their counts."""
     return SparseCounts(
         group=keys // (n_rows * n_cols),
         row=(keys // n_cols) % n_rows,
@@ -120,8 +121,8 @@ def merge(
     coarse = _coarse_group(g_all, layout, Zk, Dk)
     nv_merged = torch.zeros(n_groups, dtype=nv.dtype, device=nv.device).index_add_(0, coarse, nv)
     keys = (coarse[m.group] * m.n_rows + m.row) * m.n_cols + m.col
-    present, counts = sum_keys(keys, m.count)
-    return _decode(present, counts, n_groups, m.n_rows, m.n_cols), nv_merged, voi_of_group
+    present, counts = sum_keys(keys, m.count, n_groups * m.n_rows * m.n_cols)
+    return decode_keys(present, counts, n_groups, m.n_rows, m.n_cols), nv_merged, voi_of_group
 
 
 def _coarse_group(g: torch.Tensor, layout: Layout, Zk: int, Dk: int) -> torch.Tensor:
@@ -172,7 +173,7 @@ def zone_features(m: SparseCounts, nv: torch.Tensor) -> dict[str, torch.Tensor]:
     n_s = m.group_sum(c)
     i2, j2 = i * i, j * j
     rows = m.row_marginal(c)
-    col_keys, col_sums = sum_keys(m.group * m.n_cols + m.col, c)
+    col_keys, col_sums = sum_keys(m.group * m.n_cols + m.col, c, m.n_groups * m.n_cols)
     col_sq = torch.zeros_like(n_s).index_add_(0, col_keys // m.n_cols, col_sums * col_sums)
     p = c / n_s[m.group]
     mu_i = m.group_sum(i * p)

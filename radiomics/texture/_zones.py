@@ -37,7 +37,14 @@ def _compress(parent: torch.Tensor) -> torch.Tensor:
 
 
 def label_zones(grid: RoiGrid, dims: str) -> torch.Tensor:
-    """``(N,)`` int64 zone label of each ROI voxel: the smallest compact index in its zone."""
+    """``(N,)`` int64 zone label of each ROI voxel: the smallest compact index in its zone (cached on ``grid``)."""
+    key = ("zones", dims)
+    if key not in grid.cache:
+        grid.cache[key] = _union_find(grid, dims)
+    return grid.cache[key]
+
+
+def _union_find(grid: RoiGrid, dims: str) -> torch.Tensor:
     src, dst = same_level_edges(grid, dims)
     parent = torch.arange(grid.n, device=grid.device)
     while True:
@@ -66,10 +73,16 @@ def border_distance(grid: RoiGrid, dims: str) -> torch.Tensor:
     repeated erosion with the face-connected cross.
     """
     nbs = torch.stack([grid.neighbour(offset) for offset in faces(dims)], dim=1)
-    alive = torch.ones(grid.n, dtype=torch.bool, device=grid.device)
+    alive = torch.ones(grid.n + 1, dtype=torch.bool, device=grid.device)
+    alive[-1] = False  # index -1 (no ROI neighbour) reads this sentinel: outside the ROI is never alive
     distance = torch.zeros(grid.n, dtype=torch.int64, device=grid.device)
-    while bool(alive.any()):
-        distance += alive.to(torch.int64)
-        inner = torch.where(nbs >= 0, alive[nbs.clamp(min=0)], False).all(dim=1)
-        alive = alive & inner
+    active = torch.arange(grid.n, device=grid.device)
+    step = 0
+    while active.numel():
+        # Only voxels still inside the eroded ROI are visited, so the work is the sum of the distances.
+        step += 1
+        distance[active] = step
+        inner = alive[nbs[active]].all(dim=1)
+        alive[active[~inner]] = False
+        active = active[inner]
     return distance

@@ -11,8 +11,15 @@ import math
 
 import torch
 
-from radiomics.texture._grid import RoiGrid, build_grid, check_inputs, directions
-from radiomics.texture._matrix import DIRECTIONAL_SCHEMES, Layout, SparseCounts, aggregate, count_triples
+from radiomics.texture._grid import RoiGrid, build_grid, check_inputs, dense_is_cheaper, directions
+from radiomics.texture._matrix import (
+    DIRECTIONAL_SCHEMES,
+    Layout,
+    SparseCounts,
+    aggregate,
+    count_triples,
+    decode_keys,
+)
 
 FEATURES = (
     "joint_max", "joint_avg", "joint_var", "joint_entr", "diff_avg", "diff_var", "diff_entr", "sum_avg", "sum_var",
@@ -27,19 +34,26 @@ def glcm_counts(grid: RoiGrid, n_levels: int, dims: str) -> tuple[SparseCounts, 
     dirs = directions(dims)
     per_slice = dims == "2D"
     group, _ = grid.group(per_slice)
-    groups, rows, cols = [], [], []
-    for d, offset in enumerate(dirs):
-        nb = grid.neighbour(offset)
-        valid = nb >= 0
-        li, lj = grid.levels[valid], grid.levels[nb[valid]]
-        g = group[valid] * len(dirs) + d
-        groups += [g, g]
-        rows += [li, lj]
-        cols += [lj, li]
     B, Z, _, _ = grid.shape
     layout = Layout(B, Z if per_slice else 1, len(dirs))
-    m = count_triples(torch.cat(groups), torch.cat(rows), torch.cat(cols), layout.n_groups, n_levels + 1, n_levels + 1)
-    return m, layout
+    R = n_levels + 1
+    space = layout.n_groups * R * R
+    base = (group * len(dirs) * R + grid.levels) * R  # key of (group, direction 0, level i, level 0)
+    keys = []
+    for d, offset in enumerate(dirs):
+        nb = grid.neighbour(offset)
+        # Pairs with a neighbour outside the ROI go to the extra key `space`, dropped below.
+        keys.append(torch.where(nb >= 0, base + d * R * R + grid.levels[nb.clamp(min=0)], space))
+    key = torch.cat(keys)
+    if dense_is_cheaper(space, 2 * key.numel()):
+        # Count each pair once and add the transpose: the symmetric matrix without doubling the keys.
+        one_sided = torch.bincount(key, minlength=space + 1)[:space].view(layout.n_groups, R, R)
+        flat = (one_sided + one_sided.transpose(1, 2)).reshape(-1)
+        present = torch.nonzero(flat).reshape(-1)
+        return decode_keys(present, flat[present].to(torch.float64), layout.n_groups, R, R), layout
+    key = key[key < space]
+    g, li, lj = key // (R * R), (key // R) % R, key % R
+    return count_triples(torch.cat([g, g]), torch.cat([li, lj]), torch.cat([lj, li]), layout.n_groups, R, R), layout
 
 
 def _marginal(m: SparseCounts, index: torch.Tensor, width: int, p: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from radiomics.texture._grid import RoiGrid, build_grid, ceil_log2, check_inputs, directions
+from radiomics.texture._grid import RoiGrid, build_grid, check_inputs, directions
 from radiomics.texture._matrix import (
     DIRECTIONAL_SCHEMES,
     Layout,
@@ -32,14 +32,19 @@ def run_starts(grid: RoiGrid, offset: tuple[int, int, int]) -> tuple[torch.Tenso
     """Runs along ``offset``: compact index of each run's first voxel and the run length (both ``(R,)`` int64).
 
     Each voxel points to its predecessor when that is an ROI voxel of the same grey level (itself
-    otherwise); pointer doubling then sends every voxel to the start of its run in ``log2`` steps.
+    otherwise); pointer doubling then sends every voxel to the start of its run in ``log2(length)`` steps.
     """
     back = grid.neighbour((-offset[0], -offset[1], -offset[2]))
     own = torch.arange(grid.n, device=grid.device)
     continues = (back >= 0) & (grid.levels[back.clamp(min=0)] == grid.levels)
     start = torch.where(continues, back, own)
-    for _ in range(ceil_log2(max(grid.shape[1:]))):
-        start = start[start]
+    active = torch.nonzero(continues).reshape(-1)
+    while active.numel():
+        # Only voxels whose pointer still moves are revisited; most runs are a few voxels long.
+        target = start[start[active]]
+        moved = target != start[active]
+        start[active] = target
+        active = active[moved]
     first = torch.nonzero(~continues).reshape(-1)
     lengths = torch.bincount(start, minlength=grid.n)
     return first, lengths[first]

@@ -150,3 +150,18 @@ def test_bad_input_is_refused_with_the_value_seen(case: str, error: type[Excepti
     with pytest.raises(error) as info:
         texture_features(levels, mask, n_levels, **kwargs)
     assert says in str(info.value)
+
+
+@pytest.mark.parametrize("dims", ["2D", "3D"])
+def test_sorting_and_dense_counting_agree(vois, dims: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large batches count matrix entries by sorting instead of dense bincounts; both must give the same."""
+    import radiomics.texture._grid as grid_module
+    import radiomics.texture.glcm as glcm_module
+
+    levels, mask = pad_batch(vois)
+    dense = texture_features(levels, mask, N_LEVELS, dims=dims)
+    monkeypatch.setattr(grid_module, "dense_is_cheaper", lambda space, n_keys: False)
+    monkeypatch.setattr(glcm_module, "dense_is_cheaper", lambda space, n_keys: False)
+    sorted_ = texture_features(levels, mask, N_LEVELS, dims=dims)
+    for tag, value in dense.items():
+        torch.testing.assert_close(sorted_[tag], value, equal_nan=True, rtol=1e-12, atol=1e-12)
