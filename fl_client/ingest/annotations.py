@@ -41,6 +41,20 @@ def _lps_to_index(points_lps: NDArray[np.float64], affine_ras: NDArray[np.float6
     return out
 
 
+def _contour_points(contour: Dataset) -> NDArray[np.float64]:
+    """ContourData as (N, 3) LPS mm, parsed straight from the raw DS bytes when still unconverted.
+
+    Converting thousands of DS strings one by one through pydicom dominates RTSTRUCT reading time.
+    """
+    element = contour.get_item(0x30060050)
+    raw = element.value if element is not None else None
+    if isinstance(raw, bytes):
+        values = np.array(raw.replace(b"\x00", b" ").split(b"\\"), dtype=float)
+    else:
+        values = np.asarray(contour.ContourData, dtype=float)
+    return values.reshape(-1, 3)
+
+
 def referenced_series(rtstruct: Dataset) -> str:
     """SeriesInstanceUID of the CT an RTSTRUCT was drawn on ('' when the object does not say)."""
     for frame in rtstruct.get("ReferencedFrameOfReferenceSequence", []):
@@ -73,7 +87,7 @@ def rasterise_rtstruct(rtstruct: Dataset, shape: tuple[int, int, int],
         for contour in roi.get("ContourSequence", []):
             if str(contour.get("ContourGeometricType", "CLOSED_PLANAR")) not in ("CLOSED_PLANAR", ""):
                 continue
-            points = np.asarray(contour.ContourData, float).reshape(-1, 3)
+            points = _contour_points(contour)
             ijk = _lps_to_index(points, affine_ras)
             k = float(np.mean(ijk[:, 2]))
             if abs(k - round(k)) > _SLICE_TOL or not 0 <= round(k) < shape[2]:

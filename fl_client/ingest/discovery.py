@@ -12,9 +12,12 @@ import hashlib
 import io
 import json
 import logging
+import multiprocessing
 import os
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pydicom
@@ -32,6 +35,7 @@ SEG = "1.2.840.10008.5.1.4.1.1.66.4"
 #: Site tables recognised by name at the export root (their names are the interface with the site).
 TABLE_NAMES = ("enrolment_log.csv", "crf.csv", "reads.csv")
 _NIFTI_HEADER = 348
+_PARALLEL_FROM = 2000
 
 
 @dataclass
@@ -59,6 +63,19 @@ class FileRecord:
     sop_class: str = ""
     study_date: str = ""
     slice: SliceHeader | None = None
+
+
+def classify_all(root: Path, workers: int = 1) -> list[FileRecord]:
+    """:func:`classify` every file under ``root`` (stable order), in ``workers`` processes for big exports.
+
+    Parsing headers is CPU-bound and per file independent, so it scales with cores; small exports stay
+    in-process because starting workers costs about a second.
+    """
+    paths = list(iter_files(root))
+    if workers <= 1 or len(paths) < _PARALLEL_FROM:
+        return [classify(path, root) for path in paths]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(partial(classify, root=root), paths, chunksize=64))
 
 
 def iter_files(root: Path) -> Iterator[Path]:
@@ -101,35 +118,75 @@ def _classify_other(record: FileRecord, data: bytes) -> FileRecord:
     return record
 
 
-def _pixel_problem(ds: Dataset) -> str:
-    if "PixelData" not in ds:
-        return "CT image without pixel data"
-    if not ds.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian).is_compressed:
-        expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("BitsAllocated", 16)) // 8
-        if len(ds.PixelData) < expected:
-            return f"pixel data truncated: {len(ds.PixelData)} bytes, expected {expected}"
-    return ""
+_NATIVE_LE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
 
 
-def _ct_slice(record: FileRecord, ds: Dataset) -> None:
+def _pixel_layout(ds: Dataset, data: bytes, offset: int) -> tuple[str, int, str]:
+    """(problem, value offset, dtype) of the PixelData element that starts at ``offset`` in ``data``.
+
+    ``offset`` is where pydicom stopped with ``stop_before_pixels``; the offset is -1 when the pixels
+    need pydicom's decoders (encapsulated, big-endian, not 16-bit).
+    """
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))
+    if data[offset:offset + 4] != b"\xe0\x7f\x10\x00":
+        big = data[offset:offset + 4] == b"\x7f\xe0\x00\x10"
+        return ("" if big else "CT image without pixel data"), -1, ""
+    implicit = syntax == "1.2.840.10008.1.2"
+    length = int.from_bytes(data[offset + 4:offset + 8] if implicit else data[offset + 8:offset + 12], "little")
+    start = offset + (8 if implicit else 12)
+    if syntax not in _NATIVE_LE or length == 0xFFFFFFFF:
+        return "", -1, ""
+    expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("BitsAllocated", 16)) // 8
+    if min(length, len(data) - start) < expected:
+        return f"pixel data truncated: {min(length, len(data) - start)} bytes, expected {expected}", -1, ""
+    if int(ds.get("BitsAllocated", 16)) != 16 or int(ds.get("SamplesPerPixel", 1)) != 1:
+        return "", -1, ""
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    if signed and int(ds.get("BitsStored", 16)) != 16:  # sign extension needed: pydicom does it
+        return "", -1, ""
+    return "", start, "<i2" if signed else "<u2"
+
+
+_IPP, _IOP, _SPACING = 0x00200032, 0x00200037, 0x00280030
+
+
+def _decimals(ds: Dataset, tag: int) -> tuple[float, ...]:
+    """A DS attribute's values, parsed from its raw bytes when still unconverted.
+
+    pydicom converts and validates each DS value separately, which made geometry parsing the largest
+    cost of discovery; ``float`` accepts every valid DS string.
+    """
+    element = ds.get_item(tag)
+    raw = element.value if element is not None else None
+    if isinstance(raw, bytes):
+        return tuple(float(v) for v in raw.strip(b" \x00").split(b"\\"))
+    return tuple(float(v) for v in ds[tag].value)
+
+
+def _ct_slice(record: FileRecord, ds: Dataset, data: bytes, offset: int) -> None:
     missing = [k for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
                if k not in ds or ds[k].value in (None, "")]
     if missing:
         record.status, record.reason = "SKIPPED", f"CT image lacks geometry ({', '.join(missing)})"
         return
-    problem = _pixel_problem(ds)
+    problem, pixel_offset, dtype = _pixel_layout(ds, data, offset)
     if problem:
         record.status, record.reason = "SKIPPED", problem
         return
+    position, orientation, spacing = (_decimals(ds, tag) for tag in (_IPP, _IOP, _SPACING))
+    if len(position) != 3 or len(orientation) != 6 or len(spacing) != 2:
+        record.status, record.reason = "SKIPPED", "CT image with malformed position, orientation or pixel spacing"
+        return
     record.slice = SliceHeader(
         path=record.path, sop_uid=record.sop_uid,
-        position=tuple(float(v) for v in ds.ImagePositionPatient),  # type: ignore[arg-type]
-        orientation=tuple(float(v) for v in ds.ImageOrientationPatient),
-        spacing=(float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])),
-        shape=(int(ds.Rows), int(ds.Columns)))
+        position=(position[0], position[1], position[2]), orientation=orientation,
+        spacing=(spacing[0], spacing[1]),
+        shape=(int(ds.Rows), int(ds.Columns)), pixel_offset=pixel_offset, pixel_dtype=dtype,
+        bits_stored=int(ds.get("BitsStored", 16) or 16), slope=float(ds.get("RescaleSlope", 1) or 1),
+        intercept=float(ds.get("RescaleIntercept", 0) or 0))
 
 
-def _classify_dicom(record: FileRecord, ds: Dataset) -> FileRecord:
+def _classify_dicom(record: FileRecord, ds: Dataset, data: bytes, offset: int) -> FileRecord:
     record.patient_id = str(ds.get("PatientID", "") or "")
     record.patient_name = str(ds.get("PatientName", "") or "")
     record.birth_date = str(ds.get("PatientBirthDate", "") or "")
@@ -153,7 +210,7 @@ def _classify_dicom(record: FileRecord, ds: Dataset) -> FileRecord:
         record.status = "SKIPPED"
         record.reason = "DICOM object without PatientID, StudyInstanceUID or SeriesInstanceUID"
     elif record.kind == "CT":
-        _ct_slice(record, ds)
+        _ct_slice(record, ds, data, offset)
     return record
 
 
@@ -168,15 +225,17 @@ def classify(path: Path, root: Path) -> FileRecord:
     is_part10 = data[128:132] == b"DICM"
     if not is_part10 and not _looks_like_raw_dataset(data):
         return _classify_other(record, data)
+    stream = io.BytesIO(data)
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=not is_part10)
+        ds = pydicom.dcmread(stream, force=not is_part10, stop_before_pixels=True)
+        pixel_tag_at = stream.tell()  # where reading stopped: the PixelData tag, if any
         ds.get("SOPClassUID")  # force parsing of the first elements now, inside the try
     except (InvalidDicomError, ValueError, EOFError, OSError, TypeError, KeyError, IndexError,
             AttributeError, NotImplementedError) as exc:
         record.status, record.reason = "SKIPPED", f"unreadable DICOM ({type(exc).__name__}: {exc})"[:300]
         return record
     try:
-        return _classify_dicom(record, ds)
+        return _classify_dicom(record, ds, data, pixel_tag_at)
     except Exception as exc:
         record.kind, record.status = "OTHER_DICOM", "SKIPPED"
         record.reason = f"malformed DICOM header ({type(exc).__name__}: {exc})"[:300]

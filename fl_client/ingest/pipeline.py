@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from fl_client.crf.dvp import DataValidationPlan, load_dvp
 from fl_client.exceptions import IngestError
 from fl_client.ingest import reid
 from fl_client.ingest.deid import PatientPseudonym, date_shift_days, phi_tokens
-from fl_client.ingest.discovery import FileRecord, classify, iter_files
+from fl_client.ingest.discovery import FileRecord, classify_all
 from fl_client.ingest.images import FileOutcome, SubjectContext, SubjectImages, build_subject
 from fl_client.ingest.manifest import MANIFEST_COLUMNS, manifest_frame
 from fl_client.ingest.qc import LESION_COLUMNS, QC_COLUMNS, findings_frame, subject_findings
@@ -62,6 +63,8 @@ class IngestConfig:
         Defaults: ``configs/study.yaml`` and ``configs/dvp.yaml``.
     scrypt_n : int
         Key-derivation cost (tests lower it).
+    workers : int
+        Processes for header discovery (default: up to 2, the CPU cores of a site server we plan for).
     """
 
     site: str
@@ -72,6 +75,7 @@ class IngestConfig:
     protocol: StudyProtocol | None = None
     dvp: DataValidationPlan | None = None
     scrypt_n: int = reid.SCRYPT_N
+    workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
 
 
 @dataclass
@@ -208,7 +212,7 @@ def ingest_site(src: Path, out: Path, config: IngestConfig) -> IngestSummary:
     key = reid.load_key(key_file, config.passphrase) if key_file.exists() else reid.ReidKey.new(config.site)
     if key.site != config.site:
         raise IngestError(f"key file {key_file} belongs to site {key.site}, not {config.site}; pass --key-file")
-    records = [classify(p, src) for p in iter_files(src)]
+    records = classify_all(src, config.workers)
     new = _new_records(records, old.manifest)
     summary = IngestSummary(store=out, site=config.site, new_files=len(new))
     audit = AuditLog(out / "audit.jsonl")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -46,6 +47,12 @@ class SliceHeader:
         PixelSpacing (row spacing, column spacing), mm.
     shape : tuple[int, int]
         (Rows, Columns).
+    pixel_offset, pixel_dtype : int, str
+        Byte offset of native little-endian pixel data in the file and its numpy dtype (``<i2``/``<u2``),
+        so that assembly reads pixels without parsing the file again; -1 for encapsulated
+        (compressed) or other layouts, which go through pydicom's decoders.
+    bits_stored, slope, intercept : int, float, float
+        BitsStored, RescaleSlope, RescaleIntercept.
     """
 
     path: Path
@@ -54,6 +61,11 @@ class SliceHeader:
     orientation: tuple[float, ...]
     spacing: tuple[float, float]
     shape: tuple[int, int]
+    pixel_offset: int = -1
+    pixel_dtype: str = ""
+    bits_stored: int = 16
+    slope: float = 1.0
+    intercept: float = 0.0
 
 
 @dataclass
@@ -156,18 +168,26 @@ def affine_ras(geometry: SeriesGeometry, n_slices: int | None = None) -> NDArray
     return out
 
 
-def _read_slice(path: Path) -> tuple[NDArray[np.float32] | NDArray[np.int16], bool]:
-    ds = pydicom.dcmread(path)
-    raw = ds.pixel_array
-    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
-    integral = slope == 1.0 and intercept == round(intercept)
-    if integral:
+def _rescale(raw: NDArray[np.generic], slope: float, intercept: float) -> tuple[NDArray[np.generic], bool]:
+    if slope == 1.0 and intercept == round(intercept):
         hu = raw.astype(np.int32) + int(intercept)
         return np.clip(hu, -32768, 32767).astype(np.int16).T, True
     return (raw.astype(np.float32) * slope + intercept).T, False
 
 
-def load_volume(geometry: SeriesGeometry) -> tuple[NDArray[np.int16] | NDArray[np.float32], NDArray[np.float64]]:
+def _read_slice(header: SliceHeader) -> tuple[NDArray[np.generic], bool]:
+    rows, cols = header.shape
+    if header.pixel_offset >= 0:  # native little-endian: read the pixels straight from the file
+        raw = np.fromfile(header.path, dtype=header.pixel_dtype, count=rows * cols, offset=header.pixel_offset)
+        unused_bits_set = header.pixel_dtype == "<u2" and header.bits_stored < 16 and raw.max() >> header.bits_stored
+        if raw.size == rows * cols and not unused_bits_set:
+            return _rescale(raw.reshape(rows, cols), header.slope, header.intercept)
+    ds = pydicom.dcmread(header.path)
+    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    return _rescale(ds.pixel_array, slope, intercept)
+
+
+def load_volume(geometry: SeriesGeometry) -> tuple[NDArray[Any], NDArray[np.float64]]:
     """Read the pixels of every slice and return ``(volume, affine)``.
 
     Returns
@@ -178,9 +198,9 @@ def load_volume(geometry: SeriesGeometry) -> tuple[NDArray[np.int16] | NDArray[n
         Shape (4, 4), RAS+ mm.
     """
     rows, cols = geometry.slices[0].shape
-    volume: NDArray[np.float32] | NDArray[np.int16] = np.empty((cols, rows, len(geometry.slices)), np.int16)
+    volume: NDArray[Any] = np.empty((cols, rows, len(geometry.slices)), np.int16)
     for k, header in enumerate(geometry.slices):
-        plane, integral = _read_slice(header.path)
+        plane, integral = _read_slice(header)
         if not integral and volume.dtype != np.float32:
             volume = volume.astype(np.float32)
         if plane.shape != (cols, rows):
@@ -192,8 +212,7 @@ def load_volume(geometry: SeriesGeometry) -> tuple[NDArray[np.int16] | NDArray[n
     return volume, affine_ras(geometry, volume.shape[2])
 
 
-def _regularise(volume: NDArray[np.int16] | NDArray[np.float32],
-                geometry: SeriesGeometry) -> NDArray[np.int16] | NDArray[np.float32]:
+def _regularise(volume: NDArray[Any], geometry: SeriesGeometry) -> NDArray[Any]:
     """Linear interpolation along k onto ``0, s, 2s, …`` (s = median spacing) covering the same range."""
     n = round(float(geometry.offsets_mm[-1]) / geometry.spacing_mm) + 1
     grid = np.arange(n) * geometry.spacing_mm

@@ -7,6 +7,7 @@ no text from the source can travel in them.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
@@ -53,7 +54,11 @@ def write_parquet(path: Path, frame: pd.DataFrame) -> None:
 
 
 def write_nifti(path: Path, array: NDArray[Any], affine: NDArray[np.float64], description: str) -> None:
-    """Write a NIfTI-1 (``.nii.gz``) volume atomically with both qform and sform set to ``affine`` (RAS+)."""
+    """Write a NIfTI-1 (``.nii.gz``) volume atomically with both qform and sform set to ``affine`` (RAS+).
+
+    gzip level 1 with a zero timestamp: several times faster than level 6 at a few percent more bytes,
+    and the same volume always gives the same file (re-runs are byte-identical).
+    """
     image = nib.Nifti1Image(array, affine)
     header = image.header
     header.set_xyzt_units("mm")
@@ -63,10 +68,7 @@ def write_nifti(path: Path, array: NDArray[Any], affine: NDArray[np.float64], de
     header["db_name"] = b""
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")  # keeps the .nii.gz suffix nibabel needs
-    nib.save(image, tmp)
-    _commit(tmp, path)
+    write_bytes(path, gzip.compress(image.to_bytes(), compresslevel=1, mtime=0))
 
 
 def read_parquet_or_empty(path: Path, columns: list[str]) -> pd.DataFrame:

@@ -1,0 +1,121 @@
+"""Ingest throughput (slices/s) and peak memory per site, against a plain pydicom read in the same run.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_ingest.py --preset quick            # synthesizes a small cohort
+    .venv/bin/python benchmarks/bench_ingest.py --preset trial --sites 1 --patients-per-site 3
+    .venv/bin/python benchmarks/bench_ingest.py --cohort /tmp/h3cohort    # reuse a cohort
+
+For each site it prints: CT slices, ingest wall and CPU seconds (the ingest process and its discovery
+workers), slices/s (wall and per CPU second; on a shared machine the per-CPU-second figure is the stable one),
+the baseline (``pydicom.dcmread`` + ``pixel_array`` of every CT file, nothing else) in slices/s and the
+ratio ingest/baseline, and the ingest's peak-memory increase (max RSS in a fresh child process minus its
+RSS after imports) next to the size of one protocol series and of all the site's pixels — the first
+must track one series, not the cohort. Target (issue 3): >= 300 slices/s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PASSPHRASE = "benchmark-passphrase-only"
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (the discovery workers)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _child(src: str, store: str, site: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+    import fl_client.ingest.pipeline as pipeline
+
+    before = _rss_mb()
+    cpu = _cpu_seconds()
+    wall = time.perf_counter()
+    summary = pipeline.ingest_site(Path(src), Path(store), pipeline.IngestConfig(site=site, passphrase=PASSPHRASE))
+    queue.put({"wall": time.perf_counter() - wall, "cpu": _cpu_seconds() - cpu, "slices": summary.slices,
+               "rss_before": before, "rss_peak": _rss_mb(), "files": sum(summary.files.values())})
+
+
+def _baseline(site_dir: Path) -> tuple[int, float, int, int]:
+    """(CT slices, seconds, largest series bytes, all pixel bytes) reading every CT file with pydicom."""
+    import pydicom
+
+    start = time.perf_counter()
+    slices, total = 0, 0
+    per_series: dict[str, int] = {}
+    for path in sorted(p for p in (site_dir / "pacs").rglob("*") if p.is_file()):
+        ds = pydicom.dcmread(path)
+        if ds.get("SOPClassUID") != "1.2.840.10008.5.1.4.1.1.2" or "PixelData" not in ds:
+            continue
+        nbytes = ds.pixel_array.nbytes
+        slices += 1
+        total += nbytes
+        per_series[str(ds.SeriesInstanceUID)] = per_series.get(str(ds.SeriesInstanceUID), 0) + nbytes
+    return slices, time.perf_counter() - start, max(per_series.values(), default=0), total
+
+
+def _cohort(args: argparse.Namespace, work: Path) -> Path:
+    if args.cohort:
+        return Path(args.cohort)
+    from synth.cohort import synthesize
+
+    out = work / "cohort"
+    start = time.perf_counter()
+    synthesize(out, args.sites, args.patients_per_site, seed=args.seed, preset_name=args.preset, workers=2)
+    print(f"synthesized {args.preset} cohort ({args.sites} sites x {args.patients_per_site}) in "
+          f"{time.perf_counter() - start:.0f} s")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="quick", choices=["quick", "trial"])
+    parser.add_argument("--sites", type=int, default=2)
+    parser.add_argument("--patients-per-site", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--cohort", help="use this existing cohort instead of synthesizing one")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench_ingest_"))
+    try:
+        cohort = _cohort(args, work)
+        sites = sorted(p.name for p in cohort.iterdir() if p.is_dir() and p.name.startswith("S"))
+        header = (f"{'site':4} {'slices':>6} {'wall s':>7} {'cpu s':>6} {'sl/s':>6} {'sl/cpu-s':>8} "
+                  f"{'base sl/s':>9} {'ratio':>6} {'peak+ MB':>8} {'series MB':>9} {'site px MB':>10}")
+        print(header)
+        totals = [0, 0.0, 0.0]
+        for site in sites:
+            slices, base_s, series_bytes, all_bytes = _baseline(cohort / site)
+            queue: mp.Queue = mp.get_context("spawn").Queue()  # type: ignore[type-arg]
+            child = mp.get_context("spawn").Process(target=_child, args=(str(cohort / site),
+                                                                         str(work / "stores" / site), site, queue))
+            child.start()
+            result = queue.get()
+            child.join()
+            rate, base = result["slices"] / result["wall"], slices / base_s
+            totals = [totals[0] + result["slices"], totals[1] + result["wall"], totals[2] + result["cpu"]]
+            print(f"{site:4} {result['slices']:6d} {result['wall']:7.2f} {result['cpu']:6.2f} {rate:6.0f} "
+                  f"{result['slices'] / result['cpu']:8.0f} {base:9.0f} {rate / base:6.2f} "
+                  f"{result['rss_peak'] - result['rss_before']:8.0f} {series_bytes / 2**20:9.1f} "
+                  f"{all_bytes / 2**20:10.1f}")
+        print(f"all  {totals[0]:6d} {totals[1]:7.2f} {totals[2]:6.2f} {totals[0] / totals[1]:6.0f} "
+              f"{totals[0] / totals[2]:8.0f}   (target >= 300 slices/s on 2 cores)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Series assembly: geometry order, duplicates, gaps, tilt, rescale, compressed transfer syntaxes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from ingest_fixtures import write_series
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid
+
+from fl_client.exceptions import SeriesAssemblyError
+from fl_client.ingest.discovery import classify
+from fl_client.ingest.series import load_volume, plan_series
+
+
+def _plan(folder: Path, files: list[Path]):
+    records = [classify(p, folder) for p in files]
+    assert all(r.kind == "CT" and not r.status for r in records), [r.reason for r in records]
+    return plan_series([r.slice for r in records if r.slice is not None])
+
+
+def test_sorted_by_position_not_instance_number_or_name(tmp_path: Path, rng: np.random.Generator) -> None:
+    _, stored, files = write_series(tmp_path, patient_id="P1", study_uid=generate_uid(), n=9, spacing_z=1.25, rng=rng)
+    geometry = _plan(tmp_path, list(reversed(files)))
+    volume, affine = load_volume(geometry)
+    assert volume.shape == (20, 24, 9)  # (columns, rows, slices)
+    np.testing.assert_array_equal(volume, (stored - 1024).transpose(1, 0, 2))
+    # RAS affine: x, y flipped from LPS; origin = first slice position (-10, -12, 30) LPS.
+    expected = np.array([[-0.8, 0, 0, 10.0], [0, -0.8, 0, 12.0], [0, 0, 1.25, 30.0], [0, 0, 0, 1]])
+    np.testing.assert_allclose(affine, expected, atol=1e-6)
+    assert geometry.regular and geometry.tilt_deg == pytest.approx(0.0)
+
+
+def test_duplicates_dropped_and_gap_resampled(tmp_path: Path, rng: np.random.Generator) -> None:
+    _, stored, files = write_series(tmp_path, patient_id="P1", study_uid=generate_uid(), n=8, rng=rng, skip=[4])
+    dup = tmp_path / "dup"
+    dup.write_bytes(files[2].read_bytes())
+    geometry = _plan(tmp_path, [*files, dup])
+    assert geometry.missing_slices == 1 and not geometry.regular
+    assert len(geometry.duplicates) == 1
+    volume, affine = load_volume(geometry)
+    assert volume.shape[2] == 8  # the gap was filled on the regular grid
+    hu = stored - 1024
+    np.testing.assert_allclose(volume[:, :, 4], np.rint((hu[:, :, 3] + hu[:, :, 5]) / 2).T, atol=1)
+    assert affine[2, 2] == pytest.approx(1.0)
+
+
+def test_gantry_tilt_gives_sheared_affine(tmp_path: Path, rng: np.random.Generator) -> None:
+    _, _, files = write_series(tmp_path, patient_id="P1", study_uid=generate_uid(), n=6, rng=rng, tilt_mm=0.2)
+    geometry = _plan(tmp_path, files)
+    assert geometry.tilt_deg == pytest.approx(np.degrees(np.arctan(0.2)), abs=1e-6)
+    _, affine = load_volume(geometry)
+    np.testing.assert_allclose(affine[:3, 2], [0.0, -0.2, 1.0], atol=1e-6)  # LPS y advance flipped to RAS
+
+
+def test_non_integral_rescale_gives_float(tmp_path: Path, rng: np.random.Generator) -> None:
+    _, stored, files = write_series(tmp_path, patient_id="P1", study_uid=generate_uid(), n=3, rng=rng)
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.RescaleSlope, ds.RescaleIntercept = 0.5, -512.25
+        ds.save_as(path)
+    volume, _ = load_volume(_plan(tmp_path, files))
+    assert volume.dtype == np.float32
+    np.testing.assert_allclose(volume, (stored * 0.5 - 512.25).transpose(1, 0, 2), atol=1e-3)
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless], ids=["RLE", "JPEG-LS", "J2K"])
+def test_compressed_series_decode_identically(tmp_path: Path, rng: np.random.Generator, syntax: str) -> None:
+    _, stored, files = write_series(tmp_path, patient_id="P1", study_uid=generate_uid(), n=3, rng=rng,
+                                    shape=(64, 48))  # OpenJPEG's default 6 resolutions need >= 32 px
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.BitsStored, ds.HighBit = 12, 11  # CT: 12 bits stored (required by the JPEG-LS/J2K encoders here)
+        ds.compress(syntax)
+        ds.save_as(path)
+        assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == syntax
+    volume, _ = load_volume(_plan(tmp_path, files))
+    np.testing.assert_array_equal(volume, (stored - 1024).transpose(1, 0, 2))
+
+
+def test_mixed_matrix_sizes_refused(tmp_path: Path, rng: np.random.Generator) -> None:
+    series = generate_uid()
+    _, _, a = write_series(tmp_path / "a", patient_id="P1", study_uid="1.2.3", n=2, rng=rng, series_uid=series)
+    _, _, b = write_series(tmp_path / "b", patient_id="P1", study_uid="1.2.3", n=2, rng=rng, series_uid=series,
+                           shape=(16, 16))
+    records = [classify(p, tmp_path) for p in [*a, *b]]
+    with pytest.raises(SeriesAssemblyError, match="differ in size"):
+        plan_series([r.slice for r in records if r.slice is not None])
