@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # earlier one recorded in ``ctx.artifacts``.
 STAGES: list[tuple[str, str]] = [
     ("synth", "synth.demo_stage:run"),
+    ("ingest", "fl_client.ingest.demo_stage:run"),
 ]
 
 
