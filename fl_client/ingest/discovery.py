@@ -74,8 +74,13 @@ def classify_all(root: Path, workers: int = 1) -> list[FileRecord]:
     paths = list(iter_files(root))
     if workers <= 1 or len(paths) < _PARALLEL_FROM:
         return [classify(path, root) for path in paths]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_lenient_worker) as pool:
         return list(pool.map(partial(classify, root=root), paths, chunksize=64))
+
+
+def _lenient_worker() -> None:
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 
 def iter_files(root: Path) -> Iterator[Path]:

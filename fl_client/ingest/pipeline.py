@@ -13,11 +13,14 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pydicom
 
 from evaluation.protocol import StudyProtocol, configs_dir, load_protocol
 from fl_client.crf.checks import ELIGIBILITY_COLUMNS, QUERY_COLUMNS, eligibility, run_checks
@@ -195,6 +198,17 @@ def _new_records(records: list[FileRecord], old_manifest: pd.DataFrame) -> list[
     return [r for r in records if (r.relpath, r.sha256) not in seen]
 
 
+@contextmanager
+def _lenient_reading() -> Iterator[None]:
+    """Read exports as they are: pydicom's per-value validation warnings (over-long SH, ...) are noise here."""
+    previous = pydicom.config.settings.reading_validation_mode
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    try:
+        yield
+    finally:
+        pydicom.config.settings.reading_validation_mode = previous
+
+
 def ingest_site(src: Path, out: Path, config: IngestConfig) -> IngestSummary:
     """Ingest one site's export into its store; see the module docstring and docs/store.md.
 
@@ -203,6 +217,11 @@ def ingest_site(src: Path, out: Path, config: IngestConfig) -> IngestSummary:
     IngestError
         A fatal problem (bad arguments, unreadable tables, wrong passphrase); the store is unchanged.
     """
+    with _lenient_reading():
+        return _ingest(src, out, config)
+
+
+def _ingest(src: Path, out: Path, config: IngestConfig) -> IngestSummary:
     start = time.perf_counter()
     src, out = Path(src), Path(out)
     key_file = _validate(src, out, config)
