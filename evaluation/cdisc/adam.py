@@ -1,0 +1,159 @@
+"""ADaM ADSL, ADRS and ADTTE, derived **only from the SDTM datasets** (DM, RS) so that a reviewer can
+regenerate them from the submitted raw data with this program (DOMAIN §3, traceability).
+
+- ADSL: one row per DM subject; ``TRTSDT`` = RFSTDTC as a SAS date; ``EFFFL`` = has a post-baseline response.
+- ADRS (primary evaluator): per visit ``OVR`` (RECIST 1.1) and ``IOVR`` (iRECIST) copied from RS; per subject
+  ``BOR``/``CBOR`` (RECIST 1.1 unconfirmed/confirmed) and ``IBOR``/``ICBOR`` (iRECIST) from
+  :mod:`evaluation.response.bor` applied to those RS rows.
+- ADTTE: ``PFS`` — first RECIST PD or death, else censored at the last adequate assessment; ``IPFS`` — the
+  date of the iUPD that an iCPD confirmed, or death, else censored likewise. ``AVAL`` in days from the first
+  dose (``ADT − STARTDT + 1``, the study day), ``CNSR`` 0 = event, 1 = censored.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from evaluation.protocol import StudyProtocol
+
+SAS_EPOCH = date(1960, 1, 1)
+RESPONSE_CODE = {"CR": 1, "iCR": 1, "PR": 2, "iPR": 2, "SD": 3, "iSD": 3, "NON-CR/NON-PD": 3, "NON-iCR/NON-iUPD": 3,
+                 "PD": 4, "iUPD": 4, "iCPD": 5, "NE": 6}
+PARAMS = {
+    "OVR": ("Overall Response by Visit (RECIST 1.1)", "RECIST 1.1"),
+    "IOVR": ("Overall Response by Visit (iRECIST)", "iRECIST"),
+    "BOR": ("Best Overall Response (RECIST 1.1)", "RECIST 1.1"),
+    "CBOR": ("Confirmed Best Overall Resp (RECIST 1.1)", "RECIST 1.1"),
+    "IBOR": ("Best Overall Response (iRECIST)", "iRECIST"),
+    "ICBOR": ("Confirmed Best Overall Resp (iRECIST)", "iRECIST"),
+}
+
+
+def sas_date(iso: str) -> float:
+    """ISO date → SAS date (days since 1960-01-01); NaN for an empty value."""
+    return float((date.fromisoformat(iso) - SAS_EPOCH).days) if iso else float("nan")
+
+
+def study_day(iso: str, start: str) -> float:
+    """CDISC study day of ``iso`` relative to ``start`` (no day 0)."""
+    if not iso or not start:
+        return float("nan")
+    delta = (date.fromisoformat(iso) - date.fromisoformat(start)).days
+    return float(delta + 1 if delta >= 0 else delta)
+
+
+def make_adsl(dm: pd.DataFrame, rs: pd.DataFrame) -> pd.DataFrame:
+    """ADSL from DM (and RS for the efficacy flag)."""
+    responded = set(rs["USUBJID"])
+    return pd.DataFrame({
+        "STUDYID": dm["STUDYID"], "USUBJID": dm["USUBJID"], "SUBJID": dm["SUBJID"], "SITEID": dm["SITEID"],
+        "AGE": dm["AGE"], "AGEU": dm["AGEU"], "SEX": dm["SEX"], "ARMCD": dm["ARMCD"], "ARM": dm["ARM"],
+        "TRTSDT": dm["RFSTDTC"].map(sas_date).astype(np.float64), "ITTFL": "Y",
+        "EFFFL": np.where(dm["USUBJID"].isin(responded), "Y", "N"), "DTHFL": dm["DTHFL"],
+    })
+
+
+def primary_evaluator(rs: pd.DataFrame) -> str:
+    """The evaluator whose assessments the analysis uses: the first evaluator id in sort order."""
+    return str(sorted(rs["RSEVALID"].unique())[0])
+
+
+def _subject_best(rows: pd.DataFrame, protocol: StudyProtocol) -> dict[str, str]:
+    from evaluation.response.bor import IRECIST, RECIST, best_overall_response, confirmed_best_overall_response
+
+    rules = protocol.recist
+    out = {}
+    for criterion, scheme, prefix in (("RECIST 1.1", RECIST, ""), ("iRECIST", IRECIST, "I")):
+        part = rows[rows["RSCAT"] == criterion].sort_values("VISITNUM")
+        days, values = part["RSDY"].astype(int).tolist(), part["RSSTRESC"].astype(str).tolist()
+        out[f"{prefix}BOR"] = best_overall_response(days, values, scheme, rules.sd_min_days) if days else "NE"
+        out[f"{prefix}CBOR"] = confirmed_best_overall_response(days, values, scheme, rules.sd_min_days,
+                                                               rules.confirm_min_days) if days else "NE"
+    return out
+
+
+def make_adrs(adsl: pd.DataFrame, rs: pd.DataFrame, protocol: StudyProtocol, evaluator: str) -> pd.DataFrame:
+    """ADRS: visit-level OVR/IOVR and subject-level BOR/CBOR/IBOR/ICBOR of ``evaluator``."""
+    mine = rs[(rs["RSEVALID"] == evaluator) & (rs["RSTESTCD"] == "OVRLRESP")]
+    rows = []
+    for _, r in mine.iterrows():
+        code = "OVR" if r["RSCAT"] == "RECIST 1.1" else "IOVR"
+        rows.append({"USUBJID": r["USUBJID"], "PARAMCD": code, "AVALC": r["RSSTRESC"], "ADY": r["RSDY"],
+                     "VISITNUM": r["VISITNUM"], "VISIT": r["VISIT"], "SRCDOM": "RS", "SRCSEQ": r["RSSEQ"]})
+    for subject in adsl["USUBJID"]:
+        best = _subject_best(mine[mine["USUBJID"] == subject], protocol)
+        for code in ("BOR", "CBOR", "IBOR", "ICBOR"):
+            rows.append({"USUBJID": subject, "PARAMCD": code, "AVALC": best[code], "ADY": np.nan,
+                         "VISITNUM": np.nan, "VISIT": "", "SRCDOM": "RS", "SRCSEQ": np.nan})
+    frame = pd.DataFrame(rows)
+    frame["PARAM"] = frame["PARAMCD"].map(lambda c: PARAMS[c][0])
+    frame["PARCAT1"] = frame["PARAMCD"].map(lambda c: PARAMS[c][1])
+    frame["AVAL"] = frame["AVALC"].map(RESPONSE_CODE).astype(np.float64)
+    frame = frame.merge(adsl[["STUDYID", "USUBJID", "SITEID", "TRTSDT"]], on="USUBJID", how="left")
+    order = ["STUDYID", "USUBJID", "SITEID", "PARAMCD", "PARAM", "PARCAT1", "AVALC", "AVAL", "ADY", "VISITNUM",
+             "VISIT", "TRTSDT", "SRCDOM", "SRCSEQ"]
+    return frame[order].sort_values(["USUBJID", "PARAMCD", "VISITNUM"], kind="stable").reset_index(drop=True)
+
+
+def _confirmed_iupd_day(rows: pd.DataFrame) -> float:
+    """Study day of the iUPD that the first iCPD confirmed (the first iUPD of the run before it)."""
+    values = rows["RSSTRESC"].astype(str).tolist()
+    days = rows["RSDY"].tolist()
+    if "iCPD" not in values:
+        return float("nan")
+    k = values.index("iCPD")
+    start = k
+    while start > 0 and values[start - 1] == "iUPD":
+        start -= 1
+    return float(days[start]) if start < k else float(days[k])
+
+
+def _tte_row(subject: str, dm_row: pd.Series, rows: pd.DataFrame, code: str) -> dict[str, object]:
+    start = str(dm_row["RFSTDTC"])
+    death_day = study_day(str(dm_row["DTHDTC"]), start)
+    if code == "PFS":
+        pd_rows = rows[rows["RSSTRESC"] == "PD"]
+        progression_day = float(pd_rows["RSDY"].min()) if len(pd_rows) else float("nan")
+    else:
+        progression_day = _confirmed_iupd_day(rows)
+    adequate = rows[rows["RSSTRESC"] != "NE"]
+    last_day = float(adequate["RSDY"].max()) if len(adequate) else 1.0
+    candidates = [(d, desc, src) for d, desc, src in ((progression_day, "PROGRESSION", "RS"),
+                                                      (death_day, "DEATH", "DM")) if not np.isnan(d)]
+    if candidates:
+        day, desc, src = min(candidates, key=lambda c: c[0])
+        cnsr = 0.0
+    else:
+        day, desc, src, cnsr = last_day, "LAST ADEQUATE ASSESSMENT", "RS", 1.0
+    trtsdt = sas_date(start)
+    return {"USUBJID": subject, "PARAMCD": code, "AVAL": day, "CNSR": cnsr, "EVNTDESC": desc, "SRCDOM": src,
+            "SRCVAR": "RSDY" if src == "RS" else "DTHDTC", "STARTDT": trtsdt, "ADT": trtsdt + day - 1}
+
+
+def make_adtte(dm: pd.DataFrame, rs: pd.DataFrame, evaluator: str) -> pd.DataFrame:
+    """ADTTE with PFS (RECIST 1.1) and IPFS (iRECIST) per subject."""
+    mine = rs[(rs["RSEVALID"] == evaluator)]
+    rows = []
+    for _, dm_row in dm.iterrows():
+        subject = dm_row["USUBJID"]
+        own = mine[mine["USUBJID"] == subject].sort_values("VISITNUM")
+        rows.append(_tte_row(subject, dm_row, own[own["RSCAT"] == "RECIST 1.1"], "PFS"))
+        rows.append(_tte_row(subject, dm_row, own[own["RSCAT"] == "iRECIST"], "IPFS"))
+    frame = pd.DataFrame(rows)
+    frame["PARAM"] = frame["PARAMCD"].map({"PFS": "Progression-Free Survival (days)",
+                                           "IPFS": "iRECIST Progression-Free Survival (days)"})
+    frame.insert(0, "STUDYID", dm["STUDYID"].iloc[0])
+    order = ["STUDYID", "USUBJID", "PARAMCD", "PARAM", "AVAL", "CNSR", "EVNTDESC", "STARTDT", "ADT", "SRCDOM",
+             "SRCVAR"]
+    return frame[order]
+
+
+def make_adam(sdtm: dict[str, pd.DataFrame], protocol: StudyProtocol) -> dict[str, pd.DataFrame]:
+    """ADSL, ADRS and ADTTE from the SDTM tables (as written or as read back from XPT)."""
+    dm, rs = sdtm["dm"], sdtm["rs"]
+    evaluator = primary_evaluator(rs)
+    adsl = make_adsl(dm, rs)
+    return {"adsl": adsl, "adrs": make_adrs(adsl, rs, protocol, evaluator), "adtte": make_adtte(dm, rs, evaluator)}

@@ -1,0 +1,228 @@
+"""CDISC export: every XPT re-read with independent readers (pandas, pyreadstat), submission rules checked,
+ADaM re-derived from the SDTM read back from disk, define.xml consistent with the files."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyreadstat
+import pytest
+from pandas.io.sas.sas_xport import XportReader
+
+from evaluation.cdisc.export import export_cdisc
+from evaluation.cdisc.xpt import _ibm, check_label, xpt_bytes
+from evaluation.exceptions import CdiscExportError
+
+START = date(2025, 1, 10)
+# subject -> list of (visit, ADY, target diameter mm); 0003 dies on day 150
+COURSES = {
+    "0001": [("T0", -5, 50.0), ("T1", 63, 30.0), ("T2", 105, 28.0), ("FU1", 168, 27.0)],  # PR, confirmed
+    "0002": [("T0", -3, 40.0), ("T1", 63, 44.0), ("T2", 105, 55.0), ("FU1", 147, 62.0)],  # SD, PD/iUPD -> iCPD
+    "0003": [("T0", -4, 60.0), ("T1", 62, 58.0), ("T2", 104, 57.0)],  # SD, death day 150
+}
+
+
+def _source(root: Path) -> Path:
+    site = root / "S01"
+    site.mkdir(parents=True)
+    reads = []
+    for sid, course in COURSES.items():
+        for visit, ady, diam in course:
+            for reader, delta in (("R1", 0.0), ("R2", 0.4)):
+                reads.append({"USUBJID": f"FEDRESP-S01-{sid}", "VISIT": visit, "ADY": ady, "LESIONID": "L01",
+                              "ORGAN": "LUNG", "CATEGORY": "TARGET", "NODE": "N", "DIAM_MM": diam + delta,
+                              "STATUS": "PRESENT", "READER": reader})
+    pd.DataFrame(reads).to_csv(site / "reads.csv", index=False)
+    death = (START + timedelta(days=149)).isoformat()
+    pd.DataFrame({
+        "USUBJID": [f"FEDRESP-S01-{s}" for s in COURSES], "SUBJID": list(COURSES), "SITEID": "S01",
+        "AGE": [61, 70, 55], "SEX": ["M", "F", "M"], "FIRST_DOSE_DATE": START.isoformat(),
+        "DEATH_DATE": ["", "", death],
+    }).to_csv(site / "crf.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="module", params=["en", "zh"])
+def package(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp(f"cdisc_{request.param}")
+    paths = export_cdisc(_source(root / "src"), root / "out", labels=request.param)
+    return paths | {"_labels": Path(request.param)}
+
+
+def _read(path: Path) -> pd.DataFrame:
+    frame = pd.read_sas(path, format="xport", encoding="utf-8")
+    for column in frame.columns:  # pandas reads SAS 0.0 as 16**-65; snap that to 0
+        if frame[column].dtype == float:
+            frame[column] = frame[column].where(frame[column].abs() > 1e-70, 0.0)
+    return frame
+
+
+DATASETS = ("dm", "tu", "tr", "rs", "adsl", "adrs", "adtte")
+
+
+def test_every_file_follows_the_naming_length_and_label_rules(package: dict[str, Path]) -> None:
+    for name in DATASETS:
+        path = package[name]
+        assert path.name == f"{name}.xpt" and re.fullmatch(r"[a-z][a-z0-9]{0,7}", name)
+        reader = XportReader(str(path), encoding="utf-8")
+        assert reader.member_info["set_name"].strip().lower() == name
+        frame = _read(path)
+        for field in reader.fields:
+            var, label = field["name"].decode().strip(), field["label"].rstrip(b" ")
+            assert re.fullmatch(r"[A-Z][A-Z0-9]{0,7}", var), var
+            assert 0 < len(label) <= 40, (name, var, label)
+            if field["ntype"] == "char":
+                longest = max([len(str(v).encode("utf-8")) for v in frame[var].fillna("")] + [1])
+                assert field["field_length"] == longest <= 200, (name, var)
+            else:
+                assert field["field_length"] == 8
+        reader.close()
+        _, meta = pyreadstat.read_xport(str(path))  # second independent reader agrees on names and labels
+        assert meta.table_name.lower() == name and len(meta.column_names) == len(frame.columns)
+        chinese = str(package["_labels"]) == "zh"
+        assert any(re.search(r"[\u4e00-\u9fff]", lab or "") for lab in meta.column_labels) == chinese
+
+
+def test_identifiers_are_consistent_across_datasets(package: dict[str, Path]) -> None:
+    dm = _read(package["dm"])
+    assert len(dm) == 3 and dm["USUBJID"].is_unique
+    for name in DATASETS:
+        assert set(_read(package[name])["USUBJID"]) <= set(dm["USUBJID"])
+    adsl = _read(package["adsl"])
+    assert list(adsl["USUBJID"]) == list(dm["USUBJID"])
+    tr = _read(package["tr"])
+    for _, rows in tr.groupby(["USUBJID", "TREVALID"]):
+        assert rows["VISITNUM"].is_monotonic_increasing and rows["TRDY"].is_monotonic_increasing
+
+
+def _independent_bor(responses: list[tuple[float, str]], sd_min_days: int = 42) -> str:
+    """RECIST 1.1 BOR by hand: best of CR > PR > SD (observed >= 42 days after the first dose) > PD."""
+    best, rank = "NE", {"CR": 0, "PR": 1, "SD": 2, "PD": 3, "NE": 4}
+    for day, value in responses:
+        if value == "SD" and day - 1 < sd_min_days:
+            continue
+        if rank[value] < rank[best]:
+            best = value
+        if value == "PD":
+            break
+    return best
+
+
+def test_adam_rederives_from_the_sdtm_read_back(package: dict[str, Path]) -> None:
+    dm, rs = _read(package["dm"]), _read(package["rs"])
+    adrs, adtte = _read(package["adrs"]), _read(package["adtte"])
+    rs1 = rs[(rs["RSEVALID"] == "R1") & (rs["RSCAT"] == "RECIST 1.1")].sort_values(["USUBJID", "VISITNUM"])
+    for subject, rows in rs1.groupby("USUBJID"):
+        responses = list(zip(rows["RSDY"], rows["RSSTRESC"], strict=True))
+        bor = adrs[(adrs["USUBJID"] == subject) & (adrs["PARAMCD"] == "BOR")]["AVALC"].item()
+        assert bor == _independent_bor(responses)
+        ovr = adrs[(adrs["USUBJID"] == subject) & (adrs["PARAMCD"] == "OVR")].sort_values("VISITNUM")
+        assert list(ovr["AVALC"]) == list(rows["RSSTRESC"]) and list(ovr["ADY"]) == list(rows["RSDY"])
+        start = date.fromisoformat(dm.set_index("USUBJID").loc[subject, "RFSTDTC"])
+        death = dm.set_index("USUBJID").loc[subject, "DTHDTC"]
+        pd_days = rows.loc[rows["RSSTRESC"] == "PD", "RSDY"]
+        events = list(pd_days.iloc[:1]) + ([(date.fromisoformat(death) - start).days + 1] if death else [])
+        pfs = adtte[(adtte["USUBJID"] == subject) & (adtte["PARAMCD"] == "PFS")].iloc[0]
+        if events:
+            assert (pfs["AVAL"], pfs["CNSR"]) == (min(events), 0)
+        else:
+            assert (pfs["AVAL"], pfs["CNSR"]) == (rows["RSDY"].max(), 1)
+        assert pfs["ADT"] - pfs["STARTDT"] + 1 == pfs["AVAL"]
+        assert pfs["STARTDT"] == (start - date(1960, 1, 1)).days
+
+
+def test_worked_cases_by_hand(package: dict[str, Path]) -> None:
+    adrs, adtte = _read(package["adrs"]), _read(package["adtte"])
+
+    def value(sid: str, code: str, frame: pd.DataFrame = adrs, column: str = "AVALC") -> object:
+        return frame[(frame["USUBJID"] == f"FEDRESP-S01-{sid}") & (frame["PARAMCD"] == code)][column].item()
+
+    assert (value("0001", "BOR"), value("0001", "CBOR")) == ("PR", "PR")  # -40 % at day 63, again at 105
+    assert (value("0002", "BOR"), value("0002", "IBOR")) == ("SD", "iSD")  # +10 % at day 63, PD at day 105
+    assert value("0002", "PFS", adtte, "AVAL") == 105  # RECIST PD
+    assert value("0002", "IPFS", adtte, "AVAL") == 105  # the iUPD at 105 confirmed by iCPD at 147 (6 weeks)
+    assert (value("0003", "PFS", adtte, "AVAL"), value("0003", "PFS", adtte, "CNSR")) == (150, 0)  # death
+    assert (value("0001", "PFS", adtte, "AVAL"), value("0001", "PFS", adtte, "CNSR")) == (168, 1)  # censored
+
+
+def test_define_xml_describes_every_file(package: dict[str, Path]) -> None:
+    ns = {"odm": "http://www.cdisc.org/ns/odm/v1.3"}
+    root = ET.parse(package["define"]).getroot()
+    groups = {g.get("SASDatasetName").lower(): g for g in root.iter(f"{{{ns['odm']}}}ItemGroupDef")}
+    assert set(groups) == set(DATASETS)
+    items = {i.get("OID"): i for i in root.iter(f"{{{ns['odm']}}}ItemDef")}
+    for name in DATASETS:
+        reader = XportReader(str(package[name]), encoding="utf-8")
+        lengths = {f["name"].decode().strip(): f["field_length"] for f in reader.fields}
+        reader.close()
+        refs = [r.get("ItemOID") for r in groups[name].iter(f"{{{ns['odm']}}}ItemRef")]
+        assert [items[r].get("Name") for r in refs] == list(lengths)
+        assert all(int(items[r].get("Length")) == lengths[items[r].get("Name")] for r in refs)
+    assert "ADTTE" in package["guide"].read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(1.0, "4110000000000000"), (-118.625, "C276A00000000000"), (0.0, "0000000000000000"),
+     (float("nan"), "2E00000000000000"), (0.1, "401999999999999A"), (100.0, "4264000000000000")],
+)
+def test_ibm_float_encoding_matches_published_bit_patterns(value: float, expected: str) -> None:
+    # -118.625 = 0xC276A000 (the IBM hexadecimal floating-point worked example); 0.1 = 0x401999999999999A
+    # (IEEE 0x3FB999999999999A re-based to base 16: exact, no rounding); NaN = SAS missing "." (0x2E).
+    assert _ibm(value).hex().upper() == expected
+
+
+def test_numbers_round_trip_through_two_readers(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    values = np.r_[rng.normal(0, 1e4, 50), [1e-30, -2.5e20, 12345.678, 1.0 / 3.0]]
+    frame = pd.DataFrame({"AVAL": values})
+    data, _ = xpt_bytes(frame, "t", "T", {"AVAL": "Analysis Value"})
+    (tmp_path / "t.xpt").write_bytes(data)
+    np.testing.assert_allclose(pd.read_sas(tmp_path / "t.xpt", format="xport")["AVAL"], values, rtol=1e-15)
+    back, _ = pyreadstat.read_xport(str(tmp_path / "t.xpt"))
+    np.testing.assert_allclose(back["AVAL"], values, rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "columns", "labels", "match"),
+    [
+        ("DM", ["USUBJID"], {"USUBJID": "x"}, "dataset name"),
+        ("toolongname", ["USUBJID"], {"USUBJID": "x"}, "dataset name"),
+        ("dm", ["usubjid"], {"usubjid": "x"}, "variable name"),
+        ("dm", ["VARIABLE9"], {"VARIABLE9": "x"}, "variable name"),
+        ("dm", ["USUBJID"], {}, "has no label"),
+        ("dm", ["USUBJID"], {"USUBJID": "受试者唯一标识符受试者唯一标"}, "42 bytes"),  # 14 CJK characters
+        ("dm", ["USUBJID"], {"USUBJID": "Subject (id"}, "unpaired brackets"),
+        ("dm", ["USUBJID"], {"USUBJID": 'Subject "id'}, "unpaired quote"),
+    ],
+)
+def test_rule_violations_are_refused_with_the_reason(
+    dataset: str, columns: list[str], labels: dict, match: str
+) -> None:
+    with pytest.raises(CdiscExportError, match=match):
+        xpt_bytes(pd.DataFrame({c: ["a"] for c in columns}), dataset, "Label", labels)
+
+
+def test_label_of_exactly_40_bytes_passes_and_41_fails() -> None:
+    assert len(check_label("标" * 13 + "a", "utf-8", "x")) == 40
+    with pytest.raises(CdiscExportError, match="41 bytes"):
+        check_label("标" * 13 + "ab", "utf-8", "x")
+
+
+def test_cli_exports_and_bad_source_exits_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fedresponse.cli import app
+
+    src = _source(tmp_path / "src")
+    result = CliRunner().invoke(app, ["export-cdisc", str(src), "--out", str(tmp_path / "out"), "--labels", "zh"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.xpt")) == sorted(f"{d}.xpt" for d in DATASETS)
+    bad = CliRunner().invoke(app, ["export-cdisc", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o2")])
+    assert bad.exit_code == 2 and "not a folder" in " ".join(bad.output.split())
+    assert not (tmp_path / "o2").exists()
