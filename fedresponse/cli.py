@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "keys",
     "deploy",
     "evaluate",
+    "export_cdisc",
     "demo",
 )
 
