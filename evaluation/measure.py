@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 from scipy.spatial import ConvexHull, QhullError
 from skimage.measure import find_contours, marching_cubes
@@ -105,20 +106,16 @@ def _perpendicular_chord(hull: NDArray[np.float64], direction: NDArray[np.float6
     u, v = hull @ direction, hull @ normal
     if len(hull) < 3:
         return float(v.max() - v.min())
-    edges = list(zip(range(len(hull)), np.roll(range(len(hull)), -1), strict=True))
-    best = 0.0
-    for t in u:
-        hits = []
-        for a, b in edges:
-            lo, hi = sorted((u[a], u[b]))
-            if lo - 1e-9 <= t <= hi + 1e-9:
-                if abs(u[b] - u[a]) < 1e-12:
-                    hits += [v[a], v[b]]
-                else:
-                    hits.append(v[a] + (t - u[a]) * (v[b] - v[a]) / (u[b] - u[a]))
-        if hits:
-            best = max(best, max(hits) - min(hits))
-    return best
+    ua, ub, va, vb = u, np.roll(u, -1), v, np.roll(v, -1)  # edges (a → b) of the polygon
+    t = u[:, None]  # one line u = t through every vertex, against every edge
+    inside = (t >= np.minimum(ua, ub) - 1e-9) & (t <= np.maximum(ua, ub) + 1e-9)
+    du = ub - ua
+    flat = np.abs(du) <= 1e-12
+    crossing = va + np.where(flat, 0.0, (t - ua) / np.where(flat, 1.0, du)) * (vb - va)
+    top = np.where(inside, np.where(flat, np.maximum(va, vb), crossing), -np.inf).max(axis=1)
+    bottom = np.where(inside, np.where(flat, np.minimum(va, vb), crossing), np.inf).min(axis=1)
+    lengths = top - bottom
+    return float(lengths[np.isfinite(lengths)].max(initial=0.0))
 
 
 def axial_axes(mask: NDArray[np.bool_], spacing: tuple[float, float, float]) -> tuple[float, float]:
@@ -168,6 +165,7 @@ def measure_lesion(mask: NDArray[np.bool_], affine: NDArray[np.floating], *, nod
     if mask.ndim != 3 or not mask.any():
         raise MeasurementError(f"need a non-empty 3D mask, but got shape {mask.shape} with {int(mask.sum())} voxels")
     spacing = axial_spacing(affine)
+    mask = mask[tuple(slice(int(idx.min()), int(idx.max()) + 1) for idx in np.nonzero(mask))]  # crop to the lesion
     long_axis, short_axis = axial_axes(mask, spacing)
     n_voxels = int(mask.sum())
     return LesionMeasurement(
@@ -190,4 +188,42 @@ def measure_labels(
         mask = labels == value
         if mask.any():
             out[lesion_id] = measure_lesion(mask, affine, node=lesion_id in nodes)
+    return out
+
+
+AUTO_COLUMNS: tuple[str, ...] = (
+    "USUBJID", "VISIT", "LESIONID", "NODE", "AUTO_LD_MM", "AUTO_SA_MM", "AUTO_DIAM_MM", "VOLUME_MM3",
+    "MESH_VOLUME_MM3",
+)
+
+
+def measurement_rows(subject: str, visit: str, results: dict[str, LesionMeasurement], nodes: set[str]) -> list[dict]:
+    """Rows of ``auto_measurements.csv`` (:data:`AUTO_COLUMNS`) for one visit's measured lesions."""
+    return [
+        {"USUBJID": subject, "VISIT": visit, "LESIONID": lesion_id, "NODE": "Y" if lesion_id in nodes else "N",
+         "AUTO_LD_MM": round(m.long_axis_mm, 2), "AUTO_SA_MM": round(m.short_axis_mm, 2),
+         "AUTO_DIAM_MM": round(m.diam_mm, 2), "VOLUME_MM3": round(m.volume_mm3, 1),
+         "MESH_VOLUME_MM3": round(m.mesh_volume_mm3, 1)}
+        for lesion_id, m in sorted(results.items())
+    ]
+
+
+def compare_with_reads(auto: pd.DataFrame, reads: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Per reader, agreement of the readers' ``DIAM_MM`` with the automated RECIST measure (mm).
+
+    Returns ``{reader: {"n", "bias_mm", "loa_low_mm", "loa_high_mm", "icc", "icc_low", "icc_high"}}``
+    over the measured lesions both have (bias = reader − automated).
+    """
+    from evaluation.agreement import bland_altman, icc_a1
+
+    table = reads.assign(READER=reads["READER"] if "READER" in reads.columns else "R1")
+    merged = table.merge(auto, on=["USUBJID", "VISIT", "LESIONID"]).dropna(subset=["DIAM_MM", "AUTO_DIAM_MM"])
+    out: dict[str, dict[str, float]] = {}
+    for reader, rows in merged.groupby("READER"):
+        if len(rows) < 3:
+            continue
+        pair = rows[["DIAM_MM", "AUTO_DIAM_MM"]].to_numpy(dtype=float)
+        ba, icc = bland_altman(pair[:, 0], pair[:, 1]), icc_a1(pair)
+        out[str(reader)] = {"n": float(len(rows)), "bias_mm": ba.bias, "loa_low_mm": ba.loa_low,
+                            "loa_high_mm": ba.loa_high, "icc": icc.icc, "icc_low": icc.ci_low, "icc_high": icc.ci_high}
     return out

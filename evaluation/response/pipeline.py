@@ -80,6 +80,7 @@ def run_assessment(
     who: str = "",
     why: str | None = None,
     lock: bool = False,
+    automated: pd.DataFrame | None = None,
 ) -> AssessmentRun:
     """Assess, adjudicate, label and write one site's reads; lock, or amend a locked folder.
 
@@ -101,6 +102,9 @@ def run_assessment(
         Who runs it and why (recorded when locking or amending). Changing a locked folder needs ``why``.
     lock : bool
         Lock the folder after writing (no effect when it is already locked).
+    automated : DataFrame, optional
+        Automated measurements from the masks (:data:`evaluation.measure.AUTO_COLUMNS`); written to
+        ``auto_measurements.csv`` and compared with each reader in ``agreement.json``.
 
     Raises
     ------
@@ -137,6 +141,12 @@ def run_assessment(
                 raise AssessmentLockedError("locking needs an audit log")
             lock_assessment(out, audit, who=who, why=why or "response assessment finished", pending=result.pending)
             result.locked = True
+    if automated is not None:
+        from evaluation.measure import compare_with_reads
+
+        write_csv_atomic(automated, out / "auto_measurements.csv")
+        agreement = {**(agreement or {}), "automated_vs_readers": compare_with_reads(automated, measurements)}
+        result.agreement = agreement
     _write_side_outputs(per_reader, agreement, out)
     return result
 

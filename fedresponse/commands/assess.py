@@ -29,15 +29,39 @@ def _read_table(path: Path) -> Any:
                        keep_default_na=False, na_values=[""])
 
 
-def _from_store(store: Path) -> tuple[Any, Any, Path, Path]:
-    """(measurements, events, output folder, audit log) of a site store, through its read API."""
+def _automated(site: Any, measurements: Any) -> Any:
+    """Automated RECIST measures of every annotated lesion of the store (evaluation.measure)."""
+    import nibabel as nib
+    import pandas as pd
+    from rich.progress import track
+
+    from evaluation.measure import AUTO_COLUMNS, measure_labels, measurement_rows
+
+    node_rows = measurements[measurements["NODE"].astype(str).str.upper() == "Y"]
+    nodes = set(zip(node_rows["USUBJID"], node_rows["LESIONID"], strict=True))
+    rows: list[dict[str, Any]] = []
+    visits = site.visits()
+    for _, visit in track(list(visits[visits["LABEL_PATH"].astype(bool)].iterrows()), description="measuring masks"):
+        labels, names = site.labels(visit["USUBJID"], visit["VISIT"])
+        image: Any = nib.load(site.path / str(visit["LABEL_PATH"]))  # labels share the CT affine (docs/store.md)
+        affine = image.affine
+        subject_nodes = {lid for lid in names.values() if (visit["USUBJID"], lid) in nodes}
+        results = measure_labels(labels, affine, names, subject_nodes)
+        rows += measurement_rows(visit["USUBJID"], visit["VISIT"], results, subject_nodes)
+    return pd.DataFrame(rows, columns=list(AUTO_COLUMNS))
+
+
+def _from_store(store: Path, measure: bool) -> tuple[Any, Any, Any, Path, Path]:
+    """(measurements, events, automated, output folder, audit log) of a site store, through its read API."""
     from evaluation.response.reference import events_from_crf
     from fl_client.store import SiteStore
 
     site = SiteStore(store)
     crf = site.crf()
     events = events_from_crf(crf) if "FIRST_DOSE_DATE" in crf.columns else None
-    return site.measurements(), events, store / "assessment", store / "audit.jsonl"
+    measurements = site.measurements()
+    automated = _automated(site, measurements) if measure else None
+    return measurements, events, automated, store / "assessment", store / "audit.jsonl"
 
 
 def _summary(console: Console, run: Any) -> None:
@@ -78,11 +102,13 @@ def assess(
     who: str = typer.Option("", "--who", help="Who runs the assessment (default: the login name)."),
     reason: str = typer.Option("", "--reason", help="Why: required to change a locked assessment."),
     protocol_file: Path | None = typer.Option(None, "--protocol", help="Protocol YAML (default: configs/study.yaml)."),
+    measure: bool = typer.Option(True, "--measure/--no-measure", help="STORE form: measure every lesion mask too."),
 ) -> None:
     """RECIST 1.1 / iRECIST assessment, reader agreement, adjudication, dynamic-iRECIST reference labels."""
     from evaluation.exceptions import EvaluationError
     from evaluation.protocol import load_protocol
     from evaluation.response.pipeline import run_assessment
+    from fl_client.exceptions import FlClientError
     from privacy.audit import AuditLog, AuditLogError
 
     console = Console()
@@ -90,9 +116,9 @@ def assess(
         console.print("[bold red]assess:[/] give either a STORE or --measurements IN.csv (not both)")
         raise typer.Exit(code=2)
     try:
-        events = None
+        events = automated = None
         if store is not None:
-            table, events, default_out, default_audit = _from_store(store)
+            table, events, automated, default_out, default_audit = _from_store(store, measure)
         else:
             assert measurements is not None
             if out is None:
@@ -104,9 +130,9 @@ def assess(
             table, folder, load_protocol(protocol_file),
             decisions=_read_table(decisions) if decisions else None, provisional=provisional, events=events,
             allow_nontarget_only=allow_nontarget_only, audit=AuditLog(audit_log or default_audit),
-            who=who or getpass.getuser(), why=reason or None, lock=lock,
+            who=who or getpass.getuser(), why=reason or None, lock=lock, automated=automated,
         )
-    except (EvaluationError, AuditLogError, FileNotFoundError) as exc:
+    except (EvaluationError, AuditLogError, FlClientError, FileNotFoundError) as exc:
         console.print(f"[bold red]assess failed:[/] {exc}")
         raise typer.Exit(code=1) from exc
     _summary(console, run)
