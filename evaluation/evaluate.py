@@ -4,6 +4,7 @@ Where things are looked for (documented in ``docs/report.md``):
 
 - ``RUN/**/predictions.csv`` — site-local predictions; rows are grouped into sites by USUBJID;
 - ``RUN/**/subjects.csv`` and ``visits.csv`` — the site's response assessment (optional);
+- ``RUN/**/attributions_full.csv`` (``USUBJID, MODE, FEATURE, ATTRIBUTION``) for the interpretability panels;
 - ``RUN/cutoffs.json`` — ``{"early": c, "full": c}`` fixed on training data (else 0.5, said in the report);
 - ``RUN/**/privacy_ledger.csv`` (:mod:`privacy.accounting` format; ε of each site's last round) and
   ``RUN/privacy.json`` — ``{"delta": d, "sites": {"S01": {"epsilon": e, "budget": b}}}`` (optional);
@@ -19,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from evaluation.exceptions import EvaluationInputError
@@ -101,7 +101,7 @@ def load_run(run: Path, cohort: Path | None = None) -> RunInputs:
         ))
     cutoffs, source = _cutoffs(run)
     privacy = _privacy(run)
-    attributions = _read_optional_csv(sorted(run.rglob("attributions.csv")))
+    attributions = _read_optional_csv(sorted(run.rglob("attributions_full.csv")))
     inputs = RunInputs(run, sites, cutoffs, source, privacy=privacy, attributions=attributions)
     if cohort is not None:
         _add_cohort(inputs, cohort)
@@ -159,10 +159,3 @@ def reader_sld(reads: pd.DataFrame, visit: str = "T0") -> pd.DataFrame:
     rows = reads[(reads["VISIT"] == visit) & (reads["CATEGORY"] == "TARGET")]
     sld = rows.groupby(["USUBJID", "READER"])["DIAM_MM"].sum().unstack("READER")
     return sld.dropna()
-
-
-def bland_altman(a: np.ndarray, b: np.ndarray) -> tuple[float, tuple[float, float]]:
-    """Bias and 95 % limits of agreement (bias ± 1.96 SD of the differences), Bland & Altman 1986."""
-    diff = np.asarray(a, float) - np.asarray(b, float)
-    bias, sd = float(diff.mean()), float(diff.std(ddof=1)) if diff.size > 1 else 0.0
-    return bias, (bias - 1.96 * sd, bias + 1.96 * sd)

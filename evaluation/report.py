@@ -138,9 +138,11 @@ def _dhi(metrics: dict[str, Any]) -> str:
 
 def _agreement(metrics: dict[str, Any]) -> str:
     agree = metrics.get("agreement", {})
-    rows = [[name, _fmt(a.get("kappa_full")), _fmt(a.get("ba_bias_mm"), 1), _ci(a.get("ba_loa_mm"), 1),
-             _fmt(a.get("n_pairs"))] for name, a in sorted(agree.items())]
-    return _table(["site", "Cohen κ model (full) vs reference", "Bland–Altman bias (mm)", "95 % limits of agreement",
+    rows = [[name, _fmt(a.get("kappa_full")), _ci(a.get("kappa_full_ci")), _fmt(a.get("icc")), _ci(a.get("icc_ci")),
+             "yes" if a.get("icc_meets_085") else ("no" if "icc" in a else "–"), _fmt(a.get("ba_bias_mm"), 1),
+             _ci(a.get("ba_loa_mm"), 1), _fmt(a.get("n_pairs"))] for name, a in sorted(agree.items())]
+    return _table(["site", "Cohen κ model (full) vs reference", "95 % CI", "readers' ICC(2,1), baseline SLD",
+                   "95 % CI (McGraw–Wong)", "ICC ≥ 0.85", "Bland–Altman bias (mm)", "95 % limits of agreement",
                    "reader pairs"], rows)
 
 

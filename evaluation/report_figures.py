@@ -14,7 +14,8 @@ import pandas as pd
 
 from evaluation import figures as figs
 from evaluation import figures_patients as pfigs
-from evaluation.evaluate import RunInputs, bland_altman, reader_sld
+from evaluation.agreement import bland_altman, cohen_kappa, icc_a1
+from evaluation.evaluate import RunInputs, reader_sld
 from evaluation.metrics import SiteData
 from evaluation.pooled import MODES
 
@@ -80,17 +81,19 @@ def _pooled_figures(d: _Drawer, metrics: dict[str, Any]) -> None:
 
 
 def _site_agreement(site: SiteData, reads: pd.DataFrame | None, cutoffs: dict[str, float]) -> dict[str, Any]:
-    from sklearn.metrics import cohen_kappa_score
-
+    """Model vs reference (Cohen's κ) and, with double reads, readers' baseline SLD ICC(2,1) and Bland–Altman."""
     wide = site.predictions.pivot_table(index="USUBJID", columns="MODE", values="SCORE", aggfunc="first")
     labels = site.predictions.drop_duplicates("USUBJID").set_index("USUBJID")["LABEL"].loc[wide.index]
     called = (wide["full"] >= cutoffs["full"]).astype(int)
-    out: dict[str, Any] = {"kappa_full": float(cohen_kappa_score(labels, called))}
+    kappa = cohen_kappa(labels.tolist(), called.tolist(), labels=[0, 1])
+    out: dict[str, Any] = {"kappa_full": kappa.kappa, "kappa_full_ci": [kappa.ci_low, kappa.ci_high]}
     if reads is not None and "READER" in reads.columns:
         sld = reader_sld(reads)
-        if sld.shape[1] >= 2 and len(sld) >= 2:
-            bias, loa = bland_altman(sld.iloc[:, 0].to_numpy(), sld.iloc[:, 1].to_numpy())
-            out.update(ba_bias_mm=bias, ba_loa_mm=list(loa), n_pairs=len(sld), _sld=sld)
+        if sld.shape[1] >= 2 and len(sld) >= 3:
+            ba = bland_altman(sld.iloc[:, 0].to_numpy(), sld.iloc[:, 1].to_numpy())
+            icc = icc_a1(sld.iloc[:, :2].to_numpy())
+            out.update(ba_bias_mm=ba.bias, ba_loa_mm=[ba.loa_low, ba.loa_high], n_pairs=ba.n, icc=icc.icc,
+                       icc_ci=[icc.ci_low, icc.ci_high], icc_meets_085=bool(icc.icc >= 0.85), _sld=sld)
     return out
 
 
@@ -132,7 +135,8 @@ def _panel(d: _Drawer, site: SiteData, inputs: RunInputs) -> None:
     attributions = None
     if inputs.attributions is not None:
         rows = inputs.attributions[inputs.attributions["USUBJID"] == subject]
-        attributions = rows.set_index("FEATURE")["VALUE"] if len(rows) else None
+        value = "ATTRIBUTION" if "ATTRIBUTION" in rows.columns else "VALUE"
+        attributions = rows.groupby("FEATURE")[value].sum() if len(rows) else None
     scores = {m: float(wide.loc[subject, m]) for m in MODES}
     d.add("sites", f"panel_{site.site}", f"{site.site}: interpretability panel for {subject}.",
           pfigs.interpretability_figure(subject, site.visits, scores, inputs.cutoffs, attributions))

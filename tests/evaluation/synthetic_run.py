@@ -111,6 +111,11 @@ def make_run(root: Path, seed: int = 0, n_sites: int = 2, n_per_site: int = 20, 
         folder = run / "sites" / site
         folder.mkdir(parents=True)
         frame.to_csv(folder / "predictions.csv", index=False)
+        features = ["dSLD @ T1", "DHI @ T2", "node 03 @ T2", "clinical:PDL1_TPS"]
+        pd.DataFrame(
+            [{"USUBJID": u, "MODE": "full", "FEATURE": f, "ATTRIBUTION": round(float(rng.normal()), 4)}
+             for u in ids for f in features]
+        ).to_csv(folder / "attributions_full.csv", index=False)
         visits, subjects = [], []
         for usubjid, label in zip(ids, y, strict=True):
             v, sub = _subject_rows(usubjid, int(label), rng)
