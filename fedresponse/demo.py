@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 STAGES: list[tuple[str, str]] = [
     ("synth", "synth.demo_stage:run"),
     ("ingest", "fl_client.ingest.demo_stage:run"),
+    ("assess", "evaluation.response.demo_stage:run"),
 ]
 
 

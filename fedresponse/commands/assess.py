@@ -51,8 +51,12 @@ def _automated(site: Any, measurements: Any) -> Any:
     return pd.DataFrame(rows, columns=list(AUTO_COLUMNS))
 
 
-def _from_store(store: Path, measure: bool) -> tuple[Any, Any, Any, Path, Path]:
-    """(measurements, events, automated, output folder, audit log) of a site store, through its read API."""
+def store_inputs(store: Path, measure: bool = True) -> tuple[Any, Any, Any, Path, Path]:
+    """(measurements, events, automated, output folder, audit log) of a site store, through its read API.
+
+    Shared by the command and the demo stage (both are entry points; :mod:`evaluation` itself never reads
+    the store, ARCHITECTURE import rules).
+    """
     from evaluation.response.reference import events_from_crf
     from fl_client.store import SiteStore
 
@@ -118,7 +122,7 @@ def assess(
     try:
         events = automated = None
         if store is not None:
-            table, events, automated, default_out, default_audit = _from_store(store, measure)
+            table, events, automated, default_out, default_audit = store_inputs(store, measure)
         else:
             assert measurements is not None
             if out is None:
