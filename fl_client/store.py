@@ -46,6 +46,9 @@ class SiteStore:
         if not info_path.exists() or not (self.path / "manifest.parquet").exists():
             raise StoreError(f"{self.path} is not a complete site store (no store.json/manifest.parquet); "
                              "run `fedresponse ingest SRC --site SXX --out STORE` first")
+        if (self.path / ".pending" / "COMMIT").exists():
+            raise StoreError(f"{self.path} holds an unfinished commit of an interrupted ingest; run "
+                             "`fedresponse ingest` again for this site to complete it")
         self.info: dict[str, Any] = json.loads(info_path.read_text(encoding="utf-8"))
         if self.info.get("format") != STORE_FORMAT:
             raise StoreError(f"{self.path} has store format {self.info.get('format')!r}; this version reads "

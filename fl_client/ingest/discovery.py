@@ -207,7 +207,12 @@ def _classify_dicom(record: FileRecord, ds: Dataset, data: bytes, offset: int) -
         return record
     kinds = {CT_IMAGE: "CT", RTSTRUCT: "RTSTRUCT", SEG: "SEG"}
     record.kind = kinds.get(record.sop_class, "OTHER_DICOM")
-    if record.kind == "OTHER_DICOM":
+    known = record.sop_class in pydicom.uid.UID_dictionary
+    if record.kind == "OTHER_DICOM" and offset >= len(data) and not known:
+        record.status = "SKIPPED"
+        record.reason = (f"truncated or damaged DICOM: unknown SOP Class UID {record.sop_class!r} and the file ends "
+                         f"inside its header (byte {len(data)})")
+    elif record.kind == "OTHER_DICOM":
         name = getattr(pydicom.uid.UID(record.sop_class), "name", record.sop_class) or "unknown SOP class"
         why = "multi-frame Enhanced CT is not supported yet" if record.sop_class == ENHANCED_CT else "not needed"
         record.status, record.reason = "SKIPPED", f"non-CT object ({modality or '?'}, {name}): {why}"

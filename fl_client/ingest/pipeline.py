@@ -40,7 +40,7 @@ from fl_client.ingest.sitetables import (
     read_reads,
     shift_crf_dates,
 )
-from fl_client.ingest.store_tables import StoreTables, old_tables, write_tables
+from fl_client.ingest.store_tables import StoreTables, old_tables, pending_dir, recover, write_tables
 from fl_client.ingest.visits import parse_da
 from privacy.audit import AuditLog
 
@@ -187,7 +187,7 @@ def _build_images(records: list[FileRecord], pseudonyms: dict[str, PatientPseudo
             continue
         ct, annotations = _subject_inputs(records, patient_id)
         ctx = SubjectContext(who=who, secret=key.secret, first_dose=doses.get(who.usubjid), protocol=protocol,
-                             store=store, annotations=annotations, sidecars=sidecars)
+                             store=pending_dir(store), annotations=annotations, sidecars=sidecars)
         log.info("ingesting %s: %d CT files, %d annotation objects", who.usubjid, len(ct), len(annotations))
         out[who.usubjid] = build_subject(ct, ctx)
     return out
@@ -227,6 +227,9 @@ def _ingest(src: Path, out: Path, config: IngestConfig) -> IngestSummary:
     key_file = _validate(src, out, config)
     protocol = config.protocol or load_protocol()
     plan = config.dvp or load_dvp()
+    recovered = recover(out)
+    if recovered:
+        log.warning("%s: %s", out, recovered)
     old = old_tables(out)
     key = reid.load_key(key_file, config.passphrase) if key_file.exists() else reid.ReidKey.new(config.site)
     if key.site != config.site:

@@ -5,6 +5,8 @@ The manifest is renamed last: it is the commit point of a run (docs/store.md).
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,10 +94,55 @@ def old_tables(store: Path) -> StoreTables:
     return tables
 
 
+PENDING = ".pending"
+COMMIT_MARKER = "COMMIT"
+
+
+def pending_dir(store: Path) -> Path:
+    """Where a run stages everything it writes (images and tables) until the commit."""
+    return store / PENDING
+
+
+def recover(store: Path) -> str:
+    """Finish or discard an interrupted commit; returns what was done ('' when nothing was pending).
+
+    A run stages every file under ``.pending/`` and then writes ``.pending/COMMIT``. With the marker
+    the staged files are complete, so the commit is rolled forward; without it the run died while
+    staging and its files are discarded. Either way the store is whole afterwards.
+    """
+    staged = pending_dir(store)
+    if not staged.exists():
+        return ""
+    if (staged / COMMIT_MARKER).exists():
+        _publish(store)
+        return "rolled forward an interrupted commit"
+    shutil.rmtree(staged)
+    return "discarded the staged files of an interrupted run"
+
+
+def _publish(store: Path) -> None:
+    staged = pending_dir(store)
+    files = sorted(p for p in staged.rglob("*") if p.is_file() and p.name != COMMIT_MARKER)
+    manifest = staged / "manifest.parquet"
+    for path in [p for p in files if p != manifest] + ([manifest] if manifest.exists() else []):
+        target = store / path.relative_to(staged)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+    (staged / COMMIT_MARKER).unlink()
+    shutil.rmtree(staged)
+
+
 def write_tables(store: Path, tables: StoreTables, info: dict[str, Any]) -> None:
-    """Write every table and ``store.json`` atomically, the manifest last (the commit point)."""
-    store.mkdir(parents=True, exist_ok=True)
-    write_json(store / "store.json", info)
+    """Stage every table and ``store.json`` next to the staged images, mark the commit, publish.
+
+    The manifest is published last. A crash before the marker leaves the previous store untouched
+    (the next run discards the staging area); a crash after it is completed by :func:`recover`.
+    """
+    staged = pending_dir(store)
+    staged.mkdir(parents=True, exist_ok=True)
+    write_json(staged / "store.json", info)
     for name in TABLES:
-        write_parquet(store / f"{name}.parquet", getattr(tables, name))
-    write_parquet(store / "manifest.parquet", tables.manifest)
+        write_parquet(staged / f"{name}.parquet", getattr(tables, name))
+    write_parquet(staged / "manifest.parquet", tables.manifest)
+    write_json(staged / COMMIT_MARKER, {"tables": [*TABLES, "manifest"]})
+    _publish(store)

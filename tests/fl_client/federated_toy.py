@@ -61,12 +61,27 @@ def toy_train_fn(epochs: int = 1, lr: float = 0.2, batch_size: int = 16) -> Any:
     return train_fn
 
 
-def toy_task(site: str, site_input: Any, settings: Any) -> Any:
-    """A ``TaskFactory`` for the Flower tests: 30 + 10·k examples at site ``S0k``.
+def _call_number(site: str) -> int:
+    """How many times this site has trained in this test (counter file under FEDRESPONSE_TOY_STATE)."""
+    import os
+    from pathlib import Path
 
-    Fault injection (test-only, through the environment so that simulation workers see it):
-    ``FEDRESPONSE_TOY_FAIL=S02`` makes that site crash mid-round; ``FEDRESPONSE_TOY_SLOW=S03:20`` makes it
-    sleep 20 s before answering (a straggler).
+    state = os.environ.get("FEDRESPONSE_TOY_STATE")
+    if not state:
+        return 1
+    counter = Path(state) / f"{site}.count"
+    number = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(number))
+    return number
+
+
+def toy_task(site: str, site_input: Any, settings: Any) -> Any:
+    """A ``TaskFactory`` for the Flower tests: 20 + 10·k examples at site ``S0k``.
+
+    Fault injection (test-only, through the environment so that simulation workers and SuperNode
+    subprocesses see it): ``FEDRESPONSE_TOY_FAIL=S02:2`` makes S02 crash in its 2nd local training;
+    ``FEDRESPONSE_TOY_SLOW=S03:90:2`` makes S03 sleep 90 s in its 2nd (a straggler). Calls are counted
+    in ``FEDRESPONSE_TOY_STATE`` (a folder).
     """
     import os
     import time
@@ -78,10 +93,13 @@ def toy_task(site: str, site_input: Any, settings: Any) -> Any:
     train = toy_train_fn(epochs=1, batch_size=settings.batch_size)
 
     def faulty_train(model: nn.Module, data: Any, dp: Any, g: torch.Generator) -> tuple[nn.Module, float]:
-        if os.environ.get("FEDRESPONSE_TOY_FAIL") == site:
-            raise RuntimeError(f"{site}: simulated crash in the middle of local training")
-        slow_site, _, seconds = os.environ.get("FEDRESPONSE_TOY_SLOW", "").partition(":")
-        if slow_site == site:
+        call = _call_number(site)
+        fail_site, _, fail_call = os.environ.get("FEDRESPONSE_TOY_FAIL", "").partition(":")
+        if fail_site == site and int(fail_call or call) == call:
+            raise RuntimeError(f"{site}: simulated crash in the middle of local training (call {call})")
+        slow_site, _, rest = os.environ.get("FEDRESPONSE_TOY_SLOW", "").partition(":")
+        seconds, _, slow_call = rest.partition(":")
+        if slow_site == site and int(slow_call or call) == call:
             time.sleep(float(seconds))
         return train(model, data, dp, g)
 
