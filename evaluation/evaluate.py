@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,11 @@ def _read_optional_csv(paths: list[Path]) -> pd.DataFrame | None:
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
+def _final_tables(folders: Sequence[Path], name: str) -> list[Path]:
+    """``name`` files under ``folders``, leaving out each reader's own copy (``readers/<R>/``)."""
+    return [p for f in folders for p in sorted(f.rglob(name)) if "readers" not in p.relative_to(f).parts]
+
+
 def _cutoffs(run: Path) -> tuple[dict[str, float], str]:
     path = run / "cutoffs.json"
     if not path.exists():
@@ -80,16 +86,21 @@ def _privacy(run: Path) -> dict[str, Any] | None:
     return {"delta": delta, "sites": sites, "source": [str(p.relative_to(run)) for p in ledgers] or ["privacy.json"]}
 
 
-def load_run(run: Path, cohort: Path | None = None) -> RunInputs:
-    """Read a run directory (and optionally its cohort) into :class:`RunInputs`."""
+def load_run(run: Path, cohort: Path | None = None, assessments: Sequence[Path] = ()) -> RunInputs:
+    """Read a run directory (and optionally its cohort and the sites' assessment folders) into :class:`RunInputs`.
+
+    ``assessments`` are output folders of ``fedresponse assess`` (``visits.csv``, ``subjects.csv``); they are
+    used when the run directory itself holds no response tables.
+    """
     if not run.is_dir():
         raise EvaluationInputError(f"run directory {run} does not exist; pass the folder `fedresponse train` wrote")
     pred_paths = sorted(run.rglob("predictions.csv"))
     if not pred_paths:
         raise EvaluationInputError(f"no predictions.csv under {run}; each site writes one during training/inference")
     predictions = pd.concat([read_predictions(p) for p in pred_paths], ignore_index=True)
-    subjects = _read_optional_csv(sorted(run.rglob("subjects.csv")))
-    visits = _read_optional_csv(sorted(run.rglob("visits.csv")))
+    folders = [run, *assessments]
+    subjects = _read_optional_csv(_final_tables(folders, "subjects.csv"))
+    visits = _read_optional_csv(_final_tables(folders, "visits.csv"))
     sites = []
     for site, rows in predictions.groupby("SITEID", sort=True):
         ids = set(rows["USUBJID"])

@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -37,8 +38,11 @@ def _site_source(folder: Path) -> SiteSource:
     return SiteSource(folder.name, crf, reads)
 
 
-def read_sources(src: Path) -> list[SiteSource]:
-    """A site store (``store.json``), a cohort site folder (``crf.csv``) or a whole cohort (its site folders)."""
+def read_sources(src: Path | Sequence[Path]) -> list[SiteSource]:
+    """A site store (``store.json``), a cohort site folder (``crf.csv``), a whole cohort (its site folders),
+    or a list of any of these."""
+    if not isinstance(src, Path):
+        return [site for one in src for site in read_sources(one)]
     if not src.is_dir():
         raise CdiscExportError(f"{src} is not a folder; pass a site store or a cohort from `fedresponse synth`")
     if (src / "store.json").exists() or (src / "crf.csv").exists():
@@ -58,7 +62,7 @@ def _numeric(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def export_cdisc(src: Path, out: Path, labels: str = "en", encoding: str = "utf-8",
+def export_cdisc(src: Path | Sequence[Path], out: Path, labels: str = "en", encoding: str = "utf-8",
                  protocol: StudyProtocol | None = None) -> dict[str, Path]:
     """Write the submission package; return ``{dataset: path}`` plus ``define`` and ``guide``."""
     protocol = protocol or load_protocol()

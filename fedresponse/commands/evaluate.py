@@ -17,6 +17,8 @@ def evaluate(
     out: Path = typer.Option(..., "--out", help="Output folder (replaced atomically when complete)."),
     cohort: Path | None = typer.Option(None, "--cohort", help="Cohort or site folder with crf.csv/reads.csv "
                                        "(CONSORT flow and reader agreement)."),
+    assessment: list[Path] = typer.Option([], "--assessment", help="Output folder of `fedresponse assess` for a "
+                                          "site (visits.csv, subjects.csv); repeat per site."),
     keys: Path | None = typer.Option(None, "--keys", help="Key directory of `fedresponse keys init`: pool the site "
                                      "aggregates under CKKS (sites encrypt, the server adds with the public context)."),
 ) -> None:
@@ -27,7 +29,7 @@ def evaluate(
 
     console = Console()
     try:
-        inputs = load_run(run, cohort)
+        inputs = load_run(run, cohort, assessment)
         codec = _ckks_codec(keys) if keys is not None else None
         paths = write_evaluation(inputs, out, codec=codec)
     except EvaluationError as exc:

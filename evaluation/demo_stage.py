@@ -1,0 +1,74 @@
+"""Demo stage ``evaluate``: metrics.json, the PI report and its browser screenshot for the demo's training run.
+
+Uses the run directory a training stage recorded (``run:federated`` first, else ``run:centralized``, else any
+``run:*``), the sites' response assessments (``assessment:<SITE>``), the cohort (CONSORT flow, reader
+agreement) and, when the ``keys`` stage recorded a key directory (``keys``), pools under CKKS.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fedresponse.demo import DemoContext
+
+RUN_KEYS = ("run:federated", "run:centralized")
+
+
+def find_run(artifacts: dict[str, Path]) -> Path:
+    """The training run to evaluate; the error says which stage must come first."""
+    for key in (*RUN_KEYS, *sorted(k for k in artifacts if k.startswith("run:"))):
+        if key in artifacts:
+            return artifacts[key]
+    raise LookupError("no training run recorded (expected ctx.artifacts['run:federated'] or ['run:centralized']); "
+                      "the evaluate stage must come after a train stage")
+
+
+def run(ctx: DemoContext) -> dict[str, str]:
+    """Evaluate, render in headless Chromium, and report the headline numbers."""
+    from evaluation.evaluate import load_run
+    from evaluation.report import write_evaluation
+    from evaluation.report_browser import chromium_path, render_report
+
+    assessments = [ctx.artifacts[k] for k in sorted(ctx.artifacts) if k.startswith("assessment:")]
+    inputs = load_run(find_run(ctx.artifacts), ctx.cohort if ctx.cohort.is_dir() else None, assessments)
+    codec = None
+    if "keys" in ctx.artifacts:
+        from fedresponse.commands.evaluate import _ckks_codec
+
+        codec = _ckks_codec(ctx.artifacts["keys"])
+    out = ctx.out / "evaluation"
+    paths = write_evaluation(inputs, out, codec=codec)
+    ctx.artifacts["evaluation"] = out
+    produced = {"PI report": str(paths["report"]), "metrics.json": str(paths["metrics"]),
+                "figures (PNG+SVG)": str(paths["figures"])}
+    if chromium_path() is not None:
+        shot = render_report(paths["report"], out / "report_screenshot.png")
+        if shot.console_errors or shot.images_broken:
+            raise RuntimeError(f"report rendered with errors: {shot.console_errors}, "
+                               f"{shot.images_broken} broken images")
+        produced["report screenshot"] = str(shot.screenshot)
+    else:
+        ctx.console.print("[yellow]chromium not installed: no screenshot (apt-get install chromium)[/]")
+    produced["headline"] = headline(json.loads(paths["metrics"].read_text(encoding="utf-8")))
+    ctx.console.print(produced["headline"])
+    return produced
+
+
+def _num(value: object, digits: int = 2) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _ci(pair: list[object] | None, digits: int = 2) -> str:
+    return "–" if not pair else f"{_num(pair[0], digits)}–{_num(pair[1], digits)}"
+
+
+def headline(metrics: dict[str, Any]) -> str:
+    """One line of the pooled headline numbers (as in metrics.json; ``inf`` = median not reached)."""
+    p = metrics["pooled"]
+    return (f"pooled AUC full {_num(p['full']['auc'])} ({_ci(p['full']['auc_ci'])}), early {_num(p['early']['auc'])}; "
+            f"sens {_num(p['full']['sensitivity'])}, spec {_num(p['full']['specificity'])}; "
+            f"ORR {_num(p['orr'])} ({_ci(p['orr_ci'])}); median PFS {_num(p['median_pfs_days'], 0)} d "
+            f"({_ci(p['median_pfs_ci'], 0)}) [{metrics['pooling']['codec']}]")

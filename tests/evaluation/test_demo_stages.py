@@ -1,0 +1,43 @@
+"""The evaluate and export-cdisc demo stages on seeded inputs (the demo runs them on the quick cohort)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from evaluation import demo_stage as evaluate_stage
+from evaluation.cdisc import demo_stage as cdisc_stage
+from fedresponse.demo import DemoContext
+
+
+def test_export_cdisc_stage_reads_the_cohort(tmp_path: Path) -> None:
+    from test_cdisc import _source
+
+    _source(tmp_path / "cohort")
+    ctx = DemoContext(out=tmp_path, seed=1, console=Console(quiet=True))
+    produced = cdisc_stage.run(ctx)
+    assert ctx.artifacts["cdisc"] == tmp_path / "cdisc"
+    assert Path(produced["define.xml"]).exists()
+    assert len(list((tmp_path / "cdisc").glob("*.xpt"))) == 7
+
+
+def test_evaluate_stage_needs_a_training_run(tmp_path: Path) -> None:
+    ctx = DemoContext(out=tmp_path, seed=1, console=Console(quiet=True))
+    with pytest.raises(LookupError, match="after a train stage"):
+        evaluate_stage.run(ctx)
+
+
+@pytest.mark.slow
+def test_evaluate_stage_writes_report_screenshot_and_headline(synthetic_run: dict[str, Path]) -> None:
+    root = synthetic_run["run"].parent
+    artifacts = {"run:centralized": synthetic_run["run"]}
+    ctx = DemoContext(out=root, seed=1, console=Console(quiet=True), artifacts=artifacts)
+    produced = evaluate_stage.run(ctx)
+    metrics = json.loads(Path(produced["metrics.json"]).read_text())
+    assert f"pooled AUC full {metrics['pooled']['full']['auc']:.2f}" in produced["headline"]
+    assert Path(produced["PI report"]).exists()
+    if "report screenshot" in produced:
+        assert Path(produced["report screenshot"]).stat().st_size > 50_000
