@@ -48,7 +48,9 @@ def _fallback(kept: list[tuple[int, str]], sd_ok: bool, scheme: Scheme, best_sd:
     return "NE"
 
 
-def _sd_label(kept: list[tuple[int, str]], scheme: Scheme, sd_min_days: int, include_responses: bool) -> str | None:
+def _sd_label(
+    kept: list[tuple[int, str]], scheme: Scheme, sd_min_days: int, include_responses: bool, nontarget_only: bool = False
+) -> str | None:
     """The SD-like label that counts (SD before NON-CR/NON-PD), or ``None`` when none lasted long enough."""
     eligible = set(scheme.sd_like) | ({scheme.cr, scheme.pr} if include_responses else set())
     qualifying = [r for ady, r in kept if r in eligible and ady - 1 >= sd_min_days]
@@ -57,7 +59,9 @@ def _sd_label(kept: list[tuple[int, str]], scheme: Scheme, sd_min_days: int, inc
     for label in scheme.sd_like:
         if label in qualifying:
             return label
-    return scheme.sd_like[0]
+    # Only unconfirmed CR/PR qualified: SD for target disease; for non-target-only disease
+    # Eisenhauer 2009 (Table 2 note) prefers NON-CR/NON-PD to SD.
+    return scheme.sd_like[1] if nontarget_only else scheme.sd_like[0]
 
 
 def best_overall_response(
@@ -100,7 +104,8 @@ def _confirmed(kept: list[tuple[int, str]], accept: set[str], confirm_min_days: 
 
 
 def confirmed_best_overall_response(
-    days: Sequence[int], responses: Sequence[str], scheme: Scheme, sd_min_days: int, confirm_min_days: int
+    days: Sequence[int], responses: Sequence[str], scheme: Scheme, sd_min_days: int, confirm_min_days: int,
+    nontarget_only: bool = False,
 ) -> str:
     """Confirmed best overall response (Eisenhauer 2009 §4.4.2, Table 3).
 
@@ -113,5 +118,5 @@ def confirmed_best_overall_response(
         return scheme.cr
     if _confirmed(kept, {scheme.cr, scheme.pr}, confirm_min_days):
         return scheme.pr
-    sd = _sd_label(kept, scheme, sd_min_days, include_responses=True)
+    sd = _sd_label(kept, scheme, sd_min_days, include_responses=True, nontarget_only=nontarget_only)
     return _fallback(kept, sd is not None, scheme, sd or "")

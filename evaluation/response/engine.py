@@ -88,7 +88,8 @@ def assess_subject(rows: pd.DataFrame, protocol: StudyProtocol) -> tuple[list[di
     summary: dict[str, object] = {
         "USUBJID": subject,
         "BOR": best_overall_response(days, recist_ovr, RECIST, rules.sd_min_days),
-        "CBOR": confirmed_best_overall_response(days, recist_ovr, RECIST, rules.sd_min_days, rules.confirm_min_days),
+        "CBOR": confirmed_best_overall_response(days, recist_ovr, RECIST, rules.sd_min_days, rules.confirm_min_days,
+                                                nontarget_only=not baseline.has_targets),
         "IBOR": best_overall_response(days, irecist_ovr, IRECIST, rules.sd_min_days),
         "PD_ADY": pd_days[0] if pd_days else None,
         "IUPD_ADY": irecist.first_iupd_ady,

@@ -125,7 +125,8 @@ def reference_labels(
     for subject, visits in assessment.visits.groupby("USUBJID", sort=True):
         follow = visits[visits["IRECIST_OVR"] != ""].sort_values("ADY")
         days, responses = follow["ADY"].astype(int).tolist(), follow["IRECIST_OVR"].astype(str).tolist()
-        cibor = confirmed_best_overall_response(days, responses, IRECIST, rules.sd_min_days, rules.confirm_min_days)
+        cibor = confirmed_best_overall_response(days, responses, IRECIST, rules.sd_min_days, rules.confirm_min_days,
+                                                nontarget_only=bool((follow["TRGRESP"] == "NA").all()))
         responder, confirmed = _responder(days, responses, cibor)
         progression, open_iupd = confirmed_iupd_day(days, responses, high)
         death, therapy = (_event_day(known, str(subject), c) for c in ("DEATH_ADY", "NEWTHER_ADY"))

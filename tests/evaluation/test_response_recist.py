@@ -104,6 +104,11 @@ def test_nontarget_only_disease_follows_table_2() -> None:
     assert column(visits, "TRGRESP", allow_nontarget_only=True) == ["NA", "NA", "NA"]
     assert column(visits, "RECIST_OVR", allow_nontarget_only=True) == ["NON-CR/NON-PD", "CR", "PD"]
     assert subject(visits, allow_nontarget_only=True)["BOR"] == "CR"
+    assert subject(visits, allow_nontarget_only=True)["CBOR"] == "NON-CR/NON-PD"
+    # A CR seen once (no repeat ≥ 28 days later) falls back to NON-CR/NON-PD, not SD (Table 2 note).
+    cr_then_pd = [visits[0], ("T1", 62, {"NT1": "ABSENT", "NT2": "ABSENT"}),
+                  ("T2", 104, {"NT1": "UNEQUIVOCAL_PROGRESSION", "NT2": "ABSENT"})]
+    assert subject(cr_then_pd, allow_nontarget_only=True)["CBOR"] == "NON-CR/NON-PD"
     stable = visits[:2]
     assert subject(stable, allow_nontarget_only=True)["BOR"] == "NON-CR/NON-PD"
 
