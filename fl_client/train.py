@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -25,6 +28,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch_geometric.data import Data
 
 from models.batching import densify
+from models.config import LossWeightSettings, TrainSettings
 from models.exceptions import ModelInputError
 from models.losses import cox_partial_nll, masked_bce
 
@@ -146,27 +150,7 @@ def to_dataset(records: list[PatientRecord], mode: str, v_max: int, scaler: Stan
     )
 
 
-@dataclass(frozen=True)
-class LossWeights:
-    """Weights of the three head losses in the multi-task objective."""
-
-    response: float = 1.0
-    risk: float = 0.5
-    pseudo: float = 0.3
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of the local loop (``configs/model.yaml``, section ``train``)."""
-
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    loss_weights: LossWeights = field(default_factory=LossWeights)
-
-
-def multitask_loss(outputs: Any, batch: list[Tensor], weights: LossWeights) -> Tensor:
+def multitask_loss(outputs: Any, batch: list[Tensor], weights: LossWeightSettings) -> Tensor:
     """Weighted sum of responder BCE, Cox partial NLL and masked pseudoprogression BCE (fp32)."""
     responder, pfs_days, pfs_event, pseudo, pseudo_mask = batch[N_INPUTS:]
     all_rows = torch.ones_like(pseudo_mask)
@@ -183,7 +167,11 @@ def autocast(device: torch.device) -> torch.autocast:
 
 
 def train_epoch(
-    model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, device: torch.device, weights: LossWeights
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    weights: LossWeightSettings,
 ) -> float:
     """One pass over ``loader``; returns the mean batch loss. Works on Opacus-wrapped objects unchanged."""
     model.train()
@@ -220,7 +208,7 @@ def predict(
 def fit(
     model: nn.Module,
     dataset: TensorDataset,
-    config: TrainConfig,
+    config: TrainSettings,
     device: torch.device,
     generator: torch.Generator,
     privacy_engine: Any | None = None,
@@ -235,7 +223,8 @@ def fit(
         A :class:`models.fusion.FusionNet` (or any module with the same forward signature).
     dataset : TensorDataset
         From :func:`to_dataset`.
-    config : TrainConfig
+    config : TrainSettings
+        ``configs/model.yaml`` section ``train``.
     device : torch.device
     generator : torch.Generator
         Drives shuffling (or Poisson sampling under DP); seeded by the caller.
@@ -272,3 +261,61 @@ def fit(
         losses.append(train_epoch(model, loader, optimizer, device, config.loss_weights))
         log.debug("epoch %d: loss %.4f", epoch + 1, losses[-1])
     return model, losses
+
+
+MODEL_INPUTS_FORMAT = "fedresponse.model-inputs/1"
+_RECORD_TENSORS = ("x", "edge_index", "node_valid", "days")
+
+
+@dataclass(frozen=True)
+class SiteInputs:
+    """One site's model inputs: records plus the names of the global and clinical columns."""
+
+    site: str
+    records: list[PatientRecord]
+    global_names: list[str]
+    global_groups: list[str]
+    clinical_names: list[str]
+
+
+def save_site_inputs(inputs: SiteInputs, path: Path) -> None:
+    """Write ``model_inputs.pt`` (format :data:`MODEL_INPUTS_FORMAT`) atomically (temp file + rename)."""
+    patients = []
+    for r in inputs.records:
+        item: dict[str, Any] = {key: getattr(r.graph, key) for key in _RECORD_TENSORS}
+        if getattr(r.graph, "pos", None) is not None:
+            item["pos"] = r.graph.pos
+        item.update(usubjid=r.usubjid, globals=r.globals_, clinical=r.clinical, responder=r.responder,
+                    label_day=r.label_day, pfs_days=float(r.pfs_days), pfs_event=bool(r.pfs_event),
+                    pseudo=float(r.pseudo), recist_t1=r.recist_t1)
+        patients.append(item)
+    payload = {"format": MODEL_INPUTS_FORMAT, "site": inputs.site, "global_names": inputs.global_names,
+               "global_groups": inputs.global_groups, "clinical_names": inputs.clinical_names, "patients": patients}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        torch.save(payload, handle)
+        tmp = Path(handle.name)
+    os.replace(tmp, path)
+
+
+def load_site_inputs(path: Path) -> SiteInputs:
+    """Read a ``model_inputs.pt`` written by :func:`save_site_inputs` (tensors and plain types only)."""
+    try:
+        payload = torch.load(path, weights_only=True)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise ModelInputError(f"cannot read model inputs {path}: {exc}; re-run the featurize stage") from exc
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_INPUTS_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ModelInputError(f"{path} is not a model-input file (format {found!r}, expected {MODEL_INPUTS_FORMAT!r})")
+    records = []
+    for item in payload["patients"]:
+        graph = Data(**{key: item[key] for key in _RECORD_TENSORS}, num_nodes=int(item["x"].shape[1]))
+        if "pos" in item:
+            graph.pos = item["pos"]
+        records.append(PatientRecord(
+            usubjid=item["usubjid"], site=payload["site"], graph=graph, globals_=item["globals"],
+            clinical=item["clinical"], responder=dict(item["responder"]), label_day=dict(item["label_day"]),
+            pfs_days=item["pfs_days"], pfs_event=item["pfs_event"], pseudo=item["pseudo"], recist_t1=item["recist_t1"],
+        ))
+    return SiteInputs(payload["site"], records, list(payload["global_names"]), list(payload["global_groups"]),
+                      list(payload["clinical_names"]))

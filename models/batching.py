@@ -78,7 +78,14 @@ def _check_graph(index: int, data: Data, n_timepoints: int, v_max: int) -> None:
     days = getattr(data, "days", None)
     if days is None or tuple(days.shape) != (t,):
         raise ModelInputError(f"graph {index}: days must have shape ({t},), but was {days!r}")
-    if not bool(torch.all(days[1:] > days[:-1])):
+    time_valid = getattr(data, "time_valid", None)
+    if time_valid is not None and not bool(time_valid[:n_timepoints].all()):
+        raise ModelInputError(
+            f"graph {index}: time points {time_valid.tolist()} were imaged, but this mode needs the first "
+            f"{n_timepoints}; leave the patient out of this mode"
+        )
+    used_days = days[:n_timepoints]
+    if not bool(torch.all(used_days[1:] > used_days[:-1])):
         raise ModelInputError(f"graph {index}: scan days must increase, but were {days.tolist()}; check the visits")
     used = x[:n_timepoints][valid[:n_timepoints].bool()]
     if not bool(torch.isfinite(used).all()):

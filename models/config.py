@@ -1,0 +1,114 @@
+"""Typed model/training presets (``configs/model.yaml``) and the one place that builds a network from them.
+
+Both the centralized path (:mod:`fl_client.centralized`) and the federated client build their networks
+with :func:`build_model`, so a federated model and its centralized ceiling are the same architecture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.exceptions import ModelConfigError
+from models.fusion import BRANCHES, FusionNet
+
+MODEL_KINDS: dict[str, tuple[str, ...]] = {
+    "fusion": BRANCHES,
+    "stgcn": ("stgcn",),
+    "transformer": ("transformer",),
+}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NetworkSettings(_Frozen):
+    v_max: int = Field(default=64, ge=1)
+    stgcn_channels: tuple[int, ...] = (32, 32, 64, 64)
+    d_model: int = Field(default=32, ge=2)
+    embed_dim: int = Field(default=64, ge=2)
+    hidden: int = Field(default=64, ge=1)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+
+class LossWeightSettings(_Frozen):
+    response: float = Field(default=1.0, ge=0)
+    risk: float = Field(default=0.5, ge=0)
+    pseudo: float = Field(default=0.3, ge=0)
+
+
+class TrainSettings(_Frozen):
+    epochs: int = Field(default=40, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=3e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    loss_weights: LossWeightSettings = Field(default_factory=LossWeightSettings)
+
+
+class EvaluationSettings(_Frozen):
+    cv_folds: int = Field(default=5, ge=2)
+    leave_one_site_out: bool = True
+    durable_benefit_day: int = Field(default=183, gt=0)
+
+
+class ModelSettings(_Frozen):
+    """Typed view of ``configs/model.yaml``."""
+
+    model: NetworkSettings = Field(default_factory=NetworkSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+
+
+def load_model_config(path: Path) -> ModelSettings:
+    """Read and validate the model presets from ``path`` (usually ``configs/model.yaml``).
+
+    The caller resolves the path (e.g. ``evaluation.protocol.configs_dir() / "model.yaml"``): ``models``
+    imports nothing else of ours.
+    """
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return ModelSettings.model_validate(data)
+    except (OSError, yaml.YAMLError, ValueError) as exc:
+        raise ModelConfigError(f"cannot use model config {path}: {exc}; fix the file or pass another") from exc
+
+
+@dataclass(frozen=True)
+class InputDims:
+    """Input sizes of a dataset: F node features, G global features (with their groups), C clinical."""
+
+    node_features: int
+    global_features: int
+    clinical_features: int
+    groups: tuple[tuple[int, ...], ...]
+
+    @staticmethod
+    def from_group_names(node_features: int, group_names: Sequence[str], clinical_features: int) -> InputDims:
+        """Group the global columns by name (e.g. ``shape``, ``intensity``, ``texture``, ``dhi``), first-seen order."""
+        order: dict[str, list[int]] = {}
+        for index, name in enumerate(group_names):
+            order.setdefault(name, []).append(index)
+        return InputDims(node_features, len(group_names), clinical_features, tuple(tuple(v) for v in order.values()))
+
+
+def build_model(kind: str, n_timepoints: int, dims: InputDims, settings: NetworkSettings) -> FusionNet:
+    """The network ``kind`` (``fusion``, ``stgcn`` or ``transformer``) for a mode with ``n_timepoints`` scans."""
+    if kind not in MODEL_KINDS:
+        raise ModelConfigError(f"model kind must be one of {sorted(MODEL_KINDS)}, but was {kind!r}")
+    return FusionNet(
+        node_features=dims.node_features,
+        global_features=dims.global_features,
+        clinical_features=dims.clinical_features,
+        n_timepoints=n_timepoints,
+        branches=MODEL_KINDS[kind],
+        groups=[list(g) for g in dims.groups],
+        stgcn_channels=settings.stgcn_channels,
+        d_model=settings.d_model,
+        embed_dim=settings.embed_dim,
+        hidden=settings.hidden,
+        dropout=settings.dropout,
+    )
