@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from fl_client.ingest.series import SliceHeader
 
@@ -240,8 +239,7 @@ def classify(path: Path, root: Path) -> FileRecord:
         ds = pydicom.dcmread(stream, force=not is_part10, stop_before_pixels=True)
         pixel_tag_at = stream.tell()  # where reading stopped: the PixelData tag, if any
         ds.get("SOPClassUID")  # force parsing of the first elements now, inside the try
-    except (InvalidDicomError, ValueError, EOFError, OSError, TypeError, KeyError, IndexError,
-            AttributeError, NotImplementedError) as exc:
+    except Exception as exc:  # a damaged file may raise anything (zlib, struct, ...): it is recorded, not fatal
         record.status, record.reason = "SKIPPED", f"unreadable DICOM ({type(exc).__name__}: {exc})"[:300]
         return record
     try:

@@ -6,6 +6,7 @@ Works one series at a time, so memory is bounded by the largest series, not by t
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -127,8 +128,23 @@ def build_subject(ct_records: list[FileRecord], ctx: SubjectContext) -> SubjectI
             result.series.append(_series_row(series, ctx, visit, ady, role, reason))
             _record_outcomes(result, series, role, reason, ctx.secret)
         if chosen is not None:
-            _build_visit(chosen, visit, ady, ctx, result, why_unscheduled)
+            try:
+                _build_visit(chosen, visit, ady, ctx, result, why_unscheduled)
+            except Exception as exc:  # undecodable pixels must not stop the site: record and go on
+                _unreadable(chosen, visit, ctx, result, exc)
     return result
+
+
+def _unreadable(series: _Series, visit: str, ctx: SubjectContext, result: SubjectImages, exc: Exception) -> None:
+    uid = remap_uid(series.uid, ctx.secret)
+    reason = f"pixel data could not be read ({type(exc).__name__}: {exc})"[:300]
+    log.warning("%s %s: %s", ctx.who.usubjid, visit, reason)
+    for record in series.records:
+        if result.outcomes.get(record.relpath, FileOutcome("", "")).status == "INGESTED":
+            result.outcomes[record.relpath] = FileOutcome("SKIPPED", reason, uid)
+    result.findings.append(Finding(ctx.who.usubjid, visit, uid, "PIXEL_DATA", "REJECT", "", reason))
+    result.visits = [v for v in result.visits if not (v["USUBJID"] == ctx.who.usubjid and v["VISIT"] == visit)]
+    shutil.rmtree(ctx.store / "images" / ctx.who.usubjid / visit, ignore_errors=True)  # no orphan volume
 
 
 def _role(series: _Series, chosen: _Series | None, why_unscheduled: str) -> tuple[str, str]:
