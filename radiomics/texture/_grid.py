@@ -72,7 +72,7 @@ class RoiGrid:
     shape : tuple of int
         ``(B, Z, Y, X)`` of the unpadded input.
     cache : dict
-        Results shared by several families of one call (neighbour indices, zone labels).
+        Results shared by several families of one call (zone labels).
     """
 
     levels: torch.Tensor
@@ -101,10 +101,7 @@ class RoiGrid:
 
     def neighbour(self, offset: Offset) -> torch.Tensor:
         """``(N,)`` compact index of each voxel's neighbour at ``offset``; -1 where it is not in the ROI."""
-        key = ("neighbour", offset)
-        if key not in self.cache:
-            self.cache[key] = self.lookup[self.flat + self.shift(offset)]
-        return self.cache[key]
+        return self.lookup[self.flat + self.shift(offset)]
 
     def group(self, per_slice: bool) -> tuple[torch.Tensor, int]:
         """Group index of each voxel: ``b * Z + z`` when ``per_slice`` (2D), else ``b``; and the group count."""

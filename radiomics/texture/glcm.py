@@ -39,19 +39,24 @@ def glcm_counts(grid: RoiGrid, n_levels: int, dims: str) -> tuple[SparseCounts, 
     R = n_levels + 1
     space = layout.n_groups * R * R
     base = (group * len(dirs) * R + grid.levels) * R  # key of (group, direction 0, level i, level 0)
+    dense = dense_is_cheaper(space, 2 * len(dirs) * grid.n)
+    one_sided = torch.zeros(space + 1 if dense else 0, dtype=torch.int64, device=grid.device)
     keys = []
     for d, offset in enumerate(dirs):
         nb = grid.neighbour(offset)
         # Pairs with a neighbour outside the ROI go to the extra key `space`, dropped below.
-        keys.append(torch.where(nb >= 0, base + d * R * R + grid.levels[nb.clamp(min=0)], space))
-    key = torch.cat(keys)
-    if dense_is_cheaper(space, 2 * key.numel()):
+        key = torch.where(nb >= 0, base + d * R * R + grid.levels[nb.clamp(min=0)], space)
+        if dense:
+            one_sided += torch.bincount(key, minlength=space + 1)
+        else:
+            keys.append(key[key < space])
+    if dense:
         # Count each pair once and add the transpose: the symmetric matrix without doubling the keys.
-        one_sided = torch.bincount(key, minlength=space + 1)[:space].view(layout.n_groups, R, R)
-        flat = (one_sided + one_sided.transpose(1, 2)).reshape(-1)
+        square = one_sided[:space].view(layout.n_groups, R, R)
+        flat = (square + square.transpose(1, 2)).reshape(-1)
         present = torch.nonzero(flat).reshape(-1)
         return decode_keys(present, flat[present].to(torch.float64), layout.n_groups, R, R), layout
-    key = key[key < space]
+    key = torch.cat(keys)
     g, li, lj = key // (R * R), (key // R) % R, key % R
     return count_triples(torch.cat([g, g]), torch.cat([li, lj]), torch.cat([lj, li]), layout.n_groups, R, R), layout
 
