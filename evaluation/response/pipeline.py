@@ -152,8 +152,18 @@ def run_assessment(
 
 
 def _write_unlocked(tables: dict[str, pd.DataFrame], out: Path) -> None:
-    for name, frame in tables.items():
-        write_csv_atomic(frame, out / name)
+    """Write every table to a staging folder first, then rename them in place: a failure while writing
+    (disk full, a bad value) leaves the previous files untouched."""
+    staged = Path(tempfile.mkdtemp(prefix=".assess.", dir=out))
+    try:
+        for name, frame in tables.items():
+            write_csv_atomic(frame, staged / name)
+        for name in tables:
+            os.replace(staged / name, out / name)
+    finally:
+        for leftover in staged.iterdir():
+            leftover.unlink()
+        staged.rmdir()
 
 
 def _write_side_outputs(per_reader: dict[str, Assessment], agreement: dict[str, Any] | None, out: Path) -> None:

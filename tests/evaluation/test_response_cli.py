@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from response_tables import table
 from typer.testing import CliRunner
 
@@ -87,3 +88,29 @@ def test_bad_table_is_refused_with_the_row(tmp_path: Path) -> None:
     reads.to_csv(tmp_path / "bad.csv", index=False)
     code, output = _assess("--measurements", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "o"))
     assert code == 1 and "unknown CATEGORY" in output and "MEASURED" in output
+
+
+def test_failure_while_writing_leaves_previous_files_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import evaluation.response.pipeline as pipeline
+    from evaluation.protocol import load_protocol
+
+    reads = pd.read_csv(_write_reads(tmp_path / "reads.csv"))
+    single = reads[reads["READER"] == "R1"].drop(columns="READER")
+    out = tmp_path / "out"
+    pipeline.run_assessment(single, out, load_protocol())
+    before = {p.name: p.read_bytes() for p in out.glob("*.csv")}
+    calls = {"n": 0}
+    real = pipeline.write_csv_atomic
+
+    def failing(frame: pd.DataFrame, path: Path) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("No space left on device")
+        real(frame, path)
+
+    monkeypatch.setattr(pipeline, "write_csv_atomic", failing)
+    changed = single.assign(DIAM_MM=single["DIAM_MM"] * 0.5)
+    with pytest.raises(OSError, match="No space"):
+        pipeline.run_assessment(changed, out, load_protocol())
+    assert {p.name: p.read_bytes() for p in out.glob("*.csv")} == before
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
