@@ -120,8 +120,13 @@ def _file_meta(ds: Dataset) -> None:
     ds.file_meta = meta
 
 
+def lowest_hu(scanner: Scanner) -> float:
+    """Smallest HU the scanner can store (unsigned pixels cannot go below the rescale intercept)."""
+    return -1024.0 if scanner.signed else max(-1024.0, scanner.intercept)
+
+
 def _to_stored(hu: np.ndarray, scanner: Scanner) -> np.ndarray:
-    values = np.clip(np.rint(hu + scanner.hu_offset), -1024, 3071) - scanner.intercept
+    values = np.clip(np.rint(hu + scanner.hu_offset), lowest_hu(scanner), 3071) - scanner.intercept
     return values.astype(np.int16 if scanner.signed else np.uint16)
 
 

@@ -74,7 +74,7 @@ def draw_kinetics(rng: np.random.Generator, log_decay_mean: float, pseudo: bool)
         growth=growth,
         eta=float(rng.normal(0.0, SIGMA_ETA)),
         pseudo=pseudo,
-        pseudo_factor=float(rng.uniform(1.30, 1.60)) if pseudo else 1.0,
+        pseudo_factor=float(rng.uniform(1.35, 1.70)) if pseudo else 1.0,
         new_lesion_rate=float(0.0016 * (growth / 0.0022) ** 2),
     )
 

@@ -4,27 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from synth.population import FOLLOW_UP_INTERVAL, Lesion, Patient, _site_mix, ady_to_offset, plan_patient
+from synth.population import (
+    FOLLOW_UP_INTERVAL,
+    Lesion,
+    Patient,
+    _site_mix,
+    ady_to_offset,
+    plan_patient,
+    size_for_visit,
+)
 
 PRE_PROGRESSION_DEATH_RATE = 0.0004  # per day
 POST_PROGRESSION_SURVIVAL_MEAN = 270.0  # days
-
-
-def _size_later(lesion: Lesion, patient: Patient, day: int) -> float:
-    kin = patient.kinetics
-    if lesion.kind == "inflammatory":
-        return 0.0
-    if lesion.kind == "new":
-        first_day = patient.days[lesion.first_visit]
-        return float(lesion.base_mm * np.exp(kin.growth * (day - first_day)))
-    t1 = float(ady_to_offset(patient.days[1]))
-    offset = ady_to_offset(day)
-    if lesion.kind == "small_node":
-        return float(np.clip(lesion.base_mm * kin.burden(offset, t1) ** 0.5, 4.0, 14.5))
-    size = lesion.base_mm * float(kin.burden(offset, t1)) * np.exp(lesion.drift * offset / 100.0)
-    if lesion.node:
-        return max(size, 5.0)
-    return size if size >= 2.5 else 0.0
 
 
 def _progression_flags(patient: Patient) -> list[bool]:
@@ -61,6 +52,7 @@ def follow_up(rng: np.random.Generator, patient: Patient, cutoff_day: int) -> No
         potential = int(rng.uniform(120, potential))  # lost to follow-up
     death_pre = int(rng.exponential(1.0 / PRE_PROGRESSION_DEATH_RATE))
     day = patient.days[-1]
+    t1 = float(ady_to_offset(patient.days[1]))
     fu = 0
     while True:
         flags = _progression_flags(patient)
@@ -81,7 +73,7 @@ def follow_up(rng: np.random.Generator, patient: Patient, cutoff_day: int) -> No
             patient.lesions.append(new)
         for lesion in patient.lesions:
             if len(lesion.sizes) < len(patient.visits):
-                lesion.sizes.append(_size_later(lesion, patient, day))
+                lesion.sizes.append(size_for_visit(lesion, patient.kinetics, patient.days, len(patient.days) - 1, t1))
     _settle_outcomes(rng, patient, potential, death_pre)
 
 

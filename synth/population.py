@@ -182,12 +182,12 @@ def plan_patient(
     return patient
 
 
-def _measure_at(lesion: Lesion, kin: Kinetics, day: int, t1: float, flare: float) -> float:
+def _measure_at(lesion: Lesion, kin: Kinetics, day: int, t1: float) -> float:
     offset = ady_to_offset(day)
     if lesion.kind == "small_node":
         # Non-target nodes follow the disease but stay sub-measurable.
-        return float(np.clip(lesion.base_mm * kin.burden(offset, t1) ** 0.5 * flare, 4.0, 14.5))
-    size = lesion.base_mm * float(kin.burden(offset, t1)) * np.exp(lesion.drift * max(offset, 0) / 100.0) * flare
+        return float(np.clip(lesion.base_mm * kin.burden(offset, t1) ** 0.5, 4.0, 14.5))
+    size = lesion.base_mm * float(kin.burden(offset, t1)) * np.exp(lesion.drift * max(offset, 0) / 100.0)
     if lesion.node:
         return max(size, 5.0)  # nodes shrink to normal size, they do not vanish
     return size if size >= 2.5 else 0.0  # below the resolution of the scan: gone
@@ -204,7 +204,7 @@ def _grow_trajectories(rng: np.random.Generator, patient: Patient) -> None:
     if kin.pseudo and rng.random() < 0.5:
         patient.lesions.append(_new_lesion(rng, patient, "inflammatory", 1))
     for lesion in patient.lesions:
-        lesion.sizes = [_size_for_visit(lesion, kin, patient.days, i, t1) for i in range(len(patient.days))]
+        lesion.sizes = [size_for_visit(lesion, kin, patient.days, i, t1) for i in range(len(patient.days))]
     targets = [les for les in patient.lesions if les.category == "TARGET"]
     sld0 = sum(les.sizes[0] for les in targets)
     sld2 = sum(les.sizes[2] for les in targets)
@@ -216,7 +216,7 @@ def _grow_trajectories(rng: np.random.Generator, patient: Patient) -> None:
                                           bool(new_by_t1), rng)
 
 
-def _size_for_visit(lesion: Lesion, kin: Kinetics, days: list[int], index: int, t1: float) -> float:
+def size_for_visit(lesion: Lesion, kin: Kinetics, days: list[int], index: int, t1: float) -> float:
     if index < lesion.first_visit:
         return 0.0
     if lesion.kind == "inflammatory":
@@ -224,5 +224,8 @@ def _size_for_visit(lesion: Lesion, kin: Kinetics, days: list[int], index: int, 
     if lesion.kind == "new":
         grow = np.exp(kin.growth * (ady_to_offset(days[index]) - ady_to_offset(days[lesion.first_visit])))
         return float(lesion.base_mm * grow)
-    flare = kin.pseudo_factor if (kin.pseudo and index == 1) else 1.0
-    return _measure_at(lesion, kin, days[index], t1, flare)
+    if kin.pseudo and index == 1 and lesion.kind != "small_node":
+        # Pseudoprogression: immune infiltration enlarges the lesion beyond its baseline size at T1,
+        # whatever the tumour cells are doing underneath.
+        return lesion.base_mm * kin.pseudo_factor
+    return _measure_at(lesion, kin, days[index], t1)

@@ -168,7 +168,8 @@ def _write_visit(
         "USUBJID": job.patient.usubjid, "VISIT": visit, "ADY": job.patient.days[len(out.series)],
         "StudyInstanceUID": info.study_uid, "SeriesInstanceUID": series_uid, "STUDY_DATE": info.study_date.isoformat(),
         "ROWS": grid.shape[1], "COLUMNS": grid.shape[2], "SLICES": grid.shape[0],
-        "PIXEL_SPACING_MM": grid.spacing[1], "SLICE_THICKNESS_MM": grid.spacing[0], "STUDY_DIR": str(study_dir),
+        "PIXEL_SPACING_MM": grid.spacing[1], "SLICE_THICKNESS_MM": grid.spacing[0],
+        "STUDY_DIR": str(study_dir.relative_to(job.site_dir.parent)),
         "EXTRA": "",
     }
     for keyword, value in (("AccessionNumber", info.accession), ("StudyID", info.study_id)):
