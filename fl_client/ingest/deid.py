@@ -122,24 +122,34 @@ def shift_date(value: str, days: int) -> str:
     return shifted.strftime("%Y%m%d") + value[8:]
 
 
-def phi_tokens(values: Iterable[str]) -> tuple[str, ...]:
-    """Split identifying values (names with ``^``, IDs, dates) into tokens worth scrubbing."""
+def _long_enough(token: str) -> bool:
+    # Ideographic name parts are one or two characters; Latin ones need three to avoid scrubbing "CT".
+    return len(token) >= (_TOKEN_MIN if token.isascii() else 2)
+
+
+def phi_tokens(values: Iterable[str], *, split: bool = True) -> tuple[str, ...]:
+    """Identifying values worth scrubbing: each value whole and, with ``split``, its name/word parts.
+
+    Names (``^``, ``=`` component groups, spaces) are split because descriptions mention people by parts
+    of their names; institution names and addresses should be passed with ``split=False`` so that a
+    hospital called "... Chest Hospital" does not scrub the word CHEST from every description.
+    """
     tokens: set[str] = set()
     for value in values:
         text = str(value or "").strip()
-        if len(text) >= _TOKEN_MIN:
+        if _long_enough(text):
             tokens.add(text)
-        for part in re.split(r"[\^\s,=]+", text):
-            if len(part) >= _TOKEN_MIN:
-                tokens.add(part)
+        if split:
+            tokens.update(part for part in re.split(r"[\^\s,=]+", text) if _long_enough(part))
     return tuple(sorted(tokens, key=len, reverse=True))
 
 
 def clean_text(text: str, tokens: Iterable[str]) -> str:
-    """Clean Descriptors: remove every token (case-insensitive) of the patient from a description."""
+    """Clean Descriptors: remove every token (case-insensitive; Latin tokens as whole words) from a text."""
     out = str(text)
     for token in tokens:
-        out = re.sub(re.escape(token), "", out, flags=re.IGNORECASE)
+        pattern = rf"(?<![A-Za-z0-9]){re.escape(token)}(?![A-Za-z0-9])" if token.isascii() else re.escape(token)
+        out = re.sub(pattern, "", out, flags=re.IGNORECASE)
     return re.sub(r"\s{2,}", " ", out).strip()
 
 
@@ -169,9 +179,24 @@ def deidentify(ds: Dataset, who: PatientPseudonym, secret: bytes) -> Dataset:
     physicians, station, ...). The patient's name and ID
     become the pseudonym, as Annex E allows for a replaced identifier.
     """
+    _clean(ds, who, secret)
+    if "PatientID" in ds:
+        ds.PatientID = who.usubjid
+    if "PatientName" in ds:
+        ds.PatientName = who.usubjid
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = "PS3.15 E.1 Basic; Modified Dates; Clean Descriptors"
+    return ds
+
+
+def _clean(ds: Dataset, who: PatientPseudonym, secret: bytes) -> None:
+    """Apply the action table to one dataset or sequence item, recursively."""
     ds.remove_private_tags()
-    removed = [str(e.value) for e in ds if ACTIONS.get(e.keyword) in ("X", "Z") and e.VR not in ("SQ", "OB", "OW")]
-    who = PatientPseudonym(who.usubjid, who.date_shift_days, phi_tokens([*who.phi_tokens, *removed]))
+    removed = [e for e in ds if ACTIONS.get(e.keyword) in ("X", "Z") and e.VR not in ("SQ", "OB", "OW", "UN")]
+    names = phi_tokens([str(e.value) for e in removed if e.VR == "PN"])
+    others = phi_tokens([str(e.value) for e in removed if e.VR != "PN"], split=False)
+    who = PatientPseudonym(who.usubjid, who.date_shift_days, tuple(sorted({*who.phi_tokens, *names, *others},
+                                                                           key=len, reverse=True)))
     for elem in list(ds):
         group = elem.tag.group
         if 0x5000 <= group <= 0x50FF or (0x6000 <= group <= 0x60FF and group % 2 == 0):  # curves, overlays
@@ -179,7 +204,7 @@ def deidentify(ds: Dataset, who: PatientPseudonym, secret: bytes) -> Dataset:
             continue
         if elem.VR == "SQ":
             for item in elem.value:
-                deidentify(item, who, secret)
+                _clean(item, who, secret)
             continue
         action = ACTIONS.get(elem.keyword)
         if action is None and elem.VR == _UID_VR and elem.keyword not in ("SOPClassUID", "ReferencedSOPClassUID",
@@ -189,13 +214,6 @@ def deidentify(ds: Dataset, who: PatientPseudonym, secret: bytes) -> Dataset:
             action = "C"
         if action is not None and action != "K":
             _apply(ds, elem.tag, action, who, secret)
-    if "PatientID" in ds:
-        ds.PatientID = who.usubjid
-    if "PatientName" in ds:
-        ds.PatientName = who.usubjid
-    ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = "PS3.15 E.1 Basic; Modified Dates; Clean Descriptors"
-    return ds
 
 
 def kept_attributes(ds: Dataset) -> dict[str, object]:
