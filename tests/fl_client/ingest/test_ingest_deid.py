@@ -99,3 +99,15 @@ def test_date_shift_is_keyed_and_in_range() -> None:
 
 def test_clean_text_is_case_insensitive() -> None:
     assert clean_text("Follow-up for wang xiaohong", ["WANG", "XIAOHONG"]) == "Follow-up for"
+
+
+@pytest.mark.parametrize(("relpath", "redacted"), [
+    ("pacs/WANG_XIAOHONG/CT/0001", True), ("pacs/h1mrn12345678/x", True), ("pacs/19560911/1", True),
+    ("pacs/38AD786E/22752ca6/1f3", False), ("pacs/CHEST/1", False),
+])
+def test_manifest_paths_with_identifiers_are_redacted(relpath: str, redacted: bool) -> None:
+    from fl_client.ingest.manifest import safe_relpath
+
+    out = safe_relpath(relpath, _who().phi_tokens)
+    assert out.startswith("REDACTED/") is redacted
+    assert ("XIAOHONG" in out.upper()) is False
