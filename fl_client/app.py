@@ -121,6 +121,18 @@ def handle_train(msg: Message, spec: NodeSpec, settings: ClientSettings, task_sp
     return Message(RecordDict({"update": ConfigRecord(update.to_record())}), reply_to=msg)
 
 
+def handle_query(msg: Message, spec: NodeSpec, settings: ClientSettings, task_spec: str) -> Message:
+    """Handshake: which key ceremony and model layout this site runs, and that its task loads."""
+    from fl_client.federated import model_vector
+
+    task = load_task(task_spec)(spec.site, spec.site_input, settings)
+    keys = load_site_keys(spec, settings)
+    layout, _ = model_vector(task.model_fn())
+    hello: dict[str, Any] = {"site": spec.site, "key_id": keys.info.key_id if keys else "none",
+                             "layout_digest": layout.digest, "length": layout.size}
+    return Message(RecordDict({"hello": ConfigRecord(hello)}), reply_to=msg)
+
+
 def handle_evaluate(msg: Message, spec: NodeSpec, settings: ClientSettings, task_spec: str) -> Message:
     """Load the final global model and evaluate it on the site's data; only site-level metrics go back."""
     task = load_task(task_spec)(spec.site, spec.site_input, settings)
@@ -147,6 +159,10 @@ def make_client_app(resolve: Callable[[Context], tuple[NodeSpec, ClientSettings,
     @client.train()
     def _train(msg: Message, context: Context) -> Message:
         return handle_train(msg, *resolver(context))
+
+    @client.query()
+    def _query(msg: Message, context: Context) -> Message:
+        return handle_query(msg, *resolver(context))
 
     @client.evaluate()
     def _evaluate(msg: Message, context: Context) -> Message:

@@ -80,6 +80,39 @@ def wait_for_nodes(grid: Grid, minimum: int, timeout: float) -> list[int]:
     return nodes
 
 
+def handshake(grid: Grid, nodes: list[int], settings: ServerSettings, info: KeyInfo | None,
+              state: dict[str, Any]) -> list[int]:
+    """Ask every node for its key id and model layout before any privacy is spent; keep the nodes that match.
+
+    The replies also warm the sites' runtimes (imports, simulation workers), so that the first round's
+    timeout measures training, not start-up. The layout of the majority is the run's layout.
+    """
+    content = RecordDict({"config": ConfigRecord({"round": 0, "mode": settings.mode})})
+    messages = [Message(content, node, MessageType.QUERY, group_id="handshake") for node in nodes]
+    replies = [r for r in grid.send_and_receive(messages, timeout=settings.node_wait)
+               if not r.has_error() and "hello" in r.content]
+    hello = {r.metadata.src_node_id: dict(r.content["hello"]) for r in replies}
+    votes: dict[tuple[str, int], int] = {}
+    for record in hello.values():
+        key = (str(record["layout_digest"]), int(str(record["length"])))
+        votes[key] = votes.get(key, 0) + 1
+    if votes and "layout_digest" not in state:
+        (state["layout_digest"], state["length"]), _ = max(votes.items(), key=lambda kv: kv[1])
+    ready = []
+    for node, record in sorted(hello.items()):
+        expected_key = info.key_id if info else "none"
+        if settings.encoding == "ckks" and record["key_id"] != expected_key:
+            log.warning("node %s (site %s) holds key %s…, the run uses %s…; excluded", node, record["site"],
+                        str(record["key_id"])[:12], expected_key[:12])
+        elif record["layout_digest"] != state.get("layout_digest"):
+            log.warning("node %s (site %s) runs another model layout; excluded", node, record["site"])
+        else:
+            ready.append(node)
+    log.info("handshake: %d of %d node(s) ready (%s)", len(ready), len(nodes),
+             ", ".join(str(hello[n]["site"]) for n in ready))
+    return ready
+
+
 def _round_content(round_: int, settings: ServerSettings, global_model: GlobalModel | None) -> RecordDict:
     records: dict[str, Any] = {"config": ConfigRecord({"round": round_, "num-rounds": settings.num_rounds,
                                                        "mode": settings.mode})}
@@ -100,16 +133,8 @@ def _collect(replies: list[Message]) -> tuple[list[dict[str, Any]], list[str]]:
     return records, errors
 
 
-def _expectation(round_: int, state: dict[str, Any], records: list[dict[str, Any]], settings: ServerSettings,
-                 info: KeyInfo | None) -> Expectation:
-    """The round's expectations; the layout is fixed by the first round's majority and kept in the state."""
-    if "layout_digest" not in state:
-        votes: dict[tuple[str, int], int] = {}
-        for r in records:
-            key = (str(r.get("layout_digest")), int(r.get("length", -1)) if isinstance(r.get("length"), int) else -1)
-            votes[key] = votes.get(key, 0) + 1
-        if votes:
-            (state["layout_digest"], state["length"]), _ = max(votes.items(), key=lambda kv: kv[1])
+def _expectation(round_: int, state: dict[str, Any], settings: ServerSettings, info: KeyInfo | None) -> Expectation:
+    """The round's expectations (the layout was fixed by the handshake and is kept in the checkpoint state)."""
     return Expectation(round=round_, layout_digest=str(state.get("layout_digest", "")),
                        length=int(state.get("length", 0)), key_id=info.key_id if info else "none",
                        encoding=settings.encoding, params=info.params if info else CkksParameters())
@@ -140,15 +165,18 @@ def serve(grid: Grid, settings: ServerSettings) -> list[RoundReport]:
     if checkpoint:
         log.info("resuming after round %d from %s", checkpoint.round, settings.run_dir / "checkpoints")
         audit.append("fl.run.resumed", why="server restarted", who="server", details={"after_round": checkpoint.round})
-    nodes = wait_for_nodes(grid, settings.min_nodes, settings.node_wait)
+    nodes = handshake(grid, wait_for_nodes(grid, settings.min_nodes, settings.node_wait), settings, info, state)
+    if len(nodes) < settings.min_updates:
+        raise RuntimeError(f"only {len(nodes)} node(s) passed the handshake, {settings.min_updates} are needed; "
+                           "check the sites' keys (KEYDIR/site) and model settings.")
     reports = []
     for round_ in range(start, settings.num_rounds + 1):
         began = time.perf_counter()
         content = _round_content(round_, settings, global_model)
-        messages = [grid.create_message(content, MessageType.TRAIN, node, str(round_)) for node in nodes]
+        messages = [Message(content, node, MessageType.TRAIN, group_id=str(round_)) for node in nodes]
         replies = list(grid.send_and_receive(messages, timeout=settings.round_timeout))
         records, errors = _collect(replies)
-        exp = _expectation(round_, state, records, settings, info)
+        exp = _expectation(round_, state, settings, info)
         try:
             report = aggregate_round(records, errors, len(nodes), exp, ctx, settings.min_updates)
         except NotEnoughUpdates as exc:
@@ -159,7 +187,6 @@ def serve(grid: Grid, settings: ServerSettings) -> list[RoundReport]:
         _persist(settings, report, state, audit)
         global_model = report.global_model
         reports.append(report)
-        nodes = sorted(grid.get_node_ids()) or nodes
     if global_model is not None:
         _final_evaluation(grid, settings, global_model, nodes)
     return reports
@@ -168,7 +195,7 @@ def serve(grid: Grid, settings: ServerSettings) -> list[RoundReport]:
 def _final_evaluation(grid: Grid, settings: ServerSettings, global_model: GlobalModel, nodes: list[int]) -> None:
     """Send the final encrypted model for local evaluation; keep the site-level metrics the sites return."""
     content = _round_content(global_model.round, settings, global_model)
-    messages = [grid.create_message(content, MessageType.EVALUATE, node, "final") for node in nodes]
+    messages = [Message(content, node, MessageType.EVALUATE, group_id="final") for node in nodes]
     metrics = {}
     for reply in grid.send_and_receive(messages, timeout=settings.round_timeout):
         if not reply.has_error() and "metrics" in reply.content:

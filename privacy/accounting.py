@@ -167,11 +167,27 @@ class SiteAccountant:
         return projected
 
     def record_round(self, round_: int, steps: int, sample_rate: float, noise_multiplier: float) -> LedgerRow:
-        """Add a finished round to the account and return its ledger row (ε cumulative)."""
-        if self.rows and round_ <= self.rows[-1].round:
-            raise PrivacyError(f"round {round_} for {self.site} is not after the last recorded {self.rows[-1].round}.")
+        """Add a finished round to the account and return its ledger row (ε cumulative).
+
+        A round run again after a crash (``round_`` equal to the last recorded round) spent budget twice:
+        its row is replaced by one whose ``steps`` add both attempts (same σ and q required), so the
+        ledger still lets anyone recompute ε from its rows.
+        """
+        rerun = bool(self.rows) and round_ == self.rows[-1].round
+        if self.rows and round_ < self.rows[-1].round:
+            raise PrivacyError(f"round {round_} for {self.site} is before the last recorded {self.rows[-1].round}.")
+        if rerun:
+            last = self.rows[-1]
+            if (last.noise_multiplier, last.sample_rate) != (noise_multiplier, sample_rate):
+                raise PrivacyError(f"round {round_} for {self.site} was re-run with sigma={noise_multiplier}, "
+                                   f"q={sample_rate} after a first attempt at sigma={last.noise_multiplier}, "
+                                   f"q={last.sample_rate}; keep the mechanism fixed when resuming a run.")
         epsilon = self.projected_epsilon(steps, sample_rate, noise_multiplier)
         self.history.append((noise_multiplier, sample_rate, steps))
+        if rerun:
+            steps += self.rows.pop().steps
+            log.warning("site %s: round %d was run again after an interruption; both attempts are charged",
+                        self.site, round_)
         row = LedgerRow(self.site, round_, steps, sample_rate, noise_multiplier, self.delta, epsilon, self.accountant)
         self.rows.append(row)
         log.info("site %s round %d: epsilon=%.3f of budget %.3f (delta=%g, %s)",

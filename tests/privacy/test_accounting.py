@@ -107,6 +107,20 @@ def test_gdp_refuses_changing_mechanism() -> None:
         epsilon_of(ROUNDS, 1e-5, "gdp")
 
 
+def test_rerun_round_charges_both_attempts() -> None:
+    acc = SiteAccountant("S01", budget=50.0, accountant="rdp")
+    acc.record_round(1, 20, 0.1, 1.1)
+    first = acc.record_round(2, 20, 0.1, 1.1)
+    again = acc.record_round(2, 20, 0.1, 1.1)  # the server crashed; round 2 is asked for again
+    assert [r.round for r in acc.rows] == [1, 2] and again.steps == 40
+    assert again.epsilon > first.epsilon
+    assert again.epsilon == pytest.approx(epsilon_of([(1.1, 0.1, 60)], 1e-5, "rdp"))
+    with pytest.raises(PrivacyError, match="keep the mechanism fixed"):
+        acc.record_round(2, 20, 0.2, 1.1)
+    with pytest.raises(PrivacyError, match="before the last recorded"):
+        acc.record_round(1, 20, 0.1, 1.1)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
