@@ -11,6 +11,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -50,12 +51,14 @@ class Assessment:
 
 
 def _subject_findings(rows: pd.DataFrame, protocol: StudyProtocol) -> list[VisitFindings]:
-    baseline_name = protocol.visits[0]
-    baseline = rows[rows["VISIT"] == baseline_name]
-    schedule = rows.groupby("VISIT", sort=False)["ADY"].first().sort_values()
+    by_visit: dict[str, list[dict[str, Any]]] = {}
+    for record in rows.to_dict("records"):
+        by_visit.setdefault(str(record["VISIT"]), []).append(record)
+    baseline = by_visit[protocol.visits[0]]
+    schedule = sorted(by_visit.items(), key=lambda item: int(item[1][0]["ADY"]))
     findings = [
-        visit_findings(rows[rows["VISIT"] == visit], str(visit), int(ady), baseline, protocol.recist)
-        for visit, ady in schedule.items()
+        visit_findings(records, visit, int(records[0]["ADY"]), baseline, protocol.recist)
+        for visit, records in schedule
     ]
     return confirm_equivocal_new_lesions(findings)
 

@@ -6,10 +6,11 @@ the RECIST 1.1 and iRECIST rules, so both read the lesions the same way.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from evaluation.protocol import Recist
 
@@ -87,7 +88,7 @@ class VisitFindings:
         return "Y" if "Y" in states else "EQUIVOCAL" if "EQUIVOCAL" in states else "N"
 
 
-def _target_diameter(row: pd.Series) -> float:
+def _target_diameter(row: Row) -> float:
     """A target's diameter in mm, ``nan`` when not measured (``ABSENT`` without a value counts as 0)."""
     if row["STATUS"] == "NE":
         return float("nan")
@@ -96,7 +97,7 @@ def _target_diameter(row: pd.Series) -> float:
     return float(row["DIAM_MM"])
 
 
-def _nontarget_state(row: pd.Series | None, node_normal_below_mm: float) -> str:
+def _nontarget_state(row: Row | None, node_normal_below_mm: float) -> str:
     if row is None:
         return "NE"
     status = str(row["STATUS"])
@@ -123,7 +124,7 @@ def _nontarget_category(states: dict[str, str]) -> str:
     return "NON-CR/NON-PD"
 
 
-def _new_state(row: pd.Series) -> str:
+def _new_state(row: Row) -> str:
     status = str(row["STATUS"])
     if status in _NEW_PRESENT:
         return "Y"
@@ -135,38 +136,35 @@ def _new_state(row: pd.Series) -> str:
     return "Y" if diam > 0 else "ABSENT"
 
 
+Row = Mapping[str, Any]
+
+
 def visit_findings(
-    rows: pd.DataFrame, visit: str, ady: int, baseline: pd.DataFrame, rules: Recist
+    rows: Sequence[Row], visit: str, ady: int, baseline: Sequence[Row], rules: Recist
 ) -> VisitFindings:
     """Summarise one visit's rows (one subject, one reader) against the baseline lesions.
 
     Parameters
     ----------
-    rows : DataFrame
-        Normalised measurement rows of this visit.
-    baseline : DataFrame
+    rows : list of mapping
+        Normalised measurement rows of this visit (``DataFrame.to_dict("records")``).
+    baseline : list of mapping
         Normalised rows of the subject's baseline visit (fixes the target and non-target sets).
     rules : Recist
         Protocol RECIST numbers (the normal-node size).
     """
-    by_id = {r["LESIONID"]: r for _, r in rows.iterrows()}
-    targets = baseline[baseline["CATEGORY"] == "TARGET"]
-    diams: list[float] = []
-    nodes: list[bool] = []
-    for _, base_row in targets.iterrows():
-        row = by_id.get(base_row["LESIONID"])
-        diams.append(float("nan") if row is None else _target_diameter(row))
-        nodes.append(base_row["NODE"] == "Y")
-    values = np.asarray(diams, dtype=float)
-    node_mask = np.asarray(nodes, dtype=bool)
+    by_id = {r["LESIONID"]: r for r in rows}
+    targets = [r for r in baseline if r["CATEGORY"] == "TARGET"]
+    values = np.asarray([float("nan") if r["LESIONID"] not in by_id else _target_diameter(by_id[r["LESIONID"]])
+                         for r in targets], dtype=float)
+    node_mask = np.asarray([r["NODE"] == "Y" for r in targets], dtype=bool)
     measured = ~np.isnan(values)
     sld = rounded(values[measured].sum()) if measured.any() else None
-    nontargets = baseline.loc[baseline["CATEGORY"] == "NONTARGET", "LESIONID"]
-    nt_states = {lid: _nontarget_state(by_id.get(lid), rules.node_normal_below_mm) for lid in nontargets}
-    new_rows = rows[rows["CATEGORY"] == "NEW"]
+    nt_states = {r["LESIONID"]: _nontarget_state(by_id.get(r["LESIONID"]), rules.node_normal_below_mm)
+                 for r in baseline if r["CATEGORY"] == "NONTARGET"}
     new = tuple(
         NewLesion(r["LESIONID"], r["ORGAN"], r["NODE"] == "Y", _new_state(r), float(r["DIAM_MM"]), str(r["STATUS"]))
-        for _, r in new_rows.iterrows()
+        for r in rows if r["CATEGORY"] == "NEW"
     )
     return VisitFindings(
         visit=visit,

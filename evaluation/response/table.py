@@ -91,52 +91,65 @@ def _check_codes(table: pd.DataFrame) -> None:
     _refuse("one visit has rows with different ADY; a visit is one scan on one study day", table[days > 1])
 
 
-def _check_subject(subject: str, rows: pd.DataFrame, baseline_visit: str, allow_nontarget_only: bool) -> None:
-    base = rows[rows["VISIT"] == baseline_visit]
-    if base.empty:
+def _check_baselines(table: pd.DataFrame, keys: list[str], baseline_visit: str, allow_nontarget_only: bool) -> None:
+    """Per subject (and reader): a baseline exists, comes first, and holds what the criteria need."""
+    is_base = table["VISIT"] == baseline_visit
+    base = table[is_base]
+    with_base = set(map(tuple, base[keys].drop_duplicates().to_numpy().tolist()))
+    subjects = table[keys].drop_duplicates()
+    lacking = subjects[[tuple(k) not in with_base for k in subjects.to_numpy().tolist()]]
+    if len(lacking):
+        first = lacking.iloc[0].to_dict()
+        seen = sorted(table.merge(lacking.iloc[[0]], on=keys)["VISIT"].unique())
         raise MeasurementTableError(
-            f"subject {subject} has no baseline ({baseline_visit}) rows; visits seen: {sorted(rows['VISIT'].unique())}"
+            f"subject {first['USUBJID']} has no baseline ({baseline_visit}) rows; visits seen: {seen}",
+            lacking.to_dict("records"),
         )
-    base_ady = int(base["ADY"].iloc[0])
-    _refuse(f"subject {subject}: a visit lies on or before baseline (ADY {base_ady}); baseline must be the first scan",
-            rows[(rows["VISIT"] != baseline_visit) & (rows["ADY"] <= base_ady)])
-    _refuse(f"subject {subject}: NEW lesions cannot exist at baseline", base[base["CATEGORY"] == "NEW"])
+    base_day = base.groupby(keys)["ADY"].first().rename("_BASE_ADY").reset_index()
+    dated = table.merge(base_day, on=keys, how="left")
+    _refuse("a visit lies on or before baseline; baseline must be the subject's first scan",
+            dated[~is_base.to_numpy() & (dated["ADY"] <= dated["_BASE_ADY"]).to_numpy()])
+    _refuse("NEW lesions cannot exist at baseline", base[base["CATEGORY"] == "NEW"])
     targets = base[base["CATEGORY"] == "TARGET"]
-    if targets.empty and (not allow_nontarget_only or base.empty):
+    _refuse("a baseline target needs a diameter > 0 mm", targets[~(targets["DIAM_MM"] > 0)])
+    with_targets = set(map(tuple, targets[keys].drop_duplicates().to_numpy().tolist()))
+    no_targets = base[[tuple(k) not in with_targets for k in base[keys].to_numpy().tolist()]]
+    if len(no_targets) and not allow_nontarget_only:
         raise MeasurementTableError(
-            f"subject {subject}: baseline ({baseline_visit}) has no TARGET lesion; the protocol requires at least one "
-            "measurable target (pass allow_nontarget_only=True / --allow-nontarget-only to assess non-target-only "
-            "disease by RECIST 1.1 Table 2)",
-            _rows(base),
+            f"subject {no_targets['USUBJID'].iloc[0]}: baseline ({baseline_visit}) has no TARGET lesion; the "
+            "protocol requires at least one measurable target (pass allow_nontarget_only=True / "
+            "--allow-nontarget-only to assess non-target-only disease by RECIST 1.1 Table 2)",
+            _rows(no_targets),
         )
-    _refuse(f"subject {subject}: a baseline target needs a diameter > 0 mm",
-            targets[~(targets["DIAM_MM"] > 0)])
-    later = rows[rows["VISIT"] != baseline_visit]
+
+
+def _check_lesion_ids(table: pd.DataFrame, keys: list[str], baseline_visit: str) -> None:
+    """Follow-up TARGET/NONTARGET rows need their baseline row; NEW ids are new; NODE never changes."""
+    is_base = table["VISIT"] == baseline_visit
+    base = table.loc[is_base, [*keys, "LESIONID", "CATEGORY"]].rename(columns={"CATEGORY": "_BASE_CATEGORY"})
+    later = table[~is_base].merge(base, on=[*keys, "LESIONID"], how="left")
     for category in ("TARGET", "NONTARGET"):
-        known = set(base.loc[base["CATEGORY"] == category, "LESIONID"])
-        rows_c = later[later["CATEGORY"] == category]
-        _refuse(f"subject {subject}: {category} lesion(s) without a baseline {category} row (a lesion first seen after "
-                "baseline is NEW)", rows_c[~rows_c["LESIONID"].isin(known)])
-    baseline_category = dict(zip(base["LESIONID"], base["CATEGORY"], strict=True))
-    new_rows = later[later["CATEGORY"] == "NEW"]
-    reused = new_rows["LESIONID"].isin(set(baseline_category))
-    _refuse(f"subject {subject}: NEW lesion ids reuse a baseline lesion id", new_rows[reused])
-    node_flags = rows.groupby("LESIONID")["NODE"].nunique()
-    flipping = rows["LESIONID"].isin(node_flags[node_flags > 1].index)
-    _refuse(f"subject {subject}: a lesion changes NODE between visits", rows[flipping])
+        rows = later[(later["CATEGORY"] == category) & (later["_BASE_CATEGORY"] != category)]
+        _refuse(f"{category} lesion(s) without a baseline {category} row (a lesion first seen after baseline is NEW)",
+                rows)
+    reused = (later["CATEGORY"] == "NEW") & later["_BASE_CATEGORY"].notna()
+    _refuse("NEW lesion ids reuse a baseline lesion id", later[reused])
+    flags = table.groupby([*keys, "LESIONID"])["NODE"].transform("nunique")
+    _refuse("a lesion changes NODE between visits", table[flags > 1])
 
 
-def _warn_deviations(subject: str, targets: pd.DataFrame, protocol: StudyProtocol) -> None:
+def _warn_deviations(table: pd.DataFrame, keys: list[str], baseline_visit: str, protocol: StudyProtocol) -> None:
     rules = protocol.recist
-    if len(targets) > rules.max_targets:
-        log.warning("subject %s: %d baseline targets (RECIST 1.1 allows %d)", subject, len(targets), rules.max_targets)
-    per_organ = targets.groupby("ORGAN").size()
-    for organ, count in per_organ[per_organ > rules.max_targets_per_organ].items():
-        log.warning("subject %s: %d targets in %s (RECIST 1.1 allows %d per organ)", subject, count, organ,
-                    rules.max_targets_per_organ)
+    targets = table[(table["VISIT"] == baseline_visit) & (table["CATEGORY"] == "TARGET")]
+    for key, count in targets.groupby(keys).size().items():
+        if count > rules.max_targets:
+            log.warning("%s: %d baseline targets (RECIST 1.1 allows %d)", key, count, rules.max_targets)
+    for key, count in targets.groupby([*keys, "ORGAN"]).size().items():
+        if count > rules.max_targets_per_organ:
+            log.warning("%s: %d targets in one organ (RECIST 1.1 allows %d)", key, count, rules.max_targets_per_organ)
     minimum = np.where(targets["NODE"] == "Y", rules.node_measurable_min_mm, rules.measurable_min_mm)
     for row in targets[targets["DIAM_MM"].to_numpy() < minimum].itertuples():
-        log.warning("subject %s: baseline target %s measures %.1f mm, below the measurable size", subject,
+        log.warning("subject %s: baseline target %s measures %.1f mm, below the measurable size", row.USUBJID,
                     row.LESIONID, row.DIAM_MM)
 
 
@@ -170,10 +183,8 @@ def validate_measurements(
     table = normalise_measurements(raw)
     _check_codes(table)
     baseline_visit = protocol.visits[0]
-    groups = ["READER", "USUBJID"] if "READER" in table.columns else ["USUBJID"]
-    for key, rows in table.groupby(groups, sort=True):
-        subject = key[-1] if isinstance(key, tuple) else key
-        _check_subject(str(subject), rows, baseline_visit, allow_nontarget_only)
-        base_targets = rows[(rows["VISIT"] == baseline_visit) & (rows["CATEGORY"] == "TARGET")]
-        _warn_deviations(str(subject), base_targets, protocol)
+    keys = ["READER", "USUBJID"] if "READER" in table.columns else ["USUBJID"]
+    _check_baselines(table, keys, baseline_visit, allow_nontarget_only)
+    _check_lesion_ids(table, keys, baseline_visit)
+    _warn_deviations(table, keys, baseline_visit, protocol)
     return table
