@@ -18,6 +18,7 @@ One row per subject (``reference.csv``; definition in ``docs/dynamic-irecist.md`
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import numpy as np
@@ -27,6 +28,8 @@ from evaluation.protocol import StudyProtocol
 from evaluation.response.bor import IRECIST, confirmed_best_overall_response
 from evaluation.response.engine import Assessment
 from evaluation.response.irecist import RESETTING
+
+log = logging.getLogger(__name__)
 
 REFERENCE_COLUMNS: tuple[str, ...] = (
     "USUBJID", "CIBOR", "RESPONDER", "RESP_CONFIRMED", "PSEUDOPROG", "PFS_DAYS", "PFS_EVENT", "PFS_SOURCE",
@@ -97,9 +100,15 @@ def _pfs(
 
 
 def _event_day(events: pd.DataFrame, subject: str, column: str) -> float:
+    """The event's study day, or ``nan``; a day before the first dose is a CRF error (the data validation
+    plan queries it) and is left out of PFS with a warning rather than producing a negative survival time."""
     if subject not in events.index or pd.isna(events.at[subject, column]):
         return float("nan")
-    return float(events.at[subject, column])
+    day = float(events.at[subject, column])
+    if day < 1:
+        log.warning("%s: %s = %d lies before the first dose; ignored for PFS (query the CRF)", subject, column, day)
+        return float("nan")
+    return day
 
 
 def reference_labels(

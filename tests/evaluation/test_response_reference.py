@@ -98,3 +98,10 @@ def test_events_from_crf_use_cdisc_study_days() -> None:
     assert events["DEATH_ADY"].tolist()[0] == 1  # the first-dose day is day 1
     assert pd.isna(events["DEATH_ADY"].tolist()[1])
     assert events["NEWTHER_ADY"].tolist() == [-1, 61]  # the day before is -1; no day 0
+
+
+def test_event_before_first_dose_is_ignored_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    visits = [BASE, ("T1", 62, {"T1": 45.0}), ("T2", 104, {"T1": 45.0})]
+    label = _label(visits, death=-5.0)
+    assert (label["PFS_DAYS"], label["PFS_EVENT"], label["PFS_SOURCE"]) == (104, 0, "CENSORED_LAST_ASSESSMENT")
+    assert "before the first dose" in caplog.text
