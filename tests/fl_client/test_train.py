@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,15 @@ from models.exceptions import ModelInputError
 SMALL = NetworkSettings(v_max=12, stgcn_channels=(8, 8), d_model=8, embed_dim=8, hidden=8, dropout=0.0)
 DIMS = InputDims.from_group_names(6, GLOBAL_GROUPS, N_CLINICAL)
 CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """Small tensors: one intra-op thread is faster, and far faster on a shared, oversubscribed CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize(
@@ -89,8 +99,8 @@ def test_fit_learns_the_synthetic_signal() -> None:
     records = make_records(64, seed=3)
     data = to_dataset(records, "early", 12, Standardizer.fit(records, "early"))
     torch.manual_seed(0)
-    model, losses = fit(build_model("fusion", 2, DIMS, SMALL), data, TrainSettings(epochs=10, batch_size=16, lr=1e-2), CPU,
-                        torch.Generator().manual_seed(0))
+    settings = TrainSettings(epochs=10, batch_size=16, lr=1e-2)
+    model, losses = fit(build_model("fusion", 2, DIMS, SMALL), data, settings, CPU, torch.Generator().manual_seed(0))
     assert losses[-1] < losses[0]
     labels = [r.responder["early"] for r in records]
     assert roc_auc_score(labels, predict(model, data, CPU)["response"]) > 0.8

@@ -1,0 +1,174 @@
+"""Centralized training and evaluation: folds, baselines, metrics against hand counts, the run directory."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))  # the shared synthetic records
+from model_records import GLOBAL_GROUPS, N_CLINICAL, make_records
+
+import fl_client.centralized as centralized
+from evaluation.metrics import read_predictions
+from fl_client.centralized import (
+    OutOfFold,
+    PooledCohort,
+    delta_features,
+    patient_folds,
+    recist_t1_scores,
+    run_centralized,
+    site_folds,
+    summarize,
+)
+from fl_client.interpret import integrated_gradients
+from fl_client.train import Standardizer, to_dataset
+from models.config import InputDims, ModelSettings, build_model
+
+TINY = ModelSettings.model_validate({
+    "model": {"v_max": 12, "stgcn_channels": [8], "d_model": 8, "embed_dim": 8, "hidden": 8, "dropout": 0.0},
+    "train": {"epochs": 2, "batch_size": 16},
+    "evaluation": {"cv_folds": 2},
+})
+NAMES = [f"g{i}" for i in range(9)]
+CLINICAL = [f"c{i}" for i in range(N_CLINICAL)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """Small tensors: one intra-op thread is faster, and far faster on a shared, oversubscribed CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_patient_folds_are_disjoint_stratified_and_cover_everyone() -> None:
+    records = make_records(40, seed=0)
+    folds = list(patient_folds(records, "early", 4, seed=1))
+    tested = sorted(i for _, test in folds for i in test)
+    assert tested == list(range(40)) and len(folds) == 4
+    rate = np.mean([r.responder["early"] for r in records])
+    for train, test in folds:
+        assert not set(train) & set(test)
+        assert abs(np.mean([records[i].responder["early"] for i in test]) - rate) < 0.15
+
+
+def test_leave_one_site_out_holds_out_exactly_one_site() -> None:
+    records = make_records(30, seed=0, sites=3)
+    for train, test in site_folds(records):
+        assert len({records[i].site for i in test}) == 1
+        assert {records[i].site for i in test}.isdisjoint({records[i].site for i in train})
+
+
+def test_delta_features_are_changes_since_baseline() -> None:
+    records = make_records(3, seed=0)
+    early, full = delta_features(records, "early"), delta_features(records, "full")
+    assert early.shape == (3, 9) and full.shape == (3, 18)
+    np.testing.assert_allclose(full[1, 9:], (records[1].globals_[2] - records[1].globals_[0]).numpy())
+
+
+@pytest.mark.parametrize(("call", "score"), [("CR", 1.0), ("PR", 1.0), ("SD", 0.0), ("PD", 0.0), (None, 0.0)])
+def test_recist_t1_rule(call: str | None, score: float) -> None:
+    record = make_records(1, seed=0)[0]
+    record.recist_t1 = call
+    assert recist_t1_scores([record])[0] == score
+
+
+def test_summarize_counts_each_patient_against_its_fold_cutoff() -> None:
+    oof = OutOfFold(
+        usubjid=list("abcdef"), score=[0.9, 0.6, 0.4, 0.7, 0.2, 0.55], risk=[0.0] * 6,
+        label=[1, 1, 1, 0, 0, 0], cutoff=[0.5, 0.5, 0.5, 0.8, 0.8, 0.5],
+        pfs_days=[100, 200, 300, 50, 60, 70], pfs_event=[True] * 6,
+    )
+    out = summarize(oof)
+    # called: a(.9≥.5) b(.6≥.5) c(.4<.5) | d(.7<.8) e(.2<.8) f(.55≥.5)
+    assert (out["tp"], out["fn"], out["tn"], out["fp"]) == (2, 1, 2, 1)
+    assert out["sensitivity"] == pytest.approx(2 / 3) and out["specificity"] == pytest.approx(2 / 3)
+    assert out["auc"] == pytest.approx(roc_auc_score(oof.label, oof.score))
+    assert out["auc_ci"][0] <= out["auc"] <= out["auc_ci"][1]
+
+
+def test_attributions_are_complete() -> None:
+    """Integrated gradients: attributions add up to logit(x) − logit(baseline) (completeness axiom)."""
+    records = make_records(4, seed=2)
+    data = to_dataset(records, "full", 12, Standardizer.fit(records, "full"))
+    torch.manual_seed(0)
+    model = build_model("fusion", 3, InputDims.from_group_names(6, GLOBAL_GROUPS, N_CLINICAL), TINY.model)
+    attr = integrated_gradients(model, data, torch.device("cpu"), steps=64)
+    inputs = list(data.tensors[:6])
+    with torch.no_grad():
+        logit = model(*inputs).response
+        zero = [inputs[0] * 0, *inputs[1:4], inputs[4] * 0, inputs[5] * 0]
+        base = model(*zero).response
+    total = attr.nodes.sum((1, 2)) + attr.globals_.sum((1, 2)) + attr.clinical.sum(1)
+    np.testing.assert_allclose(total, (logit - base).numpy(), atol=2e-3)
+    padding = data.tensors[2].numpy() == 0
+    assert np.all(attr.nodes[padding] == 0)  # absent sub-regions get no credit
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    out = tmp_path_factory.mktemp("runs") / "RUN"
+    cohort = PooledCohort(make_records(36, seed=5, sites=3), NAMES, GLOBAL_GROUPS, CLINICAL)
+    metrics = run_centralized(cohort, out, TINY, torch.device("cpu"), seed=3, oracle_auc=0.81)
+    return out, metrics
+
+
+@pytest.mark.slow
+def test_run_writes_the_documented_metrics(run_dir: tuple[Path, dict[str, object]]) -> None:
+    out, _ = run_dir
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["oracle_auc"] == 0.81
+    for block in (on_disk, on_disk["leave_one_site_out"]):
+        for mode in ("early", "full"):
+            for model in ("fusion", "stgcn", "transformer", "logreg_delta_radiomics", "recist_t1"):
+                row = block[mode][model]
+                assert row["n"] == 36
+                low, high = row["auc_ci"]
+                assert 0 <= low <= row["auc"] <= high <= 1
+                assert 0 <= row["sensitivity"] <= 1 and 0 <= row["specificity"] <= 1
+    assert "c_index" in on_disk["early"]["fusion"] and "c_index" not in on_disk["early"]["recist_t1"]
+    cutoffs = json.loads((out / "cutoffs.json").read_text())
+    assert set(cutoffs) == {"early", "full"}
+
+
+@pytest.mark.slow
+def test_run_predictions_feed_the_evaluation_stage(run_dir: tuple[Path, dict[str, object]]) -> None:
+    out, metrics = run_dir
+    frames = [read_predictions(p) for p in sorted(out.glob("sites/*/predictions.csv"))]
+    assert len(frames) == 3
+    pred = pd.concat(frames)
+    assert sorted(pred["MODE"].unique()) == ["early", "full"] and len(pred) == 72
+    early = pred[pred["MODE"] == "early"]
+    assert roc_auc_score(early["LABEL"], early["SCORE"]) == pytest.approx(metrics["early"]["fusion"]["auc"])  # type: ignore[index]
+    for mode in ("early", "full"):
+        assert (out / "checkpoints" / f"fusion_{mode}.pt").exists()
+        attributions = pd.read_csv(out / "sites" / "S01" / f"attributions_{mode}.csv")
+        assert set(attributions.columns) == {"USUBJID", "MODE", "FEATURE", "ATTRIBUTION"}
+        assert (out / "sites" / "S01" / f"attributions_{mode}.png").stat().st_size > 1000
+
+
+def test_a_failed_run_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(centralized, "evaluate_modes", boom)
+    cohort = PooledCohort(make_records(8, seed=5), NAMES, GLOBAL_GROUPS, CLINICAL)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_centralized(cohort, tmp_path / "RUN", TINY, torch.device("cpu"), seed=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path: Path) -> None:
+    (tmp_path / "RUN").mkdir()
+    cohort = PooledCohort(make_records(8, seed=5), NAMES, GLOBAL_GROUPS, CLINICAL)
+    with pytest.raises(FileExistsError, match="already exists"):
+        run_centralized(cohort, tmp_path / "RUN", TINY, torch.device("cpu"), seed=0)
