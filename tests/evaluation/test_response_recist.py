@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
-from response_tables import column, run, subject
+from response_tables import PROTOCOL, column, run, subject, table
+
+from evaluation.response import assess
 
 # Baseline 100 mm over two lung/liver targets; T0 day -7, then follow-up days.
 BASE = ("T0", -7, {"T1": 60.0, "T2": 40.0})
@@ -153,3 +157,20 @@ def test_baseline_row_carries_sum_and_no_response() -> None:
     first = visits.iloc[0]
     assert first["VISIT"] == "T0" and first["SLD_MM"] == 100.0
     assert first["RECIST_OVR"] == "" and first["IRECIST_OVR"] == ""
+
+
+def test_row_order_and_other_subjects_do_not_change_a_result() -> None:
+    cases = {
+        "FEDRESP-S01-0001": [BASE, ("T1", 62, {"T1": 40.0, "T2": 30.0}), ("T2", 104, {"T1": 39.0, "T2": 30.0})],
+        "FEDRESP-S01-0002": [("T0", -3, {"T1": 50.0, "NT1": "PRESENT"}), ("T1", 60, {"T1": 70.0, "NT1": "PRESENT"}),
+                             ("T2", 101, {"T1": 45.0, "NT1": "PRESENT", "X1": "EQUIVOCAL"})],
+        "FEDRESP-S01-0003": [("T0", -9, {"N1": 20.0}), ("T1", 66, {"N1": 8.0}), ("T2", 110, {"N1": 7.0})],
+    }
+    frame = pd.concat([table(v, subject=s) for s, v in cases.items()], ignore_index=True)
+    expected = assess(frame, PROTOCOL)
+    shuffled = frame.sample(frac=1.0, random_state=np.random.RandomState(4)).reset_index(drop=True)
+    again = assess(shuffled, PROTOCOL)
+    pd.testing.assert_frame_equal(again.visits, expected.visits)
+    pd.testing.assert_frame_equal(again.subjects, expected.subjects)
+    alone = assess(table(cases["FEDRESP-S01-0002"], subject="FEDRESP-S01-0002"), PROTOCOL)
+    pd.testing.assert_frame_equal(alone.subjects, expected.subjects.iloc[[1]].reset_index(drop=True))
