@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ingest",
     "assess",
     "radiomics",
+    "train",
     "audit",
     "keys",
     "deploy",
