@@ -29,7 +29,7 @@ from evaluation.exceptions import AssessmentLockedError
 from evaluation.lock import AuditSink, amend_assessment, lock_assessment, read_lock
 from evaluation.protocol import StudyProtocol
 from evaluation.response.engine import Assessment, assess, write_assessment, write_csv_atomic
-from evaluation.response.reference import reference_labels
+from evaluation.response.reference import irc_vs_investigator, reference_labels
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,9 @@ def run_assessment(
                 raise AssessmentLockedError("locking needs an audit log")
             lock_assessment(out, audit, who=who, why=why or "response assessment finished", pending=result.pending)
             result.locked = True
+    if events is not None and "INV_PD_ADY" in events.columns:
+        agreement = {**(agreement or {}), "irc_vs_investigator": irc_vs_investigator(final.subjects, events)}
+        result.agreement = agreement
     if automated is not None:
         from evaluation.measure import compare_with_reads
 

@@ -45,15 +45,42 @@ def study_day(date: pd.Series, first_dose: pd.Series) -> pd.Series:
 
 
 def events_from_crf(crf: pd.DataFrame) -> pd.DataFrame:
-    """``USUBJID, DEATH_ADY, NEWTHER_ADY`` from a CRF extract (``FIRST_DOSE_DATE, DEATH_DATE, NEW_THERAPY_DATE``)."""
+    """``USUBJID, DEATH_ADY, NEWTHER_ADY`` (+ ``INV_PD_ADY``, the investigator's progression day, when the CRF
+    has ``PD_DATE``) from a CRF extract (``FIRST_DOSE_DATE, DEATH_DATE, NEW_THERAPY_DATE``)."""
     missing = [c for c in ("USUBJID", "FIRST_DOSE_DATE", "DEATH_DATE", "NEW_THERAPY_DATE") if c not in crf.columns]
     if missing:
         raise ValueError(f"the CRF lacks {missing}, needed for PFS death and new-therapy censoring")
-    return pd.DataFrame({
+    events = pd.DataFrame({
         "USUBJID": crf["USUBJID"].astype(str),
         "DEATH_ADY": study_day(crf["DEATH_DATE"], crf["FIRST_DOSE_DATE"]),
         "NEWTHER_ADY": study_day(crf["NEW_THERAPY_DATE"], crf["FIRST_DOSE_DATE"]),
     })
+    if "PD_DATE" in crf.columns:
+        events["INV_PD_ADY"] = study_day(crf["PD_DATE"], crf["FIRST_DOSE_DATE"])
+    return events
+
+
+def irc_vs_investigator(subjects: pd.DataFrame, events: pd.DataFrame) -> dict[str, float]:
+    """Independent review (IRC) versus the site investigator on progression (DOMAIN §2: direction and size).
+
+    Compares the final assessment's first RECIST PD day (``PD_ADY``) with the investigator's (``INV_PD_ADY``,
+    from the CRF ``PD_DATE``). Returns counts of agreement on progression status and, where both saw
+    progression, the IRC − investigator difference in days (median, share earlier/later/same day).
+    """
+    if "INV_PD_ADY" not in events.columns:
+        return {}
+    both = subjects[["USUBJID", "PD_ADY"]].merge(events[["USUBJID", "INV_PD_ADY"]], on="USUBJID")
+    irc, inv = both["PD_ADY"].notna(), both["INV_PD_ADY"].notna()
+    diff = (both.loc[irc & inv, "PD_ADY"].astype(float) - both.loc[irc & inv, "INV_PD_ADY"].astype(float))
+    return {
+        "n_subjects": float(len(both)),
+        "progression_status_agreement": float((irc == inv).mean()) if len(both) else float("nan"),
+        "irc_only": float((irc & ~inv).sum()), "investigator_only": float((~irc & inv).sum()),
+        "both": float(len(diff)),
+        "median_day_difference": float(diff.median()) if len(diff) else float("nan"),
+        "irc_earlier": float((diff < 0).sum()), "irc_later": float((diff > 0).sum()),
+        "same_day": float((diff == 0).sum()),
+    }
 
 
 def confirmed_iupd_day(days: list[int], responses: list[str], window_high: int) -> tuple[int | None, int | None]:

@@ -105,3 +105,17 @@ def test_event_before_first_dose_is_ignored_with_a_warning(caplog: pytest.LogCap
     label = _label(visits, death=-5.0)
     assert (label["PFS_DAYS"], label["PFS_EVENT"], label["PFS_SOURCE"]) == (104, 0, "CENSORED_LAST_ASSESSMENT")
     assert "before the first dose" in caplog.text
+
+
+def test_irc_versus_investigator_direction_and_size() -> None:
+    from evaluation.response.reference import irc_vs_investigator
+
+    subjects = pd.DataFrame({"USUBJID": ["A", "B", "C", "D"], "PD_ADY": pd.array([62, 104, None, None], "Int64")})
+    crf = pd.DataFrame({"USUBJID": ["A", "B", "C", "D"], "FIRST_DOSE_DATE": ["2027-01-01"] * 4,
+                        "DEATH_DATE": [""] * 4, "NEW_THERAPY_DATE": [""] * 4,
+                        "PD_DATE": ["2027-03-14", "2027-04-10", "2027-05-01", ""]})  # days 73, 100, 121, none
+    result = irc_vs_investigator(subjects, events_from_crf(crf))
+    assert result["progression_status_agreement"] == 0.75  # C: investigator only
+    assert (result["both"], result["irc_earlier"], result["irc_later"]) == (2, 1, 1)
+    assert result["median_day_difference"] == pytest.approx(((62 - 73) + (104 - 100)) / 2)
+    assert result["investigator_only"] == 1 and result["irc_only"] == 0
