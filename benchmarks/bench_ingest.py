@@ -38,13 +38,15 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _child(src: str, store: str, site: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+def _child(src: str, store: str, site: str, workers: int, queue: mp.Queue) -> None:  # type: ignore[type-arg]
     import fl_client.ingest.pipeline as pipeline
 
     before = _rss_mb()
     cpu = _cpu_seconds()
     wall = time.perf_counter()
-    summary = pipeline.ingest_site(Path(src), Path(store), pipeline.IngestConfig(site=site, passphrase=PASSPHRASE))
+    config = pipeline.IngestConfig(site=site, passphrase=PASSPHRASE, workers=workers,
+                                   parallel_from_files=0 if workers > 1 else pipeline.PARALLEL_FROM_FILES)
+    summary = pipeline.ingest_site(Path(src), Path(store), config)
     queue.put({"wall": time.perf_counter() - wall, "cpu": _cpu_seconds() - cpu, "slices": summary.slices,
                "rss_before": before, "rss_peak": _rss_mb(), "files": sum(summary.files.values())})
 
@@ -87,6 +89,8 @@ def main() -> int:
     parser.add_argument("--patients-per-site", type=int, default=2)
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--cohort", help="use this existing cohort instead of synthesizing one")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="ingest worker processes (>1 forces parallel discovery and image building)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_ingest_"))
     try:
@@ -99,8 +103,9 @@ def main() -> int:
         for site in sites:
             slices, base_s, series_bytes, all_bytes = _baseline(cohort / site)
             queue: mp.Queue = mp.get_context("spawn").Queue()  # type: ignore[type-arg]
-            child = mp.get_context("spawn").Process(target=_child, args=(str(cohort / site),
-                                                                         str(work / "stores" / site), site, queue))
+            store = str(work / "stores" / site)
+            child = mp.get_context("spawn").Process(target=_child,
+                                                    args=(str(cohort / site), store, site, args.workers, queue))
             child.start()
             result = queue.get()
             child.join()

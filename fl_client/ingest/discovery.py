@@ -12,10 +12,8 @@ import hashlib
 import io
 import json
 import logging
-import multiprocessing
 import os
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -24,6 +22,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from fl_client.ingest.series import SliceHeader
+from fl_client.ingest.workers import Parallelism, ordered_map
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,6 @@ SEG = "1.2.840.10008.5.1.4.1.1.66.4"
 #: Site tables recognised by name at the export root (their names are the interface with the site).
 TABLE_NAMES = ("enrolment_log.csv", "crf.csv", "reads.csv")
 _NIFTI_HEADER = 348
-_PARALLEL_FROM = 2000
 
 
 @dataclass
@@ -64,22 +62,13 @@ class FileRecord:
     slice: SliceHeader | None = None
 
 
-def classify_all(root: Path, workers: int = 1) -> list[FileRecord]:
-    """:func:`classify` every file under ``root`` (stable order), in ``workers`` processes for big exports.
-
-    Parsing headers is CPU-bound and per file independent, so it scales with cores; small exports stay
-    in-process because starting workers costs about a second.
-    """
+def classify_all(root: Path, parallel: Parallelism | None = None) -> list[FileRecord]:
+    """:func:`classify` every file under ``root`` (stable order), in worker processes for big exports."""
     paths = list(iter_files(root))
-    if workers <= 1 or len(paths) < _PARALLEL_FROM:
+    parallel = parallel or Parallelism()
+    if not parallel.active(len(paths)):
         return [classify(path, root) for path in paths]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_lenient_worker) as pool:
-        return list(pool.map(partial(classify, root=root), paths, chunksize=64))
-
-
-def _lenient_worker() -> None:
-    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    return ordered_map(partial(classify, root=root), paths, parallel.workers, chunksize=64)
 
 
 def iter_files(root: Path) -> Iterator[Path]:

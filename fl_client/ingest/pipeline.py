@@ -42,6 +42,7 @@ from fl_client.ingest.sitetables import (
 )
 from fl_client.ingest.store_tables import StoreTables, old_tables, pending_dir, recover, write_tables
 from fl_client.ingest.visits import parse_da
+from fl_client.ingest.workers import PARALLEL_FROM_FILES, Parallelism, ordered_map
 from privacy.audit import AuditLog
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ class IngestConfig:
     scrypt_n : int
         Key-derivation cost (tests lower it).
     workers : int
-        Processes for header discovery (default: up to 2, the CPU cores of a site server we plan for).
+        Processes for discovery and image building (default: up to 2, the cores of a site server we plan
+        for); used for exports of at least ``parallel_from_files`` files.
     """
 
     site: str
@@ -79,6 +81,11 @@ class IngestConfig:
     dvp: DataValidationPlan | None = None
     scrypt_n: int = reid.SCRYPT_N
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
+    parallel_from_files: int = PARALLEL_FROM_FILES
+
+    @property
+    def parallel(self) -> Parallelism:
+        return Parallelism(self.workers, self.parallel_from_files)
 
 
 @dataclass
@@ -178,10 +185,10 @@ def _sidecars(records: list[FileRecord]) -> dict[str, tuple[FileRecord, dict[str
 
 
 def _build_images(records: list[FileRecord], pseudonyms: dict[str, PatientPseudonym], key: reid.ReidKey,
-                  doses: dict[str, Any], store: Path, protocol: StudyProtocol,
-                  rebuild: set[str]) -> dict[str, SubjectImages]:
+                  doses: dict[str, Any], store: Path, protocol: StudyProtocol, rebuild: set[str],
+                  parallel: Parallelism) -> dict[str, SubjectImages]:
     sidecars = _sidecars(records)
-    out: dict[str, SubjectImages] = {}
+    jobs: list[tuple[list[FileRecord], SubjectContext]] = []
     for patient_id, who in sorted(pseudonyms.items(), key=lambda item: item[1].usubjid):
         if who.usubjid not in rebuild:
             continue
@@ -189,8 +196,16 @@ def _build_images(records: list[FileRecord], pseudonyms: dict[str, PatientPseudo
         ctx = SubjectContext(who=who, secret=key.secret, first_dose=doses.get(who.usubjid), protocol=protocol,
                              store=pending_dir(store), annotations=annotations, sidecars=sidecars)
         log.info("ingesting %s: %d CT files, %d annotation objects", who.usubjid, len(ct), len(annotations))
-        out[who.usubjid] = build_subject(ct, ctx)
-    return out
+        jobs.append((ct, ctx))
+    if parallel.active(sum(len(ct) for ct, _ in jobs)) and len(jobs) > 1:
+        results = ordered_map(_build_job, jobs, parallel.workers)
+    else:
+        results = [_build_job(job) for job in jobs]
+    return {ctx.who.usubjid: result for (_, ctx), result in zip(jobs, results, strict=True)}
+
+
+def _build_job(job: tuple[list[FileRecord], SubjectContext]) -> SubjectImages:
+    return build_subject(*job)
 
 
 def _new_records(records: list[FileRecord], old_manifest: pd.DataFrame) -> list[FileRecord]:
@@ -234,7 +249,7 @@ def _ingest(src: Path, out: Path, config: IngestConfig) -> IngestSummary:
     key = reid.load_key(key_file, config.passphrase) if key_file.exists() else reid.ReidKey.new(config.site)
     if key.site != config.site:
         raise IngestError(f"key file {key_file} belongs to site {key.site}, not {config.site}; pass --key-file")
-    records = classify_all(src, config.workers)
+    records = classify_all(src, config.parallel)
     new = _new_records(records, old.manifest)
     summary = IngestSummary(store=out, site=config.site, new_files=len(new))
     audit = AuditLog(out / "audit.jsonl")
@@ -265,7 +280,7 @@ def _collect(src: Path, out: Path, config: IngestConfig, key: reid.ReidKey, reco
     new_patients = {r.patient_id for r in new} | ({"*"} if crf_path in {r.path for r in new} else set())
     rebuild = {p.usubjid for pid, p in pseudonyms.items() if pid in new_patients or "*" in new_patients
                or not old.complete or p.usubjid not in set(old.visits.get("USUBJID", []))}
-    images = _build_images(records, pseudonyms, key, _first_doses(crf_raw), out, protocol, rebuild)
+    images = _build_images(records, pseudonyms, key, _first_doses(crf_raw), out, protocol, rebuild, config.parallel)
     measurements = (read_reads(reads_path, protocol.study_id, config.site) if reads_path.exists()
                     else pd.DataFrame(columns=READS_COLUMNS))
     shifts = {u: int(v["DATE_SHIFT_DAYS"]) for u, v in key.subjects.items()}

@@ -264,3 +264,17 @@ def test_key_is_encrypted_for_the_pi(copied: tuple[Path, Path], tmp_path: Path) 
         ingest_site(export, out, IngestConfig(site="S01", passphrase="not the passphrase at all", scrypt_n=2**12))
     with pytest.raises(ReidKeyError, match="at least"):
         ingest_site(export, tmp_path / "other", IngestConfig(site="S01", passphrase="short"))
+
+
+@pytest.mark.slow  # spawns two worker processes (~10-20 s of imports on a busy 2-core machine)
+def test_parallel_run_writes_what_the_serial_run_writes(ingested: tuple[Path, Path], tmp_path: Path) -> None:
+    export, serial = ingested
+    parallel = tmp_path / "stores" / "S01"
+    (tmp_path / "stores").mkdir()
+    shutil.copy(serial.parent / "S01.reid.enc", tmp_path / "stores")  # same key: same pseudonyms and shifts
+    ingest_site(export, parallel, _config(workers=2, parallel_from_files=0))
+    for name in ("visits", "series", "qc", "lesions", "queries", "eligibility", "crf", "subjects"):
+        pd.testing.assert_frame_equal(pd.read_parquet(serial / f"{name}.parquet"),
+                                      pd.read_parquet(parallel / f"{name}.parquet"), obj=name)
+    for path in serial.glob("images/*/*/*"):
+        assert path.read_bytes() == (parallel / path.relative_to(serial)).read_bytes(), path
