@@ -183,6 +183,7 @@ def site_inputs(data: SiteData, cutoffs: Mapping[str, float]) -> SiteInputs:
         scores={m: wide[m].to_numpy(float) for m in MODES},
         cutoffs=cutoffs,
         orr_counts=orr_counts(data.subjects, data.visits, wide["LABEL"]),
+        dhi=wide["DHI"].to_numpy(float) if "DHI" in wide.columns else None,
     )
 
 
@@ -202,7 +203,6 @@ def compute_metrics(
     per_site = {d.site: site_metrics(d, cutoffs) for d in sites}
     summed = pool([site_aggregate(site_inputs(d, cutoffs), layout) for d in sites], codec, layout)
     pooled = pooled_metrics(summed, cutoffs, layout)
-    pooled["dhi_auc"] = None  # not pooled yet: DHI histograms need an agreed DHI range (see docs/report.md)
     log.info("pooled %d site(s), %d subject(s) with %s", len(sites), pooled["n"], type(codec).__name__)
     return {
         "pooled": pooled,

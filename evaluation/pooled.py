@@ -50,10 +50,15 @@ class AggregateLayout:
         Equal-width bins of [0, 1] for the score histograms.
     pfs_grid_days : tuple of float
         Left edges of the PFS cells, days, starting at 0.
+    dhi_range, dhi_bins : tuple of float, int
+        Range agreed before the run and bin count of the DHI histograms (values outside are clipped into the
+        end bins, which the binning bound counts as ties).
     """
 
     score_bins: int = 200
     pfs_grid_days: tuple[float, ...] = field(default_factory=lambda: tuple(float(d) for d in range(0, 763, 7)))
+    dhi_range: tuple[float, float] = (-5.0, 5.0)
+    dhi_bins: int = 200
 
     def blocks(self) -> list[tuple[str, int]]:
         """``(name, length)`` of every block in vector order."""
@@ -64,6 +69,7 @@ class AggregateLayout:
             out += [(f"{mode}.brier", 2), (f"{mode}.calibration", 3 * CALIBRATION_BINS)]
             out += [(f"{mode}.km_called_pos", 2 * k), (f"{mode}.km_called_neg", 2 * k)]
         out += [("km_all", 2 * k), ("km_ref_pos", 2 * k), ("km_ref_neg", 2 * k), ("orr", len(ORR_KEYS))]
+        out += [("dhi.hist_pos", self.dhi_bins), ("dhi.hist_neg", self.dhi_bins)]
         return out
 
     @property
@@ -73,7 +79,8 @@ class AggregateLayout:
     @property
     def digest(self) -> str:
         """Hash of the layout; aggregates with different digests cannot be summed."""
-        text = json.dumps({"bins": self.score_bins, "grid": self.pfs_grid_days, "blocks": self.blocks()})
+        text = json.dumps({"bins": self.score_bins, "grid": self.pfs_grid_days, "dhi": [*self.dhi_range, self.dhi_bins],
+                           "blocks": self.blocks()})
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def unpack(self, vector: NDArray[np.float64]) -> dict[str, NDArray[np.float64]]:
@@ -100,6 +107,8 @@ class SiteInputs:
         Cut-offs fixed on training data.
     orr_counts : dict, optional
         ``ORR_KEYS`` -> count; default uses the reference label for all four responder counts.
+    dhi : ndarray, shape (n,), optional
+        Dynamic Heterogeneity Index per subject (per 100 days).
     """
 
     labels: NDArray[np.int_]
@@ -108,6 +117,7 @@ class SiteInputs:
     scores: Mapping[str, NDArray[np.float64]]
     cutoffs: Mapping[str, float]
     orr_counts: Mapping[str, int] | None = None
+    dhi: NDArray[np.float64] | None = None
 
 
 def _risk_counts(days: NDArray[np.float64], event: NDArray[np.int_], grid: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -166,9 +176,21 @@ def site_aggregate(inputs: SiteInputs, layout: AggregateLayout | None = None) ->
         parts.append(_risk_counts(inputs.pfs_days[y == cls], inputs.pfs_event[y == cls], grid))
     orr = inputs.orr_counts or {key: int(y.sum()) for key in ORR_KEYS[1:]} | {"n": int(y.size)}
     parts.append(np.asarray([orr[key] for key in ORR_KEYS], dtype=np.float64))
+    parts += _dhi_blocks(inputs, y, layout)
     vector = np.concatenate(parts)
     assert vector.size == layout.size, "block lengths drifted from AggregateLayout.blocks()"
     return vector
+
+
+def _dhi_blocks(inputs: SiteInputs, y: NDArray[np.int_], layout: AggregateLayout) -> list[NDArray[np.float64]]:
+    if inputs.dhi is None:
+        return [np.zeros(layout.dhi_bins), np.zeros(layout.dhi_bins)]
+    dhi = np.asarray(inputs.dhi, dtype=np.float64)
+    if dhi.shape != y.shape or not np.all(np.isfinite(dhi)):
+        raise PooledStatisticsError(f"DHI must be finite, one per subject ({y.size}); got shape {dhi.shape}")
+    low, high = layout.dhi_range
+    scaled = (dhi - low) / (high - low)
+    return [_histogram(scaled[y == 1], layout.dhi_bins), _histogram(scaled[y == 0], layout.dhi_bins)]
 
 
 class AggregateCodec(Protocol):
@@ -364,4 +386,10 @@ def pooled_metrics(summed: NDArray[np.float64], cutoffs: Mapping[str, float],
     chi2, p = logrank(ref_pos, ref_neg) if ref_pos.at_risk[0] and ref_neg.at_risk[0] else (float("nan"),) * 2
     out["logrank_reference_chi2"], out["logrank_reference_p"] = chi2, p
     out["n"] = orr["n"]
+    dhi_pos, dhi_neg = blocks["dhi.hist_pos"], blocks["dhi.hist_neg"]
+    dhi_auc, dhi_var = binned_auc(dhi_pos, dhi_neg)
+    has_dhi = bool(np.isfinite(dhi_auc))
+    out["dhi_auc"] = dhi_auc if has_dhi else None
+    out["dhi_auc_ci"] = list(normal_ci(dhi_auc, dhi_var)) if has_dhi else None
+    out["dhi_auc_binning_bound"] = auc_binning_bound(dhi_pos, dhi_neg) if has_dhi else None
     return out

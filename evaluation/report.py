@@ -130,10 +130,11 @@ def _orr(metrics: dict[str, Any]) -> str:
 
 def _dhi(metrics: dict[str, Any]) -> str:
     rows = [[name, _fmt(b.get("dhi_auc")), _ci(b.get("dhi_auc_ci")), _fmt(b.get("dhi_hr")), _ci(b.get("dhi_hr_ci"))]
-            for name, b in sorted(metrics["sites"].items())]
-    return _table(["site", "DHI AUC", "95 % CI (DeLong)", "Cox HR per unit DHI", "95 % CI"], rows) + (
-        '<p class="note">The pooled DHI AUC is not computed yet: its histogram needs a DHI range agreed by all '
-        "sites before the run.</p>")
+            for name, b in _blocks(metrics)]
+    bound = metrics["pooled"].get("dhi_auc_binning_bound")
+    note = (f'<p class="method">Pooled DHI AUC from histograms over the agreed DHI range; binning error at most '
+            f"{bound:.4f}. HR per unit DHI: site-level Cox models only.</p>") if bound is not None else ""
+    return _table(["block", "DHI AUC", "95 % CI (DeLong)", "Cox HR per unit DHI", "95 % CI"], rows) + note
 
 
 def _agreement(metrics: dict[str, Any]) -> str:

@@ -72,6 +72,9 @@ def test_pooled_block_matches_the_union_within_binning(synthetic_run: dict[str, 
         pooled = metrics["pooled"][mode]
         assert abs(pooled["auc"] - roc_auc_score(rows["LABEL"], rows["SCORE"])) <= pooled["auc_binning_bound"] + 1e-12
         assert pooled["confusion"]["tp"] + pooled["confusion"]["fn"] == int(rows["LABEL"].sum())
+    full = union[union["MODE"] == "full"]
+    pooled = metrics["pooled"]
+    assert abs(pooled["dhi_auc"] - roc_auc_score(full["LABEL"], full["DHI"])) <= pooled["dhi_auc_binning_bound"] + 1e-12
     assert metrics["pooled"]["n"] == union["USUBJID"].nunique()
     assert set(metrics["sites"]) == {"S01", "S02"}
     assert metrics["pooling"]["codec"] == "PlainCodec"

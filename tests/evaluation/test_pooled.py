@@ -70,6 +70,19 @@ def test_pooled_auc_within_stated_binning_bound(bins: int) -> None:
             assert pooled[mode]["auc_ci"] == pytest.approx([low, high], abs=5e-3)
 
 
+def test_pooled_dhi_auc_within_bound_and_absent_without_dhi() -> None:
+    rng = np.random.default_rng(9)
+    sites = [SiteInputs(s.labels, s.pfs_days, s.pfs_event, s.scores, CUTOFFS,
+                        dhi=rng.normal(0, 1.5, s.labels.size) + 1.2 * s.labels) for s in SITES]
+    layout = AggregateLayout()
+    pooled = pooled_metrics(pool([site_aggregate(s, layout) for s in sites], PlainCodec(), layout), CUTOFFS, layout)
+    y = np.concatenate([s.labels for s in sites])
+    exact = roc_auc_score(y, np.concatenate([s.dhi for s in sites]))
+    assert abs(pooled["dhi_auc"] - exact) <= pooled["dhi_auc_binning_bound"] + 1e-12
+    assert pooled["dhi_auc_binning_bound"] < 0.02
+    assert _pooled(layout)["dhi_auc"] is None
+
+
 def test_binned_auc_is_exact_when_every_score_has_its_own_bin() -> None:
     # Scores 0.05, 0.15, ... land in distinct bins of 10: binning loses nothing, DeLong variance identical.
     y = np.array([0, 1, 0, 1, 1, 0, 1, 0, 1, 1])
