@@ -27,8 +27,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from radiomics.exceptions import GeometryMismatchError, SettingsError
+from radiomics.exceptions import GeometryMismatchError, NonCTIntensityError, SettingsError
 from radiomics.habitats import HabitatModel, HabitatSettings, ith_score, proportions
+from radiomics.preprocess import CT_MAX_HU, CT_MIN_HU
 
 PER_DAYS = 30.0
 
@@ -83,6 +84,19 @@ def js_divergence(p: npt.ArrayLike, q: npt.ArrayLike) -> float:
     return min(max(0.5 * kl(a) + 0.5 * kl(b), 0.0), 1.0)
 
 
+def _check_hu(values: torch.Tensor, t: int) -> None:
+    if values.numel() == 0:
+        return
+    lo, hi = float(values.min()), float(values.max())
+    if lo < CT_MIN_HU or hi > CT_MAX_HU:
+        raise NonCTIntensityError(
+            f"scan {t}: tumour intensities span [{lo:g}, {hi:g}] HU, outside plausible CT [{CT_MIN_HU:g}, "
+            f"{CT_MAX_HU:g}]; pass the volume in HU (rescale applied, padding masked)"
+        )
+    if values.numel() > 50 and hi - lo < 10.0 and hi <= 1.0:
+        raise NonCTIntensityError(f"scan {t}: tumour intensities span [{lo:g}, {hi:g}]: a normalised image, not HU")
+
+
 def habitat_states(
     series: Sequence[tuple[torch.Tensor | npt.ArrayLike, torch.Tensor | npt.ArrayLike, float]],
     generator: torch.Generator,
@@ -107,6 +121,10 @@ def habitat_states(
     for t, (c, m, _) in enumerate(tensors):
         if c.shape != m.shape:
             raise GeometryMismatchError(f"scan {t}: CT {tuple(c.shape)} and mask {tuple(m.shape)} differ in shape")
+        _check_hu(c[m], t)
+    if settings.hu_range is not None:
+        lo, hi = settings.hu_range
+        tensors = [(c, m & (c >= lo) & (c <= hi), d) for c, m, d in tensors]
     model = HabitatModel(settings).fit(tensors[0][0], tensors[0][1], generator)
     states = []
     for c, m, day in tensors:
@@ -114,7 +132,8 @@ def habitat_states(
         states.append(HabitatState(
             day=day,
             n_voxels=int(m.sum()),
-            ith=ith_score(labels, settings.n_habitats, settings.connectivity, settings.min_region_voxels),
+            ith=ith_score(labels, settings.n_habitats, settings.connectivity, settings.min_region_voxels,
+                          settings.ith_mode),
             proportions=tuple(float(v) for v in proportions(labels, settings.n_habitats)),
         ))
     return states

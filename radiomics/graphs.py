@@ -45,6 +45,7 @@ import torch
 from torch_geometric.data import Data
 
 from radiomics.exceptions import GeometryMismatchError, NonCTIntensityError
+from radiomics.preprocess import CT_MAX_HU, CT_MIN_HU
 from radiomics.subregions import (
     Partition,
     SubregionError,
@@ -77,7 +78,6 @@ NODE_FEATURES: tuple[str, ...] = (
 )
 N_FIRST_ORDER = len(NODE_FEATURES) - 2
 
-HU_RANGE = (-1024.0, 3071.0)
 
 
 class SubregionGraph(Data):  # type: ignore[misc]
@@ -196,10 +196,11 @@ def _check_ct(values: torch.Tensor, where: str) -> None:
     if values.numel() == 0:
         return
     lo, hi = float(values.min()), float(values.max())
-    if lo < HU_RANGE[0] - 1.0 or hi > HU_RANGE[1] + 1.0:
+    if lo < CT_MIN_HU or hi > CT_MAX_HU:
         raise NonCTIntensityError(
-            f"{where}: intensities {lo:.1f}..{hi:.1f} lie outside the CT range {HU_RANGE} HU; pass the image in "
-            "Hounsfield units (RescaleSlope/RescaleIntercept applied, padding values masked)"
+            f"{where}: intensities {lo:.1f}..{hi:.1f} around the tumour lie outside plausible CT [{CT_MIN_HU:g}, "
+            f"{CT_MAX_HU:g}] HU; pass the image in Hounsfield units (RescaleSlope/RescaleIntercept applied, "
+            "padding values masked)"
         )
     if values.numel() > 50 and hi - lo < 10.0:
         raise NonCTIntensityError(

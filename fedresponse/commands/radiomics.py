@@ -60,4 +60,7 @@ def ibsi(
 
 
 def register(app: typer.Typer) -> None:
+    from fedresponse.commands.radiomics_graphs import add_to  # sub-region graphs and DHI (their own module)
+
+    add_to(radiomics_app)
     app.add_typer(radiomics_app, name="radiomics")

@@ -156,7 +156,8 @@ def _normalised(rng):
 
 def _raw_stored_values(rng):
     tp = lesion(8.0, 1, rng)
-    return [TimePointImage(np.asarray(tp.ct) - 3000, tp.mask, tp.spacing, 1)], NonCTIntensityError, "outside the CT"
+    shifted = np.asarray(tp.ct) - 3000
+    return [TimePointImage(shifted, tp.mask, tp.spacing, 1)], NonCTIntensityError, "outside plausible CT"
 
 
 def _shape_mismatch(rng):

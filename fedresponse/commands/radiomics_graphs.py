@@ -1,0 +1,164 @@
+"""``fedresponse radiomics graphs`` and ``fedresponse radiomics dhi``: sub-region graphs and the DHI of a site.
+
+Both read a site study store (``docs/store.md``) and follow one lesion per patient: the TARGET lesion
+with the largest T0 volume (the same LESIONID at T1 and T2; absent there = vanished). The store keeps
+volumes as NIfTI (I, J, K) = (column, row, slice); :func:`load_lesion_series` turns them into the
+(Z, Y, X) arrays with (z, y, x) spacing that :mod:`radiomics` works on. Outputs stay at the site.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from radiomics.graphs import TimePointImage
+
+log = logging.getLogger(__name__)
+
+VISITS = ("T0", "T1", "T2")
+
+
+def choose_lesion(store: Any, usubjid: str) -> str | None:
+    """LESIONID of the subject's TARGET lesion with the largest T0 volume (None when there is none)."""
+    lesions = store.lesions()
+    t0 = lesions[(lesions["USUBJID"] == usubjid) & (lesions["VISIT"] == "T0")]
+    meas = store.measurements()
+    targets = set(meas.loc[(meas["USUBJID"] == usubjid) & (meas["CATEGORY"] == "TARGET"), "LESIONID"])
+    t0 = t0[t0["LESIONID"].isin(targets)] if targets else t0
+    if t0.empty:
+        return None
+    return str(t0.sort_values(["VOLUME_MM3", "LESIONID"], ascending=[False, True]).iloc[0]["LESIONID"])
+
+
+def load_lesion_series(store: Any, usubjid: str, lesion_id: str) -> list[TimePointImage]:
+    """The lesion's scans in visit order as (Z, Y, X) HU volumes, masks, spacing (mm) and study day.
+
+    Parameters
+    ----------
+    store : fl_client.store.SiteStore
+        The site store.
+    usubjid, lesion_id : str
+        Subject and lesion (``L01``...).
+    """
+    import numpy as np
+
+    from radiomics.graphs import TimePointImage
+
+    visits = store.visits()
+    visits = visits[visits["USUBJID"] == usubjid].set_index("VISIT")
+    series = []
+    for visit in VISITS:
+        if visit not in visits.index:
+            continue
+        ct, affine = store.ct(usubjid, visit)
+        spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))  # (i, j, k) column lengths in mm
+        mask = np.zeros(ct.shape, dtype=bool)
+        if visits.loc[visit, "LABEL_PATH"]:
+            labels, names = store.labels(usubjid, visit)
+            for value, name in names.items():
+                if name == lesion_id:
+                    mask |= labels == value
+        series.append(TimePointImage(
+            ct=np.ascontiguousarray(ct.transpose(2, 1, 0)),
+            mask=np.ascontiguousarray(mask.transpose(2, 1, 0)),
+            spacing=(float(spacing[2]), float(spacing[1]), float(spacing[0])),
+            day=float(visits.loc[visit, "ADY"]),
+        ))
+    return series
+
+
+def patient_seed(seed: int, usubjid: str, purpose: str) -> int:
+    """A stable per-(seed, subject, purpose) integer seed (process-independent, unlike ``hash``)."""
+    return zlib.crc32(f"{seed}:{usubjid}:{purpose}".encode()) & 0x7FFFFFFF
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def graphs(
+    store_dir: Path = typer.Argument(..., help="The site store (output of `fedresponse ingest`)."),
+    out: Path = typer.Option(..., "--out", help="Graph file to write (torch.save, read by radiomics.graphs)."),
+    device: str = typer.Option("auto", "--device", help="torch device: auto, cpu or cuda."),
+) -> None:
+    """Build every patient's sub-region graph over T0/T1/T2 and write them to one file."""
+    from fl_client.store import SiteStore
+    from radiomics.exceptions import RadiomicsError
+    from radiomics.graphs import build_patient_graph, save_graphs
+    from radiomics.subregions import SubregionSpec
+
+    store, console, spec = SiteStore(store_dir), Console(), SubregionSpec()
+    built, skipped = [], []
+    for usubjid in sorted(store.visits()["USUBJID"].unique()):
+        lesion = choose_lesion(store, usubjid)
+        if lesion is None:
+            skipped.append((usubjid, "no annotated lesion at T0"))
+            continue
+        try:
+            built.append(build_patient_graph(load_lesion_series(store, usubjid, lesion), usubjid, spec,
+                                             _resolve_device(device)))
+        except RadiomicsError as err:
+            skipped.append((usubjid, str(err)))
+    save_graphs(built, out, spec)
+    console.print(f"wrote {len(built)} sub-region graphs ({spec.n_nodes} nodes) to [cyan]{out}[/]")
+    for usubjid, why in skipped:
+        console.print(f"[yellow]skipped[/] {usubjid}: {why}")
+
+
+def dhi(
+    store_dir: Path = typer.Argument(..., help="The site store (output of `fedresponse ingest`)."),
+    out: Path = typer.Option(..., "--out", help="CSV to write: one row per patient and interval."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the habitat k-means (per patient: seed, USUBJID)."),
+    device: str = typer.Option("auto", "--device", help="torch device: auto, cpu or cuda."),
+) -> None:
+    """Dynamic Heterogeneity Index per patient and interval (docs/dhi.md)."""
+    import os
+    import tempfile
+
+    import pandas as pd
+    import torch
+
+    from fl_client.store import SiteStore
+    from radiomics.dhi import dhi_intervals, habitat_states
+    from radiomics.exceptions import RadiomicsError
+
+    store, console, rows = SiteStore(store_dir), Console(), []
+    for usubjid in sorted(store.visits()["USUBJID"].unique()):
+        lesion = choose_lesion(store, usubjid)
+        if lesion is None:
+            continue
+        series = load_lesion_series(store, usubjid, lesion)
+        gen = torch.Generator().manual_seed(patient_seed(seed, usubjid, "habitats"))
+        try:
+            states = habitat_states([(s.ct, s.mask, s.day) for s in series], gen, device=_resolve_device(device))
+        except RadiomicsError as err:
+            console.print(f"[yellow]skipped[/] {usubjid}: {err}")
+            continue
+        for iv in dhi_intervals(states):
+            rows.append({"USUBJID": usubjid, "LESIONID": lesion, "FROM": VISITS[iv.start], "TO": VISITS[iv.end],
+                         "DAYS": iv.days, "ITH_FROM": states[iv.start].ith, "ITH_TO": states[iv.end].ith,
+                         "DELTA_ITH": iv.delta_ith, "JSD": iv.jsd, "DHI": iv.dhi, "STATUS": iv.status})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    os.close(fd)
+    try:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    console.print(f"wrote {len(rows)} DHI intervals to [cyan]{out}[/]")
+
+
+def add_to(radiomics_app: typer.Typer) -> None:
+    """Attach ``graphs`` and ``dhi`` to the ``fedresponse radiomics`` group."""
+    radiomics_app.command("graphs")(graphs)
+    radiomics_app.command("dhi")(dhi)
