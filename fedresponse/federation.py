@@ -89,6 +89,21 @@ def cohort_sites(cohort: Path) -> list[str]:
     return sites
 
 
+def site_inputs(cohort: Path) -> dict[str, Path]:
+    """Site id → ``model_inputs.pt`` for every model-input file under ``cohort`` (featurize stage output)."""
+    import torch
+
+    found: dict[str, Path] = {}
+    for path in sorted(cohort.rglob("model_inputs.pt")):
+        payload = torch.load(path, weights_only=True)
+        site = str(payload.get("site")) if isinstance(payload, dict) else ""
+        if site in found:
+            raise ValueError(f"two model-input files for site {site}: {found[site]} and {path}; keep one per site.")
+        if site:
+            found[site] = path
+    return found
+
+
 def train_federated(cohort: Path, keys: Path, out: Path, config_path: Path | None = None,
                     overrides: dict[str, Any] | None = None) -> list[Any]:
     """``fedresponse train`` (federated): simulate one node per site of ``cohort`` with the keys in ``keys``.
@@ -102,8 +117,42 @@ def train_federated(cohort: Path, keys: Path, out: Path, config_path: Path | Non
     out.mkdir(parents=True, exist_ok=True)
     config.update({"run-dir": str(out), "site-root": str(out / "sites"), "server-keys": str(keys / "server"),
                    "site-keys": str(keys / "site"), "site-input-root": str(config.get("site-input-root") or cohort)})
-    sites = cohort_sites(cohort)
+    inputs = site_inputs(cohort) if config.get("task") == "fl_client.federated:fusion_task" else {}
+    if inputs:
+        config["site-inputs"] = ",".join(f"{site}={path}" for site, path in sorted(inputs.items()))
+    elif config.get("task") == "fl_client.federated:fusion_task":
+        raise FileNotFoundError(f"no model_inputs.pt under {cohort}; featurize each site first "
+                                "(ingest → assess → radiomics), see docs/models.md.")
+    sites = sorted(inputs) or cohort_sites(cohort)
     (out / "federation.resolved.yaml").write_text(yaml.safe_dump({"federation": config, "sites": sites}))
     log.info("federated training over %d site(s) %s, mode %s, %s rounds", len(sites), sites, config["mode"],
              config["num-server-rounds"])
     return simulate(config, sites)
+
+
+def train_command(cohort: Path, keys: Path | None, out: Path, config_path: Path | None) -> int:
+    """The federated branch of ``fedresponse train``: run, then print the per-round table; returns an exit code."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from privacy.exceptions import PrivacyError
+
+    console = Console()
+    if keys is None:
+        console.print("[red]federated training needs --keys KEYDIR (from `fedresponse keys init`).")
+        return 2
+    try:
+        reports = train_federated(cohort, keys, out, config_path)
+    except (FileNotFoundError, ValueError, PrivacyError, RuntimeError) as exc:
+        console.print(f"[bold red]federated training failed:[/] {exc}")
+        return 1
+    table = Table(title="Federated rounds (DP-SGD at each site, CKKS aggregation)")
+    for column in ("round", "accepted", "rejected", "no reply", "kB in", "s", "epsilon per site"):
+        table.add_column(column)
+    for r in reports:
+        eps = ", ".join(f"{row.site} {row.epsilon:.2f}" for row in r.ledger)
+        table.add_row(str(r.round), ",".join(r.accepted), str(len(r.rejected) + len(r.errors)), str(r.missing),
+                      f"{r.bytes_in / 1024:.0f}", f"{r.seconds:.1f}", eps)
+    console.print(table)
+    console.print(f"run written to [cyan]{out}[/] (privacy_ledger.csv, rounds.jsonl, checkpoints/, sites/)")
+    return 0

@@ -24,23 +24,12 @@ from typing import Any
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
-from torch import nn
 
-from fl_client.federated import ClientSettings, SiteData, SiteKeys, TrainFn, apply_global_model, site_round
+from fl_client.federated import ClientSettings, SiteKeys, SiteTask, apply_global_model, site_round
 from privacy.ckks import KeyInfo, load_site_context
 from privacy.update import GlobalModel
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SiteTask:
-    """A site's model factory, data, local training and (optional) local evaluation."""
-
-    model_fn: Callable[[], nn.Module]
-    data: SiteData
-    train_fn: TrainFn
-    evaluate_fn: Callable[[nn.Module, SiteData, Path], dict[str, float]] | None = None
 
 
 TaskFactory = Callable[[str, "Path | None", ClientSettings], SiteTask]
@@ -82,9 +71,11 @@ def node_spec(node_config: Mapping[str, Any], run_config: Mapping[str, Any]) -> 
         raise ValueError(f"node has partition-id {index} but the run config lists sites {sites}; give each node a "
                          "site-id in --node-config or list one site per simulated node in 'sites'.")
     site = sites[index]
+    inputs = dict(pair.split("=", 1) for pair in str(run_config.get("site-inputs", "")).split(",") if "=" in pair)
     input_root = _optional_path(run_config.get("site-input-root"))
+    site_input = Path(inputs[site]) if site in inputs else (input_root / site if input_root else None)
     return NodeSpec(site, Path(str(run_config.get("site-root", "site_state"))) / site,
-                    _optional_path(run_config.get("site-keys")), input_root / site if input_root else None)
+                    _optional_path(run_config.get("site-keys")), site_input)
 
 
 def load_task(spec: str) -> TaskFactory:

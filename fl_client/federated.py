@@ -156,6 +156,16 @@ def fit_adapter(train_config: Any, device: torch.device) -> TrainFn:
 
 
 @dataclass
+class SiteTask:
+    """A site's model factory, data, local training and (optional) local evaluation."""
+
+    model_fn: Callable[[], nn.Module]
+    data: SiteData
+    train_fn: TrainFn
+    evaluate_fn: Callable[[nn.Module, SiteData, Path], dict[str, float]] | None = None
+
+
+@dataclass
 class DPRun:
     """A fresh Opacus engine for one round plus the DP knobs ``train_fn`` must pass to ``make_private``."""
 
@@ -253,3 +263,52 @@ def _audit_sent(site_dir: Path, update: ModelUpdate, received: GlobalModel | Non
     AuditLog(site_dir / "federation_audit.jsonl").append(
         "fl.round.update_sent", why="federated training round (only encrypted, DP-noised parameters leave the site)",
         who=f"site:{update.meta.site}", details=details)
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def fusion_task(site: str, site_input: Path | None, settings: ClientSettings) -> SiteTask:
+    """The product task: the fusion network on the site's ``model_inputs.pt`` (early mode: T0 + T1).
+
+    Standardisation is fitted on the site's own training patients (nothing pooled); a seeded 75/25
+    patient split keeps a local test set on which the final global model is evaluated; its
+    predictions stay at the site (``site_dir/predictions.csv``) and only ``n`` and the AUC go back.
+    """
+    from evaluation.protocol import configs_dir
+    from fl_client.train import Standardizer, load_site_inputs, predict, to_dataset
+    from models.config import InputDims, build_model, load_model_config
+
+    if site_input is None:
+        raise FileNotFoundError(f"site {site}: no site-input given; point it at the site's model_inputs.pt.")
+    path = site_input / "model_inputs.pt" if site_input.is_dir() else site_input
+    inputs = load_site_inputs(path)
+    config = load_model_config(configs_dir() / "model.yaml")
+    order = torch.randperm(len(inputs.records), generator=seeded_generator(settings.seed, site, "split", 0)).tolist()
+    cut = max(1, round(0.75 * len(order)))
+    train_records = [inputs.records[i] for i in order[:cut]]
+    test_records = [inputs.records[i] for i in order[cut:]] or train_records
+    scaler = Standardizer.fit(train_records, "early")
+    v_max = config.model.v_max
+    first = inputs.records[0]
+    dims = InputDims.from_group_names(int(first.graph.x.shape[-1]), inputs.global_groups, int(first.clinical.shape[0]))
+    train_settings = config.train.model_copy(update={"epochs": settings.local_epochs,
+                                                     "batch_size": settings.batch_size})
+    device = _device()
+
+    def evaluate(model: nn.Module, data: SiteData, site_dir: Path) -> dict[str, float]:
+        from sklearn.metrics import roc_auc_score
+
+        test = to_dataset(test_records, "early", v_max, scaler)
+        scores = predict(model.to(device), test, device)["response"]
+        labels = np.array([r.responder["early"] for r in test_records])
+        site_dir.mkdir(parents=True, exist_ok=True)
+        rows = "\n".join(f"{r.usubjid},{y:g},{p:.6f}" for r, y, p in zip(test_records, labels, scores, strict=True))
+        (site_dir / "predictions.csv").write_text("USUBJID,RESPONDER,P_RESPONSE\n" + rows + "\n")
+        auc = float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else math.nan
+        return {"auc": auc, "n_test": float(len(test_records))}
+
+    return SiteTask(lambda: build_model("fusion", 2, dims, config.model),
+                    SiteData(site, to_dataset(train_records, "early", v_max, scaler)),
+                    fit_adapter(train_settings, device), evaluate)

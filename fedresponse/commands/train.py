@@ -91,10 +91,13 @@ def train(
     cohort: Path = typer.Option(..., "--cohort", help="Cohort or folder of site stores holding model_inputs.pt."),
     out: Path = typer.Option(..., "--out", help="Run directory to create (must not exist)."),
     centralized: bool = typer.Option(False, "--centralized", help="Pool all sites' data (the ceiling baseline)."),
-    config: Path | None = typer.Option(None, "--config", help="Model presets (default configs/model.yaml)."),
+    config: Path | None = typer.Option(
+        None, "--config", help="--centralized: model presets (configs/model.yaml); federated: federation settings."
+    ),
     seed: int = typer.Option(7, "--seed", help="Seed of every random draw (folds, init, batches)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     epochs: int | None = typer.Option(None, "--epochs", help="Override train.epochs of the config."),
+    keys: Path | None = typer.Option(None, "--keys", help="KEYDIR of `fedresponse keys init` (federated training)."),
 ) -> None:
     """Train and evaluate the response models."""
     from evaluation.protocol import configs_dir
@@ -103,8 +106,10 @@ def train(
     from models.exceptions import ModelConfigError, ModelInputError
 
     console = Console()
-    if not centralized:
-        raise typer.BadParameter("only --centralized training is available in this build", param_hint="--centralized")
+    if not centralized:  # federated: one simulated Flower node per site; --config is the federation config
+        from fedresponse.federation import train_command
+
+        raise typer.Exit(code=train_command(cohort, keys, out, config))
     try:
         settings = load_model_config(config or configs_dir() / "model.yaml")
         if epochs is not None:

@@ -86,8 +86,7 @@ def toy_task(site: str, site_input: Any, settings: Any) -> Any:
     import os
     import time
 
-    from fl_client.app import SiteTask
-    from fl_client.federated import SiteData
+    from fl_client.federated import SiteData, SiteTask
 
     index = int(site[1:])
     train = toy_train_fn(epochs=1, batch_size=settings.batch_size)
