@@ -81,3 +81,15 @@ def test_store_errors_say_what_to_do(store: Path, tmp_path: Path) -> None:
         SiteStore(tmp_path)
     with pytest.raises(StoreError, match="this subject has"):
         SiteStore(store).ct("FEDRESP-S09-0001", "T1")
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--site", "site1"], {"FEDRESPONSE_REID_PASSPHRASE": PASSPHRASE}, "site must look like S01"),
+    (["--site", "S01"], {"FEDRESPONSE_REID_PASSPHRASE": ""}, "no re-identification passphrase"),
+])
+def test_cli_fatal_errors_exit_non_zero_with_the_remedy(tmp_path: Path, args: list[str], env: dict[str, str],
+                                                        message: str) -> None:
+    result = CliRunner().invoke(app, ["ingest", str(IBSI / "dicom"), "--out", str(tmp_path / "s"), *args], env=env)
+    assert result.exit_code == 1
+    assert message in " ".join(result.output.split())
+    assert not (tmp_path / "s" / "manifest.parquet").exists()
