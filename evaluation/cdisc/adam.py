@@ -57,8 +57,9 @@ def make_adsl(dm: pd.DataFrame, rs: pd.DataFrame) -> pd.DataFrame:
 
 
 def primary_evaluator(rs: pd.DataFrame) -> str:
-    """The evaluator whose assessments the analysis uses: the first evaluator id in sort order."""
-    return str(sorted(rs["RSEVALID"].unique())[0])
+    """The evaluator whose assessments the analysis uses: ``FINAL`` (adjudicated) if present, else the first id."""
+    ids = sorted(rs["RSEVALID"].astype(str).unique())
+    return "FINAL" if "FINAL" in ids else ids[0]
 
 
 def _subject_best(rows: pd.DataFrame, protocol: StudyProtocol) -> dict[str, str]:

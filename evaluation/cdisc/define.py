@@ -100,7 +100,8 @@ variable. USUBJID is identical across datasets (`STUDYID-SITEID-NNNN`); no direc
   iRECIST (RSCAT "iRECIST"), computed by the platform's response engine from TR-level measurements.
 
 ## ADaM (derived from SDTM only)
-- Analysis evaluator: **{evaluator}** (first evaluator id). Adjudicated responses are not yet exported.
+- Analysis evaluator: **{evaluator}** (`FINAL` = the adjudicated assessment of `fedresponse assess`, exported
+  when every site store holds one; otherwise the first reader id).
 - **ADSL**: one row per DM subject; TRTSDT = RFSTDTC; EFFFL = Y when RS holds a post-baseline response.
 - **ADRS**: OVR/IOVR copied from RS (SRCSEQ = RSSEQ); BOR/CBOR/IBOR/ICBOR by RECIST 1.1 §4.4 (SD ≥ 42 days
   after the first dose, confirmation ≥ 28 days later) and iRECIST.

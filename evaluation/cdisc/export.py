@@ -32,6 +32,10 @@ def _site_source(folder: Path) -> SiteSource:
     if (folder / "store.json").exists():
         crf = pd.read_parquet(folder / "crf.parquet").astype(str).replace({"None": "", "nan": "", "NaT": ""})
         reads = pd.read_parquet(folder / "measurements.parquet")
+        final = folder / "assessment" / "visits.csv"
+        if final.exists():
+            visits = pd.read_csv(final, keep_default_na=False, na_values=[""])
+            return SiteSource(folder.name, crf, reads, visits)
     else:
         crf = pd.read_csv(folder / "crf.csv", dtype=str, keep_default_na=False)
         reads = pd.read_csv(folder / "reads.csv", keep_default_na=False, na_values=[""])

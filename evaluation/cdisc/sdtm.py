@@ -5,7 +5,8 @@
 - TR: one row per lesion, visit and evaluator: ``LDIAM`` (non-nodal long axis) / ``SAXIS`` (nodal short
   axis) in mm for measured lesions, ``TUMSTATE`` for lesions assessed by status only.
 - RS: one row per post-baseline visit, criterion (RECIST 1.1, iRECIST) and evaluator, the overall response
-  (``OVRLRESP``) from :func:`evaluation.adjudication.assess_readers` (each reader assessed independently).
+  (``OVRLRESP``) from :func:`evaluation.adjudication.assess_readers` (each reader assessed independently), and
+  the final adjudicated assessment of ``fedresponse assess`` (``RSEVALID = FINAL``) when every site has one.
 
 Visit numbers come from the protocol (T0/T1/T2 = its VISITNUMs); follow-up ``FUn`` gets ``T2 + n``.
 """
@@ -23,16 +24,20 @@ from evaluation.protocol import StudyProtocol
 ARMCD = "CIO"
 ARM = "PD-1/PD-L1 inhibitor + chemotherapy"
 EVALUATOR = "INDEPENDENT ASSESSOR"
+ADJUDICATED = "ADJUDICATOR"
+FINAL = "FINAL"
 CATEGORY_CT = {"TARGET": "TARGET", "NONTARGET": "NON-TARGET", "NEW": "NEW"}
 
 
 @dataclass(frozen=True)
 class SiteSource:
-    """One site's raw inputs: the CRF extract (one row per subject) and the lesion-measurement table."""
+    """One site's raw inputs: the CRF extract (one row per subject), the lesion-measurement table and, when
+    ``fedresponse assess`` ran, its final (adjudicated) per-visit assessment (``visits.csv``)."""
 
     site: str
     crf: pd.DataFrame
     reads: pd.DataFrame
+    final_visits: pd.DataFrame | None = None
 
 
 def visitnum(visit: str, protocol: StudyProtocol) -> float:
@@ -103,18 +108,24 @@ def make_tr(reads: pd.DataFrame, study_id: str, protocol: StudyProtocol) -> pd.D
     }), "TRSEQ")
 
 
-def make_rs(reads: pd.DataFrame, study_id: str, protocol: StudyProtocol) -> pd.DataFrame:
-    """RS: per post-baseline visit, RECIST 1.1 and iRECIST overall response of each evaluator."""
+def make_rs(reads: pd.DataFrame, study_id: str, protocol: StudyProtocol,
+            final_visits: pd.DataFrame | None = None) -> pd.DataFrame:
+    """RS: per post-baseline visit, RECIST 1.1 and iRECIST overall response of each evaluator, plus the final
+    (adjudicated) assessment as evaluator ``FINAL`` when one is given."""
     from evaluation.adjudication import assess_readers
 
     rows = []
-    for reader, assessment in assess_readers(reads, protocol).items():
-        visits = assessment.visits[assessment.visits["RECIST_OVR"].astype(str) != ""]
+    per_evaluator = {reader: a.visits for reader, a in assess_readers(reads, protocol).items()}
+    if final_visits is not None and len(final_visits):
+        per_evaluator[FINAL] = final_visits
+    for reader, all_visits in per_evaluator.items():
+        evaluator = ADJUDICATED if reader == FINAL else EVALUATOR
+        visits = all_visits[all_visits["RECIST_OVR"].fillna("").astype(str) != ""]
         for criterion, column in (("RECIST 1.1", "RECIST_OVR"), ("iRECIST", "IRECIST_OVR")):
             rows.append(pd.DataFrame({
                 "STUDYID": study_id, "DOMAIN": "RS", "USUBJID": visits["USUBJID"].astype(str),
                 "RSTESTCD": "OVRLRESP", "RSTEST": "Overall Response", "RSCAT": criterion,
-                "RSORRES": visits[column].astype(str), "RSSTRESC": visits[column].astype(str), "RSEVAL": EVALUATOR,
+                "RSORRES": visits[column].astype(str), "RSSTRESC": visits[column].astype(str), "RSEVAL": evaluator,
                 "RSEVALID": reader, "VISITNUM": visits["VISIT"].map(lambda v: visitnum(str(v), protocol)),
                 "VISIT": visits["VISIT"].astype(str), "RSDY": visits["ADY"].astype(np.float64),
             }))
@@ -126,6 +137,8 @@ def make_sdtm(sources: list[SiteSource], protocol: StudyProtocol) -> dict[str, p
     """All four SDTM domains over every site (USUBJID identical across datasets)."""
     crf = pd.concat([s.crf for s in sources], ignore_index=True)
     reads = pd.concat([s.reads for s in sources], ignore_index=True)
+    finals = [s.final_visits for s in sources if s.final_visits is not None]
+    final = pd.concat(finals, ignore_index=True) if len(finals) == len(sources) else None
     if "READER" not in reads.columns:
         reads = reads.assign(READER="R1")
     unknown = sorted(set(reads["USUBJID"]) - set(crf["USUBJID"]))
@@ -135,5 +148,5 @@ def make_sdtm(sources: list[SiteSource], protocol: StudyProtocol) -> dict[str, p
         "dm": make_dm(crf, protocol.study_id),
         "tu": make_tu(reads, protocol.study_id, protocol),
         "tr": make_tr(reads, protocol.study_id, protocol),
-        "rs": make_rs(reads, protocol.study_id, protocol),
+        "rs": make_rs(reads, protocol.study_id, protocol, final),
     }

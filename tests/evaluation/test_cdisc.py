@@ -226,3 +226,25 @@ def test_cli_exports_and_bad_source_exits_2(tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["export-cdisc", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o2")])
     assert bad.exit_code == 2 and "not a folder" in " ".join(bad.output.split())
     assert not (tmp_path / "o2").exists()
+
+
+def test_store_with_adjudicated_assessment_is_the_analysis_evaluator(tmp_path: Path) -> None:
+    from evaluation.protocol import load_protocol
+    from evaluation.response.engine import assess
+
+    src = _source(tmp_path / "cohort") / "S01"
+    store = tmp_path / "stores" / "S01"
+    (store / "assessment").mkdir(parents=True)
+    (store / "store.json").write_text("{}")
+    pd.read_csv(src / "crf.csv", dtype=str, keep_default_na=False).to_parquet(store / "crf.parquet")
+    reads = pd.read_csv(src / "reads.csv", keep_default_na=False, na_values=[""])
+    reads.to_parquet(store / "measurements.parquet")
+    chosen = assess(reads[reads["READER"] == "R2"].drop(columns="READER"), load_protocol())  # "adjudicator chose R2"
+    chosen.visits.to_csv(store / "assessment" / "visits.csv", index=False)
+    paths = export_cdisc(store, tmp_path / "out")
+    rs, adrs = _read(paths["rs"]), _read(paths["adrs"])
+    assert set(rs["RSEVALID"]) == {"R1", "R2", "FINAL"}
+    assert set(rs.loc[rs["RSEVALID"] == "FINAL", "RSEVAL"]) == {"ADJUDICATOR"}
+    final = rs[(rs["RSEVALID"] == "FINAL") & (rs["RSCAT"] == "RECIST 1.1")]
+    assert sorted(adrs.loc[adrs["PARAMCD"] == "OVR", "SRCSEQ"]) == sorted(final["RSSEQ"])
+    assert "Analysis evaluator: **FINAL**" in paths["guide"].read_text(encoding="utf-8")
