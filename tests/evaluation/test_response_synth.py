@@ -17,10 +17,9 @@ import pytest
 
 from evaluation.protocol import load_protocol
 from evaluation.response import assess
-
-synth_cohort = pytest.importorskip("synth.cohort")
-synth_presets = pytest.importorskip("synth.presets")
-synth_tables = pytest.importorskip("synth.tables")
+from synth import cohort as synth_cohort
+from synth import presets as synth_presets
+from synth import tables as synth_tables
 
 MARGIN_PCT, MARGIN_MM, MIN_NEW_MM = 8.0, 2.0, 12.0
 
