@@ -26,24 +26,22 @@ def evaluate(
     from evaluation.evaluate import load_run
     from evaluation.exceptions import EvaluationError
     from evaluation.report import write_evaluation
+    from privacy.exceptions import PrivacyError
 
     console = Console()
     try:
         inputs = load_run(run, cohort, assessment)
         codec = _ckks_codec(keys) if keys is not None else None
         paths = write_evaluation(inputs, out, codec=codec)
-    except EvaluationError as exc:
+    except (EvaluationError, PrivacyError) as exc:
         console.print(f"[bold red]evaluate failed:[/] {exc}")
         raise typer.Exit(code=2) from exc
     import json
 
-    metrics = json.loads(paths["metrics"].read_text(encoding="utf-8"))
-    full = metrics["pooled"]["full"]
+    from evaluation.demo_stage import headline
+
     console.print(f"[green]report[/] {paths['report']}")
-    console.print(f"pooled AUC (full) {full['auc']:.3f} [{full['auc_ci'][0]:.3f}, {full['auc_ci'][1]:.3f}], "
-                  f"sensitivity {full['sensitivity']:.2f}, specificity {full['specificity']:.2f}, "
-                  f"ORR {metrics['pooled']['orr']:.2f}, median PFS {metrics['pooled']['median_pfs_days']} days "
-                  f"({metrics['pooling']['codec']})")
+    console.print(headline(json.loads(paths["metrics"].read_text(encoding="utf-8"))))
 
 
 def _ckks_codec(keys: Path) -> CkksCodec:

@@ -127,3 +127,17 @@ def test_failed_evaluation_leaves_previous_output_untouched(synthetic_run: dict[
         write_evaluation(inputs, out)
     assert (out / "metrics.json").read_text() == "previous"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_cli_reports_bad_run_and_bad_keys_without_traceback(synthetic_run: dict[str, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fedresponse.cli import app
+
+    missing = CliRunner().invoke(app, ["evaluate", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
+    assert missing.exit_code == 2 and "does not exist" in " ".join(missing.output.split())
+    (tmp_path / "keys" / "site").mkdir(parents=True)
+    bad = CliRunner().invoke(app, ["evaluate", str(synthetic_run["run"]), "--out", str(tmp_path / "o"),
+                                   "--keys", str(tmp_path / "keys")])
+    assert bad.exit_code == 2 and "evaluate failed" in bad.output
+    assert not (tmp_path / "o").exists()
