@@ -86,11 +86,13 @@ def _privacy(run: Path) -> dict[str, Any] | None:
     return {"delta": delta, "sites": sites, "source": [str(p.relative_to(run)) for p in ledgers] or ["privacy.json"]}
 
 
-def load_run(run: Path, cohort: Path | None = None, assessments: Sequence[Path] = ()) -> RunInputs:
+def load_run(run: Path, cohort: Path | None = None, assessments: Sequence[Path] = (),
+             epsilon_budget: float | None = None) -> RunInputs:
     """Read a run directory (and optionally its cohort and the sites' assessment folders) into :class:`RunInputs`.
 
     ``assessments`` are output folders of ``fedresponse assess`` (``visits.csv``, ``subjects.csv``); they are
-    used when the run directory itself holds no response tables.
+    used when the run directory itself holds no response tables. ``epsilon_budget`` is the per-site ε budget
+    of the run (``epsilon-budget`` of the Flower run config) for sites ``privacy.json`` gives none.
     """
     if not run.is_dir():
         raise EvaluationInputError(f"run directory {run} does not exist; pass the folder `fedresponse train` wrote")
@@ -112,6 +114,9 @@ def load_run(run: Path, cohort: Path | None = None, assessments: Sequence[Path] 
         ))
     cutoffs, source = _cutoffs(run)
     privacy = _privacy(run)
+    if privacy is not None and epsilon_budget is not None:
+        for values in privacy["sites"].values():
+            values.setdefault("budget", float(epsilon_budget))
     attributions = _read_optional_csv(sorted(run.rglob("attributions_full.csv")))
     inputs = RunInputs(run, sites, cutoffs, source, privacy=privacy, attributions=attributions)
     if cohort is not None:

@@ -19,6 +19,8 @@ def evaluate(
                                        "(CONSORT flow and reader agreement)."),
     assessment: list[Path] = typer.Option([], "--assessment", help="Output folder of `fedresponse assess` for a "
                                           "site (visits.csv, subjects.csv); repeat per site."),
+    epsilon_budget: float | None = typer.Option(None, "--epsilon-budget", help="Per-site ε budget of the run "
+                                                "(the Flower run config's epsilon-budget), drawn on the privacy bars."),
     keys: Path | None = typer.Option(None, "--keys", help="Key directory of `fedresponse keys init`: pool the site "
                                      "aggregates under CKKS (sites encrypt, the server adds with the public context)."),
 ) -> None:
@@ -30,7 +32,7 @@ def evaluate(
 
     console = Console()
     try:
-        inputs = load_run(run, cohort, assessment)
+        inputs = load_run(run, cohort, assessment, epsilon_budget)
         codec = _ckks_codec(keys) if keys is not None else None
         paths = write_evaluation(inputs, out, codec=codec)
     except (EvaluationError, PrivacyError) as exc:

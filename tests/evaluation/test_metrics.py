@@ -97,6 +97,12 @@ def test_privacy_block_reads_the_last_ledger_round(synthetic_run: dict[str, Path
     for site, rows in ledger.groupby("site"):
         assert inputs.privacy["sites"][site]["epsilon"] == rows.sort_values("round")["epsilon"].iloc[-1]
         assert inputs.privacy["sites"][site]["budget"] == 8.0
+    (synthetic_run["run"] / "privacy.json").rename(synthetic_run["run"] / "privacy.json.bak")
+    try:
+        assert load_run(synthetic_run["run"]).privacy["sites"]["S01"].get("budget") is None  # type: ignore[index]
+        assert load_run(synthetic_run["run"], epsilon_budget=6.0).privacy["sites"]["S01"]["budget"] == 6.0  # type: ignore[index]
+    finally:
+        (synthetic_run["run"] / "privacy.json.bak").rename(synthetic_run["run"] / "privacy.json")
 
 
 @pytest.mark.parametrize(
