@@ -133,3 +133,27 @@ def test_checkpoint_roundtrip_and_crash_leaves_previous(tmp_path: Path, contexts
     latest = load_latest(tmp_path)
     assert latest is not None and latest.round == 3
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".round")]
+
+
+def test_every_context_the_server_loads_is_public(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fl_server.app import ServerSettings, _keys
+    from privacy.exceptions import SecretKeyPresentError
+
+    loaded: list[ts.Context] = []
+    original = ts.context_from
+
+    def spy(data: bytes, *args: Any, **kwargs: Any) -> ts.Context:
+        ctx = original(data, *args, **kwargs)
+        loaded.append(ctx)
+        return ctx
+
+    monkeypatch.setattr(ts, "context_from", spy)
+    write_key_files(tmp_path / "keys")
+    ctx, info = _keys(ServerSettings(run_dir=tmp_path / "run", server_keys=tmp_path / "keys" / "server"))
+    assert info is not None and ctx is not None
+    assert loaded and all(not c.has_secret_key() for c in loaded)
+    # pointed at the sites' folder by mistake, the server refuses instead of holding the secret key
+    site = tmp_path / "keys" / "site"
+    (site / "public.ctx").write_bytes((site / "secret.ctx").read_bytes())
+    with pytest.raises(SecretKeyPresentError):
+        _keys(ServerSettings(run_dir=tmp_path / "run", server_keys=tmp_path / "keys" / "site"))
