@@ -42,7 +42,10 @@ TAG_FAMILY: dict[str, str] = {
 
 
 def family_of(tag: str) -> str:
-    """Family name of an IBSI tag (``"cm_joint_max_3D_avg"`` → ``"GLCM"``); ``"diagnostics"`` otherwise."""
+    """Family name of an IBSI tag (``"cm_joint_max_3D_avg"`` → ``"GLCM"``); processing diagnostics
+    (``..._img``, ``..._roi``, e.g. ``morph_mask_vox_count_init_roi``) → ``"diagnostics"``."""
+    if tag.endswith(("_img", "_roi")):
+        return "diagnostics"
     return TAG_FAMILY.get(tag.split("_", 1)[0], "diagnostics")
 
 
@@ -64,6 +67,37 @@ def crop_to_roi(pre: PreprocessedVoi, margin_mm: float = SPHERE_RADIUS_MM) -> Pr
         spacing=pre.spacing, settings=pre.settings)
 
 
+def compact(pre: PreprocessedVoi, margin_mm: float = 0.0) -> PreprocessedVoi:
+    """Gather every VOI's own bounding box (plus ``margin_mm``) into a smaller common box.
+
+    Sub-regions of a tumour share the tumour's grid but each fills only part of it; cutting each one to
+    its own box (padded to the batch's largest box) shrinks FFTs, sorts and meshes by the ratio of the
+    volumes. Each box contains the VOI's bounding box widened by the margin (clipped to the grid).
+    """
+    grid = pre.morph_mask.shape[1:]
+    device = pre.morph_mask.device
+    starts, sizes = [], []
+    for axis, spacing in enumerate(pre.spacing):
+        margin = math.ceil(margin_mm / spacing - 1e-9)
+        other = tuple(a for a in (1, 2, 3) if a != axis + 1)
+        hit = pre.morph_mask.any(dim=other)  # (B, n_axis)
+        idx = torch.arange(grid[axis], device=device)
+        low = torch.where(hit, idx, grid[axis]).amin(1)
+        high = torch.where(hit, idx, -1).amax(1)
+        low = (low - margin).clamp(min=0)
+        high = (high + margin).clamp(max=grid[axis] - 1)
+        size = int((high - low + 1).max())
+        starts.append(torch.minimum(low, torch.tensor(grid[axis] - size, device=device)))
+        sizes.append(size)
+    b = torch.arange(pre.morph_mask.shape[0], device=device).view(-1, 1, 1, 1)
+    z = (starts[0][:, None] + torch.arange(sizes[0], device=device)).view(-1, sizes[0], 1, 1)
+    y = (starts[1][:, None] + torch.arange(sizes[1], device=device)).view(-1, 1, sizes[1], 1)
+    x = (starts[2][:, None] + torch.arange(sizes[2], device=device)).view(-1, 1, 1, sizes[2])
+    return PreprocessedVoi(image=pre.image[b, z, y, x], morph_mask=pre.morph_mask[b, z, y, x],
+                           int_mask=pre.int_mask[b, z, y, x], levels=pre.levels[b, z, y, x], n_levels=pre.n_levels,
+                           spacing=pre.spacing, settings=pre.settings)
+
+
 def _texture(pre: PreprocessedVoi) -> dict[str, torch.Tensor]:
     """Texture families from :mod:`radiomics.texture` (helper B), if that module is present."""
     try:
@@ -72,9 +106,30 @@ def _texture(pre: PreprocessedVoi) -> dict[str, torch.Tensor]:
         log.warning("radiomics.texture.texture_features is not available; texture features skipped")
         return {}
     result: dict[str, torch.Tensor] = {}
-    for dims in pre.settings.texture_dims:
-        result.update(texture_features(pre.levels, pre.int_mask, pre.n_levels, dims=dims, spacing=pre.spacing))
+    voi_levels = voi_grey_levels(pre)
+    # N_g enters normalised texture features (e.g. cm_inv_diff_norm): VOIs with a different N_g (fixed bin size)
+    # are computed in separate calls so that a VOI's features never depend on its batch neighbours.
+    for n_g in torch.unique(voi_levels).tolist():
+        rows = torch.nonzero(voi_levels == n_g).flatten()
+        for dims in pre.settings.texture_dims:
+            part = texture_features(pre.levels[rows], pre.int_mask[rows], int(n_g), dims=dims, spacing=pre.spacing)
+            for tag, values in part.items():
+                if tag not in result:
+                    result[tag] = torch.full((pre.levels.shape[0],), torch.nan, dtype=torch.float64,
+                                             device=values.device)
+                result[tag][rows] = values.double()
     return result
+
+
+def voi_grey_levels(pre: PreprocessedVoi) -> torch.Tensor:
+    """``(B,)`` int64 number of grey levels ``N_g`` of each VOI.
+
+    Fixed bin number: the configured number of bins. Fixed bin size and no discretisation: the VOI's
+    highest grey level (bins start at the re-segmentation floor, so ``N_g`` is the top bin reached).
+    """
+    if pre.settings.discretisation == "fbn":
+        return torch.full((pre.levels.shape[0],), pre.n_levels, dtype=torch.int64, device=pre.levels.device)
+    return pre.levels.amax((1, 2, 3)).clamp(min=1)
 
 
 def features_from_preprocessed(pre: PreprocessedVoi, families: Iterable[str] = FAMILIES
@@ -85,18 +140,20 @@ def features_from_preprocessed(pre: PreprocessedVoi, families: Iterable[str] = F
     if unknown:
         raise ValueError(f"unknown feature families {sorted(unknown)}; choose from {FAMILIES}")
     out: dict[str, torch.Tensor] = {}
-    if "morph" in wanted:
-        out.update(morphology(pre.image, pre.morph_mask, pre.int_mask, pre.spacing))
     if "loc" in wanted:
-        out.update(local_intensity(pre.image, pre.int_mask, pre.spacing))
+        near = compact(pre, SPHERE_RADIUS_MM)  # the 1 cm³ sphere reaches beyond the ROI
+        out.update(local_intensity(near.image, near.int_mask, near.spacing))
+    tight = compact(pre)
+    if "morph" in wanted:
+        out.update(morphology(tight.image, tight.morph_mask, tight.int_mask, tight.spacing))
     if "stat" in wanted:
-        out.update(intensity_statistics(pre.image, pre.int_mask))
+        out.update(intensity_statistics(tight.image, tight.int_mask))
     if "ih" in wanted:
-        out.update(intensity_histogram(pre.levels, pre.int_mask, pre.n_levels))
+        out.update(intensity_histogram(tight.levels, tight.int_mask, tight.n_levels, voi_grey_levels(tight)))
     if "ivh" in wanted:
-        out.update(intensity_volume_histogram(pre.image, pre.int_mask, pre.settings))
+        out.update(intensity_volume_histogram(tight.image, tight.int_mask, tight.settings))
     if "texture" in wanted:
-        out.update(_texture(pre))
+        out.update(_texture(tight))
     return out
 
 

@@ -35,7 +35,8 @@ def grey_level_histogram(levels: torch.Tensor, mask: torch.Tensor, n_levels: int
     return counts[:, :n_levels]
 
 
-def intensity_histogram(levels: torch.Tensor, mask: torch.Tensor, n_levels: int) -> dict[str, torch.Tensor]:
+def intensity_histogram(levels: torch.Tensor, mask: torch.Tensor, n_levels: int,
+                        voi_levels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """IBSI intensity histogram features (``ih_*``, 23 features).
 
     Parameters
@@ -46,6 +47,9 @@ def intensity_histogram(levels: torch.Tensor, mask: torch.Tensor, n_levels: int)
         ``(B, Z, Y, X)`` bool intensity mask.
     n_levels : int
         Number of grey levels ``N_g`` (bins of the histogram, including empty ones).
+    voi_levels : Tensor, optional
+        ``(B,)`` int64 per-VOI ``N_g`` when it differs between VOIs (fixed bin size: each VOI's highest
+        level); the histogram gradient then ends at each VOI's own last bin. Default: ``n_levels`` for all.
 
     Returns
     -------
@@ -62,21 +66,26 @@ def intensity_histogram(levels: torch.Tensor, mask: torch.Tensor, n_levels: int)
     logp = torch.where(prob > 0, torch.log2(prob.clamp(min=1e-300)), torch.zeros_like(prob))
     out["ih_entropy"] = -(prob * logp).sum(1)
     out["ih_uniformity"] = (prob**2).sum(1)
-    grad = _histogram_gradient(hist)
-    out["ih_max_grad"] = grad.max(1).values
-    out["ih_max_grad_g"] = grey[grad.argmax(1)]
-    out["ih_min_grad"] = grad.min(1).values
-    out["ih_min_grad_g"] = grey[grad.argmin(1)]
+    if voi_levels is None:
+        voi_levels = torch.full((levels.shape[0],), n_levels, dtype=torch.int64, device=levels.device)
+    grad = _histogram_gradient(hist, voi_levels)
+    inside = torch.arange(n_levels, device=levels.device)[None, :] < voi_levels[:, None]
+    high = torch.where(inside, grad, -torch.inf)
+    low = torch.where(inside, grad, torch.inf)
+    out["ih_max_grad"] = high.max(1).values
+    out["ih_max_grad_g"] = grey[high.argmax(1)]
+    out["ih_min_grad"] = low.min(1).values
+    out["ih_min_grad_g"] = grey[low.argmin(1)]
     return out
 
 
-def _histogram_gradient(hist: torch.Tensor) -> torch.Tensor:
-    """``(B, N_g)`` histogram gradient: one-sided at the ends, central inside."""
+def _histogram_gradient(hist: torch.Tensor, voi_levels: torch.Tensor) -> torch.Tensor:
+    """``(B, N_g)`` histogram gradient: one-sided at the first and at each VOI's last bin, central inside."""
     if hist.shape[1] == 1:
         return torch.zeros_like(hist)
-    grad = torch.empty_like(hist)
+    padded = torch.nn.functional.pad(hist, (1, 1))
+    grad = (padded[:, 2:] - padded[:, :-2]) / 2.0
     grad[:, 0] = hist[:, 1] - hist[:, 0]
-    grad[:, -1] = hist[:, -1] - hist[:, -2]
-    if hist.shape[1] > 2:
-        grad[:, 1:-1] = (hist[:, 2:] - hist[:, :-2]) / 2.0
+    last = (voi_levels - 1).clamp(min=1, max=hist.shape[1] - 1)[:, None]
+    grad.scatter_(1, last, hist.gather(1, last) - hist.gather(1, last - 1))
     return grad
