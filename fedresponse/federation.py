@@ -156,3 +156,25 @@ def train_command(cohort: Path, keys: Path | None, out: Path, config_path: Path 
     console.print(table)
     console.print(f"run written to [cyan]{out}[/] (privacy_ledger.csv, rounds.jsonl, checkpoints/, sites/)")
     return 0
+
+
+def demo_stage(ctx: Any) -> dict[str, str]:
+    """Demo stage ``train(federated)``: a short simulated DP+HE run on the demo cohort's model inputs.
+
+    Needs the featurize stage's ``model_inputs.pt`` files under ``ctx.out``; writes ``ctx.out/keys`` and
+    ``ctx.out/federated`` and records ``federated_run`` in ``ctx.artifacts``.
+    """
+    from privacy.ckks import write_key_files
+
+    if not site_inputs(ctx.out):
+        raise FileNotFoundError(f"no model_inputs.pt under {ctx.out}: the featurize stage must run before "
+                                "the federated training stage.")
+    keys, run = ctx.out / "keys", ctx.out / "federated"
+    write_key_files(keys, overwrite=True)
+    reports = train_federated(ctx.out, keys, run, overrides={"num-server-rounds": 2, "local-epochs": 1,
+                                                             "seed": int(ctx.seed)})
+    ctx.artifacts["federated_run"] = run
+    last = reports[-1] if reports else None
+    summary = ", ".join(f"{r.site} ε={r.epsilon:.2f}" for r in last.ledger) if last else "no rounds"
+    return {"privacy ledger": str(run / "privacy_ledger.csv"), "rounds": str(run / "rounds.jsonl"),
+            "site metrics": str(run / "site_metrics.json"), f"after round {last.round if last else 0}": summary}
