@@ -118,6 +118,7 @@ def rasterise_seg(seg: Dataset, shape: tuple[int, int, int],
     threshold = 0.5 * float(seg.get("MaximumFractionalValue", 1)) if seg.get("SegmentationType") == "FRACTIONAL" else 0
     labels = np.zeros(shape, _label_dtype(len(ordered)))
     shared = seg.get("SharedFunctionalGroupsSequence", [Dataset()])[0]
+    _check_seg_spacing(seg, shared, affine_ras)
     for index, group in enumerate(seg.PerFrameFunctionalGroupsSequence):
         segment = int((group.get("SegmentIdentificationSequence") or
                        shared.SegmentIdentificationSequence)[0].ReferencedSegmentNumber)
@@ -132,6 +133,18 @@ def rasterise_seg(seg: Dataset, shape: tuple[int, int, int],
         target = labels[i0:i0 + ci, j0:j0 + cj, round(k)]
         target[plane[:ci, :cj]] = label_of[segment]
     return labels, {label_of[n]: name for n, name in ordered}
+
+
+def _check_seg_spacing(seg: Dataset, shared: Dataset, affine_ras: NDArray[np.float64]) -> None:
+    """SEG frames are placed pixel for pixel: their pixel spacing must be the CT's."""
+    groups = [g for g in (shared, *seg.PerFrameFunctionalGroupsSequence[:1]) if "PixelMeasuresSequence" in g]
+    if not groups:
+        return
+    row, col = (float(v) for v in groups[0].PixelMeasuresSequence[0].PixelSpacing)
+    ct_col, ct_row = np.linalg.norm(affine_ras[:3, :2], axis=0)  # column index i steps by column spacing
+    if not (np.isclose(row, ct_row, atol=1e-3) and np.isclose(col, ct_col, atol=1e-3)):
+        raise AnnotationError(f"SEG pixel spacing ({row:g}, {col:g}) mm differs from its CT's ({ct_row:g}, "
+                              f"{ct_col:g}) mm; resampling SEG frames is not supported - export the SEG on the CT grid")
 
 
 def seg_referenced_series(seg: Dataset) -> str:

@@ -23,7 +23,7 @@ from fl_client.ingest.discovery import FileRecord
 from fl_client.ingest.qc import Finding, air_finding, coverage_findings, geometry_findings, lesion_rows
 from fl_client.ingest.series import SeriesGeometry, load_volume, plan_series
 from fl_client.ingest.visits import label_studies, parse_da
-from fl_client.ingest.writer import write_json, write_nifti
+from fl_client.ingest.writer import BackgroundWriter, write_json, write_nifti
 
 log = logging.getLogger(__name__)
 _AXIAL_MIN_COS = 0.9
@@ -109,6 +109,14 @@ class SubjectContext:
     store: Path
     annotations: list[FileRecord]
     sidecars: dict[str, tuple[FileRecord, dict[str, Any]]]
+    writer: BackgroundWriter | None = None  # in-process runs overlap gzip with reading; None: write inline
+
+    def write_volume(self, path: Path, array: np.ndarray, affine: np.ndarray, description: str) -> None:
+        """Write a NIfTI volume, on the background writer when there is one."""
+        if self.writer is not None:
+            self.writer.submit(path, array, affine, description)
+        else:
+            write_nifti(path, array, affine, description)
 
 
 def build_subject(ct_records: list[FileRecord], ctx: SubjectContext) -> SubjectImages:
@@ -144,6 +152,8 @@ def _unreadable(series: _Series, visit: str, ctx: SubjectContext, result: Subjec
             result.outcomes[record.relpath] = FileOutcome("SKIPPED", reason, uid)
     result.findings.append(Finding(ctx.who.usubjid, visit, uid, "PIXEL_DATA", "REJECT", "", reason))
     result.visits = [v for v in result.visits if not (v["USUBJID"] == ctx.who.usubjid and v["VISIT"] == visit)]
+    if ctx.writer is not None:
+        ctx.writer.wait()  # a queued write of this visit must land before its folder is removed
     shutil.rmtree(ctx.store / "images" / ctx.who.usubjid / visit, ignore_errors=True)  # no orphan volume
 
 
@@ -190,12 +200,19 @@ def _record_outcomes(result: SubjectImages, series: _Series, role: str, reason: 
 
 
 def _annotation_for(series: _Series, ctx: SubjectContext) -> tuple[str, FileRecord | None, dict[str, Any] | None]:
+    """The annotation drawn on this series; an RTSTRUCT drawn on another series of the same study (e.g. the
+    5 mm reconstruction) also fits, its contours being in patient coordinates."""
+    fallback: FileRecord | None = None
     for record in ctx.annotations:
         dataset = pydicom.dcmread(record.path, stop_before_pixels=True)
         reference = (ann.referenced_series(dataset) if record.kind == "RTSTRUCT"
                      else ann.seg_referenced_series(dataset))
         if reference == series.uid or (not reference and record.study_uid == series.study_uid):
             return record.kind, record, None
+        if record.kind == "RTSTRUCT" and record.study_uid == series.study_uid:
+            fallback = record
+    if fallback is not None:
+        return fallback.kind, fallback, None
     if series.uid in ctx.sidecars:
         record, sidecar = ctx.sidecars[series.uid]
         return "NIFTI", record, sidecar
@@ -215,7 +232,7 @@ def _build_visit(series: _Series, visit: str, ady: int | None, ctx: SubjectConte
     result.slices += volume.shape[2]
     result.findings += air_finding(where, volume, ctx.protocol)
     folder = Path("images") / ctx.who.usubjid / visit
-    write_nifti(ctx.store / folder / "ct.nii.gz", volume, affine, f"fedresponse CT {ctx.who.usubjid} {visit}")
+    ctx.write_volume(ctx.store / folder / "ct.nii.gz", volume, affine, f"fedresponse CT {ctx.who.usubjid} {visit}")
     row: dict[str, Any] = {"USUBJID": ctx.who.usubjid, "VISIT": visit, "VISITNUM": _visitnum(visit, ctx.protocol),
                            "ADY": ady, "STUDY_DATE": shift_date(next(iter(series.records)).study_date,
                                                                 ctx.who.date_shift_days),
@@ -230,7 +247,7 @@ def _build_visit(series: _Series, visit: str, ady: int | None, ctx: SubjectConte
             result.outcomes[record.relpath] = FileOutcome("SKIPPED", f"annotation not placed: {exc}"[:300], uid)
             result.findings.append(Finding(*where, "ANNOTATION", "REJECT", kind, f"annotation not placed: {exc}"))
         else:
-            write_nifti(ctx.store / folder / "labels.nii.gz", labels, affine, f"fedresponse labels {visit}")
+            ctx.write_volume(ctx.store / folder / "labels.nii.gz", labels, affine, f"fedresponse labels {visit}")
             write_json(ctx.store / folder / "labels.json", {"labels": {str(k): v for k, v in names.items()},
                                                             "source": kind})
             row["LABEL_PATH"], row["LABELS_JSON"] = str(folder / "labels.nii.gz"), str(folder / "labels.json")

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from fl_client.ingest.sitetables import (
 from fl_client.ingest.store_tables import StoreTables, old_tables, pending_dir, recover, write_tables
 from fl_client.ingest.visits import parse_da
 from fl_client.ingest.workers import PARALLEL_FROM_FILES, Parallelism, ordered_map
+from fl_client.ingest.writer import BackgroundWriter
 from privacy.audit import AuditLog
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,8 @@ def _build_images(records: list[FileRecord], pseudonyms: dict[str, PatientPseudo
     if parallel.active(sum(len(ct) for ct, _ in jobs)) and len(jobs) > 1:
         results = ordered_map(_build_job, jobs, parallel.workers)
     else:
-        results = [_build_job(job) for job in jobs]
+        with BackgroundWriter() as writer:
+            results = [_build_job((ct, replace(ctx, writer=writer))) for ct, ctx in jobs]
     return {ctx.who.usubjid: result for (_, ctx), result in zip(jobs, results, strict=True)}
 
 

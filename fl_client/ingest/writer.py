@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,39 @@ def write_nifti(path: Path, array: NDArray[Any], affine: NDArray[np.float64], de
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
     write_bytes(path, gzip.compress(image.to_bytes(), compresslevel=1, mtime=0))
+
+
+class BackgroundWriter:
+    """Compress and write NIfTI volumes on a second thread while the next series is being read.
+
+    zlib releases the GIL, so on a 2-core site server gzip overlaps with DICOM parsing. At most one
+    volume is in flight (:meth:`submit` waits for the previous one), so memory stays bounded by two
+    series. Use as a context manager; leaving it waits for the last write and re-raises its error.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nifti-writer")
+        self._pending: Future[None] | None = None
+
+    def submit(self, path: Path, array: NDArray[Any], affine: NDArray[np.float64], description: str) -> None:
+        """Queue one :func:`write_nifti` after the previous one has finished."""
+        self.wait()
+        self._pending = self._pool.submit(write_nifti, path, array, affine, description)
+
+    def wait(self) -> None:
+        """Block until the queued write is on disk; re-raise its exception."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def read_parquet_or_empty(path: Path, columns: list[str]) -> pd.DataFrame:
