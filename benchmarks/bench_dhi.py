@@ -140,9 +140,14 @@ def _per_node_numpy(series: list[TimePointImage], spec: SubregionSpec) -> np.nda
 
 def speed(all_series: dict[str, list[TimePointImage]], device: str) -> None:
     spec = SubregionSpec()
-    items = list(all_series.values())
+    items = []
+    for uid, s in all_series.items():
+        try:
+            node_features(s, spec, device)
+            items.append(s)
+        except RadiomicsError as err:
+            print(f"  graphs: {uid} skipped ({err})")
     n_vois = sum(len(s) for s in items) * spec.n_nodes
-    node_features(items[0], spec, device)  # warm-up
     t = time.perf_counter()
     for s in items:
         node_features(s, spec, device)

@@ -44,8 +44,8 @@ import numpy.typing as npt
 import torch
 from torch_geometric.data import Data
 
-from radiomics.exceptions import GeometryMismatchError, NonCTIntensityError
-from radiomics.preprocess import CT_MAX_HU, CT_MIN_HU
+from radiomics.exceptions import GeometryMismatchError, MaskOutsideImageError, NonCTIntensityError
+from radiomics.preprocess import CT_MAX_HU, CT_MIN_HU, PADDING_HU
 from radiomics.subregions import (
     Partition,
     SubregionError,
@@ -210,8 +210,13 @@ def _check_ct(values: torch.Tensor, where: str) -> None:
 
 
 def _gather(
-    tp: TimePointImage, part: Partition, t: int, n_nodes: int, device: torch.device
+    tp: TimePointImage, part: Partition, t: int, spec: SubregionSpec, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """HU values and segment ids (t·V + node) of the partitioned voxels of one scan.
+
+    Peritumoral voxels at the scanner's padding value (outside the reconstructed field of view) are left
+    out of their ring; a tumour voxel there is an error (the mask lies outside the image).
+    """
     ct = _to_tensor(tp.ct, device)
     if tuple(ct.shape) != tuple(np.shape(tp.mask)) or ct.ndim != 3:
         raise GeometryMismatchError(
@@ -225,8 +230,17 @@ def _gather(
     crop_vals = ct[part.crop]
     sel = labels >= 0
     vals, lab = crop_vals[sel].double() if device.type == "cpu" else crop_vals[sel].float(), labels[sel]
+    padding = vals <= PADDING_HU
+    if bool(padding.any()):
+        tumour = lab < spec.n_shells * spec.n_sectors
+        if bool((padding & tumour).any()):
+            raise MaskOutsideImageError(
+                f"time point {t}: {int((padding & tumour).sum())} tumour voxels lie on the scanner's padding "
+                f"(≤ {PADDING_HU:g} HU), outside the reconstructed field of view; crop the mask to the image"
+            )
+        vals, lab = vals[~padding], lab[~padding]
     _check_ct(vals, f"time point {t}")
-    return vals, lab + t * n_nodes
+    return vals, lab + t * spec.n_nodes
 
 
 def node_features(
@@ -258,11 +272,11 @@ def node_features(
     frame = tumour_frame(series[0].mask, series[0].spacing, spec.frame)
     parts = [partition_tumour(tp.mask, tp.spacing, frame, spec) for tp in series]
     T, V = len(series), spec.n_nodes
-    gathered = [_gather(tp, part, t, V, device) for t, (tp, part) in enumerate(zip(series, parts, strict=True))]
+    gathered = [_gather(tp, part, t, spec, device) for t, (tp, part) in enumerate(zip(series, parts, strict=True))]
     vals = torch.cat([g[0] for g in gathered])
     seg = torch.cat([g[1] for g in gathered])
     stats = first_order_features(vals, seg, T * V).reshape(T, V, N_FIRST_ORDER)
-    counts = torch.as_tensor(np.stack([p.counts for p in parts]), device=device)
+    counts = torch.bincount(seg, minlength=T * V).reshape(T, V)  # after dropping padding voxels
     vox = torch.as_tensor([p.voxel_volume_mm3 for p in parts], device=device, dtype=torch.float32)
     t0_volume = parts[0].tumour_voxels * parts[0].voxel_volume_mm3
     ratio = counts.float() * vox[:, None] / t0_volume

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from fedresponse.demo import DemoContext
     from radiomics.graphs import TimePointImage
 
 log = logging.getLogger(__name__)
@@ -84,18 +85,20 @@ def _resolve_device(device: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
-def graphs(
-    store_dir: Path = typer.Argument(..., help="The site store (output of `fedresponse ingest`)."),
-    out: Path = typer.Option(..., "--out", help="Graph file to write (torch.save, read by radiomics.graphs)."),
-    device: str = typer.Option("auto", "--device", help="torch device: auto, cpu or cuda."),
-) -> None:
-    """Build every patient's sub-region graph over T0/T1/T2 and write them to one file."""
+def build_site_graphs(store_dir: Path, out: Path, device: str = "auto") -> tuple[int, list[tuple[str, str]]]:
+    """Write the sub-region graphs of every subject of a site store to ``out``.
+
+    Returns
+    -------
+    n_graphs : int
+    skipped : list of (USUBJID, reason)
+    """
     from fl_client.store import SiteStore
     from radiomics.exceptions import RadiomicsError
     from radiomics.graphs import build_patient_graph, save_graphs
     from radiomics.subregions import SubregionSpec
 
-    store, console, spec = SiteStore(store_dir), Console(), SubregionSpec()
+    store, spec = SiteStore(store_dir), SubregionSpec()
     built, skipped = [], []
     for usubjid in sorted(store.visits()["USUBJID"].unique()):
         lesion = choose_lesion(store, usubjid)
@@ -103,12 +106,69 @@ def graphs(
             skipped.append((usubjid, "no annotated lesion at T0"))
             continue
         try:
-            built.append(build_patient_graph(load_lesion_series(store, usubjid, lesion), usubjid, spec,
-                                             _resolve_device(device)))
+            series = load_lesion_series(store, usubjid, lesion)
+            built.append(build_patient_graph(series, usubjid, spec, _resolve_device(device)))
         except RadiomicsError as err:
             skipped.append((usubjid, str(err)))
     save_graphs(built, out, spec)
-    console.print(f"wrote {len(built)} sub-region graphs ({spec.n_nodes} nodes) to [cyan]{out}[/]")
+    return len(built), skipped
+
+
+def site_dhi(store_dir: Path, out: Path, seed: int = 0, device: str = "auto") -> tuple[int, list[tuple[str, str]]]:
+    """Write the DHI of every subject and interval of a site store to ``out`` (CSV, atomically).
+
+    Columns: ``USUBJID, LESIONID, FROM, TO, DAYS, ITH_FROM, ITH_TO, DELTA_ITH, JSD, DHI, STATUS``.
+    Returns the number of rows and the skipped subjects with the reason.
+    """
+    import os
+    import tempfile
+
+    import pandas as pd
+    import torch
+
+    from fl_client.store import SiteStore
+    from radiomics.dhi import dhi_intervals, habitat_states
+    from radiomics.exceptions import RadiomicsError
+
+    store, rows, skipped = SiteStore(store_dir), [], []
+    for usubjid in sorted(store.visits()["USUBJID"].unique()):
+        lesion = choose_lesion(store, usubjid)
+        if lesion is None:
+            skipped.append((usubjid, "no annotated lesion at T0"))
+            continue
+        gen = torch.Generator().manual_seed(patient_seed(seed, usubjid, "habitats"))
+        try:
+            series = load_lesion_series(store, usubjid, lesion)
+            states = habitat_states([(s.ct, s.mask, s.day) for s in series], gen, device=_resolve_device(device))
+        except RadiomicsError as err:
+            skipped.append((usubjid, str(err)))
+            continue
+        for iv in dhi_intervals(states):
+            rows.append({"USUBJID": usubjid, "LESIONID": lesion, "FROM": VISITS[iv.start], "TO": VISITS[iv.end],
+                         "DAYS": iv.days, "ITH_FROM": states[iv.start].ith, "ITH_TO": states[iv.end].ith,
+                         "DELTA_ITH": iv.delta_ith, "JSD": iv.jsd, "DHI": iv.dhi, "STATUS": iv.status})
+    columns = ["USUBJID", "LESIONID", "FROM", "TO", "DAYS", "ITH_FROM", "ITH_TO", "DELTA_ITH", "JSD", "DHI", "STATUS"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    os.close(fd)
+    try:
+        pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return len(rows), skipped
+
+
+def graphs(
+    store_dir: Path = typer.Argument(..., help="The site store (output of `fedresponse ingest`)."),
+    out: Path = typer.Option(..., "--out", help="Graph file to write (torch.save, read by radiomics.graphs)."),
+    device: str = typer.Option("auto", "--device", help="torch device: auto, cpu or cuda."),
+) -> None:
+    """Build every patient's sub-region graph over T0/T1/T2 and write them to one file."""
+    console = Console()
+    n, skipped = build_site_graphs(store_dir, out, device)
+    console.print(f"wrote {n} sub-region graphs to [cyan]{out}[/]")
     for usubjid, why in skipped:
         console.print(f"[yellow]skipped[/] {usubjid}: {why}")
 
@@ -120,42 +180,33 @@ def dhi(
     device: str = typer.Option("auto", "--device", help="torch device: auto, cpu or cuda."),
 ) -> None:
     """Dynamic Heterogeneity Index per patient and interval (docs/dhi.md)."""
-    import os
-    import tempfile
+    console = Console()
+    n, skipped = site_dhi(store_dir, out, seed, device)
+    console.print(f"wrote {n} DHI intervals to [cyan]{out}[/]")
+    for usubjid, why in skipped:
+        console.print(f"[yellow]skipped[/] {usubjid}: {why}")
 
-    import pandas as pd
-    import torch
 
-    from fl_client.store import SiteStore
-    from radiomics.dhi import dhi_intervals, habitat_states
-    from radiomics.exceptions import RadiomicsError
+def demo_stage(ctx: DemoContext) -> dict[str, str]:
+    """Demo stage ``subregion-graphs``: per site store, the graphs and the DHI table.
 
-    store, console, rows = SiteStore(store_dir), Console(), []
-    for usubjid in sorted(store.visits()["USUBJID"].unique()):
-        lesion = choose_lesion(store, usubjid)
-        if lesion is None:
-            continue
-        series = load_lesion_series(store, usubjid, lesion)
-        gen = torch.Generator().manual_seed(patient_seed(seed, usubjid, "habitats"))
-        try:
-            states = habitat_states([(s.ct, s.mask, s.day) for s in series], gen, device=_resolve_device(device))
-        except RadiomicsError as err:
-            console.print(f"[yellow]skipped[/] {usubjid}: {err}")
-            continue
-        for iv in dhi_intervals(states):
-            rows.append({"USUBJID": usubjid, "LESIONID": lesion, "FROM": VISITS[iv.start], "TO": VISITS[iv.end],
-                         "DAYS": iv.days, "ITH_FROM": states[iv.start].ith, "ITH_TO": states[iv.end].ith,
-                         "DELTA_ITH": iv.delta_ith, "JSD": iv.jsd, "DHI": iv.dhi, "STATUS": iv.status})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    try:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    console.print(f"wrote {len(rows)} DHI intervals to [cyan]{out}[/]")
+    Reads the ``store:<SITE>`` artifacts of the ingest stage; records ``graphs:<SITE>`` and ``dhi:<SITE>``.
+    """
+    produced: dict[str, str] = {}
+    stores = sorted((k.split(":", 1)[1], v) for k, v in ctx.artifacts.items() if k.startswith("store:"))
+    for site, store in stores:
+        graph_file = ctx.out / "radiomics" / site / "subregion_graphs.pt"
+        dhi_file = ctx.out / "radiomics" / site / "dhi.csv"
+        n_graphs, skipped = build_site_graphs(store, graph_file)
+        n_rows, _ = site_dhi(store, dhi_file, seed=ctx.seed)
+        ctx.console.print(f"{site}: {n_graphs} sub-region graphs, {n_rows} DHI intervals, {len(skipped)} skipped")
+        for usubjid, why in skipped:
+            ctx.console.print(f"  [yellow]skipped[/] {usubjid}: {why}")
+        ctx.artifacts[f"graphs:{site}"] = graph_file
+        ctx.artifacts[f"dhi:{site}"] = dhi_file
+        produced[f"sub-region graphs {site}"] = str(graph_file)
+        produced[f"DHI per interval {site}"] = str(dhi_file)
+    return produced
 
 
 def add_to(radiomics_app: typer.Typer) -> None:

@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 from torch_geometric.loader import DataLoader
 
-from radiomics.exceptions import EmptyMaskError, GeometryMismatchError, NonCTIntensityError
+from radiomics.exceptions import EmptyMaskError, GeometryMismatchError, MaskOutsideImageError, NonCTIntensityError
 from radiomics.graphs import (
     NODE_FEATURES,
     TimePointImage,
@@ -156,13 +156,20 @@ def _normalised(rng):
 
 def _raw_stored_values(rng):
     tp = lesion(8.0, 1, rng)
-    shifted = np.asarray(tp.ct) - 3000
+    shifted = np.asarray(tp.ct) + 5000  # e.g. unsigned stored values without the rescale intercept
     return [TimePointImage(shifted, tp.mask, tp.spacing, 1)], NonCTIntensityError, "outside plausible CT"
 
 
 def _shape_mismatch(rng):
     tp = lesion(8.0, 1, rng)
     return [TimePointImage(np.asarray(tp.ct)[:-1], tp.mask, tp.spacing, 1)], GeometryMismatchError, "differs from mask"
+
+
+def _tumour_on_padding(rng):
+    tp = lesion(8.0, 1, rng)
+    ct = np.asarray(tp.ct).copy()
+    ct[19] = -3024.0  # a slice of scanner padding through the lesion
+    return [TimePointImage(ct, tp.mask, tp.spacing, 1)], MaskOutsideImageError, "padding"
 
 
 def _empty_baseline(rng):
@@ -174,7 +181,8 @@ def _days_not_increasing(rng):
     return [lesion(8.0, 10, rng), lesion(8.0, 10, rng)], SubregionError, "must increase"
 
 
-BAD_INPUTS = [_normalised, _raw_stored_values, _shape_mismatch, _empty_baseline, _days_not_increasing]
+BAD_INPUTS = [_normalised, _raw_stored_values, _shape_mismatch, _tumour_on_padding, _empty_baseline,
+              _days_not_increasing]
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
@@ -182,6 +190,20 @@ def test_bad_input_is_reported(case):
     series, error, message = case(np.random.default_rng(0))
     with pytest.raises(error, match=message):
         build_patient_graph(series, "P")
+
+
+def test_padding_outside_the_field_of_view_is_left_out_of_the_rings():
+    rng = np.random.default_rng(8)
+    tp = lesion(8.0, 1, rng)
+    ct = np.asarray(tp.ct).copy()
+    ct[:, :, :12] = -3024.0  # the field of view ends ~3.5 mm from the lesion (x = 23.5 ± 8)
+    clean = build_patient_graph([tp], "P")
+    cut = build_patient_graph([TimePointImage(ct, tp.mask, tp.spacing, 1)], "P")
+    torch.testing.assert_close(cut.x[:, :24], clean.x[:, :24])  # tumour shells unchanged
+    ratio = NODE_FEATURES.index("node_volume_ratio_t0")
+    assert (cut.x[0, 24:, ratio] <= clean.x[0, 24:, ratio]).all()
+    assert (cut.x[0, 24:, ratio] < clean.x[0, 24:, ratio]).any()  # rings lost their padded voxels
+    assert cut.x[0, 24:, NODE_FEATURES.index("stat_p10")][cut.node_valid[0, 24:]].min() > -1100
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
