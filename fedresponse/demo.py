@@ -25,6 +25,7 @@ STAGES: list[tuple[str, str]] = [
     ("synth", "synth.demo_stage:run"),
     ("ingest", "fl_client.ingest.demo_stage:run"),
     ("assess", "evaluation.response.demo_stage:run"),
+    ("subregion-graphs", "fedresponse.commands.radiomics_graphs:demo_stage"),
     ("export-cdisc", "evaluation.cdisc.demo_stage:run"),
 ]
 
