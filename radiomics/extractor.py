@@ -112,7 +112,9 @@ def _texture(pre: PreprocessedVoi) -> dict[str, torch.Tensor]:
     for n_g in torch.unique(voi_levels).tolist():
         rows = torch.nonzero(voi_levels == n_g).flatten()
         for dims in pre.settings.texture_dims:
-            part = texture_features(pre.levels[rows], pre.int_mask[rows], int(n_g), dims=dims, spacing=pre.spacing)
+            # GLDZM distances run on the morphological mask: re-segmentation must not create inner borders.
+            part = texture_features(pre.levels[rows], pre.int_mask[rows], int(n_g), dims=dims, spacing=pre.spacing,
+                                    morph_mask=pre.morph_mask[rows])
             for tag, values in part.items():
                 if tag not in result:
                     result[tag] = torch.full((pre.levels.shape[0],), torch.nan, dtype=torch.float64,
