@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "models"))
 
 from evaluation.protocol import configs_dir  # noqa: E402
-from fl_client.centralized import PooledCohort, evaluate_modes  # noqa: E402
+from fl_client.centralized import PooledCohort, evaluate_modes, node_padding  # noqa: E402
 from fl_client.train import Standardizer, load_site_inputs, to_dataset, train_epoch  # noqa: E402
 from models.config import ModelSettings, build_model, load_model_config  # noqa: E402
 
@@ -64,7 +64,7 @@ def _step_times(cohort: PooledCohort, settings: ModelSettings, device: torch.dev
     from opacus import PrivacyEngine
 
     records = cohort.records[:n_patients]
-    data = to_dataset(records, "full", settings.model.v_max, Standardizer.fit(records, "full"))
+    data = to_dataset(records, "full", node_padding(records, settings), Standardizer.fit(records, "full"))
     torch.manual_seed(0)
     model: torch.nn.Module = build_model("fusion", 3, cohort.dims, settings.model).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.train.lr)

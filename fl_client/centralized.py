@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -80,6 +81,20 @@ class OutOfFold:
         self.pfs_event += [r.pfs_event for r in records]
 
 
+def node_padding(records: list[PatientRecord], settings: ModelSettings) -> int:
+    """Pad graphs to the largest one of the cohort (at most ``model.v_max``; padding costs compute)."""
+    return min(settings.model.v_max, max(int(r.graph.x.shape[1]) for r in records))
+
+
+def records_for(records: list[PatientRecord], mode: str) -> list[PatientRecord]:
+    """The records with a defined label in ``mode`` (full mode leaves out benefit decided by T2 or unknown)."""
+    kept = [r for r in records if math.isfinite(r.responder[mode])]
+    if len(kept) < len(records):
+        log.info("%s mode: %d of %d patients have no defined label and are left out", mode,
+                 len(records) - len(kept), len(records))
+    return kept
+
+
 def patient_folds(records: list[PatientRecord], mode: str, k: int, seed: int) -> Iterator[tuple[list[int], list[int]]]:
     """Stratified k-fold split by patient (labels of ``mode``)."""
     labels = np.array([r.responder[mode] for r in records])
@@ -116,12 +131,13 @@ def _neural_fold(
     settings: ModelSettings, device: torch.device, seed: int,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     scaler = Standardizer.fit(train, mode)
-    train_ds = to_dataset(train, mode, settings.model.v_max, scaler)
+    v_pad = node_padding(train + test, settings)
+    train_ds = to_dataset(train, mode, v_pad, scaler)
     torch.manual_seed(seed)  # parameter initialisation (entry-point style seeding, per fit)
     model = build_model(kind, MODE_TIMEPOINTS[mode], dims, settings.model)
     trained, _ = fit(model, train_ds, settings.train, device, torch.Generator().manual_seed(seed))
     cut = _cutoff([r.responder[mode] for r in train], predict(trained, train_ds, device)["response"])
-    out = predict(trained, to_dataset(test, mode, settings.model.v_max, scaler), device)
+    out = predict(trained, to_dataset(test, mode, v_pad, scaler), device)
     return out["response"], out["risk"], cut
 
 
@@ -189,17 +205,23 @@ def summarize(oof: OutOfFold) -> dict[str, Any]:
 
 
 def _site_predictions(
-    oof: dict[str, dict[str, OutOfFold]], records: list[PatientRecord]
+    oof: dict[str, dict[str, OutOfFold]], records: list[PatientRecord], extra: dict[str, dict[str, float]]
 ) -> dict[str, list[dict[str, Any]]]:
-    """Fusion out-of-fold rows per site, in the ``predictions.csv`` layout of :mod:`evaluation.metrics`."""
-    site_of = {r.usubjid: r.site for r in records}
+    """Fusion rows per site in the ``predictions.csv`` layout of :mod:`evaluation.metrics`.
+
+    SCORE is the out-of-fold probability, or — for a patient left out of a mode for want of a label —
+    the final model's (it never trained on that patient). LABEL is the primary (early) responder label
+    for both modes, as the evaluation stage expects one label per subject.
+    """
+    by_id = {r.usubjid: r for r in records}
     rows: dict[str, list[dict[str, Any]]] = {}
     for mode, results in oof.items():
-        fused = results["fusion"]
-        for i, usubjid in enumerate(fused.usubjid):
-            rows.setdefault(site_of[usubjid], []).append({
-                "USUBJID": usubjid, "MODE": mode, "SCORE": round(fused.score[i], 6), "LABEL": int(fused.label[i]),
-                "PFS_DAYS": fused.pfs_days[i], "PFS_EVENT": int(fused.pfs_event[i]),
+        scores = dict(zip(results["fusion"].usubjid, results["fusion"].score, strict=True)) | extra.get(mode, {})
+        for usubjid, score in scores.items():
+            r = by_id[usubjid]
+            rows.setdefault(r.site, []).append({
+                "USUBJID": usubjid, "MODE": mode, "SCORE": round(float(score), 6), "LABEL": int(r.responder["early"]),
+                "PFS_DAYS": r.pfs_days, "PFS_EVENT": int(r.pfs_event),
             })
     return rows
 
@@ -212,18 +234,22 @@ def evaluate_modes(
     seed: int,
     modes: tuple[str, ...] = ("early", "full"),
 ) -> tuple[dict[str, Any], dict[str, dict[str, OutOfFold]]]:
-    """Metrics per scheme, mode and model, and the patient-CV out-of-fold results (for predictions.csv)."""
+    """Metrics per scheme, mode and model, and the patient-CV out-of-fold results (for predictions.csv).
+
+    Each mode uses the records with a defined label in that mode; the leakage guard runs first.
+    """
     metrics: dict[str, Any] = {}
     cv_results: dict[str, dict[str, OutOfFold]] = {}
     n_sites = len({r.site for r in records})
     for mode in modes:
-        assert_no_label_leakage(records, mode)
-        folds = list(patient_folds(records, mode, settings.evaluation.cv_folds, seed))
-        cv_results[mode] = cross_fit(records, mode, folds, dims, settings, device, seed)
+        labelled = records_for(records, mode)
+        assert_no_label_leakage(labelled, mode)
+        folds = list(patient_folds(labelled, mode, settings.evaluation.cv_folds, seed))
+        cv_results[mode] = cross_fit(labelled, mode, folds, dims, settings, device, seed)
         metrics[mode] = {name: summarize(oof) for name, oof in cv_results[mode].items()}
         metrics[mode]["cutoff_fusion"] = float(np.median(cv_results[mode]["fusion"].cutoff))
         if settings.evaluation.leave_one_site_out and n_sites >= 2:
-            loso = cross_fit(records, mode, list(site_folds(records)), dims, settings, device, seed)
+            loso = cross_fit(labelled, mode, list(site_folds(labelled)), dims, settings, device, seed)
             metrics.setdefault("leave_one_site_out", {})[mode] = {name: summarize(o) for name, o in loso.items()}
     return metrics, cv_results
 
@@ -250,17 +276,19 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def _final_model(
     cohort: PooledCohort, mode: str, settings: ModelSettings, device: torch.device, seed: int, out: Path
-) -> None:
-    """Fusion trained on every patient: checkpoint (with its resolved config) and per-site attributions."""
-    records = cohort.records
+) -> dict[str, float]:
+    """Fusion trained on every labelled patient: checkpoint (with its resolved config), per-site
+    attributions, and the scores of the patients without a label in this mode (USUBJID → probability)."""
+    records = records_for(cohort.records, mode)
     scaler = Standardizer.fit(records, mode)
-    dataset = to_dataset(records, mode, settings.model.v_max, scaler)
+    v_pad = node_padding(cohort.records, settings)
+    dataset = to_dataset(records, mode, v_pad, scaler)
     torch.manual_seed(seed)
     model = build_model("fusion", MODE_TIMEPOINTS[mode], cohort.dims, settings.model)
     trained, losses = fit(model, dataset, settings.train, device, torch.Generator().manual_seed(seed))
     (out / "checkpoints").mkdir(exist_ok=True)
     torch.save({"state_dict": trained.state_dict(), "mode": mode, "config": settings.model_dump(mode="json"),
-                "dims": asdict(cohort.dims), "scaler": asdict(scaler), "losses": losses},
+                "dims": asdict(cohort.dims), "v_pad": v_pad, "scaler": asdict(scaler), "losses": losses},
                out / "checkpoints" / f"fusion_{mode}.pt")
     attributions = integrated_gradients(trained, dataset, device)
     valid = dataset.tensors[2].numpy() > 0
@@ -274,6 +302,11 @@ def _final_model(
         _write_csv(site_dir / f"attributions_{mode}.csv", rows)
         np.savez_compressed(site_dir / f"attributions_{mode}.npz", nodes=part.nodes, usubjid=np.array(ids))
         plot_node_maps(part, ids, site_dir / f"attributions_{mode}.png")
+    unlabelled = [r for r in cohort.records if not math.isfinite(r.responder[mode])]
+    if not unlabelled:
+        return {}
+    scores = predict(trained, to_dataset(unlabelled, mode, v_pad, scaler), device)["response"]
+    return {r.usubjid: float(p) for r, p in zip(unlabelled, scores, strict=True)}
 
 
 def run_centralized(
@@ -293,10 +326,9 @@ def run_centralized(
     try:
         start = time.perf_counter()
         metrics, cv_results = evaluate_modes(cohort.records, cohort.dims, settings, device, seed)
-        for site, rows in _site_predictions(cv_results, cohort.records).items():
+        extra = {mode: _final_model(cohort, mode, settings, device, seed, tmp) for mode in cv_results}
+        for site, rows in _site_predictions(cv_results, cohort.records, extra).items():
             _write_csv(tmp / "sites" / site / "predictions.csv", rows)
-        for mode in cv_results:
-            _final_model(cohort, mode, settings, device, seed, tmp)
         metrics.update(
             oracle_auc=oracle_auc, evaluation="patient-level stratified CV (leave_one_site_out: by site)",
             n_patients=len(cohort.records), sites=sorted({r.site for r in cohort.records}),

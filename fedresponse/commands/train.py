@@ -43,16 +43,58 @@ def _oracle_auc(cohort: Path) -> float | None:
     return None if value is None else float(value)
 
 
-def _pooled(cohort: Path) -> PooledCohort:
+def featurize_store(
+    store_dir: Path, out: Path | None = None, device: str = "auto", seed: int = 0, graphs_file: Path | None = None,
+    dhi_file: Path | None = None, durable_day: int = 183,
+) -> Path:
+    """Write a site store's ``model_inputs.pt`` (default ``STORE/model_inputs.pt``).
+
+    Uses the store's assessment (``STORE/assessment/reference.csv``, ``visits.csv``; `fedresponse assess`)
+    and the sub-region graphs and DHI table (default ``STORE/radiomics/``; built here when absent).
+    """
+    import pandas as pd
+
+    from fedresponse.commands.radiomics_graphs import build_site_graphs, site_dhi
+    from fl_client.featurize import site_inputs
+    from fl_client.store import SiteStore
+    from fl_client.train import save_site_inputs
+    from models.exceptions import ModelInputError
+    from radiomics.graphs import load_graphs
+
+    assessment = store_dir / "assessment"
+    if not (assessment / "reference.csv").exists():
+        raise ModelInputError(
+            f"{store_dir} has no assessment/reference.csv; run `fedresponse assess {store_dir}` first"
+        )
+    graphs_file = graphs_file or store_dir / "radiomics" / "subregion_graphs.pt"
+    dhi_file = dhi_file or store_dir / "radiomics" / "dhi.csv"
+    if not graphs_file.exists():
+        build_site_graphs(store_dir, graphs_file, device)
+    if not dhi_file.exists():
+        site_dhi(store_dir, dhi_file, seed=seed, device=device)
+    read = {"keep_default_na": False, "na_values": [""]}
+    store = SiteStore(store_dir)
+    inputs = site_inputs(store.site, load_graphs(graphs_file), store.crf(), pd.read_csv(assessment / "reference.csv",
+                         **read), pd.read_csv(assessment / "visits.csv", **read), pd.read_csv(dhi_file), durable_day)
+    out = out or store_dir / "model_inputs.pt"
+    save_site_inputs(inputs, out)
+    log.info("site %s: model inputs of %d patients written to %s", store.site, len(inputs.records), out)
+    return out
+
+
+def _pooled(cohort: Path, device: str = "auto", seed: int = 0, durable_day: int = 183) -> PooledCohort:
     from fl_client.centralized import PooledCohort
     from fl_client.train import load_site_inputs
     from models.exceptions import ModelInputError
 
     paths = sorted(cohort.rglob("model_inputs.pt"))
+    if not paths:  # featurize every assessed site store found under the folder
+        stores = sorted(p.parent for p in cohort.rglob("store.json") if (p.parent / "assessment").is_dir())
+        paths = [featurize_store(s, device=device, seed=seed, durable_day=durable_day) for s in stores]
     if not paths:
         raise ModelInputError(
-            f"no model_inputs.pt under {cohort}; featurize each site first (ingest → assess → radiomics), "
-            "see docs/models.md"
+            f"no model_inputs.pt and no assessed site store under {cohort}; run ingest and assess for each site "
+            "first, see docs/models.md"
         )
     sites = [load_site_inputs(p) for p in paths]
     first = sites[0]
@@ -114,7 +156,7 @@ def train(
         settings = load_model_config(config or configs_dir() / "model.yaml")
         if epochs is not None:
             settings = settings.model_copy(update={"train": settings.train.model_copy(update={"epochs": epochs})})
-        pooled = _pooled(cohort)
+        pooled = _pooled(cohort, device, seed, settings.evaluation.durable_benefit_day)
         metrics = run_centralized(pooled, out, settings, _device(device), seed, _oracle_auc(cohort))
     except (ModelInputError, ModelConfigError, FileExistsError) as exc:
         console.print(f"[bold red]train failed:[/] {exc}")
