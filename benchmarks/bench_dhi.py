@@ -34,8 +34,8 @@ from fedresponse.commands.radiomics_graphs import VISITS, choose_lesion, load_le
 from fl_client.store import SiteStore  # noqa: E402
 from radiomics.dhi import dhi_intervals, habitat_states, icc  # noqa: E402
 from radiomics.exceptions import RadiomicsError  # noqa: E402
-from radiomics.graphs import TimePointImage, node_features  # noqa: E402
-from radiomics.subregions import SubregionSpec, partition_tumour, tumour_frame  # noqa: E402
+from radiomics.graphs import TimePointImage, first_order_features, node_features  # noqa: E402
+from radiomics.subregions import Partition, SubregionSpec, partition_tumour, tumour_frame  # noqa: E402
 
 FACE = ndimage.generate_binary_structure(3, 1)
 
@@ -69,9 +69,9 @@ def perturb(series: list[TimePointImage], kind: str, rng: np.random.Generator) -
 CONDITIONS = ("original", "erode", "dilate", "jitter-a", "jitter-b", "noise-a", "noise-b")
 
 
-def dhi_rows(usubjid: str, series: list[TimePointImage], seed: int) -> list[dict[str, object]]:
+def dhi_rows(usubjid: str, series: list[TimePointImage], seed: int, conditions: list[str]) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-    for cond in CONDITIONS:
+    for cond in conditions:
         rng = np.random.default_rng(patient_seed(seed, usubjid, cond))
         gen = torch.Generator().manual_seed(patient_seed(seed, usubjid, "habitats"))
         pert = perturb(series, cond, rng)
@@ -120,13 +120,16 @@ def association(df: pd.DataFrame, truth: Path) -> None:
             print(f"  responder vs not: AUC = {auc:.3f} (n = {len(yes)} + {len(no)}), Mann–Whitney p = {u.pvalue:.3f}")
 
 
-def _per_node_numpy(series: list[TimePointImage], spec: SubregionSpec) -> np.ndarray:
-    """Baseline: the same first-order statistics, one node at a time with numpy/scipy."""
+def _partitions(series: list[TimePointImage], spec: SubregionSpec) -> list[Partition]:
     frame = tumour_frame(series[0].mask, series[0].spacing, spec.frame)
+    return [partition_tumour(tp.mask, tp.spacing, frame, spec) for tp in series]
+
+
+def _per_node_numpy(series: list[TimePointImage], parts: list[Partition], spec: SubregionSpec) -> np.ndarray:
+    """Baseline: the same first-order statistics, one node at a time with numpy/scipy."""
     out = []
-    for tp in series:
-        part = partition_tumour(tp.mask, tp.spacing, frame, spec)
-        crop = np.asarray(tp.ct)[part.crop] if not part.vanished else np.zeros((0,))
+    for tp, part in zip(series, parts, strict=True):
+        crop = np.asarray(tp.ct)[part.crop]
         for v in range(spec.n_nodes):
             vals = crop[part.labels == v] if not part.vanished else np.zeros(0)
             if vals.size == 0:
@@ -136,6 +139,19 @@ def _per_node_numpy(series: list[TimePointImage], spec: SubregionSpec) -> np.nda
             out.append(np.array([vals.mean(), p50, p10, p90, p75 - p25, stats.skew(vals), stats.kurtosis(vals),
                                  np.abs(vals - vals.mean()).mean()]))
     return np.stack(out)
+
+
+def _batched_first_order(series: list[TimePointImage], parts: list[Partition], spec: SubregionSpec,
+                         device: str) -> torch.Tensor:
+    vals, segs = [], []
+    for t, (tp, part) in enumerate(zip(series, parts, strict=True)):
+        if part.vanished:
+            continue
+        lab = torch.as_tensor(part.labels, device=device)
+        crop = torch.as_tensor(np.asarray(tp.ct)[part.crop], device=device)
+        vals.append(crop[lab >= 0].double())
+        segs.append(lab[lab >= 0] + t * spec.n_nodes)
+    return first_order_features(torch.cat(vals), torch.cat(segs), len(series) * spec.n_nodes)
 
 
 def speed(all_series: dict[str, list[TimePointImage]], device: str) -> None:
@@ -149,22 +165,32 @@ def speed(all_series: dict[str, list[TimePointImage]], device: str) -> None:
             print(f"  graphs: {uid} skipped ({err})")
     n_vois = sum(len(s) for s in items) * spec.n_nodes
     t = time.perf_counter()
-    for s in items:
-        node_features(s, spec, device)
-    batched = time.perf_counter() - t
+    parts = [_partitions(s, spec) for s in items]
+    t_part = time.perf_counter() - t
+    t = time.perf_counter()
+    for s, p in zip(items, parts, strict=True):
+        _batched_first_order(s, p, spec, device)
+    t_batched = time.perf_counter() - t
+    t = time.perf_counter()
+    for s, p in zip(items, parts, strict=True):
+        _per_node_numpy(s, p, spec)
+    t_loop = time.perf_counter() - t
     t = time.perf_counter()
     for s in items:
-        _per_node_numpy(s, spec)
-    loop = time.perf_counter() - t
+        node_features(s, spec, device)
+    t_full = time.perf_counter() - t
     t = time.perf_counter()
     for uid, s in all_series.items():
         habitat_states([(x.ct, x.mask, x.day) for x in s], torch.Generator().manual_seed(patient_seed(0, uid, "h")))
     dhi_time = time.perf_counter() - t
-    print(f"\nSpeed on {device} ({torch.get_num_threads()} torch thread(s), {os.cpu_count()} CPUs):")
-    print(f"  sub-region graphs: {len(items)} patients, {n_vois} node VOIs (incl. partition) in {batched:.2f} s "
-          f"= {n_vois / batched:.0f} VOIs/s; per-node numpy loop {loop:.2f} s = {n_vois / loop:.0f} VOIs/s; "
-          f"ratio {loop / batched:.1f}x")
-    print(f"  habitats + ITH: {dhi_time / len(items):.2f} s per patient (3 time points)")
+    print(f"\nSpeed on {device} ({torch.get_num_threads()} torch thread(s), {os.cpu_count()} CPUs), "
+          f"{len(items)} patients, {n_vois} node VOIs:")
+    print(f"  partition (EDT, sectors): {t_part:.2f} s = {n_vois / t_part:.0f} VOIs/s")
+    print(f"  first-order, batched torch: {t_batched:.2f} s = {n_vois / t_batched:.0f} VOIs/s; per-node numpy/scipy "
+          f"loop: {t_loop:.2f} s = {n_vois / t_loop:.0f} VOIs/s; ratio {t_loop / t_batched:.1f}x")
+    print(f"  full node features (partition + first-order + 3 GLCM): {t_full:.2f} s = {n_vois / t_full:.0f} VOIs/s, "
+          f"{t_full / len(items):.2f} s per patient")
+    print(f"  habitats + ITH: {dhi_time / len(all_series):.2f} s per patient (3 time points)")
 
 
 def make_cohort(workdir: Path, patients_per_site: int, preset: str, seed: int) -> tuple[list[Path], Path]:
@@ -191,6 +217,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", type=Path, help="write the per-condition DHI rows as CSV")
+    ap.add_argument("--conditions", nargs="*", default=list(CONDITIONS), choices=list(CONDITIONS),
+                    help="perturbations to run (only 'original' for a quick association on a larger cohort)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench_dhi_") as tmp:
@@ -207,12 +235,13 @@ def main() -> None:
                     all_series[uid] = load_lesion_series(store, uid, lesion)
         print(f"{len(all_series)} patients from {len(stores)} site stores")
         t = time.perf_counter()
-        rows = [r for uid, s in all_series.items() for r in dhi_rows(uid, s, args.seed)]
-        print(f"DHI under {len(CONDITIONS)} conditions in {time.perf_counter() - t:.1f} s")
+        rows = [r for uid, s in all_series.items() for r in dhi_rows(uid, s, args.seed, args.conditions)]
+        print(f"DHI under {len(args.conditions)} conditions in {time.perf_counter() - t:.1f} s")
         df = pd.DataFrame(rows)
         if args.out:
             df.to_csv(args.out, index=False)
-        icc_table(df)
+        if len(args.conditions) > 1:
+            icc_table(df)
         if cohort is not None and (cohort / "truth" / "subjects.csv").exists():
             association(df, cohort / "truth" / "subjects.csv")
         speed(all_series, args.device)

@@ -51,13 +51,26 @@ def test_first_order_features_match_numpy_and_scipy():
     segment = np.repeat(np.arange(len(sizes)), sizes)
     perm = rng.permutation(values.size)  # voxel order must not matter
     got = first_order_features(torch.as_tensor(values[perm]), torch.as_tensor(segment[perm]), len(sizes)).numpy()
-    assert got.shape == (len(sizes), len(NODE_FEATURES) - 2)
+    assert got.shape == (len(sizes), 10)
     for s, n in enumerate(sizes):
         if n == 0:
             assert (got[s] == 0).all()
             continue
         expected = np.nan_to_num(reference_stats(values[segment == s]))  # scipy: nan skew for n = 1
         np.testing.assert_allclose(got[s], expected, rtol=2e-5, atol=1e-3, err_msg=f"segment of {n} voxels")
+
+
+def test_texture_columns():
+    rng = np.random.default_rng(6)
+    tp = lesion(8.0, 1, rng)
+    ct = np.where(tp.mask, 40.0, np.asarray(tp.ct)).astype(np.float32)  # flat tumour, noisy lung around it
+    g = build_patient_graph([TimePointImage(ct, tp.mask, tp.spacing, 1)], "P")
+    entr, contrast, idn = (NODE_FEATURES.index(n) for n in ("cm_joint_entr", "cm_contrast", "cm_inv_diff_norm"))
+    shells, rings = slice(0, 24), slice(24, 48)
+    assert (g.x[0, shells, entr] == 0).all() and (g.x[0, shells, contrast] == 0).all()
+    torch.testing.assert_close(g.x[0, shells, idn], torch.ones(24))
+    assert (g.x[0, rings, contrast] > 0).all() and (g.x[0, rings, entr] > 1).all()
+    assert (g.x[0, rings, idn] < 1).all()
 
 
 def test_constant_segment_has_zero_shape_statistics():
