@@ -6,7 +6,7 @@ run state such as the resolved settings and the layout) and ``global.bin`` (the 
 concatenated; offsets in the JSON). The folder is written under a temporary name and renamed into
 place, and ``RUN/checkpoints/LATEST`` (the round number) is replaced atomically afterwards, so a
 crash at any moment leaves either the previous or the new checkpoint, never half of one. The sites
-hold the decrypted model; the server never needs it to resume.
+hold the model in the clear; the server never needs it to resume.
 """
 
 from __future__ import annotations

@@ -87,6 +87,7 @@ def test_decrypted_aggregate_equals_plaintext_fedavg(tmp_path: Path, keys: tuple
     assert all(np.linalg.norm(trained[s] - expected) > 1e-3 for s in SITES)
 
 
+@pytest.mark.slow
 def test_dp_he_rounds_keep_ledger_and_audit(tmp_path: Path, keys: tuple[SiteKeys, Any]) -> None:
     site_keys, public = keys
     settings = ClientSettings(mode="dp-he", local_epochs=1, batch_size=8, noise_multiplier=1.1, epsilon_budget=50.0,
