@@ -16,6 +16,7 @@ from synth.population import (
 
 PRE_PROGRESSION_DEATH_RATE = 0.0004  # per day
 POST_PROGRESSION_SURVIVAL_MEAN = 270.0  # days
+CONFIRMATION_INTERVAL = 42  # days from an iUPD to its confirmation scan (iRECIST window: 28-56)
 
 
 def _progression_flags(patient: Patient) -> list[bool]:
@@ -47,7 +48,7 @@ def _true_progression_visit(flags: list[bool], patient: Patient) -> int | None:
 
 def follow_up(rng: np.random.Generator, patient: Patient, cutoff_day: int) -> None:
     """Add FU visits every 9 weeks after T2, then settle PFS and OS truth for the patient."""
-    potential = int(rng.uniform(300, cutoff_day))
+    potential = int(rng.uniform(150, cutoff_day))  # staggered entry before the data cut-off
     if rng.random() < 0.05:
         potential = int(rng.uniform(120, potential))  # lost to follow-up
     death_pre = int(rng.exponential(1.0 / PRE_PROGRESSION_DEATH_RATE))
@@ -58,8 +59,11 @@ def follow_up(rng: np.random.Generator, patient: Patient, cutoff_day: int) -> No
         flags = _progression_flags(patient)
         pd_index = _true_progression_visit(flags, patient)
         confirmed_done = pd_index is not None and pd_index < len(patient.visits) - 1
-        next_day = day + FOLLOW_UP_INTERVAL + int(rng.integers(-5, 6))
-        if confirmed_done or next_day > min(potential, death_pre) or (pd_index is not None and fu >= 1):
+        # After a progressing scan the protocol books a confirmation scan 4-8 weeks later (iRECIST);
+        # otherwise the routine 9-weekly assessment.
+        interval = CONFIRMATION_INTERVAL if flags[-1] else FOLLOW_UP_INTERVAL
+        next_day = day + interval + int(rng.integers(-5, 6))
+        if confirmed_done or next_day > min(potential, death_pre):
             break
         fu += 1
         day = next_day
