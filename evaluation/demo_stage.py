@@ -33,7 +33,10 @@ def run(ctx: DemoContext) -> dict[str, str]:
     from evaluation.report_browser import chromium_path, render_report
 
     assessments = [ctx.artifacts[k] for k in sorted(ctx.artifacts) if k.startswith("assessment:")]
-    inputs = load_run(find_run(ctx.artifacts), ctx.cohort if ctx.cohort.is_dir() else None, assessments)
+    dhi = [ctx.artifacts[k] for k in sorted(ctx.artifacts) if k.startswith("dhi:")]
+    dhi += sorted((ctx.out / "radiomics").glob("*/dhi.csv")) if not dhi else []
+    inputs = load_run(find_run(ctx.artifacts), ctx.cohort if ctx.cohort.is_dir() else None, assessments,
+                      dhi_tables=[p for p in dhi if p.exists()])
     codec = None
     if "keys" in ctx.artifacts:
         from fedresponse.commands.evaluate import _ckks_codec

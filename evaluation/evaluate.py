@@ -87,12 +87,13 @@ def _privacy(run: Path) -> dict[str, Any] | None:
 
 
 def load_run(run: Path, cohort: Path | None = None, assessments: Sequence[Path] = (),
-             epsilon_budget: float | None = None) -> RunInputs:
+             epsilon_budget: float | None = None, dhi_tables: Sequence[Path] = ()) -> RunInputs:
     """Read a run directory (and optionally its cohort and the sites' assessment folders) into :class:`RunInputs`.
 
     ``assessments`` are output folders of ``fedresponse assess`` (``visits.csv``, ``subjects.csv``); they are
     used when the run directory itself holds no response tables. ``epsilon_budget`` is the per-site ε budget
     of the run (``epsilon-budget`` of the Flower run config) for sites ``privacy.json`` gives none.
+    ``dhi_tables`` are the sites' ``fedresponse radiomics dhi`` outputs, used when predictions carry no DHI.
     """
     if not run.is_dir():
         raise EvaluationInputError(f"run directory {run} does not exist; pass the folder `fedresponse train` wrote")
@@ -100,6 +101,8 @@ def load_run(run: Path, cohort: Path | None = None, assessments: Sequence[Path] 
     if not pred_paths:
         raise EvaluationInputError(f"no predictions.csv under {run}; each site writes one during training/inference")
     predictions = pd.concat([read_predictions(p) for p in pred_paths], ignore_index=True)
+    if "DHI" not in predictions.columns and dhi_tables:
+        predictions = predictions.merge(patient_dhi(dhi_tables), on="USUBJID", how="left")
     folders = [run, *assessments]
     subjects = _read_optional_csv(_final_tables(folders, "subjects.csv"))
     visits = _read_optional_csv(_final_tables(folders, "visits.csv"))
@@ -122,6 +125,22 @@ def load_run(run: Path, cohort: Path | None = None, assessments: Sequence[Path] 
     if cohort is not None:
         _add_cohort(inputs, cohort)
     return inputs
+
+
+def patient_dhi(tables: Sequence[Path]) -> pd.DataFrame:
+    """One DHI per patient (``USUBJID, DHI``): the mean over lesions and intervals of the rows with a value.
+
+    Reads ``radiomics dhi`` tables (``USUBJID, LESIONID, FROM, TO, DAYS, ..., DHI, STATUS``; docs/dhi.md).
+    """
+    frames = []
+    for path in tables:
+        frame = pd.read_csv(path)
+        if not {"USUBJID", "DHI"} <= set(frame.columns):
+            raise EvaluationInputError(f"{path} lacks USUBJID/DHI columns; pass the output of `radiomics dhi`")
+        frames.append(frame[["USUBJID", "DHI"]])
+    table = pd.concat(frames, ignore_index=True)
+    table["DHI"] = pd.to_numeric(table["DHI"], errors="coerce")
+    return table.dropna().groupby("USUBJID", as_index=False)["DHI"].mean()
 
 
 def _site_dirs(cohort: Path) -> list[Path]:

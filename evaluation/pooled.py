@@ -57,7 +57,7 @@ class AggregateLayout:
 
     score_bins: int = 200
     pfs_grid_days: tuple[float, ...] = field(default_factory=lambda: tuple(float(d) for d in range(0, 763, 7)))
-    dhi_range: tuple[float, float] = (-5.0, 5.0)
+    dhi_range: tuple[float, float] = (0.0, 2.0)
     dhi_bins: int = 200
 
     def blocks(self) -> list[tuple[str, int]]:

@@ -21,6 +21,8 @@ def evaluate(
                                           "site (visits.csv, subjects.csv); repeat per site."),
     epsilon_budget: float | None = typer.Option(None, "--epsilon-budget", help="Per-site ε budget of the run "
                                                 "(the Flower run config's epsilon-budget), drawn on the privacy bars."),
+    dhi: list[Path] = typer.Option([], "--dhi", help="A site's `radiomics dhi` table (one DHI per patient = mean "
+                                   "over lesions and intervals); repeat per site."),
     keys: Path | None = typer.Option(None, "--keys", help="Key directory of `fedresponse keys init`: pool the site "
                                      "aggregates under CKKS (sites encrypt, the server adds with the public context)."),
 ) -> None:
@@ -32,7 +34,7 @@ def evaluate(
 
     console = Console()
     try:
-        inputs = load_run(run, cohort, assessment, epsilon_budget)
+        inputs = load_run(run, cohort, assessment, epsilon_budget, dhi)
         codec = _ckks_codec(keys) if keys is not None else None
         paths = write_evaluation(inputs, out, codec=codec)
     except (EvaluationError, PrivacyError) as exc:

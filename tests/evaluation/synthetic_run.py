@@ -107,7 +107,7 @@ def make_run(root: Path, seed: int = 0, n_sites: int = 2, n_per_site: int = 20, 
             )
         frame = pd.concat(preds, ignore_index=True)
         if dhi:
-            frame["DHI"] = np.tile(np.round(rng.normal(0, 1, n_per_site) + 0.9 * y, 4), 2)
+            frame["DHI"] = np.tile(np.round(np.abs(rng.normal(0.4, 0.25, n_per_site)) + 0.3 * y, 4), 2)
         folder = run / "sites" / site
         folder.mkdir(parents=True)
         frame.to_csv(folder / "predictions.csv", index=False)

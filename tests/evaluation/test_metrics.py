@@ -147,3 +147,31 @@ def test_cli_reports_bad_run_and_bad_keys_without_traceback(synthetic_run: dict[
                                    "--keys", str(tmp_path / "keys")])
     assert bad.exit_code == 2 and "evaluate failed" in bad.output
     assert not (tmp_path / "o").exists()
+
+
+def test_dhi_tables_are_averaged_per_patient_and_joined(tmp_path: Path) -> None:
+    from evaluation.evaluate import patient_dhi
+    from evaluation.metrics import site_metrics
+
+    rng = np.random.default_rng(2)
+    ids = [f"FEDRESP-S01-{i:04d}" for i in range(1, 13)]
+    y = np.array([0, 1] * 6)
+    rows = [{"USUBJID": u, "LESIONID": les, "FROM": a, "TO": b, "DHI": float(rng.uniform(0, 1) + 0.3 * label),
+             "STATUS": "ok"} for u, label in zip(ids, y, strict=True) for les in ("L01", "L02")
+            for a, b in (("T0", "T1"), ("T1", "T2"))]
+    rows.append({"USUBJID": ids[0], "LESIONID": "L03", "FROM": "T0", "TO": "T1", "DHI": "", "STATUS": "skipped"})
+    pd.DataFrame(rows).to_csv(tmp_path / "dhi.csv", index=False)
+    table = patient_dhi([tmp_path / "dhi.csv"])
+    expected = pd.DataFrame(rows[:-1]).groupby("USUBJID")["DHI"].mean()
+    assert table.set_index("USUBJID")["DHI"].to_dict() == pytest.approx(expected.to_dict())
+    run = tmp_path / "run" / "sites" / "S01"
+    run.mkdir(parents=True)
+    pd.concat([pd.DataFrame({"USUBJID": ids, "MODE": m, "SCORE": rng.uniform(0, 1, 12), "LABEL": y,
+                             "PFS_DAYS": rng.integers(30, 400, 12), "PFS_EVENT": 1}) for m in ("early", "full")]
+              ).to_csv(run / "predictions.csv", index=False)
+    inputs = load_run(tmp_path / "run", dhi_tables=[tmp_path / "dhi.csv"])
+    block = site_metrics(inputs.sites[0], inputs.cutoffs)
+    assert block["dhi_auc"] == pytest.approx(roc_auc_score(y, expected.loc[ids].to_numpy()))
+    (tmp_path / "bad.csv").write_text("USUBJID,VALUE\nx,1\n")
+    with pytest.raises(EvaluationInputError, match="lacks USUBJID/DHI"):
+        patient_dhi([tmp_path / "bad.csv"])

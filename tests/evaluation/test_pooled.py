@@ -73,7 +73,7 @@ def test_pooled_auc_within_stated_binning_bound(bins: int) -> None:
 def test_pooled_dhi_auc_within_bound_and_absent_without_dhi() -> None:
     rng = np.random.default_rng(9)
     sites = [SiteInputs(s.labels, s.pfs_days, s.pfs_event, s.scores, CUTOFFS,
-                        dhi=rng.normal(0, 1.5, s.labels.size) + 1.2 * s.labels) for s in SITES]
+                        dhi=rng.uniform(0.0, 1.2, s.labels.size) + 0.4 * s.labels) for s in SITES]
     layout = AggregateLayout()
     pooled = pooled_metrics(pool([site_aggregate(s, layout) for s in sites], PlainCodec(), layout), CUTOFFS, layout)
     y = np.concatenate([s.labels for s in sites])
