@@ -8,7 +8,7 @@ import numpy as np
 import pydicom
 import pytest
 from ingest_fixtures import write_series
-from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid
+from pydicom.uid import CTImageStorage, JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid
 
 from fl_client.exceptions import SeriesAssemblyError
 from fl_client.ingest.discovery import classify
@@ -90,20 +90,30 @@ def test_mixed_matrix_sizes_refused(tmp_path: Path, rng: np.random.Generator) ->
         plan_series([r.slice for r in records if r.slice is not None])
 
 
-@pytest.mark.parametrize("name", ["CT_small.dcm", "693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm"])
+def _as_ct(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """Relabel an MR test file as CT (its pixels and geometry untouched) to exercise another codec."""
+    if ds.SOPClassUID != CTImageStorage:
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+        ds.Modality, ds.RescaleSlope, ds.RescaleIntercept = "CT", 1, -1024
+    return ds
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm", "MR_small_RLE.dcm",
+                                  "MR_small_jpeg_ls_lossless.dcm"])
 def test_real_corpus_ct_decodes_like_pydicom(tmp_path: Path, name: str) -> None:
-    """Real CT files (native, JPEG 2000 lossless and lossy, signed 13/14-bit) read through both of our
-    paths (raw native bytes, or pydicom's decoders) give pydicom's own pixel_array x slope + intercept."""
+    """Real files (native; JPEG 2000 lossless and lossy, signed 13/14-bit CT; RLE and JPEG-LS MR relabelled
+    CT) read through both of our paths (raw native bytes, or pydicom's decoders) give pydicom's own
+    pixel_array x slope + intercept."""
     from pydicom.data import get_testdata_file
 
     source = get_testdata_file(name)
     if source is None:
         pytest.skip(f"{name} is not in this pydicom installation's test corpus")
-    reference = pydicom.dcmread(source)
+    reference = _as_ct(pydicom.dcmread(source))
     expected = reference.pixel_array * float(reference.RescaleSlope) + float(reference.RescaleIntercept)
     files = []
     for k in range(2):  # two slices of one series: copies one slice apart along the normal
-        ds = pydicom.dcmread(source)
+        ds = _as_ct(pydicom.dcmread(source))
         ds.SOPInstanceUID = generate_uid()
         position = [float(v) for v in ds.ImagePositionPatient]
         ds.ImagePositionPatient = [position[0], position[1], position[2] + 2.5 * k]
