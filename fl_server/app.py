@@ -202,7 +202,9 @@ def _final_evaluation(grid: Grid, settings: ServerSettings, global_model: Global
             record = dict(reply.content["metrics"])
             metrics[str(record.pop("site", reply.metadata.src_node_id))] = record
     path = settings.run_dir / "site_metrics.json"
-    path.write_text(json.dumps(metrics, indent=1, sort_keys=True))
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True))
+    tmp.replace(path)
     log.info("final evaluation: %s", metrics)
 
 
