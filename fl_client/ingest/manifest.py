@@ -28,12 +28,30 @@ _TABLE_REASONS = {
 }
 
 
+def redacted_path(relpath: str) -> str:
+    """The manifest's stand-in for a source path that names a patient."""
+    return "REDACTED/" + hashlib.sha256(relpath.encode()).hexdigest()[:16]
+
+
 def safe_relpath(relpath: str, tokens: Iterable[str]) -> str:
-    """``relpath``, or ``REDACTED/<sha256[:16]>`` when it contains any identifying token (case-insensitive)."""
+    """``relpath``, or :func:`redacted_path` when it contains any identifying token (case-insensitive)."""
     lowered = relpath.lower()
     if any(token.lower() in lowered for token in tokens if len(token) >= 3):
-        return "REDACTED/" + hashlib.sha256(relpath.encode()).hexdigest()[:16]
+        return redacted_path(relpath)
     return relpath
+
+
+def known_files(manifest: pd.DataFrame) -> set[tuple[str, str]]:
+    """(SOURCE_PATH, SHA256) of every file a store's manifest lists as present."""
+    if not len(manifest):
+        return set()
+    present = manifest[manifest["PRESENT"]] if "PRESENT" in manifest.columns else manifest
+    return set(zip(present["SOURCE_PATH"], present["SHA256"], strict=True))
+
+
+def is_known(record: FileRecord, known: set[tuple[str, str]]) -> bool:
+    """Whether the manifest already lists this file (under its plain or its redacted path) with this content."""
+    return (record.relpath, record.sha256) in known or (redacted_path(record.relpath), record.sha256) in known
 
 
 def _default(record: FileRecord) -> tuple[str, str]:
@@ -56,7 +74,7 @@ def manifest_frame(records: list[FileRecord], outcomes: dict[str, FileOutcome], 
     rows: list[dict[str, object]] = []
     for record in records:
         path = safe_relpath(record.relpath, tokens)
-        before = previous.pop((path, record.sha256), None)
+        before = previous.pop((path, record.sha256), None) or previous.pop((record.relpath, record.sha256), None)
         usubjid = pseudonyms[record.patient_id].usubjid if record.patient_id in pseudonyms else ""
         if record.relpath in outcomes:
             outcome = outcomes[record.relpath]

@@ -8,6 +8,7 @@ An exception before the manifest is renamed leaves the previous store as it was.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -30,7 +31,7 @@ from fl_client.ingest import reid
 from fl_client.ingest.deid import PatientPseudonym, date_shift_days, phi_tokens
 from fl_client.ingest.discovery import FileRecord, classify_all
 from fl_client.ingest.images import FileOutcome, SubjectContext, SubjectImages, build_subject
-from fl_client.ingest.manifest import MANIFEST_COLUMNS, manifest_frame
+from fl_client.ingest.manifest import MANIFEST_COLUMNS, is_known, known_files, manifest_frame
 from fl_client.ingest.qc import LESION_COLUMNS, QC_COLUMNS, findings_frame, subject_findings
 from fl_client.ingest.sitetables import (
     READS_COLUMNS,
@@ -210,11 +211,6 @@ def _build_job(job: tuple[list[FileRecord], SubjectContext]) -> SubjectImages:
     return build_subject(*job)
 
 
-def _new_records(records: list[FileRecord], old_manifest: pd.DataFrame) -> list[FileRecord]:
-    seen = set(zip(old_manifest["SOURCE_PATH"], old_manifest["SHA256"], strict=True)) if len(old_manifest) else set()
-    return [r for r in records if (r.relpath, r.sha256) not in seen]
-
-
 @contextmanager
 def _lenient_reading() -> Iterator[None]:
     """Read exports as they are: pydicom's per-value validation warnings (over-long SH, ...) are noise here."""
@@ -244,6 +240,27 @@ def _ingest(src: Path, out: Path, config: IngestConfig) -> IngestSummary:
     key_file = _validate(src, out, config)
     protocol = config.protocol or load_protocol()
     plan = config.dvp or load_dvp()
+    with _exclusive(out):
+        return _locked_ingest(src, out, config, key_file, protocol, plan, start)
+
+
+@contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """One ingest per store at a time (advisory lock on ``STORE/.ingest.lock``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / ".ingest.lock").open("a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise IngestError(f"another ingest is running on {out}; wait for it to finish and run again") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _locked_ingest(src: Path, out: Path, config: IngestConfig, key_file: Path, protocol: StudyProtocol,
+                   plan: DataValidationPlan, start: float) -> IngestSummary:
     recovered = recover(out)
     if recovered:
         log.warning("%s: %s", out, recovered)
@@ -252,17 +269,22 @@ def _ingest(src: Path, out: Path, config: IngestConfig) -> IngestSummary:
     if key.site != config.site:
         raise IngestError(f"key file {key_file} belongs to site {key.site}, not {config.site}; pass --key-file")
     records = classify_all(src, config.parallel)
-    new = _new_records(records, old.manifest)
+    known = known_files(old.manifest)
+    new = [r for r in records if not is_known(r, known)]
+    vanished = len(known) - (len(records) - len(new))
     summary = IngestSummary(store=out, site=config.site, new_files=len(new))
     audit = AuditLog(out / "audit.jsonl")
-    if old.complete and not new:
+    if old.complete and not new and not vanished:
         summary.files = dict(Counter(old.manifest["STATUS"]))
-        summary.subjects, summary.series = old.subjects, len(old.series)
+        summary.subjects, summary.series = len(old.subjects), len(old.series)
         summary.seconds = time.perf_counter() - start
         entry = audit.append("ingest.run", why=config.why, who=config.who,
                              details={"source": str(src.resolve()), "new_files": 0, "result": "nothing new"})
         summary.audit_hash = entry.hash
         return summary
+    if vanished:
+        log.warning("%d file(s) listed in the manifest are no longer in %s: their rows stay (PRESENT = False) and "
+                    "their content stays in the store unless their subject is rebuilt", vanished, src)
     if not key_file.exists():  # the secret must be safe before anything derived from it is written
         reid.save_key(key, key_file, config.passphrase, n=config.scrypt_n)
     tables = _collect(src, out, config, key, records, new, old, protocol, plan, summary)

@@ -278,3 +278,31 @@ def test_parallel_run_writes_what_the_serial_run_writes(ingested: tuple[Path, Pa
                                       pd.read_parquet(parallel / f"{name}.parquet"), obj=name)
     for path in serial.glob("images/*/*/*"):
         assert path.read_bytes() == (parallel / path.relative_to(serial)).read_bytes(), path
+
+
+def test_vanished_files_are_kept_in_the_manifest(copied: tuple[Path, Path]) -> None:
+    export, out = copied
+    visits_before = SiteStore(out).visits()
+    gone = next(p for p in (export / "annotations").iterdir() if p.suffix == ".json")
+    gone.unlink()
+    ingest_site(export, out, _config())
+    manifest = SiteStore(out).table("manifest")
+    row = manifest[manifest["SOURCE_PATH"] == gone.relative_to(export).as_posix()]
+    assert row["PRESENT"].tolist() == [False] and row["STATUS"].tolist() == ["INGESTED"]
+    assert manifest["PRESENT"].sum() == len(manifest) - 1
+    pd.testing.assert_frame_equal(visits_before, SiteStore(out).visits())  # nothing silently removed
+    assert AuditLog(out / "audit.jsonl").entries()[-1].details["new_files"] == 0
+    summary = ingest_site(export, out, _config())  # and now nothing is new any more
+    assert summary.new_files == 0 and AuditLog(out / "audit.jsonl").entries()[-1].details["result"] == "nothing new"
+
+
+def test_one_ingest_per_store_at_a_time(copied: tuple[Path, Path]) -> None:
+    import fcntl
+
+    from fl_client.exceptions import IngestError
+
+    export, out = copied
+    with (out / ".ingest.lock").open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(IngestError, match="another ingest is running"):
+            ingest_site(export, out, _config())
