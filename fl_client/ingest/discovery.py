@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
+LEGACY_ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.2"
 RTSTRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
 SEG = "1.2.840.10008.5.1.4.1.1.66.4"
 #: Site tables recognised by name at the export root (their names are the interface with the site).
@@ -60,6 +61,12 @@ class FileRecord:
     sop_class: str = ""
     study_date: str = ""
     slice: SliceHeader | None = None
+    frames: list[SliceHeader] = field(default_factory=list)
+
+    @property
+    def slices(self) -> list[SliceHeader]:
+        """Every image plane of the file: its one slice, or each frame of a multi-frame CT."""
+        return self.frames or ([self.slice] if self.slice is not None else [])
 
 
 def classify_all(root: Path, parallel: Parallelism | None = None) -> list[FileRecord]:
@@ -114,7 +121,7 @@ def _classify_other(record: FileRecord, data: bytes) -> FileRecord:
 _NATIVE_LE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
 
 
-def _pixel_layout(ds: Dataset, data: bytes, offset: int) -> tuple[str, int, str]:
+def _pixel_layout(ds: Dataset, data: bytes, offset: int, frames: int = 1) -> tuple[str, int, str]:
     """(problem, value offset, dtype) of the PixelData element that starts at ``offset`` in ``data``.
 
     ``offset`` is where pydicom stopped with ``stop_before_pixels``; the offset is -1 when the pixels
@@ -129,7 +136,7 @@ def _pixel_layout(ds: Dataset, data: bytes, offset: int) -> tuple[str, int, str]
     start = offset + (8 if implicit else 12)
     if syntax not in _NATIVE_LE or length == 0xFFFFFFFF:
         return "", -1, ""
-    expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("BitsAllocated", 16)) // 8
+    expected = frames * int(ds.Rows) * int(ds.Columns) * int(ds.get("BitsAllocated", 16)) // 8
     if min(length, len(data) - start) < expected:
         return f"pixel data truncated: {min(length, len(data) - start)} bytes, expected {expected}", -1, ""
     if int(ds.get("BitsAllocated", 16)) != 16 or int(ds.get("SamplesPerPixel", 1)) != 1:
@@ -179,6 +186,48 @@ def _ct_slice(record: FileRecord, ds: Dataset, data: bytes, offset: int) -> None
         intercept=float(ds.get("RescaleIntercept", 0) or 0))
 
 
+def _group(frame: Dataset, shared: Dataset, name: str) -> Dataset | None:
+    """A functional-group macro item of one frame: per-frame if present, else shared."""
+    for source in (frame, shared):
+        if name in source and len(source[name].value):
+            item: Dataset = source[name].value[0]
+            return item
+    return None
+
+
+def _ct_frames(record: FileRecord, ds: Dataset, data: bytes, offset: int) -> None:
+    """Multi-frame CT (Enhanced, Legacy Converted Enhanced): one :class:`SliceHeader` per frame, geometry
+    and rescale from the per-frame or shared functional groups."""
+    shared = ds.get("SharedFunctionalGroupsSequence", [Dataset()])[0]
+    frames = ds.get("PerFrameFunctionalGroupsSequence", [])
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if not frames or not rows or not cols:
+        record.status, record.reason = "SKIPPED", "multi-frame CT without per-frame functional groups or matrix size"
+        return
+    problem, pixel_offset, dtype = _pixel_layout(ds, data, offset, frames=len(frames))
+    if problem:
+        record.status, record.reason = "SKIPPED", problem
+        return
+    for index, frame in enumerate(frames):
+        position, orientation = _group(frame, shared, "PlanePositionSequence"), _group(frame, shared,
+                                                                                      "PlaneOrientationSequence")
+        measures, rescale = _group(frame, shared, "PixelMeasuresSequence"), _group(frame, shared,
+                                                                                  "PixelValueTransformationSequence")
+        if position is None or orientation is None or measures is None:
+            record.frames, record.status = [], "SKIPPED"
+            record.reason = f"multi-frame CT frame {index + 1} lacks plane position, orientation or pixel measures"
+            return
+        record.frames.append(SliceHeader(
+            path=record.path, sop_uid=f"{record.sop_uid}/{index}", frame=index,
+            position=tuple(float(v) for v in position.ImagePositionPatient),  # type: ignore[arg-type]
+            orientation=tuple(float(v) for v in orientation.ImageOrientationPatient),
+            spacing=(float(measures.PixelSpacing[0]), float(measures.PixelSpacing[1])), shape=(rows, cols),
+            pixel_offset=pixel_offset + index * rows * cols * 2 if pixel_offset >= 0 else -1, pixel_dtype=dtype,
+            bits_stored=int(ds.get("BitsStored", 16) or 16),
+            slope=float(rescale.RescaleSlope) if rescale is not None else 1.0,
+            intercept=float(rescale.RescaleIntercept) if rescale is not None else 0.0))
+
+
 def _classify_dicom(record: FileRecord, ds: Dataset, data: bytes, offset: int) -> FileRecord:
     record.patient_id = str(ds.get("PatientID", "") or "")
     record.patient_name = str(ds.get("PatientName", "") or "")
@@ -193,7 +242,7 @@ def _classify_dicom(record: FileRecord, ds: Dataset, data: bytes, offset: int) -
         record.kind, record.status = "OTHER_DICOM" if record.sop_class != CT_IMAGE else "CT", "QUARANTINED"
         record.reason = "BurnedInAnnotation is YES: pixels may show identifiers (PS3.15 E.1)"
         return record
-    kinds = {CT_IMAGE: "CT", RTSTRUCT: "RTSTRUCT", SEG: "SEG"}
+    kinds = {CT_IMAGE: "CT", ENHANCED_CT: "CT", LEGACY_ENHANCED_CT: "CT", RTSTRUCT: "RTSTRUCT", SEG: "SEG"}
     record.kind = kinds.get(record.sop_class, "OTHER_DICOM")
     known = record.sop_class in pydicom.uid.UID_dictionary
     if record.kind == "OTHER_DICOM" and offset >= len(data) and not known:
@@ -202,11 +251,12 @@ def _classify_dicom(record: FileRecord, ds: Dataset, data: bytes, offset: int) -
                          f"inside its header (byte {len(data)})")
     elif record.kind == "OTHER_DICOM":
         name = getattr(pydicom.uid.UID(record.sop_class), "name", record.sop_class) or "unknown SOP class"
-        why = "multi-frame Enhanced CT is not supported yet" if record.sop_class == ENHANCED_CT else "not needed"
-        record.status, record.reason = "SKIPPED", f"non-CT object ({modality or '?'}, {name}): {why}"
+        record.status, record.reason = "SKIPPED", f"non-CT object ({modality or '?'}, {name}): not needed"
     elif not (record.series_uid and record.study_uid and record.patient_id):
         record.status = "SKIPPED"
         record.reason = "DICOM object without PatientID, StudyInstanceUID or SeriesInstanceUID"
+    elif record.kind == "CT" and record.sop_class != CT_IMAGE:
+        _ct_frames(record, ds, data, offset)
     elif record.kind == "CT":
         _ct_slice(record, ds, data, offset)
     return record

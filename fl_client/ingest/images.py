@@ -81,7 +81,7 @@ def _prepare(records: list[FileRecord], who: PatientPseudonym, secret: bytes) ->
     for uid, members in sorted(by_series.items()):
         series = _Series(uid=uid, study_uid=members[0].study_uid, records=members)
         try:
-            series.geometry = plan_series([r.slice for r in members if r.slice is not None])
+            series.geometry = plan_series([plane for r in members for plane in r.slices])
         except SeriesAssemblyError as exc:
             series.error = str(exc)
         header = pydicom.dcmread(members[0].path, stop_before_pixels=True)
@@ -189,7 +189,7 @@ def _record_outcomes(result: SubjectImages, series: _Series, role: str, reason: 
     uid = remap_uid(series.uid, secret)
     duplicates = {str(p) for p in (series.geometry.duplicates if series.geometry else [])}
     for record in series.records:
-        if str(record.path) in duplicates:
+        if str(record.path) in duplicates and not record.frames:  # a multi-frame file is kept whole
             result.outcomes[record.relpath] = FileOutcome("DUPLICATE", "same slice position or SOP instance", uid)
         elif series.error:
             result.outcomes[record.relpath] = FileOutcome("SKIPPED", reason, uid)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pydicom
 from numpy.typing import NDArray
+from pydicom.pixels import pixel_array
 
 from fl_client.exceptions import SeriesAssemblyError
 
@@ -53,6 +54,8 @@ class SliceHeader:
         (compressed) or other layouts, which go through pydicom's decoders.
     bits_stored, slope, intercept : int, float, float
         BitsStored, RescaleSlope, RescaleIntercept.
+    frame : int
+        Frame index in a multi-frame (Enhanced / Legacy Converted Enhanced CT) file; -1 for single-frame.
     """
 
     path: Path
@@ -66,6 +69,7 @@ class SliceHeader:
     bits_stored: int = 16
     slope: float = 1.0
     intercept: float = 0.0
+    frame: int = -1
 
 
 @dataclass
@@ -182,6 +186,8 @@ def _read_slice(header: SliceHeader) -> tuple[NDArray[np.generic], bool]:
         unused_bits_set = header.pixel_dtype == "<u2" and header.bits_stored < 16 and raw.max() >> header.bits_stored
         if raw.size == rows * cols and not unused_bits_set:
             return _rescale(raw.reshape(rows, cols), header.slope, header.intercept)
+    if header.frame >= 0:  # one frame of a multi-frame file, decoded alone; rescale from its functional groups
+        return _rescale(pixel_array(header.path, index=header.frame), header.slope, header.intercept)
     ds = pydicom.dcmread(header.path)
     slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
     return _rescale(ds.pixel_array, slope, intercept)

@@ -122,3 +122,32 @@ def test_real_corpus_ct_decodes_like_pydicom(tmp_path: Path, name: str) -> None:
     volume, _ = load_volume(_plan(tmp_path, files))
     for k in range(2):
         np.testing.assert_allclose(volume[:, :, k], expected.T, atol=1e-3)
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["native", "RLE"])
+def test_multiframe_legacy_enhanced_ct_matches_its_single_frame_source(tmp_path: Path, rng: np.random.Generator,
+                                                                      compress: bool) -> None:
+    """A Legacy Converted Enhanced CT written by highdicom from our slices assembles to the same volume and
+    affine as the slices themselves (per-frame positions, shared orientation/measures/rescale)."""
+    import highdicom as hd
+
+    _, _, files = write_series(tmp_path / "single", patient_id="P1", study_uid=generate_uid(), n=6, rng=rng,
+                               shape=(40, 36))
+    expected, expected_affine = load_volume(_plan(tmp_path / "single", files))
+    sources = []
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.PatientSex, ds.StudyTime, ds.StudyID, ds.SeriesNumber, ds.Manufacturer = "F", "101010", "1", 1, "m"
+        ds.ContentDate, ds.ContentTime = ds.StudyDate, "101010"
+        sources.append(ds)
+    image = hd.legacy.LegacyConvertedEnhancedCTImage(sources, series_instance_uid=generate_uid(), series_number=3,
+                                                     sop_instance_uid=generate_uid(), instance_number=1)
+    if compress:
+        image.compress(RLELossless)
+    (tmp_path / "multi").mkdir()
+    image.save_as(tmp_path / "multi" / "x")
+    record = classify(tmp_path / "multi" / "x", tmp_path)
+    assert record.kind == "CT" and not record.status and len(record.slices) == 6, record.reason
+    volume, affine = load_volume(plan_series(record.slices))
+    np.testing.assert_array_equal(volume, expected)
+    np.testing.assert_allclose(affine, expected_affine, atol=1e-6)
