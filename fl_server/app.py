@@ -200,7 +200,9 @@ def _final_evaluation(grid: Grid, settings: ServerSettings, global_model: Global
     for reply in grid.send_and_receive(messages, timeout=settings.round_timeout):
         if not reply.has_error() and "metrics" in reply.content:
             record = dict(reply.content["metrics"])
-            metrics[str(record.pop("site", reply.metadata.src_node_id))] = record
+            site = str(record.pop("site", reply.metadata.src_node_id))
+            # NaN (e.g. an AUC on a one-class local test set) is written as null: strict JSON
+            metrics[site] = {k: (None if isinstance(v, float) and v != v else v) for k, v in record.items()}
     path = settings.run_dir / "site_metrics.json"
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True))
