@@ -131,10 +131,12 @@ def _assign(records: list[FileRecord], enrolment: dict[str, Enrolment] | None, k
             study_id: str, site: str) -> dict[str, PatientPseudonym]:
     """PatientID → pseudonym; records of patients absent from the enrolment log are quarantined."""
     known = {v["PatientID"]: u for u, v in key.subjects.items()}
-    patients = sorted({r.patient_id for r in records if r.patient_id and not r.status})
+    examples: dict[str, FileRecord] = {}
+    for record in records:
+        if record.patient_id and not record.status:
+            examples.setdefault(record.patient_id, record)
     out: dict[str, PatientPseudonym] = {}
-    for patient_id in patients:
-        example = next(r for r in records if r.patient_id == patient_id)
+    for patient_id, example in sorted(examples.items()):
         if enrolment is not None:
             if patient_id not in enrolment:
                 continue
@@ -162,9 +164,14 @@ def _first_doses(crf: pd.DataFrame | None) -> dict[str, Any]:
     return {str(u): parse_da(str(d)) for u, d in zip(crf["USUBJID"], crf["FIRST_DOSE_DATE"], strict=True)}
 
 
-def _subject_inputs(records: list[FileRecord], patient_id: str) -> tuple[list[FileRecord], list[FileRecord]]:
-    mine = [r for r in records if r.patient_id == patient_id and not r.status]
-    return [r for r in mine if r.kind == "CT"], [r for r in mine if r.kind in ("RTSTRUCT", "SEG")]
+def _by_patient(records: list[FileRecord]) -> dict[str, tuple[list[FileRecord], list[FileRecord]]]:
+    """PatientID → (usable CT records, usable RTSTRUCT/SEG records)."""
+    out: dict[str, tuple[list[FileRecord], list[FileRecord]]] = {}
+    for record in records:
+        if record.patient_id and not record.status and record.kind in ("CT", "RTSTRUCT", "SEG"):
+            ct, annotations = out.setdefault(record.patient_id, ([], []))
+            (ct if record.kind == "CT" else annotations).append(record)
+    return out
 
 
 def _sidecars(records: list[FileRecord]) -> dict[str, tuple[FileRecord, dict[str, Any]]]:
@@ -190,11 +197,12 @@ def _build_images(records: list[FileRecord], pseudonyms: dict[str, PatientPseudo
                   doses: dict[str, Any], store: Path, protocol: StudyProtocol, rebuild: set[str],
                   parallel: Parallelism) -> dict[str, SubjectImages]:
     sidecars = _sidecars(records)
+    inputs = _by_patient(records)
     jobs: list[tuple[list[FileRecord], SubjectContext]] = []
     for patient_id, who in sorted(pseudonyms.items(), key=lambda item: item[1].usubjid):
         if who.usubjid not in rebuild:
             continue
-        ct, annotations = _subject_inputs(records, patient_id)
+        ct, annotations = inputs.get(patient_id, ([], []))
         ctx = SubjectContext(who=who, secret=key.secret, first_dose=doses.get(who.usubjid), protocol=protocol,
                              store=pending_dir(store), annotations=annotations, sidecars=sidecars)
         log.info("ingesting %s: %d CT files, %d annotation objects", who.usubjid, len(ct), len(annotations))
