@@ -274,7 +274,7 @@ def fusion_task(site: str, site_input: Path | None, settings: ClientSettings) ->
 
     Standardisation is fitted on the site's own training patients (nothing pooled); a seeded 75/25
     patient split keeps a local test set on which the final global model is evaluated; its
-    predictions stay at the site (``site_dir/predictions.csv``) and only ``n`` and the AUC go back.
+    predictions stay at the site (``site_dir/predictions_early.csv``) and only ``n`` and the AUC go back.
     """
     from evaluation.protocol import configs_dir
     from fl_client.train import Standardizer, load_site_inputs, predict, to_dataset
@@ -304,8 +304,14 @@ def fusion_task(site: str, site_input: Path | None, settings: ClientSettings) ->
         scores = predict(model.to(device), test, device)["response"]
         labels = np.array([r.responder["early"] for r in test_records])
         site_dir.mkdir(parents=True, exist_ok=True)
-        rows = "\n".join(f"{r.usubjid},{y:g},{p:.6f}" for r, y, p in zip(test_records, labels, scores, strict=True))
-        (site_dir / "predictions.csv").write_text("USUBJID,RESPONDER,P_RESPONSE\n" + rows + "\n")
+        # evaluation.metrics' predictions layout, early mode only (the federated model is the early model),
+        # under its own name so that `fedresponse evaluate` (which needs both modes) does not mistake it
+        rows = "\n".join(f"{r.usubjid},early,{p:.6f},{int(y)},{r.pfs_days:g},{int(r.pfs_event)}"
+                          for r, y, p in zip(test_records, labels, scores, strict=True))
+        path = site_dir / "predictions_early.csv"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("USUBJID,MODE,SCORE,LABEL,PFS_DAYS,PFS_EVENT\n" + rows + "\n")
+        tmp.replace(path)
         auc = float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else math.nan
         return {"auc": auc, "n_test": float(len(test_records))}
 

@@ -25,7 +25,7 @@ from flwr.serverapp import Grid, ServerApp
 from fl_server.checkpoint import load_latest, save_checkpoint
 from fl_server.strategy import NotEnoughUpdates, RoundReport, aggregate_round
 from fl_server.validation import Expectation
-from privacy.accounting import append_ledger
+from privacy.accounting import LedgerRow, append_ledger
 from privacy.audit import AuditLog
 from privacy.ckks import PUBLIC_CONTEXT, CkksParameters, KeyInfo, load_public_context
 from privacy.update import GlobalModel
@@ -45,6 +45,7 @@ class ServerSettings:
     round_timeout: float = 600.0
     node_wait: float = 300.0
     server_keys: Path | None = None
+    epsilon_budget: float | None = None
 
     @property
     def encoding(self) -> str:
@@ -57,7 +58,8 @@ class ServerSettings:
                    num_rounds=int(config.get("num-server-rounds", 3)), mode=str(config.get("mode", "dp-he")),
                    min_updates=int(config.get("min-updates", 2)), min_nodes=int(config.get("min-nodes", 2)),
                    round_timeout=float(config.get("round-timeout", 600.0)),
-                   node_wait=float(config.get("node-wait", 300.0)), server_keys=Path(keys) if keys else None)
+                   node_wait=float(config.get("node-wait", 300.0)), server_keys=Path(keys) if keys else None,
+                   epsilon_budget=float(config["epsilon-budget"]) if "epsilon-budget" in config else None)
 
 
 def _keys(settings: ServerSettings) -> tuple[Any, KeyInfo | None]:
@@ -144,12 +146,27 @@ def _persist(settings: ServerSettings, report: RoundReport, state: dict[str, Any
     assert report.global_model is not None
     save_checkpoint(settings.run_dir, report.global_model, state)
     if report.ledger:
-        append_ledger(settings.run_dir / "privacy_ledger.csv", report.ledger)
+        rows = append_ledger(settings.run_dir / "privacy_ledger.csv", report.ledger)
+        _write_privacy_summary(settings, rows)
     with (settings.run_dir / "rounds.jsonl").open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(report.summary()) + "\n")
     digest = hashlib.sha256(b"".join(report.global_model.chunks)).hexdigest()
     audit.append("fl.round.aggregated", why="federated round completed (ciphertexts added without any secret key)",
                  who="server", details={**report.summary(), "sha256_global": digest})
+
+
+def _write_privacy_summary(settings: ServerSettings, rows: list[LedgerRow]) -> None:
+    """``RUN/privacy.json``: ε spent (last ledger row) and the configured budget per site, for the report."""
+    latest: dict[str, LedgerRow] = {}
+    for row in sorted(rows, key=lambda r: r.round):
+        latest[row.site] = row
+    summary = {"delta": next(iter(latest.values())).delta if latest else None,
+               "sites": {site: {"epsilon": row.epsilon, "budget": settings.epsilon_budget, "rounds": row.round,
+                                "accountant": row.accountant} for site, row in sorted(latest.items())}}
+    path = settings.run_dir / "privacy.json"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(summary, indent=1))
+    tmp.replace(path)
 
 
 def serve(grid: Grid, settings: ServerSettings) -> list[RoundReport]:

@@ -44,5 +44,7 @@ def test_dp_he_rounds_with_a_crash_and_a_straggler(tmp_path: Path, monkeypatch: 
         assert verify_chain(run / "sites" / site / "federation_audit.jsonl") == []
     assert verify_chain(run / "server_audit.jsonl") == []
     assert (run / "checkpoints" / "LATEST").read_text().strip() == "2"
+    privacy = json.loads((run / "privacy.json").read_text())
+    assert privacy["sites"]["S01"] == {"epsilon": ledger[-1].epsilon, "budget": 30.0, "rounds": 2, "accountant": "prv"}
     metrics = json.loads((run / "site_metrics.json").read_text())
     assert "S01" in metrics and 0.0 <= metrics["S01"]["auc"] <= 1.0

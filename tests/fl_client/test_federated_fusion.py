@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from evaluation.metrics import read_predictions
 from fl_client.federated import ClientSettings, SiteKeys, apply_global_model, fusion_task, site_round
 from fl_client.train import SiteInputs, save_site_inputs
 from fl_server.strategy import aggregate_round
@@ -54,5 +55,6 @@ def test_fusion_task_dp_he_round(tmp_path: Path) -> None:
         assert task.evaluate_fn is not None
         metrics: dict[str, Any] = task.evaluate_fn(model, task.data, tmp_path / "state" / site)
         assert metrics["n_test"] == 6 and (np.isnan(metrics["auc"]) or 0.0 <= metrics["auc"] <= 1.0)
-        assert (tmp_path / "state" / site / "predictions.csv").read_text().count("\n") == 7
+        predictions = read_predictions(tmp_path / "state" / site / "predictions_early.csv")  # the evaluation format
+        assert len(predictions) == 6 and set(predictions["MODE"]) == {"early"} and set(predictions["SITEID"]) == {site}
         assert read_ledger(tmp_path / "state" / site / "privacy_ledger.csv")[0].steps == 3
