@@ -105,7 +105,7 @@ def site_inputs(cohort: Path) -> dict[str, Path]:
 
 
 def train_federated(cohort: Path, keys: Path, out: Path, config_path: Path | None = None,
-                    overrides: dict[str, Any] | None = None) -> list[Any]:
+                    overrides: dict[str, Any] | None = None, inputs: dict[str, Path] | None = None) -> list[Any]:
     """``fedresponse train`` (federated): simulate one node per site of ``cohort`` with the keys in ``keys``.
 
     Writes under ``out``: ``federation.resolved.yaml``, ``checkpoints/``, ``privacy_ledger.csv`` (from the
@@ -117,7 +117,8 @@ def train_federated(cohort: Path, keys: Path, out: Path, config_path: Path | Non
     out.mkdir(parents=True, exist_ok=True)
     config.update({"run-dir": str(out), "site-root": str(out / "sites"), "server-keys": str(keys / "server"),
                    "site-keys": str(keys / "site"), "site-input-root": str(config.get("site-input-root") or cohort)})
-    inputs = site_inputs(cohort) if config.get("task") == "fl_client.federated:fusion_task" else {}
+    if inputs is None:
+        inputs = site_inputs(cohort) if config.get("task") == "fl_client.federated:fusion_task" else {}
     if inputs:
         config["site-inputs"] = ",".join(f"{site}={path}" for site, path in sorted(inputs.items()))
     elif config.get("task") == "fl_client.federated:fusion_task":
@@ -166,13 +167,16 @@ def demo_stage(ctx: Any) -> dict[str, str]:
     """
     from privacy.ckks import write_key_files
 
-    if not site_inputs(ctx.out):
+    inputs = {key.split(":", 1)[1]: Path(path) for key, path in ctx.artifacts.items()
+              if key.startswith("model_inputs:")} or site_inputs(ctx.out)
+    if not inputs:
         raise FileNotFoundError(f"no model_inputs.pt under {ctx.out}: the featurize stage must run before "
                                 "the federated training stage.")
     keys, run = ctx.out / "keys", ctx.out / "federated"
     write_key_files(keys, overwrite=True)
     reports = train_federated(ctx.out, keys, run, overrides={"num-server-rounds": 2, "local-epochs": 1,
-                                                             "seed": int(ctx.seed)})
+                                                             "seed": int(ctx.seed), "min-nodes": len(inputs)},
+                              inputs=inputs)
     ctx.artifacts["federated_run"] = run
     last = reports[-1] if reports else None
     summary = ", ".join(f"{r.site} ε={r.epsilon:.2f}" for r in last.ledger) if last else "no rounds"
