@@ -227,7 +227,8 @@ def _build_visit(series: _Series, visit: str, ady: int | None, ctx: SubjectConte
     result.findings += geometry_findings(where, series.geometry, series.thickness, ctx.protocol)
     if why_unscheduled:
         shown = "" if ady is None else str(ady)
-        result.findings.append(Finding(*where, "VISIT_WINDOW", "REJECT", shown, why_unscheduled))
+        result.findings.append(Finding(*where, "VISIT_WINDOW", "WARN", shown,
+                                       f"unscheduled study kept, not a protocol visit: {why_unscheduled}"))
     volume, affine = load_volume(series.geometry)
     result.slices += volume.shape[2]
     result.findings += air_finding(where, volume, ctx.protocol)

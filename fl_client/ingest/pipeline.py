@@ -343,11 +343,24 @@ def _eligibility(crf: pd.DataFrame, plan: DataValidationPlan, protocol: StudyPro
     reasons = {str(r.USUBJID): [x for x in str(r.REASONS).split("; ") if x] for r in by_crf.itertuples()}
     for u in usubjids:
         reasons.setdefault(u, ["no CRF record for this subject"])
-    rejects = qc[qc["SEVERITY"] == "REJECT"]
-    for row in rejects.itertuples():
+    for row in _eligibility_findings(qc, protocol).itertuples():
         reasons.setdefault(str(row.USUBJID), []).append(f"imaging {row.CHECK} at {row.VISIT}: {row.MESSAGE}")
     rows = [{"USUBJID": u, "ELIGIBLE": not r, "REASONS": "; ".join(r)} for u, r in sorted(reasons.items())]
     return pd.DataFrame(rows, columns=ELIGIBILITY_COLUMNS)
+
+
+def _eligibility_findings(qc: pd.DataFrame, protocol: StudyProtocol) -> pd.DataFrame:
+    """The REJECT findings that decide eligibility: those of protocol visits and of the subject.
+
+    An off-schedule study (kept, as the imaging guideline asks) does not make a subject ineligible; but a
+    subject with no protocol visit at all also gets its unscheduled studies' rejections, which say why
+    its images could not serve (e.g. the IBSI phantom's 3 mm slices).
+    """
+    rejects = qc[qc["SEVERITY"] == "REJECT"]
+    scheduled = rejects["VISIT"].isin(protocol.visits)
+    with_protocol_visit = set(qc.loc[qc["VISIT"].isin(protocol.visits) & (qc["SERIES_UID"] != ""), "USUBJID"])
+    keep = scheduled | ~rejects["USUBJID"].isin(with_protocol_visit)
+    return rejects[keep]
 
 
 def _subjects_frame(usubjids: list[str], key: reid.ReidKey, site: str) -> pd.DataFrame:

@@ -306,3 +306,22 @@ def test_one_ingest_per_store_at_a_time(copied: tuple[Path, Path]) -> None:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         with pytest.raises(IngestError, match="another ingest is running"):
             ingest_site(export, out, _config())
+
+
+def test_unscheduled_studies_do_not_decide_eligibility_unless_nothing_else_exists() -> None:
+    from evaluation.protocol import load_protocol
+    from fl_client.ingest.pipeline import _eligibility_findings
+
+    qc = pd.DataFrame([
+        # A: protocol visits fine; an off-schedule 5 mm scan (kept) must not make A ineligible
+        {"USUBJID": "A", "VISIT": "T0", "SERIES_UID": "s1", "CHECK": "DUPLICATE_SLICES", "SEVERITY": "WARN"},
+        {"USUBJID": "A", "VISIT": "UNS1", "SERIES_UID": "s2", "CHECK": "SLICE_THICKNESS", "SEVERITY": "REJECT"},
+        # B: a rejected protocol visit counts
+        {"USUBJID": "B", "VISIT": "T1", "SERIES_UID": "s3", "CHECK": "AIR_HU", "SEVERITY": "REJECT"},
+        # C: only an undated study (like the IBSI phantom): its rejection says why the images cannot serve
+        {"USUBJID": "C", "VISIT": "UNS1", "SERIES_UID": "s4", "CHECK": "SLICE_THICKNESS", "SEVERITY": "REJECT"},
+        {"USUBJID": "C", "VISIT": "T0", "SERIES_UID": "", "CHECK": "VISIT_MISSING", "SEVERITY": "REJECT"},
+    ])
+    kept = _eligibility_findings(qc, load_protocol())
+    assert sorted(zip(kept["USUBJID"], kept["CHECK"], strict=True)) == [
+        ("B", "AIR_HU"), ("C", "SLICE_THICKNESS"), ("C", "VISIT_MISSING")]
