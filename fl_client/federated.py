@@ -220,6 +220,8 @@ def site_round(
     train_fn : TrainFn
         Local training.
     """
+    if settings.encoding == "ckks" and (keys is None or keys.context is None):  # before any privacy is spent
+        raise ContextMismatchError(f"mode {settings.mode!r} needs the site's secret context; pass --keys KEYDIR.")
     with torch.random.fork_rng(devices=[]):  # identical initial weights at every site, global RNG untouched
         torch.manual_seed(settings.seed)
         model = model_fn()
@@ -240,8 +242,6 @@ def site_round(
             raise PrivacyBudgetExhausted(data.site, row.epsilon, settings.epsilon_budget, settings.delta)
         meta_privacy = {"steps": row.steps, "sample_rate": row.sample_rate, "noise_multiplier": row.noise_multiplier,
                         "delta": row.delta, "epsilon": row.epsilon, "accountant": row.accountant}
-    if settings.encoding == "ckks" and (keys is None or keys.context is None):
-        raise ContextMismatchError(f"mode {settings.mode!r} needs the site's secret context; pass --keys KEYDIR.")
     params = keys.params if keys is not None else CkksParameters()
     chunks = encode_vector(vector * data.n_examples, settings.encoding, keys.context if keys else None, params)
     meta = UpdateMeta(site=data.site, round=round_, num_examples=data.n_examples, layout_digest=layout.digest,
