@@ -193,5 +193,5 @@ def extract_features(image: torch.Tensor, mask: torch.Tensor, spacing: Spacing, 
         image, mask = image[None], mask[None]
     if device is not None:
         image, mask = image.to(device), mask.to(device)
-    pre = crop_to_roi(preprocess(image, mask, spacing, settings))
+    pre = crop_to_roi(preprocess(image, mask, spacing, settings, margin_mm=SPHERE_RADIUS_MM))
     return features_from_preprocessed(pre, families)

@@ -15,7 +15,6 @@ number ``floor(N_g (X - X_min) / (X_max - X_min)) + 1``; fixed bin size ``floor(
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -28,6 +27,7 @@ from radiomics.exceptions import (
     NonCTIntensityError,
     SettingsError,
 )
+from radiomics.interpolation import resample
 
 log = logging.getLogger(__name__)
 
@@ -162,139 +162,6 @@ class PreprocessedVoi:
     settings: IbsiSettings
 
 
-def aligned_grid(n: int, spacing: float, new_spacing: float) -> tuple[int, torch.Tensor]:
-    """New grid size and its voxel centres in original voxel-index units (IBSI "align grid centers").
-
-    Parameters
-    ----------
-    n : int
-        Number of voxels along the axis.
-    spacing, new_spacing : float
-        Original and target voxel size in mm.
-
-    Returns
-    -------
-    n_new : int
-        ``ceil(n · spacing / new_spacing)`` (with a 1e-6 tolerance against floating-point noise).
-    positions : Tensor
-        ``(n_new,)`` float64 positions of the new voxel centres, in units of original voxels.
-    """
-    n_new = max(1, math.ceil(n * spacing / new_spacing - 1e-6))
-    offset = ((n - 1) * spacing - (n_new - 1) * new_spacing) / 2.0
-    positions = (torch.arange(n_new, dtype=torch.float64) * new_spacing + offset) / spacing
-    return n_new, positions
-
-
-def _linear_weights(n: int, positions: torch.Tensor) -> torch.Tensor:
-    """``(n_new, n)`` linear interpolation matrix; positions outside the grid take the nearest voxel."""
-    p = positions.clamp(0.0, n - 1.0)
-    i0 = p.floor().long().clamp(max=n - 1)
-    frac = p - i0
-    i1 = (i0 + 1).clamp(max=n - 1)
-    weights = torch.zeros(len(p), n, dtype=torch.float64)
-    rows = torch.arange(len(p))
-    weights.index_put_((rows, i0), 1.0 - frac, accumulate=True)
-    weights.index_put_((rows, i1), frac, accumulate=True)
-    return weights
-
-
-def _bspline3(t: torch.Tensor) -> torch.Tensor:
-    """Cubic B-spline kernel ``β3(t)``."""
-    a = t.abs()
-    inner = 2.0 / 3.0 - a**2 + a**3 / 2.0
-    outer = (2.0 - a) ** 3 / 6.0
-    return torch.where(a < 1.0, inner, torch.where(a < 2.0, outer, torch.zeros_like(a)))
-
-
-def _mirror(index: torch.Tensor, n: int) -> torch.Tensor:
-    """Mirror (whole-sample symmetric) boundary extension of integer indices into ``0..n-1``."""
-    if n == 1:
-        return torch.zeros_like(index)
-    period = 2 * (n - 1)
-    index = index.remainder(period)
-    return torch.where(index >= n, period - index, index)
-
-
-def _cubic_weights(n: int, positions: torch.Tensor) -> torch.Tensor:
-    """``(n_new, n)`` cubic B-spline interpolation matrix (interpolating: includes the prefilter)."""
-    p = positions.clamp(0.0, n - 1.0)
-    base = p.floor().long()
-    rows = torch.arange(len(p))
-    evaluate = torch.zeros(len(p), n, dtype=torch.float64)
-    for tap in range(-1, 3):
-        k = base + tap
-        evaluate.index_put_((rows, _mirror(k, n)), _bspline3(p - k.double()), accumulate=True)
-    sample = torch.zeros(n, n, dtype=torch.float64)
-    grid = torch.arange(n)
-    for tap in (-1, 0, 1):
-        value = _bspline3(torch.tensor(float(tap), dtype=torch.float64)).expand(n)
-        sample.index_put_((grid, _mirror(grid + tap, n)), value, accumulate=True)
-    # values = sample @ coefficients  =>  interpolated = evaluate @ sample^-1 @ values
-    return torch.linalg.solve(sample.T, evaluate.T).T
-
-
-def interpolation_matrices(shape: tuple[int, int, int], spacing: Spacing,
-                           new_spacing: tuple[float | None, float | None, float | None],
-                           method: Interpolation) -> tuple[list[torch.Tensor | None], Spacing]:
-    """Per-axis ``(n_new, n)`` interpolation matrices (``None`` where an axis is kept) and the new spacing."""
-    matrices: list[torch.Tensor | None] = []
-    out_spacing: list[float] = []
-    for n, s, s_new in zip(shape, spacing, new_spacing, strict=True):
-        if s_new is None or abs(s_new - s) < 1e-9:
-            matrices.append(None)
-            out_spacing.append(float(s))
-            continue
-        _, positions = aligned_grid(n, s, s_new)
-        matrices.append(_linear_weights(n, positions) if method == "linear" else _cubic_weights(n, positions))
-        out_spacing.append(float(s_new))
-    return matrices, (out_spacing[0], out_spacing[1], out_spacing[2])
-
-
-def apply_separable(volume: torch.Tensor, matrices: list[torch.Tensor | None]) -> torch.Tensor:
-    """Apply per-axis matrices to a ``(B, Z, Y, X)`` volume (separable interpolation)."""
-    out = volume.double()
-    for axis, matrix in zip((1, 2, 3), matrices, strict=True):
-        if matrix is None:
-            continue
-        out = torch.movedim(torch.tensordot(out, matrix.to(out.device).T, dims=([axis], [0])), -1, axis)
-    return out
-
-
-def resample(image: torch.Tensor, mask: torch.Tensor, spacing: Spacing, settings: IbsiSettings
-             ) -> tuple[torch.Tensor, torch.Tensor, Spacing]:
-    """Interpolate image and mask onto the IBSI-aligned grid of ``settings.new_spacing``.
-
-    Parameters
-    ----------
-    image : Tensor
-        ``(B, Z, Y, X)`` intensities.
-    mask : Tensor
-        ``(B, Z, Y, X)`` bool ROI mask.
-    spacing : tuple of float
-        ``(z, y, x)`` voxel size in mm.
-    settings : IbsiSettings
-        Gives target spacing, image interpolation, rounding and the mask partial-volume threshold.
-
-    Returns
-    -------
-    image, mask, spacing
-        Interpolated float64 image (rounded to integers when ``settings.round_intensities``), bool mask
-        (linear interpolation, ``>= mask_threshold``), and the new spacing.
-    """
-    if settings.new_spacing is None:
-        return image.double(), mask.bool(), spacing
-    shape = (image.shape[1], image.shape[2], image.shape[3])
-    img_mats, new_spacing = interpolation_matrices(shape, spacing, settings.new_spacing, settings.interpolation)
-    out_image = apply_separable(image, img_mats)
-    if settings.round_intensities:
-        out_image = torch.round(out_image)
-    mask_mats = img_mats if settings.interpolation == "linear" else \
-        interpolation_matrices(shape, spacing, settings.new_spacing, "linear")[0]
-    # Small tolerance: a voxel centre exactly halfway between two mask voxels must reach 0.5.
-    out_mask = apply_separable(mask.double(), mask_mats) >= settings.mask_threshold - 1e-9
-    return out_image, out_mask, new_spacing
-
-
 def resegment(image: torch.Tensor, mask: torch.Tensor, settings: IbsiSettings) -> torch.Tensor:
     """Intensity mask: ``mask`` restricted to the re-segmentation range, then to ``mean ± k·sd``.
 
@@ -387,8 +254,8 @@ def validate(image: torch.Tensor, mask: torch.Tensor, spacing: Spacing, settings
             f"ROI intensities span [{low:g}, {high:g}]: this looks like a normalised image, not HU")
 
 
-def preprocess(image: torch.Tensor, mask: torch.Tensor, spacing: Spacing, settings: IbsiSettings
-               ) -> PreprocessedVoi:
+def preprocess(image: torch.Tensor, mask: torch.Tensor, spacing: Spacing, settings: IbsiSettings,
+               margin_mm: float | None = None) -> PreprocessedVoi:
     """Run the IBSI processing chain on a batch of VOIs sharing one voxel grid.
 
     Parameters
@@ -401,6 +268,9 @@ def preprocess(image: torch.Tensor, mask: torch.Tensor, spacing: Spacing, settin
         ``(z, y, x)`` voxel size in mm.
     settings : IbsiSettings
         Processing configuration, e.g. ``IBSI_CONFIGS["C"]``.
+    margin_mm : float, optional
+        Keep (and interpolate) only the grid within this margin around the ROIs; ``None`` keeps the whole
+        image (needed only for whole-image diagnostics).
 
     Returns
     -------
@@ -412,7 +282,7 @@ def preprocess(image: torch.Tensor, mask: torch.Tensor, spacing: Spacing, settin
     """
     mask = mask.bool()
     validate(image, mask, spacing, settings)
-    image_i, morph_mask, new_spacing = resample(image, mask, spacing, settings)
+    image_i, morph_mask, new_spacing = resample(image, mask, spacing, settings, margin_mm)
     if bool((morph_mask.sum((1, 2, 3)) == 0).any()):
         raise EmptyMaskError(f"a ROI vanished when re-sampled to {settings.new_spacing} mm (it is smaller than "
                              f"half a voxel of the new grid); use a finer spacing or drop the VOI")

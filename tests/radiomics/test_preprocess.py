@@ -15,17 +15,8 @@ from radiomics.exceptions import (
     NonCTIntensityError,
     SettingsError,
 )
-from radiomics.preprocess import (
-    IBSI_CONFIGS,
-    IbsiSettings,
-    aligned_grid,
-    apply_separable,
-    discretise,
-    interpolation_matrices,
-    preprocess,
-    resample,
-    resegment,
-)
+from radiomics.interpolation import aligned_grid, apply_separable, interpolation_matrices, resample
+from radiomics.preprocess import IBSI_CONFIGS, IbsiSettings, discretise, preprocess, resegment
 
 
 @pytest.mark.parametrize(
