@@ -113,11 +113,13 @@ def association(df: pd.DataFrame, truth: Path) -> None:
     for interval, sub in orig.groupby("interval"):
         by = sub.groupby("RESPONSE_CLASS")["dhi"].agg(["count", "median", "mean"])
         print(f"DHI {interval}:\n{by.to_string(float_format=lambda v: f'{v:.4f}')}")
-        yes, no = sub.loc[sub["RESPONDER"] == 1, "dhi"], sub.loc[sub["RESPONDER"] == 0, "dhi"]
-        if len(yes) and len(no):
-            u = stats.mannwhitneyu(yes, no, alternative="two-sided")
-            auc = u.statistic / (len(yes) * len(no))
-            print(f"  responder vs not: AUC = {auc:.3f} (n = {len(yes)} + {len(no)}), Mann–Whitney p = {u.pvalue:.3f}")
+        for value in ("dhi", "delta_ith", "jsd"):
+            yes, no = sub.loc[sub["RESPONDER"] == 1, value], sub.loc[sub["RESPONDER"] == 0, value]
+            if len(yes) and len(no):
+                u = stats.mannwhitneyu(yes, no, alternative="two-sided")
+                auc = u.statistic / (len(yes) * len(no))
+                print(f"  {value:>9}, responder vs not: AUC = {auc:.3f} (n = {len(yes)} + {len(no)}), "
+                      f"Mann–Whitney p = {u.pvalue:.3f}")
 
 
 def _partitions(series: list[TimePointImage], spec: SubregionSpec) -> list[Partition]:
@@ -214,6 +216,7 @@ def main() -> None:
     ap.add_argument("--stores", type=Path, nargs="*", help="existing site stores (skip synth + ingest)")
     ap.add_argument("--cohort", type=Path, help="the synthesized cohort of --stores (for truth/subjects.csv)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--workdir", type=Path, help="keep the synthesized cohort and stores here (default: a temp dir)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", type=Path, help="write the per-condition DHI rows as CSV")
@@ -225,7 +228,7 @@ def main() -> None:
         if args.stores:
             stores, cohort = list(args.stores), args.cohort
         else:
-            stores, cohort = make_cohort(Path(tmp), args.patients_per_site, args.preset, args.seed)
+            stores, cohort = make_cohort(args.workdir or Path(tmp), args.patients_per_site, args.preset, args.seed)
         all_series: dict[str, list[TimePointImage]] = {}
         for path in stores:
             store = SiteStore(path)
