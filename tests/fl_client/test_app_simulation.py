@@ -26,7 +26,7 @@ def test_dp_he_rounds_with_a_crash_and_a_straggler(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("FEDRESPONSE_TOY_SLOW", "S03:40:2")  # S03 answers round 2 after the timeout
     write_key_files(tmp_path / "keys")
     run = tmp_path / "run"
-    config = {"num-server-rounds": 2, "mode": "dp-he", "min-updates": 1, "round-timeout": 25.0, "node-wait": 60.0,
+    config = {"num-server-rounds": 2, "mode": "dp-he", "min-updates": 1, "round-timeout": 25.0, "node-wait": 300.0,
               "local-epochs": 1, "batch-size": 8, "noise-multiplier": 1.0, "max-grad-norm": 1.0, "delta": 1e-5,
               "epsilon-budget": 30.0, "accountant": "prv", "seed": 3, "task": "federated_toy:toy_task",
               "run-dir": str(run), "site-root": str(run / "sites"), "server-keys": str(tmp_path / "keys" / "server"),
@@ -48,3 +48,26 @@ def test_dp_he_rounds_with_a_crash_and_a_straggler(tmp_path: Path, monkeypatch: 
     assert privacy["sites"]["S01"] == {"epsilon": ledger[-1].epsilon, "budget": 30.0, "rounds": 2, "accountant": "prv"}
     metrics = json.loads((run / "site_metrics.json").read_text())
     assert "S01" in metrics and 0.0 <= metrics["S01"]["auc"] <= 1.0
+
+
+def test_federated_train_command_refuses_bad_input(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fedresponse.cli import app
+
+    runner = CliRunner()
+    (tmp_path / "cohort" / "S01").mkdir(parents=True)
+    no_keys = runner.invoke(app, ["train", "--cohort", str(tmp_path / "cohort"), "--out", str(tmp_path / "run")])
+    def text(result: object) -> str:  # rich wraps long lines
+        return " ".join(str(getattr(result, "output", "")).split())
+
+    assert no_keys.exit_code == 2 and "--keys" in text(no_keys)
+    write_key_files(tmp_path / "keys")
+    no_inputs = runner.invoke(app, ["train", "--cohort", str(tmp_path / "cohort"), "--keys", str(tmp_path / "keys"),
+                                    "--out", str(tmp_path / "run")])
+    assert no_inputs.exit_code == 1 and "model_inputs.pt" in text(no_inputs)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("federation:\n  rounds: 3\n")
+    unknown = runner.invoke(app, ["train", "--cohort", str(tmp_path / "cohort"), "--keys", str(tmp_path / "keys"),
+                                  "--out", str(tmp_path / "run2"), "--config", str(bad)])
+    assert unknown.exit_code == 1 and "unknown federation setting" in text(unknown)
