@@ -142,7 +142,7 @@ def test_tls_deployment_two_sites_survives_server_kill(tmp_path: Path, processes
     run_config = tmp_path / "run.toml"
     run_config.write_text(
         'num-server-rounds = 3\nmode = "dp-he"\nmin-nodes = 2\nmin-updates = 2\nlocal-epochs = 1\nbatch-size = 8\n'
-        'accountant = "prv"\nepsilon-budget = 30.0\nround-timeout = 180.0\nnode-wait = 180.0\n'
+        'accountant = "prv"\nepsilon-budget = 30.0\nround-timeout = 300.0\nnode-wait = 300.0\n'
         f'task = "federated_toy:toy_task"\nrun-dir = "{run}"\nserver-keys = "{keys / "server"}"\n')
     superlink = superlink_command(certs, port, tmp_path / "superlink.db", insecure=False)
     processes.start("superlink", superlink)
@@ -154,14 +154,14 @@ def test_tls_deployment_two_sites_survives_server_kill(tmp_path: Path, processes
         processes.start(site, supernode_command(certs, site, f"127.0.0.1:{port}", _free_port() + index, node_config,
                                                 insecure=False))
     _flwr(processes.env, "run", str(REPO), "fedtest", "--run-config", str(run_config))
-    _wait(lambda: _latest(run) >= 1, 400, "round 1's checkpoint")
+    _wait(lambda: _latest(run) >= 1, 600, "round 1's checkpoint")
     processes.kill("superlink")  # the coordinating centre dies mid-run (its ServerApp child with it)
     after_kill = _latest(run)
     assert 1 <= after_kill < 3
     processes.start("superlink", superlink)
     _wait(lambda: _port_open(port), 120, "the restarted SuperLink")
     _flwr(processes.env, "run", str(REPO), "fedtest", "--run-config", str(run_config))
-    _wait(lambda: (run / "site_metrics.json").exists() and _latest(run) == 3, 600, "the resumed run to finish")
+    _wait(lambda: (run / "site_metrics.json").exists() and _latest(run) == 3, 900, "the resumed run to finish")
 
     rounds = [json.loads(line)["round"] for line in (run / "rounds.jsonl").read_text().splitlines()]
     assert sorted(set(rounds)) == [1, 2, 3] and rounds == sorted(rounds)  # resumed, not restarted from round 1
