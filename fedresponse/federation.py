@@ -104,6 +104,15 @@ def site_inputs(cohort: Path) -> dict[str, Path]:
     return found
 
 
+def _featurize_stores(cohort: Path, seed: int) -> dict[str, Path]:
+    """Each assessed site store under ``cohort`` prepares its own ``model_inputs.pt`` (inside the store)."""
+    from fedresponse.commands.train import featurize_store
+
+    stores = sorted(p.parent for p in cohort.rglob("store.json") if (p.parent / "assessment").is_dir())
+    paths = [featurize_store(store, seed=seed) for store in stores]
+    return site_inputs(cohort) if paths else {}
+
+
 def train_federated(cohort: Path, keys: Path, out: Path, config_path: Path | None = None,
                     overrides: dict[str, Any] | None = None, inputs: dict[str, Path] | None = None) -> list[Any]:
     """``fedresponse train`` (federated): simulate one node per site of ``cohort`` with the keys in ``keys``.
@@ -119,6 +128,8 @@ def train_federated(cohort: Path, keys: Path, out: Path, config_path: Path | Non
                    "site-keys": str(keys / "site"), "site-input-root": str(config.get("site-input-root") or cohort)})
     if inputs is None:
         inputs = site_inputs(cohort) if config.get("task") == "fl_client.federated:fusion_task" else {}
+    if not inputs and config.get("task") == "fl_client.federated:fusion_task":
+        inputs = _featurize_stores(cohort, int(config.get("seed", 7)))
     if inputs:
         config["site-inputs"] = ",".join(f"{site}={path}" for site, path in sorted(inputs.items()))
     elif config.get("task") == "fl_client.federated:fusion_task":
