@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from radiomics.exceptions import GeometryMismatchError
-from radiomics.texture._grid import build_grid, check_inputs
+from radiomics.texture._grid import checked_grid
 from radiomics.texture.glcm import glcm_features, glcm_from_grid
 from radiomics.texture.gldzm import gldzm_features, gldzm_from_grid, morph_grid_for
 from radiomics.texture.glrlm import glrlm_features, glrlm_from_grid
@@ -45,6 +44,9 @@ def texture_features(
     morph_mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every IBSI texture feature of one dimensionality for a batch of VOIs.
+
+    The single-family functions (:func:`glcm_features`, ..., :func:`ngtdm_features`) take the same arguments,
+    ``spacing`` aside and ``morph_mask`` only for :func:`gldzm_features`, and return that family's tags.
 
     Parameters
     ----------
@@ -77,10 +79,7 @@ def texture_features(
     radiomics.exceptions.RadiomicsError
         On a bad ``dims``/``n_levels``, mismatched shapes, dtypes or devices, or levels outside 1..n_levels.
     """
-    check_inputs(levels, mask, n_levels, dims)
-    if spacing is not None and (len(spacing) != 3 or min(spacing) <= 0):
-        raise GeometryMismatchError(f"spacing must be three positive (z, y, x) mm values, but was {spacing!r}.")
-    grid = build_grid(levels, mask)
+    grid = checked_grid(levels, mask, n_levels, dims, spacing)
     out: dict[str, torch.Tensor] = {}
     out.update(glcm_from_grid(grid, n_levels, dims))
     out.update(glrlm_from_grid(grid, n_levels, dims))

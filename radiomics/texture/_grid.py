@@ -103,6 +103,10 @@ class RoiGrid:
         """``(N,)`` compact index of each voxel's neighbour at ``offset``; -1 where it is not in the ROI."""
         return self.lookup[self.flat + self.shift(offset)]
 
+    def same_level(self, nb: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` bool: whether neighbour ``nb`` (from :meth:`neighbour`) is an ROI voxel of the voxel's own level."""
+        return (nb >= 0) & (self.levels[nb.clamp(min=0)] == self.levels)
+
     def group(self, per_slice: bool) -> tuple[torch.Tensor, int]:
         """Group index of each voxel: ``b * Z + z`` when ``per_slice`` (2D), else ``b``; and the group count."""
         B, Z, _, _ = self.shape
@@ -138,7 +142,25 @@ def build_grid(levels: torch.Tensor, mask: torch.Tensor) -> RoiGrid:
     )
 
 
-def check_inputs(levels: torch.Tensor, mask: torch.Tensor, n_levels: int, dims: str) -> None:
+def checked_grid(
+    levels: torch.Tensor,
+    mask: torch.Tensor,
+    n_levels: int,
+    dims: str,
+    spacing: tuple[float, float, float] | None = None,
+) -> RoiGrid:
+    """The prologue of every texture family: validate the arguments (:func:`check_inputs`), then :func:`build_grid`."""
+    check_inputs(levels, mask, n_levels, dims, spacing)
+    return build_grid(levels, mask)
+
+
+def check_inputs(
+    levels: torch.Tensor,
+    mask: torch.Tensor,
+    n_levels: int,
+    dims: str,
+    spacing: tuple[float, float, float] | None = None,
+) -> None:
     """Validate the common arguments of every texture family; raise a :class:`RadiomicsError` subclass.
 
     Parameters
@@ -151,6 +173,8 @@ def check_inputs(levels: torch.Tensor, mask: torch.Tensor, n_levels: int, dims: 
         Number of discretisation levels ``N_g``.
     dims : str
         ``"2D"`` or ``"3D"``.
+    spacing : tuple of float, optional
+        ``(z, y, x)`` voxel spacing in mm, checked to be positive when given.
     """
     if dims not in DIMS:
         raise SettingsError(f"dims must be '2D' or '3D', but was {dims!r}; pick the IBSI texture dimensionality.")
@@ -174,6 +198,8 @@ def check_inputs(levels: torch.Tensor, mask: torch.Tensor, n_levels: int, dims: 
             f"grey levels inside the ROI must lie in 1..{n_levels}, but ranged {int(inside.min())}.."
             f"{int(inside.max())}; discretise with n_levels={n_levels} or pass the right n_levels."
         )
+    if spacing is not None and (len(spacing) != 3 or min(spacing) <= 0):
+        raise GeometryMismatchError(f"spacing must be three positive (z, y, x) mm values, but was {spacing!r}.")
 
 
 def dense_is_cheaper(space: int, n_keys: int) -> bool:

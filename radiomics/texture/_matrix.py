@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from radiomics.texture._grid import count_keys, sum_keys
+from radiomics.texture._grid import RoiGrid, count_keys, sum_keys
 
 #: ``(suffix, keep_slices, keep_directions)``: per-slice and/or per-direction groups are averaged
 #: after feature calculation; the others are merged before it (IBSI §3.1.2).
@@ -32,6 +32,8 @@ SINGLE_SCHEMES: dict[str, tuple[Scheme, ...]] = {
 }
 
 FeatureFn = Callable[["SparseCounts", torch.Tensor], dict[str, torch.Tensor]]
+#: What a run/zone/dependence family counts: the matrices, the ROI voxel count of each group, the layout.
+FamilyCounts = tuple["SparseCounts", torch.Tensor, "Layout"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,57 @@ class SparseCounts:
         """``(G, n_rows)`` sum of per-entry ``values`` over the columns of each row."""
         out = torch.zeros(self.n_groups * self.n_rows, dtype=values.dtype, device=values.device)
         return out.index_add_(0, self.group * self.n_rows + self.row, values).view(self.n_groups, self.n_rows)
+
+
+def family_layout(grid: RoiGrid, dims: str, n_dirs: int = 1) -> tuple[torch.Tensor, Layout]:
+    """Finest group of each ROI voxel, ``(N,)`` ``b * Z + z`` (2D) or ``b`` (3D), and the :class:`Layout`.
+
+    ``n_dirs`` directions per ``(b, z)``; a directional family numbers its groups ``group * n_dirs + d``.
+    """
+    per_slice = dims == "2D"
+    group, _ = grid.group(per_slice)
+    B, Z, _, _ = grid.shape
+    return group, Layout(B, Z if per_slice else 1, n_dirs)
+
+
+def level_counts(
+    grid: RoiGrid,
+    n_levels: int,
+    dims: str,
+    cols: torch.Tensor,
+    voxels: torch.Tensor | None = None,
+    n_cols: int | None = None,
+) -> FamilyCounts:
+    """Grey level x ``cols`` counts of a non-directional family (GLSZM, GLDZM, NGLDM) per group ``(b, z)`` or ``b``.
+
+    Parameters
+    ----------
+    grid : RoiGrid
+        The ROI voxels of the batch.
+    n_levels : int
+        Number of grey levels ``N_g``.
+    dims : str
+        ``"2D"`` (groups per slice) or ``"3D"``.
+    cols : torch.Tensor
+        ``(K,)`` int64 column ``j`` (zone size, distance, dependence count) of each counted voxel.
+    voxels : torch.Tensor, optional
+        ``(K,)`` compact indices of the counted voxels (zone roots); every ROI voxel when omitted.
+    n_cols : int, optional
+        Number of matrix columns; ``max(cols) + 1`` (1 when there is no entry) when omitted.
+
+    Returns
+    -------
+    tuple
+        The :class:`SparseCounts`, the ``(G,)`` float64 ROI voxel count of each group, and the :class:`Layout`.
+    """
+    group, layout = family_layout(grid, dims)
+    rows = grid.levels
+    if voxels is not None:
+        group, rows = group[voxels], rows[voxels]
+    if n_cols is None:
+        n_cols = int(cols.max()) + 1 if cols.numel() else 1
+    m = count_triples(group, rows, cols, layout.n_groups, n_levels + 1, n_cols)
+    return m, grid.voxels_per_group(dims == "2D"), layout
 
 
 def count_triples(
@@ -151,9 +204,28 @@ def aggregate(
     for suffix, keep_slices, keep_dirs in schemes:
         merged, nv_merged, voi_of_group = merge(m, nv, layout, keep_slices, keep_dirs)
         present = merged.group_sum(merged.count) > 0
-        for name, values in fn(merged, nv_merged).items():
-            out[f"{prefix}_{name}_{suffix}"] = average_over_groups(values, present, voi_of_group, layout.n_voi)
+        tag = f"{prefix}_{{}}_{suffix}"
+        out.update(average_features(fn(merged, nv_merged), tag, present, voi_of_group, layout.n_voi))
     return out
+
+
+def average_features(
+    features: dict[str, torch.Tensor], tag: str, present: torch.Tensor, voi_of_group: torch.Tensor, n_voi: int
+) -> dict[str, torch.Tensor]:
+    """Per-VOI means ``(n_voi,)`` of per-group ``features`` (each ``(G,)``), keyed ``tag.format(name)``.
+
+    ``present`` (G,) bool marks the groups with a non-empty matrix and ``voi_of_group`` (G,) the VOI of each
+    group; a VOI without any present group gets NaN (see :func:`average_over_groups`).
+    """
+    return {tag.format(name): average_over_groups(v, present, voi_of_group, n_voi) for name, v in features.items()}
+
+
+def zone_family_features(
+    counts: FamilyCounts, schemes: Sequence[Scheme], prefix: str, names: dict[str, str]
+) -> dict[str, torch.Tensor]:
+    """Features of a run/zone/dependence family: :func:`zone_features` renamed by ``names`` and aggregated."""
+    m, nv, layout = counts
+    return aggregate(m, nv, layout, schemes, prefix, lambda mm, v: rename(zone_features(mm, v), names))
 
 
 def _xlog2x(p: torch.Tensor) -> torch.Tensor:

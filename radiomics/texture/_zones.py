@@ -22,7 +22,7 @@ def same_level_edges(grid: RoiGrid, dims: str) -> tuple[torch.Tensor, torch.Tens
     own = torch.arange(grid.n, device=grid.device)
     for offset in directions(dims):
         nb = grid.neighbour(offset)
-        same = (nb >= 0) & (grid.levels[nb.clamp(min=0)] == grid.levels)
+        same = grid.same_level(nb)
         srcs.append(own[same])
         dsts.append(nb[same])
     return torch.cat(srcs), torch.cat(dsts)

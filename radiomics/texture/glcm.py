@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from radiomics.texture._grid import RoiGrid, build_grid, check_inputs, dense_is_cheaper, directions
+from radiomics.texture._grid import RoiGrid, checked_grid, dense_is_cheaper, directions
 from radiomics.texture._matrix import (
     DIRECTIONAL_SCHEMES,
     Layout,
@@ -19,6 +19,7 @@ from radiomics.texture._matrix import (
     aggregate,
     count_triples,
     decode_keys,
+    family_layout,
 )
 
 FEATURES = (
@@ -32,10 +33,7 @@ FEATURES = (
 def glcm_counts(grid: RoiGrid, n_levels: int, dims: str) -> tuple[SparseCounts, Layout]:
     """Symmetric co-occurrence counts per finest group ``(b, z, d)`` (``z`` only for 2D)."""
     dirs = directions(dims)
-    per_slice = dims == "2D"
-    group, _ = grid.group(per_slice)
-    B, Z, _, _ = grid.shape
-    layout = Layout(B, Z if per_slice else 1, len(dirs))
+    group, layout = family_layout(grid, dims, len(dirs))
     R = n_levels + 1
     space = layout.n_groups * R * R
     base = (group * len(dirs) * R + grid.levels) * R  # key of (group, direction 0, level i, level 0)
@@ -138,24 +136,10 @@ def glcm_from_grid(grid: RoiGrid, n_levels: int, dims: str) -> dict[str, torch.T
 
 
 def glcm_features(levels: torch.Tensor, mask: torch.Tensor, n_levels: int, *, dims: str) -> dict[str, torch.Tensor]:
-    """IBSI GLCM features of a batch of VOIs.
+    """IBSI GLCM features of a batch of VOIs: ``cm_<feature>_<aggregation>`` -> ``(B,)`` float64.
 
-    Parameters
-    ----------
-    levels : torch.Tensor
-        ``(B, Z, Y, X)`` int64 grey levels 1..n_levels inside the ROI (ignored outside).
-    mask : torch.Tensor
-        ``(B, Z, Y, X)`` bool intensity-ROI mask.
-    n_levels : int
-        Number of grey levels ``N_g`` (used by the normalised inverse-difference features).
-    dims : str
-        ``"2D"`` (slice-wise; 2D and 2.5D aggregations) or ``"3D"``.
-
-    Returns
-    -------
-    dict of str to torch.Tensor
-        ``cm_<feature>_<aggregation>`` -> ``(B,)`` float64 on the input device; NaN where a VOI has no
-        voxel pair (or, for ``corr``, a single grey level).
+    The arguments are those of :func:`radiomics.texture.texture_features` (``levels`` and ``mask`` are
+    ``(B, Z, Y, X)``), documented there once for all six families; ``n_levels`` also scales the normalised
+    inverse-difference features. NaN where a VOI has no voxel pair (or, for ``corr``, a single grey level).
     """
-    check_inputs(levels, mask, n_levels, dims)
-    return glcm_from_grid(build_grid(levels, mask), n_levels, dims)
+    return glcm_from_grid(checked_grid(levels, mask, n_levels, dims), n_levels, dims)

@@ -11,16 +11,8 @@ from __future__ import annotations
 import torch
 
 from radiomics.exceptions import GeometryMismatchError
-from radiomics.texture._grid import RoiGrid, build_grid, check_inputs
-from radiomics.texture._matrix import (
-    SINGLE_SCHEMES,
-    Layout,
-    SparseCounts,
-    aggregate,
-    count_triples,
-    rename,
-    zone_features,
-)
+from radiomics.texture._grid import RoiGrid, build_grid, checked_grid
+from radiomics.texture._matrix import SINGLE_SCHEMES, FamilyCounts, level_counts, zone_family_features
 from radiomics.texture._zones import border_distance, label_zones, zone_sizes
 
 #: IBSI short name -> generic run/zone feature (see :func:`radiomics.texture._matrix.zone_features`).
@@ -43,27 +35,18 @@ def voxel_border_distance(grid: RoiGrid, morph_grid: RoiGrid, dims: str) -> torc
     return border_distance(morph_grid, dims)[where]
 
 
-def gldzm_counts(
-    grid: RoiGrid, morph_grid: RoiGrid, n_levels: int, dims: str
-) -> tuple[SparseCounts, torch.Tensor, Layout]:
+def gldzm_counts(grid: RoiGrid, morph_grid: RoiGrid, n_levels: int, dims: str) -> FamilyCounts:
     """Zone counts (grey level x border distance) per group ``(b, z)`` or ``b``, voxel counts and layout."""
-    per_slice = dims == "2D"
-    group, _ = grid.group(per_slice)
     labels = label_zones(grid, dims)
     roots, _ = zone_sizes(labels)
     distance = voxel_border_distance(grid, morph_grid, dims)
     zone_distance = distance.clone().scatter_reduce_(0, labels, distance, "amin")[roots]
-    B, Z, _, _ = grid.shape
-    layout = Layout(B, Z if per_slice else 1, 1)
-    n_cols = int(zone_distance.max()) + 1 if zone_distance.numel() else 1
-    m = count_triples(group[roots], grid.levels[roots], zone_distance, layout.n_groups, n_levels + 1, n_cols)
-    return m, grid.voxels_per_group(per_slice), layout
+    return level_counts(grid, n_levels, dims, zone_distance, voxels=roots)
 
 
 def gldzm_from_grid(grid: RoiGrid, morph_grid: RoiGrid, n_levels: int, dims: str) -> dict[str, torch.Tensor]:
     """GLDZM features of prepared intensity and morphological :class:`RoiGrid` s; see :func:`gldzm_features`."""
-    m, nv, layout = gldzm_counts(grid, morph_grid, n_levels, dims)
-    return aggregate(m, nv, layout, SINGLE_SCHEMES[dims], "dzm", lambda mm, v: rename(zone_features(mm, v), NAMES))
+    return zone_family_features(gldzm_counts(grid, morph_grid, n_levels, dims), SINGLE_SCHEMES[dims], "dzm", NAMES)
 
 
 def gldzm_features(
@@ -74,29 +57,13 @@ def gldzm_features(
     dims: str,
     morph_mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """IBSI GLDZM features of a batch of VOIs.
+    """IBSI GLDZM features of a batch of VOIs: ``dzm_<feature>_<aggregation>`` -> ``(B,)`` float64.
 
-    Parameters
-    ----------
-    levels : torch.Tensor
-        ``(B, Z, Y, X)`` int64 grey levels 1..n_levels inside the ROI (ignored outside).
-    mask : torch.Tensor
-        ``(B, Z, Y, X)`` bool intensity-ROI mask (after re-segmentation).
-    n_levels : int
-        Number of grey levels ``N_g``.
-    dims : str
-        ``"2D"`` (2D and 2.5D aggregations) or ``"3D"``.
-    morph_mask : torch.Tensor, optional
-        ``(B, Z, Y, X)`` bool morphological mask (before re-segmentation) for the distance map; must
-        contain ``mask``. Defaults to ``mask``.
-
-    Returns
-    -------
-    dict of str to torch.Tensor
-        ``dzm_<feature>_<aggregation>`` -> ``(B,)`` float64 on the input device (NaN for an empty VOI).
+    The arguments are those of :func:`radiomics.texture.texture_features`, documented there once for all six
+    families: ``mask`` is the intensity ROI (after re-segmentation) and ``morph_mask``, which must contain it
+    and defaults to it, the morphological mask of the border-distance map. NaN for an empty VOI.
     """
-    check_inputs(levels, mask, n_levels, dims)
-    grid = build_grid(levels, mask)
+    grid = checked_grid(levels, mask, n_levels, dims)
     return gldzm_from_grid(grid, morph_grid_for(grid, levels, morph_mask), n_levels, dims)
 
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import torch
 
-from radiomics.texture._grid import RoiGrid, build_grid, check_inputs, directions
+from radiomics.texture._grid import RoiGrid, checked_grid, directions
 from radiomics.texture._matrix import (
     DIRECTIONAL_SCHEMES,
-    Layout,
-    SparseCounts,
-    aggregate,
+    FamilyCounts,
     count_triples,
-    rename,
-    zone_features,
+    family_layout,
+    zone_family_features,
 )
 
 #: IBSI short name -> generic run/zone feature (see :func:`radiomics.texture._matrix.zone_features`).
@@ -36,7 +34,7 @@ def run_starts(grid: RoiGrid, offset: tuple[int, int, int]) -> tuple[torch.Tenso
     """
     back = grid.neighbour((-offset[0], -offset[1], -offset[2]))
     own = torch.arange(grid.n, device=grid.device)
-    continues = (back >= 0) & (grid.levels[back.clamp(min=0)] == grid.levels)
+    continues = grid.same_level(back)
     start = torch.where(continues, back, own)
     active = torch.nonzero(continues).reshape(-1)
     while active.numel():
@@ -50,49 +48,32 @@ def run_starts(grid: RoiGrid, offset: tuple[int, int, int]) -> tuple[torch.Tenso
     return first, lengths[first]
 
 
-def glrlm_counts(grid: RoiGrid, n_levels: int, dims: str) -> tuple[SparseCounts, torch.Tensor, Layout]:
+def glrlm_counts(grid: RoiGrid, n_levels: int, dims: str) -> FamilyCounts:
     """Run counts per finest group ``(b, z, d)``, the ROI voxel count of each group, and the layout."""
     dirs = directions(dims)
-    per_slice = dims == "2D"
-    group, _ = grid.group(per_slice)
+    group, layout = family_layout(grid, dims, len(dirs))
     groups, rows, cols = [], [], []
     for d, offset in enumerate(dirs):
         first, lengths = run_starts(grid, offset)
         groups.append(group[first] * len(dirs) + d)
         rows.append(grid.levels[first])
         cols.append(lengths)
-    B, Z, _, _ = grid.shape
-    layout = Layout(B, Z if per_slice else 1, len(dirs))
     n_cols = max(grid.shape[1:]) + 1
     m = count_triples(torch.cat(groups), torch.cat(rows), torch.cat(cols), layout.n_groups, n_levels + 1, n_cols)
-    nv = grid.voxels_per_group(per_slice).repeat_interleave(len(dirs))
+    nv = grid.voxels_per_group(dims == "2D").repeat_interleave(len(dirs))
     return m, nv, layout
 
 
 def glrlm_from_grid(grid: RoiGrid, n_levels: int, dims: str) -> dict[str, torch.Tensor]:
     """GLRLM features of a prepared :class:`RoiGrid`; see :func:`glrlm_features`."""
-    m, nv, layout = glrlm_counts(grid, n_levels, dims)
-    return aggregate(m, nv, layout, DIRECTIONAL_SCHEMES[dims], "rlm", lambda mm, v: rename(zone_features(mm, v), NAMES))
+    return zone_family_features(glrlm_counts(grid, n_levels, dims), DIRECTIONAL_SCHEMES[dims], "rlm", NAMES)
 
 
 def glrlm_features(levels: torch.Tensor, mask: torch.Tensor, n_levels: int, *, dims: str) -> dict[str, torch.Tensor]:
-    """IBSI GLRLM features of a batch of VOIs.
+    """IBSI GLRLM features of a batch of VOIs: ``rlm_<feature>_<aggregation>`` -> ``(B,)`` float64.
 
-    Parameters
-    ----------
-    levels : torch.Tensor
-        ``(B, Z, Y, X)`` int64 grey levels 1..n_levels inside the ROI (ignored outside).
-    mask : torch.Tensor
-        ``(B, Z, Y, X)`` bool intensity-ROI mask.
-    n_levels : int
-        Number of grey levels ``N_g``.
-    dims : str
-        ``"2D"`` (2D and 2.5D aggregations) or ``"3D"``.
-
-    Returns
-    -------
-    dict of str to torch.Tensor
-        ``rlm_<feature>_<aggregation>`` -> ``(B,)`` float64 on the input device (NaN for an empty VOI).
+    The arguments are those of :func:`radiomics.texture.texture_features`, documented there once for all six
+    families; the four 2D/2.5D or two 3D aggregations are averaged over (``avg``) or merged across (``comb``)
+    the run directions. NaN for an empty VOI.
     """
-    check_inputs(levels, mask, n_levels, dims)
-    return glrlm_from_grid(build_grid(levels, mask), n_levels, dims)
+    return glrlm_from_grid(checked_grid(levels, mask, n_levels, dims), n_levels, dims)

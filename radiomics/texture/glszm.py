@@ -9,16 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from radiomics.texture._grid import RoiGrid, build_grid, check_inputs
-from radiomics.texture._matrix import (
-    SINGLE_SCHEMES,
-    Layout,
-    SparseCounts,
-    aggregate,
-    count_triples,
-    rename,
-    zone_features,
-)
+from radiomics.texture._grid import RoiGrid, checked_grid
+from radiomics.texture._matrix import SINGLE_SCHEMES, FamilyCounts, level_counts, zone_family_features
 from radiomics.texture._zones import label_zones, zone_sizes
 
 #: IBSI short name -> generic run/zone feature (see :func:`radiomics.texture._matrix.zone_features`).
@@ -29,42 +21,21 @@ NAMES = {
 }  # fmt: skip
 
 
-def glszm_counts(grid: RoiGrid, n_levels: int, dims: str) -> tuple[SparseCounts, torch.Tensor, Layout]:
+def glszm_counts(grid: RoiGrid, n_levels: int, dims: str) -> FamilyCounts:
     """Zone counts (grey level x zone size) per group ``(b, z)`` or ``b``, voxel counts and layout."""
-    per_slice = dims == "2D"
-    group, _ = grid.group(per_slice)
     roots, sizes = zone_sizes(label_zones(grid, dims))
-    B, Z, _, _ = grid.shape
-    layout = Layout(B, Z if per_slice else 1, 1)
-    n_cols = int(sizes.max()) + 1 if sizes.numel() else 1
-    m = count_triples(group[roots], grid.levels[roots], sizes, layout.n_groups, n_levels + 1, n_cols)
-    return m, grid.voxels_per_group(per_slice), layout
+    return level_counts(grid, n_levels, dims, sizes, voxels=roots)
 
 
 def glszm_from_grid(grid: RoiGrid, n_levels: int, dims: str) -> dict[str, torch.Tensor]:
     """GLSZM features of a prepared :class:`RoiGrid`; see :func:`glszm_features`."""
-    m, nv, layout = glszm_counts(grid, n_levels, dims)
-    return aggregate(m, nv, layout, SINGLE_SCHEMES[dims], "szm", lambda mm, v: rename(zone_features(mm, v), NAMES))
+    return zone_family_features(glszm_counts(grid, n_levels, dims), SINGLE_SCHEMES[dims], "szm", NAMES)
 
 
 def glszm_features(levels: torch.Tensor, mask: torch.Tensor, n_levels: int, *, dims: str) -> dict[str, torch.Tensor]:
-    """IBSI GLSZM features of a batch of VOIs.
+    """IBSI GLSZM features of a batch of VOIs: ``szm_<feature>_<aggregation>`` -> ``(B,)`` float64.
 
-    Parameters
-    ----------
-    levels : torch.Tensor
-        ``(B, Z, Y, X)`` int64 grey levels 1..n_levels inside the ROI (ignored outside).
-    mask : torch.Tensor
-        ``(B, Z, Y, X)`` bool intensity-ROI mask.
-    n_levels : int
-        Number of grey levels ``N_g``.
-    dims : str
-        ``"2D"`` (2D and 2.5D aggregations) or ``"3D"``.
-
-    Returns
-    -------
-    dict of str to torch.Tensor
-        ``szm_<feature>_<aggregation>`` -> ``(B,)`` float64 on the input device (NaN for an empty VOI).
+    The arguments are those of :func:`radiomics.texture.texture_features`, documented there once for all six
+    families. NaN for an empty VOI.
     """
-    check_inputs(levels, mask, n_levels, dims)
-    return glszm_from_grid(build_grid(levels, mask), n_levels, dims)
+    return glszm_from_grid(checked_grid(levels, mask, n_levels, dims), n_levels, dims)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from radiomics.texture._grid import RoiGrid, build_grid, check_inputs, neighbourhood
-from radiomics.texture._matrix import average_over_groups
+from radiomics.texture._grid import RoiGrid, checked_grid, neighbourhood
+from radiomics.texture._matrix import average_features
 
 FEATURES = ("coarseness", "contrast", "busyness", "complexity", "strength")
 
@@ -88,30 +88,14 @@ def ngtdm_from_grid(grid: RoiGrid, n_levels: int, dims: str) -> dict[str, torch.
             n_g, s_g = n, s
         voi_of_group = torch.arange(n_g.shape[0], device=n.device) // (n_g.shape[0] // B if B else 1)
         present = n_g.sum(dim=1) > 0
-        for name, values in ngtdm_matrix_features(n_g, s_g).items():
-            out[f"ngt_{name}_{suffix}"] = average_over_groups(values, present, voi_of_group, B)
+        out.update(average_features(ngtdm_matrix_features(n_g, s_g), f"ngt_{{}}_{suffix}", present, voi_of_group, B))
     return out
 
 
 def ngtdm_features(levels: torch.Tensor, mask: torch.Tensor, n_levels: int, *, dims: str) -> dict[str, torch.Tensor]:
-    """IBSI NGTDM features of a batch of VOIs.
+    """IBSI NGTDM features of a batch of VOIs: ``ngt_<feature>_<aggregation>`` -> ``(B,)`` float64.
 
-    Parameters
-    ----------
-    levels : torch.Tensor
-        ``(B, Z, Y, X)`` int64 grey levels 1..n_levels inside the ROI (ignored outside).
-    mask : torch.Tensor
-        ``(B, Z, Y, X)`` bool intensity-ROI mask.
-    n_levels : int
-        Number of grey levels ``N_g``.
-    dims : str
-        ``"2D"`` (2D and 2.5D aggregations) or ``"3D"``.
-
-    Returns
-    -------
-    dict of str to torch.Tensor
-        ``ngt_<feature>_<aggregation>`` -> ``(B,)`` float64 on the input device (NaN for a VOI without
-        any voxel that has a neighbour).
+    The arguments are those of :func:`radiomics.texture.texture_features`, documented there once for all six
+    families. NaN for a VOI without any voxel that has a neighbour.
     """
-    check_inputs(levels, mask, n_levels, dims)
-    return ngtdm_from_grid(build_grid(levels, mask), n_levels, dims)
+    return ngtdm_from_grid(checked_grid(levels, mask, n_levels, dims), n_levels, dims)
