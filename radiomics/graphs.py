@@ -93,11 +93,11 @@ def build_patient_graph(
 ) -> SubregionGraph:
     """Build one patient's :class:`SubregionGraph` (tensors returned on CPU, ready to save)."""
     spec = spec or SubregionSpec()
-    x, valid, parts, frame = node_features(series, spec, device)
-    pos = node_centroids_mm(parts[0], series[0].spacing, frame, spec)
     days = torch.as_tensor([float(tp.day) for tp in series], dtype=torch.float32)
     if torch.any(days[1:] <= days[:-1]):
         raise SubregionError(f"{usubjid}: scan days must increase over the series, but were {days.tolist()}")
+    x, valid, parts, frame = node_features(series, spec, device)
+    pos = node_centroids_mm(parts[0], series[0].spacing, frame, spec)
     return SubregionGraph(
         x=x.cpu(),
         edge_index=torch.as_tensor(spatial_edges(spec)),

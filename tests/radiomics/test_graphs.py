@@ -21,10 +21,10 @@ from radiomics.graphs import (
 )
 from radiomics.subregions import SubregionError, SubregionSpec
 
-SHAPE = (40, 48, 48)
+SHAPE = (34, 40, 40)
 
 
-def lesion(radius: float, day: float, rng: np.random.Generator, centre=(19.5, 23.5, 23.5)) -> TimePointImage:
+def lesion(radius: float, day: float, rng: np.random.Generator, centre=(16.5, 19.5, 19.5)) -> TimePointImage:
     g = np.meshgrid(*[np.arange(n) - c for n, c in zip(SHAPE, centre, strict=True)], indexing="ij")
     r = np.sqrt(sum(x**2 for x in g))
     mask = r <= radius
@@ -82,7 +82,7 @@ def test_constant_segment_has_zero_shape_statistics():
 @pytest.fixture(scope="module")
 def complete_response_graph():
     rng = np.random.default_rng(11)
-    series = [lesion(12.0, 1, rng), lesion(6.0, 64, rng), lesion(0.0, 106, rng)]  # vanished at T2
+    series = [lesion(10.0, 1, rng), lesion(5.0, 64, rng), lesion(0.0, 106, rng)]  # vanished at T2
     return build_patient_graph(series, "FEDRESP-S01-0001")
 
 
@@ -100,7 +100,7 @@ def test_graph_shapes_and_degenerate_time_point(complete_response_graph):
     # Volume ratio to T0 adds up to 1 over the tumour shells at T0 and shrinks at T1.
     shells = slice(0, spec.n_shells * spec.n_sectors)
     assert g.x[0, shells, 1].sum().item() == pytest.approx(1.0, abs=1e-5)
-    assert 0.05 < g.x[1, shells, 1].sum().item() < 0.25  # (6/12)^3 = 0.125
+    assert 0.05 < g.x[1, shells, 1].sum().item() < 0.25  # (5/10)^3 = 0.125
     # Tumour nodes are soft tissue, outer rings are lung.
     mean = NODE_FEATURES.index("stat_mean")
     assert (g.x[0, shells, mean] > 0).all() and (g.x[0, -spec.n_sectors :, mean] < -600).all()
@@ -120,7 +120,7 @@ def test_invalid_nodes_are_zeroed_and_flagged():
 
 def test_save_load_and_batch_in_a_torch_geometric_loader(tmp_path, complete_response_graph):
     rng = np.random.default_rng(2)
-    other = build_patient_graph([lesion(9.0, 1, rng), lesion(10.0, 70, rng), lesion(11.0, 120, rng)], "P2")
+    other = build_patient_graph([lesion(7.0, 1, rng), lesion(8.0, 70, rng), lesion(9.0, 120, rng)], "P2")
     path = tmp_path / "site" / "graphs.pt"
     save_graphs([complete_response_graph, other], path, SubregionSpec())
     assert [p.name for p in path.parent.iterdir()] == ["graphs.pt"]  # no temporary file left behind
@@ -143,7 +143,7 @@ def test_loading_another_file_is_refused(tmp_path):
 
 def test_pad_time_allows_mixed_series_in_one_batch(complete_response_graph):
     rng = np.random.default_rng(4)
-    early = build_patient_graph([lesion(9.0, 1, rng), lesion(8.0, 63, rng)], "P3")
+    early = build_patient_graph([lesion(7.0, 1, rng), lesion(6.0, 63, rng)], "P3")
     padded = pad_time(early, 3)
     assert padded.time_valid.tolist() == [True, True, False]
     assert padded.x.shape == (3, 48, len(NODE_FEATURES)) and (padded.x[2, :, 0] == 1).all()
@@ -209,7 +209,7 @@ def test_padding_outside_the_field_of_view_is_left_out_of_the_rings():
     rng = np.random.default_rng(8)
     tp = lesion(8.0, 1, rng)
     ct = np.asarray(tp.ct).copy()
-    ct[:, :, :12] = -3024.0  # the field of view ends ~3.5 mm from the lesion (x = 23.5 ± 8)
+    ct[:, :, :8] = -3024.0  # the field of view ends ~3.5 mm from the lesion (x = 19.5 ± 8)
     clean = build_patient_graph([tp], "P")
     cut = build_patient_graph([TimePointImage(ct, tp.mask, tp.spacing, 1)], "P")
     torch.testing.assert_close(cut.x[:, :24], clean.x[:, :24])  # tumour shells unchanged
