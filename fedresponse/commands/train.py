@@ -19,6 +19,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     import torch
 
+    from fedresponse.demo import DemoContext
     from fl_client.centralized import PooledCohort
 
 log = logging.getLogger(__name__)
@@ -167,3 +168,45 @@ def train(
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
+
+
+def demo_stage(ctx: DemoContext) -> dict[str, str]:
+    """Demo stage ``train (centralized)``: featurize every assessed site, then the pooled evaluation.
+
+    Reuses the ``radiomics`` stage's graphs and DHI tables when it ran (artifacts ``graphs:`` / ``dhi:``),
+    else builds them at the same place. Artifacts: ``model_inputs:<SITE>``, ``run:centralized``.
+    """
+    import torch
+
+    from evaluation.protocol import configs_dir
+    from fl_client.centralized import run_centralized
+    from models.config import load_model_config
+
+    settings = load_model_config(configs_dir() / "model.yaml")
+    settings = settings.model_copy(update={
+        "train": settings.train.model_copy(update={"epochs": 15}),
+        "evaluation": settings.evaluation.model_copy(update={"cv_folds": 3}),
+    })
+    produced: dict[str, str] = {}
+    for key, store in sorted(ctx.artifacts.items()):
+        site = key.split(":", 1)[1]
+        if not key.startswith("store:") or f"assessment:{site}" not in ctx.artifacts:
+            continue
+        radiomics_dir = ctx.out / "radiomics" / site
+        path = featurize_store(
+            store, out=ctx.out / "model_inputs" / site / "model_inputs.pt", device="auto", seed=ctx.seed,
+            graphs_file=ctx.artifacts.get(f"graphs:{site}", radiomics_dir / "subregion_graphs.pt"),
+            dhi_file=ctx.artifacts.get(f"dhi:{site}", radiomics_dir / "dhi.csv"),
+            durable_day=settings.evaluation.durable_benefit_day,
+        )
+        ctx.artifacts[f"model_inputs:{site}"] = path
+        produced[f"model inputs {site}"] = str(path)
+    run = ctx.out / "runs" / "centralized"
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    metrics = run_centralized(_pooled(ctx.out / "model_inputs"), run, settings, device, ctx.seed,
+                              _oracle_auc(ctx.cohort))
+    _print_metrics(ctx.console, metrics)
+    ctx.artifacts["run:centralized"] = run
+    produced["centralized metrics"] = str(run / "metrics.json")
+    produced["attributions (S01, early)"] = str(run / "sites" / "S01" / "attributions_early.png")
+    return produced
