@@ -246,17 +246,18 @@ def site_round(
     chunks = encode_vector(vector * data.n_examples, settings.encoding, keys.context if keys else None, params)
     meta = UpdateMeta(site=data.site, round=round_, num_examples=data.n_examples, layout_digest=layout.digest,
                       length=layout.size, key_id=keys.info.key_id if keys else "none", encoding=settings.encoding,
-                      train_loss=loss, **meta_privacy)
+                      **meta_privacy)  # the training loss is computed on private data without noise: it stays here
     update = ModelUpdate(meta, chunks)
-    _audit_sent(site_dir, update, global_model)
+    _audit_sent(site_dir, update, global_model, loss)
     return update
 
 
-def _audit_sent(site_dir: Path, update: ModelUpdate, received: GlobalModel | None) -> None:
+def _audit_sent(site_dir: Path, update: ModelUpdate, received: GlobalModel | None, loss: float) -> None:
     digest = hashlib.sha256(b"".join(update.chunks)).hexdigest()
     details: dict[str, Any] = {"round": update.meta.round, "bytes_sent": update.nbytes, "sha256_sent": digest,
                                "num_examples": update.meta.num_examples, "epsilon": update.meta.epsilon,
-                               "encoding": update.meta.encoding}
+                               "encoding": update.meta.encoding,
+                               "local_train_loss": loss if math.isfinite(loss) else None}
     if received is not None:
         details.update(bytes_received=received.nbytes,
                        sha256_received=hashlib.sha256(b"".join(received.chunks)).hexdigest())

@@ -47,7 +47,9 @@ class RoundReport:
         """JSON-serialisable view (no ciphertexts)."""
         return {"round": self.round, "sent": self.sent, "accepted": self.accepted, "rejected": self.rejected,
                 "errors": self.errors, "missing": self.missing, "bytes_in": self.bytes_in,
-                "bytes_out": self.bytes_out, "train_loss": self.train_loss, "seconds": round(self.seconds, 3),
+                "bytes_out": self.bytes_out,
+                "train_loss": self.train_loss if math.isfinite(self.train_loss) else None,
+                "seconds": round(self.seconds, 3),
                 "epsilon": {r.site: r.epsilon for r in self.ledger}}
 
 

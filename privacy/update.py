@@ -40,7 +40,8 @@ class UpdateMeta:
     """Plaintext facts sent with a site's update (no patient-level value among them).
 
     ``epsilon``…``accountant`` are the site's ledger row for this round, so the server can keep the
-    run's privacy ledger; ``train_loss`` is the mean local training loss (a DP-trained quantity).
+    run's privacy ledger. ``train_loss`` exists for non-DP baselines only: sites leave it NaN, because a
+    loss computed on the private training data carries no DP noise.
     """
 
     site: str

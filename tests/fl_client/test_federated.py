@@ -102,6 +102,7 @@ def test_dp_he_rounds_keep_ledger_and_audit(tmp_path: Path, keys: tuple[SiteKeys
                                  _expectation(updates[0].meta, site_keys, round_, "ckks"), public, min_updates=2)
         global_model = report.global_model
         assert {r.site for r in report.ledger} == set(SITES)
+        assert all(np.isnan(u.meta.train_loss) for u in updates)  # a non-DP statistic never leaves the site
     for site, n in SITES.items():
         rows = read_ledger(tmp_path / site / "privacy_ledger.csv")
         assert [r.round for r in rows] == [1, 2]
