@@ -172,3 +172,41 @@ def test_existing_run_directory_is_not_overwritten(tmp_path: Path) -> None:
     cohort = PooledCohort(make_records(8, seed=5), NAMES, GLOBAL_GROUPS, CLINICAL)
     with pytest.raises(FileExistsError, match="already exists"):
         run_centralized(cohort, tmp_path / "RUN", TINY, torch.device("cpu"), seed=0)
+
+
+def test_train_command_errors_without_inputs(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fedresponse.cli import app
+
+    args = ["train", "--centralized", "--cohort", str(tmp_path), "--out", str(tmp_path / "R")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert "no model_inputs.pt and no assessed site store" in " ".join(result.output.split())
+    assert not (tmp_path / "R").exists()
+
+
+@pytest.mark.slow
+def test_train_command_on_site_model_inputs(tmp_path: Path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from fedresponse.cli import app
+    from fl_client.train import SiteInputs, save_site_inputs
+
+    records = make_records(24, seed=8, sites=2)
+    for site in ("S01", "S02"):
+        own = [r for r in records if r.site == site]
+        inputs = SiteInputs(site, own, NAMES, GLOBAL_GROUPS, CLINICAL)
+        save_site_inputs(inputs, tmp_path / "c" / site / "model_inputs.pt")
+    (tmp_path / "c" / "truth").mkdir()
+    (tmp_path / "c" / "truth" / "oracle.json").write_text(json.dumps({"early_oracle_auc": 0.77}))
+    config = TINY.model_dump(mode="json")
+    config["train"]["epochs"] = 1
+    config["evaluation"]["leave_one_site_out"] = False
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["train", "--centralized", "--cohort", str(tmp_path / "c"), "--out",
+                                      str(tmp_path / "RUN"), "--config", str(tmp_path / "m.yaml"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "RUN" / "metrics.json").read_text())
+    assert metrics["oracle_auc"] == 0.77 and metrics["n_patients"] == 24 and "leave_one_site_out" not in metrics
