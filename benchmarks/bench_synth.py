@@ -29,6 +29,11 @@ from synth.identity import hospital_for_site, patient_identity
 from synth.presets import get_preset
 
 
+def _cpu_seconds() -> float:
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
 def bench_oracle(preset: str) -> None:
     """The registered cohort's oracle AUC and balance from the plan alone (no pixels)."""
     start = time.perf_counter()
@@ -41,15 +46,18 @@ def bench_oracle(preset: str) -> None:
 
 def bench_generation(preset: str, out: Path, workers: int, patients_per_site: int | None) -> None:
     start = time.perf_counter()
+    cpu_start = _cpu_seconds()
     summary = synthesize(out, n_sites=3, patients_per_site=patients_per_site, seed=0, preset_name=preset,
                          workers=workers, force=True)
     seconds = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu_start
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"preset={preset} workers={workers} cpu_cores={os.cpu_count()}")
     print(f"patients={summary.patients} responders={summary.responders} files={summary.files} "
           f"bytes={size / 1e9:.2f} GB")
+    print(f"cpu={cpu:.1f} s (main + workers; on an idle machine wall ~ cpu / workers)")
     print(f"wall={seconds:.1f} s  patients/s={summary.patients / seconds:.2f}  files/s={summary.files / seconds:.0f}")
     print(f"peak RSS main={self_rss:.0f} MB  largest worker={child_rss:.0f} MB")
     per_patient = seconds / summary.patients
