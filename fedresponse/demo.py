@@ -26,6 +26,7 @@ STAGES: list[tuple[str, str]] = [
     ("ingest", "fl_client.ingest.demo_stage:run"),
     ("assess", "evaluation.response.demo_stage:run"),
     ("subregion-graphs", "fedresponse.commands.radiomics_graphs:demo_stage"),
+    ("train (centralized)", "fedresponse.commands.train:demo_stage"),
     ("export-cdisc", "evaluation.cdisc.demo_stage:run"),
 ]
 
