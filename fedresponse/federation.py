@@ -174,7 +174,7 @@ def demo_stage(ctx: Any) -> dict[str, str]:
     """Demo stage ``train(federated)``: a short simulated DP+HE run on the demo cohort's model inputs.
 
     Uses the featurize stage's ``model_inputs:<SITE>`` artifacts, else the ``model_inputs.pt`` files under
-    ``ctx.out``, else featurizes the assessed site stores; writes ``ctx.out/keys`` and ``ctx.out/federated``
+    ``ctx.out``, else featurizes the assessed site stores; writes ``ctx.out/ckks_keys`` and ``ctx.out/federated``
     and records ``federated_run`` in ``ctx.artifacts``.
     """
     from privacy.ckks import write_key_files
@@ -182,7 +182,7 @@ def demo_stage(ctx: Any) -> dict[str, str]:
     # the featurize stage's files when it ran; else every assessed site store featurizes itself in place
     inputs = {key.split(":", 1)[1]: Path(path) for key, path in ctx.artifacts.items()
               if key.startswith("model_inputs:")} or None
-    keys, run = ctx.out / "keys", ctx.out / "federated"
+    keys, run = ctx.out / "ckks_keys", ctx.out / "federated"  # ctx.out/keys holds the PI's re-identification keys
     write_key_files(keys, overwrite=True)
     reports = train_federated(ctx.out, keys, run, overrides={"num-server-rounds": 2, "local-epochs": 1,
                                                              "seed": int(ctx.seed)}, inputs=inputs)
