@@ -106,20 +106,14 @@ def _texture(pre: PreprocessedVoi) -> dict[str, torch.Tensor]:
         log.warning("radiomics.texture.texture_features is not available; texture features skipped")
         return {}
     result: dict[str, torch.Tensor] = {}
+    # N_g enters normalised texture features (e.g. cm_inv_diff_norm): each VOI gets its own N_g (fixed bin size),
+    # so a VOI's features never depend on its batch neighbours, and the whole batch is one call.
     voi_levels = voi_grey_levels(pre)
-    # N_g enters normalised texture features (e.g. cm_inv_diff_norm): VOIs with a different N_g (fixed bin size)
-    # are computed in separate calls so that a VOI's features never depend on its batch neighbours.
-    for n_g in torch.unique(voi_levels).tolist():
-        rows = torch.nonzero(voi_levels == n_g).flatten()
-        for dims in pre.settings.texture_dims:
-            # GLDZM distances run on the morphological mask: re-segmentation must not create inner borders.
-            part = texture_features(pre.levels[rows], pre.int_mask[rows], int(n_g), dims=dims, spacing=pre.spacing,
-                                    morph_mask=pre.morph_mask[rows])
-            for tag, values in part.items():
-                if tag not in result:
-                    result[tag] = torch.full((pre.levels.shape[0],), torch.nan, dtype=torch.float64,
-                                             device=values.device)
-                result[tag][rows] = values.double()
+    for dims in pre.settings.texture_dims:
+        # GLDZM distances run on the morphological mask: re-segmentation must not create inner borders.
+        part = texture_features(pre.levels, pre.int_mask, voi_levels, dims=dims, spacing=pre.spacing,
+                                morph_mask=pre.morph_mask)
+        result.update({tag: values.double() for tag, values in part.items()})
     return result
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from radiomics.texture._grid import checked_grid
+from radiomics.texture._grid import checked_grid, levels_per_voi
 from radiomics.texture.glcm import glcm_features, glcm_from_grid
 from radiomics.texture.gldzm import gldzm_features, gldzm_from_grid, morph_grid_for
 from radiomics.texture.glrlm import glrlm_features, glrlm_from_grid
@@ -37,7 +37,7 @@ __all__ = [
 def texture_features(
     levels: torch.Tensor,
     mask: torch.Tensor,
-    n_levels: int,
+    n_levels: int | torch.Tensor,
     *,
     dims: str,
     spacing: tuple[float, float, float] | None = None,
@@ -55,8 +55,11 @@ def texture_features(
         VOIs of different sizes are zero-padded into one tensor; ``Z`` is the slice axis of 2D texture.
     mask : torch.Tensor
         ``(B, Z, Y, X)`` bool intensity-ROI mask (after re-segmentation).
-    n_levels : int
-        Number of discretisation levels ``N_g``.
+    n_levels : int or torch.Tensor
+        Number of discretisation levels ``N_g``: one int for the batch, or an ``(B,)`` integer tensor with each
+        VOI's own ``N_g`` (fixed bin size). Only ``cm_inv_diff_norm_*`` and ``cm_inv_diff_mom_norm_*`` depend on
+        it; matrices are sized by the largest, so one call serves a batch of mixed ``N_g`` and a VOI's features
+        never depend on the other VOIs of its batch.
     dims : str
         ``"2D"``: slice-wise matrices, returning the IBSI 2D and 2.5D aggregations; ``"3D"``: volumetric.
     spacing : tuple of float, optional
@@ -80,11 +83,12 @@ def texture_features(
         On a bad ``dims``/``n_levels``, mismatched shapes, dtypes or devices, or levels outside 1..n_levels.
     """
     grid = checked_grid(levels, mask, n_levels, dims, spacing)
+    n_max, per_voi = levels_per_voi(n_levels, levels.shape[0], levels.device)
     out: dict[str, torch.Tensor] = {}
-    out.update(glcm_from_grid(grid, n_levels, dims))
-    out.update(glrlm_from_grid(grid, n_levels, dims))
-    out.update(glszm_from_grid(grid, n_levels, dims))
-    out.update(gldzm_from_grid(grid, morph_grid_for(grid, levels, morph_mask), n_levels, dims))
-    out.update(ngtdm_from_grid(grid, n_levels, dims))
-    out.update(ngldm_from_grid(grid, n_levels, dims))
+    out.update(glcm_from_grid(grid, n_max, dims, per_voi))
+    out.update(glrlm_from_grid(grid, n_max, dims))
+    out.update(glszm_from_grid(grid, n_max, dims))
+    out.update(gldzm_from_grid(grid, morph_grid_for(grid, levels, morph_mask), n_max, dims))
+    out.update(ngtdm_from_grid(grid, n_max, dims))
+    out.update(ngldm_from_grid(grid, n_max, dims))
     return out

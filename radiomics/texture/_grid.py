@@ -100,12 +100,30 @@ class RoiGrid:
         return dz * (Y + 2) * (X + 2) + dy * (X + 2) + dx
 
     def neighbour(self, offset: Offset) -> torch.Tensor:
-        """``(N,)`` compact index of each voxel's neighbour at ``offset``; -1 where it is not in the ROI."""
-        return self.lookup[self.flat + self.shift(offset)]
+        """``(N,)`` compact index of each voxel's neighbour at ``offset``; -1 where it is not in the ROI.
+
+        Cached on the grid: GLCM, GLRLM, zones, NGTDM and NGLDM all gather the same 26 (8 in 2D) neighbours.
+        """
+        key = ("neighbour", offset)
+        if key not in self.cache:
+            self.cache[key] = self.lookup[self.flat + self.shift(offset)]
+        return self.cache[key]
+
+    @property
+    def levels_or_zero(self) -> torch.Tensor:
+        """``(N + 1,)`` grey levels with a trailing 0, so that ``levels_or_zero[nb]`` reads 0 where ``nb`` is -1."""
+        key = "levels_or_zero"
+        if key not in self.cache:
+            self.cache[key] = functional.pad(self.levels, (0, 1))
+        return self.cache[key]
+
+    def neighbour_level(self, offset: Offset) -> torch.Tensor:
+        """``(N,)`` int64 grey level of each voxel's neighbour at ``offset``; 0 where it is not in the ROI."""
+        return self.levels_or_zero[self.neighbour(offset)]
 
     def same_level(self, nb: torch.Tensor) -> torch.Tensor:
         """``(N,)`` bool: whether neighbour ``nb`` (from :meth:`neighbour`) is an ROI voxel of the voxel's own level."""
-        return (nb >= 0) & (self.levels[nb.clamp(min=0)] == self.levels)
+        return self.levels_or_zero[nb] == self.levels  # levels are >= 1, so no non-ROI neighbour (0) matches
 
     def group(self, per_slice: bool) -> tuple[torch.Tensor, int]:
         """Group index of each voxel: ``b * Z + z`` when ``per_slice`` (2D), else ``b``; and the group count."""
@@ -142,10 +160,22 @@ def build_grid(levels: torch.Tensor, mask: torch.Tensor) -> RoiGrid:
     )
 
 
+def levels_per_voi(n_levels: int | torch.Tensor, n_voi: int, device: torch.device) -> tuple[int, torch.Tensor]:
+    """The largest ``N_g`` of a batch (the matrix size) and ``(B,)`` float64 ``N_g`` of each VOI.
+
+    ``n_levels`` is one int for the whole batch or an ``(B,)`` integer tensor (fixed bin size gives each VOI its
+    own highest level); it must have passed :func:`check_inputs`.
+    """
+    if isinstance(n_levels, torch.Tensor):
+        per_voi = n_levels.to(device=device, dtype=torch.float64).reshape(n_voi)
+        return (int(n_levels.max()) if n_levels.numel() else 1), per_voi
+    return n_levels, torch.full((n_voi,), float(n_levels), dtype=torch.float64, device=device)
+
+
 def checked_grid(
     levels: torch.Tensor,
     mask: torch.Tensor,
-    n_levels: int,
+    n_levels: int | torch.Tensor,
     dims: str,
     spacing: tuple[float, float, float] | None = None,
 ) -> RoiGrid:
@@ -157,7 +187,7 @@ def checked_grid(
 def check_inputs(
     levels: torch.Tensor,
     mask: torch.Tensor,
-    n_levels: int,
+    n_levels: int | torch.Tensor,
     dims: str,
     spacing: tuple[float, float, float] | None = None,
 ) -> None:
@@ -169,8 +199,8 @@ def check_inputs(
         ``(B, Z, Y, X)`` int64 grey levels, 1..n_levels inside the ROI.
     mask : torch.Tensor
         ``(B, Z, Y, X)`` bool ROI mask.
-    n_levels : int
-        Number of discretisation levels ``N_g``.
+    n_levels : int or torch.Tensor
+        Number of discretisation levels ``N_g``: one int, or ``(B,)`` integers, one per VOI.
     dims : str
         ``"2D"`` or ``"3D"``.
     spacing : tuple of float, optional
@@ -178,8 +208,7 @@ def check_inputs(
     """
     if dims not in DIMS:
         raise SettingsError(f"dims must be '2D' or '3D', but was {dims!r}; pick the IBSI texture dimensionality.")
-    if isinstance(n_levels, bool) or not isinstance(n_levels, int) or n_levels < 1:
-        raise SettingsError(f"n_levels must be a positive int, but was {n_levels!r}; pass the discretisation N_g.")
+    _check_n_levels(n_levels, levels.shape[0] if levels.dim() else 0)
     if levels.dim() != 4 or levels.shape != mask.shape:
         raise GeometryMismatchError(
             f"levels and mask must both be (B, Z, Y, X) with the same shape, but were {tuple(levels.shape)} and "
@@ -192,14 +221,45 @@ def check_inputs(
         )
     if levels.device != mask.device:
         raise GeometryMismatchError(f"levels is on {levels.device} but mask on {mask.device}; move both to one device.")
-    inside = levels[mask]
-    if inside.numel() and (int(inside.min()) < 1 or int(inside.max()) > n_levels):
-        raise RadiomicsError(
-            f"grey levels inside the ROI must lie in 1..{n_levels}, but ranged {int(inside.min())}.."
-            f"{int(inside.max())}; discretise with n_levels={n_levels} or pass the right n_levels."
-        )
+    _check_level_range(levels, mask, n_levels)
     if spacing is not None and (len(spacing) != 3 or min(spacing) <= 0):
         raise GeometryMismatchError(f"spacing must be three positive (z, y, x) mm values, but was {spacing!r}.")
+
+
+def _check_n_levels(n_levels: int | torch.Tensor, n_voi: int) -> None:
+    if isinstance(n_levels, torch.Tensor):
+        if n_levels.dtype.is_floating_point or n_levels.dtype == torch.bool or n_levels.shape != (n_voi,):
+            raise SettingsError(
+                f"a per-VOI n_levels must be an integer tensor of shape ({n_voi},), but was {n_levels.dtype} "
+                f"{tuple(n_levels.shape)}; pass one N_g per VOI of the batch, or one int."
+            )
+        if n_voi and int(n_levels.min()) < 1:
+            raise SettingsError(f"n_levels must be positive, but was {n_levels.tolist()!r}; pass each VOI's N_g.")
+        return
+    if isinstance(n_levels, bool) or not isinstance(n_levels, int) or n_levels < 1:
+        raise SettingsError(f"n_levels must be a positive int, but was {n_levels!r}; pass the discretisation N_g.")
+
+
+def _check_level_range(levels: torch.Tensor, mask: torch.Tensor, n_levels: int | torch.Tensor) -> None:
+    inside = levels[mask]
+    if not inside.numel():
+        return
+    low, high = int(inside.min()), int(inside.max())
+    if isinstance(n_levels, torch.Tensor):
+        top = torch.where(mask, levels, 0).amax(dim=(1, 2, 3))
+        over = torch.nonzero(top > n_levels.to(top.device)).reshape(-1)
+        if low < 1 or over.numel():
+            b = int(over[0]) if over.numel() else -1
+            raise RadiomicsError(
+                f"grey levels inside the ROI must lie in 1..n_levels of their VOI, but ranged {low}..{high}"
+                + (f" and VOI {b} reached {int(top[b])} > n_levels[{b}] = {int(n_levels[b])}" if b >= 0 else "")
+                + "; discretise first or pass each VOI's highest level as its n_levels."
+            )
+    elif low < 1 or high > n_levels:
+        raise RadiomicsError(
+            f"grey levels inside the ROI must lie in 1..{n_levels}, but ranged {low}..{high}; "
+            f"discretise with n_levels={n_levels} or pass the right n_levels."
+        )
 
 
 def dense_is_cheaper(space: int, n_keys: int) -> bool:

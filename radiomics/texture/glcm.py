@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from radiomics.texture._grid import RoiGrid, checked_grid, dense_is_cheaper, directions
+from radiomics.texture._grid import RoiGrid, checked_grid, dense_is_cheaper, directions, levels_per_voi
 from radiomics.texture._matrix import (
     DIRECTIONAL_SCHEMES,
     Layout,
@@ -41,16 +41,17 @@ def glcm_counts(grid: RoiGrid, n_levels: int, dims: str) -> tuple[SparseCounts, 
     one_sided = torch.zeros(space + 1 if dense else 0, dtype=torch.int64, device=grid.device)
     keys = []
     for d, offset in enumerate(dirs):
-        nb = grid.neighbour(offset)
-        # Pairs with a neighbour outside the ROI go to the extra key `space`, dropped below.
-        key = torch.where(nb >= 0, base + d * R * R + grid.levels[nb.clamp(min=0)], space)
+        # A neighbour outside the ROI reads level 0: its pairs land in the unused column 0, dropped below.
+        other = grid.neighbour_level(offset)
+        key = base + d * R * R + other
         if dense:
             one_sided += torch.bincount(key, minlength=space + 1)
         else:
-            keys.append(key[key < space])
+            keys.append(key[other > 0])
     if dense:
         # Count each pair once and add the transpose: the symmetric matrix without doubling the keys.
         square = one_sided[:space].view(layout.n_groups, R, R)
+        square[:, :, 0] = 0
         flat = (square + square.transpose(1, 2)).reshape(-1)
         present = torch.nonzero(flat).reshape(-1)
         return decode_keys(present, flat[present].to(torch.float64), layout.n_groups, R, R), layout
@@ -76,10 +77,11 @@ def _moments(marg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return mean, var, _entropy(marg)
 
 
-def glcm_matrix_features(m: SparseCounts, n_levels: int) -> dict[str, torch.Tensor]:
+def glcm_matrix_features(m: SparseCounts, n_levels: int | torch.Tensor) -> dict[str, torch.Tensor]:
     """The 25 IBSI GLCM features of each matrix in ``m``; values ``(G,)`` float64 (NaN for an empty matrix).
 
-    ``info_corr1`` divides by ``max(HX, HY)``; ``HXY2 = HX + HY`` exactly because the marginals sum to one.
+    ``n_levels`` is ``N_g`` of every matrix, or ``(G,)`` float64 per matrix. ``info_corr1`` divides by
+    ``max(HX, HY)``; ``HXY2 = HX + HY`` exactly because the marginals sum to one.
     """
     i = m.row.to(torch.float64)
     j = m.col.to(torch.float64)
@@ -96,7 +98,7 @@ def glcm_matrix_features(m: SparseCounts, n_levels: int) -> dict[str, torch.Tens
     diff = i - j
     centred = i + j - mu_x[m.group] - mu_y[m.group]
     off_diag = diff != 0
-    n_g = float(n_levels)
+    n_g = n_levels[m.group] if isinstance(n_levels, torch.Tensor) else float(n_levels)
     return {
         "joint_max": torch.zeros(m.n_groups, dtype=p.dtype, device=p.device).scatter_reduce_(
             0, m.group, p, "amax", include_self=False
@@ -128,18 +130,38 @@ def glcm_matrix_features(m: SparseCounts, n_levels: int) -> dict[str, torch.Tens
     }
 
 
-def glcm_from_grid(grid: RoiGrid, n_levels: int, dims: str) -> dict[str, torch.Tensor]:
-    """GLCM features of a prepared :class:`RoiGrid`; see :func:`glcm_features`."""
+def glcm_from_grid(
+    grid: RoiGrid, n_levels: int, dims: str, per_voi: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """GLCM features of a prepared :class:`RoiGrid`; see :func:`glcm_features`.
+
+    ``n_levels`` sizes the matrices (the batch's largest ``N_g``); ``per_voi`` (B,) float64, when given, is each
+    VOI's own ``N_g`` for the normalised inverse differences.
+    """
     m, layout = glcm_counts(grid, n_levels, dims)
     nv = torch.zeros(layout.n_groups, dtype=torch.float64, device=grid.device)
-    return aggregate(m, nv, layout, DIRECTIONAL_SCHEMES[dims], "cm", lambda mm, _nv: glcm_matrix_features(mm, n_levels))
+    if per_voi is None:
+        return aggregate(
+            m, nv, layout, DIRECTIONAL_SCHEMES[dims], "cm", lambda mm, _: glcm_matrix_features(mm, n_levels)
+        )
+
+    def per_matrix(mm: SparseCounts, _nv: torch.Tensor) -> dict[str, torch.Tensor]:
+        # Merged groups stay ordered by VOI, each VOI holding the same number of them.
+        voi = torch.arange(mm.n_groups, device=grid.device) // max(1, mm.n_groups // layout.n_voi)
+        return glcm_matrix_features(mm, per_voi[voi])
+
+    return aggregate(m, nv, layout, DIRECTIONAL_SCHEMES[dims], "cm", per_matrix)
 
 
-def glcm_features(levels: torch.Tensor, mask: torch.Tensor, n_levels: int, *, dims: str) -> dict[str, torch.Tensor]:
+def glcm_features(
+    levels: torch.Tensor, mask: torch.Tensor, n_levels: int | torch.Tensor, *, dims: str
+) -> dict[str, torch.Tensor]:
     """IBSI GLCM features of a batch of VOIs: ``cm_<feature>_<aggregation>`` -> ``(B,)`` float64.
 
     The arguments are those of :func:`radiomics.texture.texture_features` (``levels`` and ``mask`` are
     ``(B, Z, Y, X)``), documented there once for all six families; ``n_levels`` also scales the normalised
     inverse-difference features. NaN where a VOI has no voxel pair (or, for ``corr``, a single grey level).
     """
-    return glcm_from_grid(checked_grid(levels, mask, n_levels, dims), n_levels, dims)
+    grid = checked_grid(levels, mask, n_levels, dims)
+    n_max, per_voi = levels_per_voi(n_levels, levels.shape[0], levels.device)
+    return glcm_from_grid(grid, n_max, dims, per_voi if isinstance(n_levels, torch.Tensor) else None)

@@ -64,6 +64,38 @@ def test_features_of_a_voi_alone_equal_those_in_a_padded_batch(vois, dims: str) 
 
 
 @pytest.mark.parametrize("dims", ["2D", "3D"])
+def test_per_voi_n_levels_equal_separate_calls(vois, dims: str) -> None:
+    """One call with each VOI's own N_g (fixed bin size) gives what a call per VOI with its N_g gives."""
+    levels, mask = pad_batch(vois)
+    n_levels = torch.tensor([N_LEVELS, N_LEVELS + 5, N_LEVELS + 1, 12, 4, 1])
+    batch = texture_features(levels, mask, n_levels, dims=dims)
+    for b, (lv, mk) in enumerate(vois):
+        alone = texture_features(lv[None], mk[None], int(n_levels[b]), dims=dims)
+        for tag, value in batch.items():
+            torch.testing.assert_close(value[b : b + 1], alone[tag], equal_nan=True, rtol=1e-12, atol=1e-12)
+    assert (
+        batch[f"cm_inv_diff_norm_{dims}_avg"][1]
+        != texture_features(levels[1:2], mask[1:2], N_LEVELS, dims=dims)[f"cm_inv_diff_norm_{dims}_avg"][0]
+    )
+
+
+@pytest.mark.parametrize(
+    ("n_levels", "says"),
+    [
+        (torch.tensor([8, 8]), "shape (6,)"),
+        (torch.full((6,), 8.0), "torch.float32"),
+        (torch.tensor([8, 8, 8, 8, 8, 0]), "must be positive"),
+        (torch.tensor([8, 8, 8, 8, 3, 8]), "VOI 4 reached 4 > n_levels[4] = 3"),
+    ],
+)
+def test_bad_per_voi_n_levels_is_refused(vois, n_levels: torch.Tensor, says: str) -> None:
+    levels, mask = pad_batch(vois)
+    with pytest.raises(RadiomicsError) as info:
+        texture_features(levels, mask, n_levels, dims="3D")
+    assert says in str(info.value)
+
+
+@pytest.mark.parametrize("dims", ["2D", "3D"])
 def test_degenerate_vois_give_nan_only_where_undefined(vois, dims: str) -> None:
     levels, mask = pad_batch(vois)
     out = texture_features(levels, mask, N_LEVELS, dims=dims)
