@@ -153,18 +153,24 @@ def spatial_autocorrelation(image: torch.Tensor, mask: torch.Tensor, spacing: Sp
     count = weight.sum((1, 2, 3))
     mean = (image * weight).sum((1, 2, 3)) / count
     centred = (image - mean.view(-1, 1, 1, 1)) * weight
+    # Only the sums a^T (K * b) are needed, and for the real, even kernel K Parseval gives them in the frequency
+    # domain: (1/N) sum_f K^(f) Re(conj(A^(f)) B^(f)). Three forward FFTs replace two forward and two inverse.
+    # The half spectrum of rfftn counts twice, except its first and (even length) last bins.
+    bins = torch.full((kernel_f.shape[-1],), 2.0, dtype=torch.float64, device=image.device)
+    bins[0] = bins[-1] = 1.0
+    kernel_w = kernel_f.real * bins / math.prod(fft_shape)
 
-    def conv(x: torch.Tensor) -> torch.Tensor:
-        spectrum = torch.fft.rfftn(x, s=fft_shape, dim=(1, 2, 3)) * kernel_f
-        full = torch.fft.irfftn(spectrum, s=fft_shape, dim=(1, 2, 3))
-        return full[:, : shape[0], : shape[1], : shape[2]]
+    def spectrum(x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.rfftn(x, s=fft_shape, dim=(1, 2, 3))
 
-    w_mask = conv(weight)
-    w_centred = conv(centred)
-    total_weight = (weight * w_mask).sum((1, 2, 3))
-    cross = (centred * w_centred).sum((1, 2, 3))
+    def kernel_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return ((a.real * b.real + a.imag * b.imag) * kernel_w).sum((1, 2, 3))
+
+    w_f, c_f = spectrum(weight), spectrum(centred)
+    total_weight = kernel_sum(w_f, w_f)
+    cross = kernel_sum(c_f, c_f)
     sq = (centred**2).sum((1, 2, 3))
-    geary_sum = 2.0 * (centred**2 * w_mask).sum((1, 2, 3)) - 2.0 * cross
+    geary_sum = 2.0 * kernel_sum(spectrum(centred**2), w_f) - 2.0 * cross
     safe_sq = torch.where(sq > 0, sq, torch.ones_like(sq))
     moran = torch.where(sq > 0, count / total_weight * cross / safe_sq, torch.full_like(sq, math.nan))
     geary = torch.where(sq > 0, (count - 1) / (2.0 * total_weight) * geary_sum / safe_sq, torch.full_like(sq, math.nan))
