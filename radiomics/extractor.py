@@ -67,6 +67,27 @@ def crop_to_roi(pre: PreprocessedVoi, margin_mm: float = SPHERE_RADIUS_MM) -> Pr
         spacing=pre.spacing, settings=pre.settings)
 
 
+def voi_boxes(pre: PreprocessedVoi, margin_mm: float = 0.0) -> tuple[list[tuple[int, int, int]], tuple[int, int, int]]:
+    """Start ``(z, y, x)`` of each VOI's box and the common box size: its bounding box plus ``margin_mm``."""
+    grid = pre.morph_mask.shape[1:]
+    device = pre.morph_mask.device
+    as_bytes = pre.morph_mask.view(torch.uint8)  # amax over bytes is ~3x faster than any() over several axes
+    starts, sizes = [], []
+    for axis, spacing in enumerate(pre.spacing):
+        margin = math.ceil(margin_mm / spacing - 1e-9)
+        other = tuple(a for a in (1, 2, 3) if a != axis + 1)
+        hit = as_bytes.amax(dim=other).bool()  # (B, n_axis)
+        idx = torch.arange(grid[axis], device=device)
+        low = torch.where(hit, idx, grid[axis]).amin(1)
+        high = torch.where(hit, idx, -1).amax(1)
+        low = (low - margin).clamp(min=0)
+        high = (high + margin).clamp(max=grid[axis] - 1)
+        size = int((high - low + 1).max())
+        starts.append(torch.minimum(low, torch.tensor(grid[axis] - size, device=device)).tolist())
+        sizes.append(size)
+    return list(zip(*starts, strict=True)), (sizes[0], sizes[1], sizes[2])
+
+
 def compact(pre: PreprocessedVoi, margin_mm: float = 0.0) -> PreprocessedVoi:
     """Gather every VOI's own bounding box (plus ``margin_mm``) into a smaller common box.
 
@@ -74,28 +95,14 @@ def compact(pre: PreprocessedVoi, margin_mm: float = 0.0) -> PreprocessedVoi:
     its own box (padded to the batch's largest box) shrinks FFTs, sorts and meshes by the ratio of the
     volumes. Each box contains the VOI's bounding box widened by the margin (clipped to the grid).
     """
-    grid = pre.morph_mask.shape[1:]
-    device = pre.morph_mask.device
-    starts, sizes = [], []
-    for axis, spacing in enumerate(pre.spacing):
-        margin = math.ceil(margin_mm / spacing - 1e-9)
-        other = tuple(a for a in (1, 2, 3) if a != axis + 1)
-        hit = pre.morph_mask.any(dim=other)  # (B, n_axis)
-        idx = torch.arange(grid[axis], device=device)
-        low = torch.where(hit, idx, grid[axis]).amin(1)
-        high = torch.where(hit, idx, -1).amax(1)
-        low = (low - margin).clamp(min=0)
-        high = (high + margin).clamp(max=grid[axis] - 1)
-        size = int((high - low + 1).max())
-        starts.append(torch.minimum(low, torch.tensor(grid[axis] - size, device=device)))
-        sizes.append(size)
-    b = torch.arange(pre.morph_mask.shape[0], device=device).view(-1, 1, 1, 1)
-    z = (starts[0][:, None] + torch.arange(sizes[0], device=device)).view(-1, sizes[0], 1, 1)
-    y = (starts[1][:, None] + torch.arange(sizes[1], device=device)).view(-1, 1, sizes[1], 1)
-    x = (starts[2][:, None] + torch.arange(sizes[2], device=device)).view(-1, 1, 1, sizes[2])
-    return PreprocessedVoi(image=pre.image[b, z, y, x], morph_mask=pre.morph_mask[b, z, y, x],
-                           int_mask=pre.int_mask[b, z, y, x], levels=pre.levels[b, z, y, x], n_levels=pre.n_levels,
-                           spacing=pre.spacing, settings=pre.settings)
+    starts, (nz, ny, nx) = voi_boxes(pre, margin_mm)
+
+    def cut(volume: torch.Tensor) -> torch.Tensor:
+        # Stacking B slices copies contiguous rows; a 4-index advanced gather was 3-4x slower on CPU.
+        return torch.stack([volume[b, z : z + nz, y : y + ny, x : x + nx] for b, (z, y, x) in enumerate(starts)])
+
+    return PreprocessedVoi(image=cut(pre.image), morph_mask=cut(pre.morph_mask), int_mask=cut(pre.int_mask),
+                           levels=cut(pre.levels), n_levels=pre.n_levels, spacing=pre.spacing, settings=pre.settings)
 
 
 def _texture(pre: PreprocessedVoi) -> dict[str, torch.Tensor]:
