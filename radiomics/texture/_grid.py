@@ -125,6 +125,13 @@ class RoiGrid:
         """``(N,)`` bool: whether neighbour ``nb`` (from :meth:`neighbour`) is an ROI voxel of the voxel's own level."""
         return self.levels_or_zero[nb] == self.levels  # levels are >= 1, so no non-ROI neighbour (0) matches
 
+    def same_level_at(self, offset: Offset) -> torch.Tensor:
+        """``(N,)`` bool :meth:`same_level` of the neighbour at ``offset``, cached (zones, GLRLM and NGLDM share it)."""
+        key = ("same_level", offset)
+        if key not in self.cache:
+            self.cache[key] = self.same_level(self.neighbour(offset))
+        return self.cache[key]
+
     def group(self, per_slice: bool) -> tuple[torch.Tensor, int]:
         """Group index of each voxel: ``b * Z + z`` when ``per_slice`` (2D), else ``b``; and the group count."""
         B, Z, _, _ = self.shape

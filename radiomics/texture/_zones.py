@@ -21,10 +21,9 @@ def same_level_edges(grid: RoiGrid, dims: str) -> tuple[torch.Tensor, torch.Tens
     srcs, dsts = [], []
     own = torch.arange(grid.n, device=grid.device)
     for offset in directions(dims):
-        nb = grid.neighbour(offset)
-        same = grid.same_level(nb)
+        same = grid.same_level_at(offset)
         srcs.append(own[same])
-        dsts.append(nb[same])
+        dsts.append(grid.neighbour(offset)[same])
     return torch.cat(srcs), torch.cat(dsts)
 
 

@@ -38,24 +38,18 @@ def glcm_counts(grid: RoiGrid, n_levels: int, dims: str) -> tuple[SparseCounts, 
     space = layout.n_groups * R * R
     base = (group * len(dirs) * R + grid.levels) * R  # key of (group, direction 0, level i, level 0)
     dense = dense_is_cheaper(space, 2 * len(dirs) * grid.n)
-    one_sided = torch.zeros(space + 1 if dense else 0, dtype=torch.int64, device=grid.device)
-    keys = []
-    for d, offset in enumerate(dirs):
-        # A neighbour outside the ROI reads level 0: its pairs land in the unused column 0, dropped below.
-        other = grid.neighbour_level(offset)
-        key = base + d * R * R + other
-        if dense:
-            one_sided += torch.bincount(key, minlength=space + 1)
-        else:
-            keys.append(key[other > 0])
+    # A neighbour outside the ROI reads level 0: its pairs land in the unused column 0, dropped below.
+    keys = torch.stack([base + d * R * R + grid.neighbour_level(offset) for d, offset in enumerate(dirs)])
     if dense:
+        # One bincount over every direction: per-direction ones each allocated and added a (space,) vector.
+        one_sided = torch.bincount(keys.reshape(-1), minlength=space)
         # Count each pair once and add the transpose: the symmetric matrix without doubling the keys.
         square = one_sided[:space].view(layout.n_groups, R, R)
         square[:, :, 0] = 0
         flat = (square + square.transpose(1, 2)).reshape(-1)
         present = torch.nonzero(flat).reshape(-1)
         return decode_keys(present, flat[present].to(torch.float64), layout.n_groups, R, R), layout
-    key = torch.cat(keys)
+    key = keys[keys % R > 0]
     g, li, lj = key // (R * R), (key // R) % R, key % R
     return count_triples(torch.cat([g, g]), torch.cat([li, lj]), torch.cat([lj, li]), layout.n_groups, R, R), layout
 

@@ -32,9 +32,10 @@ def run_starts(grid: RoiGrid, offset: tuple[int, int, int]) -> tuple[torch.Tenso
     Each voxel points to its predecessor when that is an ROI voxel of the same grey level (itself
     otherwise); pointer doubling then sends every voxel to the start of its run in ``log2(length)`` steps.
     """
-    back = grid.neighbour((-offset[0], -offset[1], -offset[2]))
+    back_offset = (-offset[0], -offset[1], -offset[2])
+    back = grid.neighbour(back_offset)
     own = torch.arange(grid.n, device=grid.device)
-    continues = grid.same_level(back)
+    continues = grid.same_level_at(back_offset)
     start = torch.where(continues, back, own)
     active = torch.nonzero(continues).reshape(-1)
     while active.numel():

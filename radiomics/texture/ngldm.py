@@ -26,7 +26,7 @@ def ngldm_counts(grid: RoiGrid, n_levels: int, dims: str) -> FamilyCounts:
     offsets = neighbourhood(dims)
     dependence = torch.ones(grid.n, dtype=torch.int64, device=grid.device)
     for offset in offsets:
-        dependence += grid.same_level(grid.neighbour(offset)).to(torch.int64)
+        dependence += grid.same_level_at(offset)
     return level_counts(grid, n_levels, dims, dependence, n_cols=len(offsets) + 2)
 
 
