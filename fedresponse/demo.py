@@ -27,6 +27,7 @@ STAGES: list[tuple[str, str]] = [
     ("assess", "evaluation.response.demo_stage:run"),
     ("subregion-graphs", "fedresponse.commands.radiomics_graphs:demo_stage"),
     ("train (centralized)", "fedresponse.commands.train:demo_stage"),
+    ("train (federated)", "fedresponse.federation:demo_stage"),
     ("evaluate", "evaluation.demo_stage:run"),
     ("export-cdisc", "evaluation.cdisc.demo_stage:run"),
 ]
