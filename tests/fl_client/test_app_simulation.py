@@ -23,10 +23,10 @@ def test_dp_he_rounds_with_a_crash_and_a_straggler(tmp_path: Path, monkeypatch: 
     (tmp_path / "toy").mkdir()
     monkeypatch.setenv("FEDRESPONSE_TOY_STATE", str(tmp_path / "toy"))
     monkeypatch.setenv("FEDRESPONSE_TOY_FAIL", "S02:2")  # S02 crashes mid-round in round 2
-    monkeypatch.setenv("FEDRESPONSE_TOY_SLOW", "S03:135:2")  # S03 answers round 2 after the 120 s timeout
+    monkeypatch.setenv("FEDRESPONSE_TOY_SLOW", "S03:55:2")  # S03 answers round 2 after the 40 s timeout
     write_key_files(tmp_path / "keys")
     run = tmp_path / "run"
-    config = {"num-server-rounds": 2, "mode": "dp-he", "min-updates": 1, "round-timeout": 120.0, "node-wait": 300.0,
+    config = {"num-server-rounds": 2, "mode": "dp-he", "min-updates": 1, "round-timeout": 40.0, "node-wait": 300.0,
               "local-epochs": 1, "batch-size": 8, "noise-multiplier": 1.0, "max-grad-norm": 1.0, "delta": 1e-5,
               "epsilon-budget": 30.0, "accountant": "prv", "seed": 3, "task": "federated_toy:toy_task",
               "run-dir": str(run), "site-root": str(run / "sites"), "server-keys": str(tmp_path / "keys" / "server"),
