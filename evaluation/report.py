@@ -15,7 +15,6 @@ import html
 import json
 import logging
 import math
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from evaluation.atomic import replace_directory
 from evaluation.evaluate import RunInputs
 from evaluation.metrics import compute_metrics
 from evaluation.pooled import MODES, AggregateCodec
@@ -203,14 +203,7 @@ def write_evaluation(inputs: RunInputs, out: Path, codec: AggregateCodec | None 
         metrics.update(extra)
         (tmp / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2, allow_nan=False), encoding="utf-8")
         (tmp / "report.html").write_text(render_html(metrics, figures, inputs), encoding="utf-8")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_directory(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -6,7 +6,6 @@ replaces ``DIR`` only when everything is written.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from evaluation.atomic import replace_directory
 from evaluation.cdisc.adam import make_adam, primary_evaluator
 from evaluation.cdisc.define import define_xml, reviewers_guide
 from evaluation.cdisc.labels import labels_for
@@ -88,7 +88,7 @@ def export_cdisc(src: Path | Sequence[Path], out: Path, labels: str = "en", enco
         programs.mkdir()
         for module in ("sdtm.py", "adam.py"):
             shutil.copy2(Path(__file__).with_name(module), programs / module)
-        _replace(tmp, out)
+        replace_directory(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -97,12 +97,3 @@ def export_cdisc(src: Path | Sequence[Path], out: Path, labels: str = "en", enco
     return paths | {"define": out / "define.xml", "guide": out / "reviewers_guide.md"}
 
 
-def _replace(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
