@@ -1,10 +1,13 @@
-"""Atomic replacement of an output folder: readers see the old folder or the new one, never half of each."""
+"""Atomic output: a file or folder is replaced whole, so readers never see half of it."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 
 def replace_directory(staged: Path, out: Path) -> None:
@@ -21,3 +24,21 @@ def replace_directory(staged: Path, out: Path) -> None:
     os.replace(out, old)
     os.replace(staged, out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def write_text_atomic(path: Path, write: Callable[[TextIO], object], *, newline: str | None = None) -> None:
+    """Write a text file through ``write(stream)`` into a temporary sibling, fsync, then rename into place.
+
+    A crash leaves either the previous file or the complete new one, never a truncated file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline=newline) as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

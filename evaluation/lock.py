@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from evaluation.atomic import write_text_atomic
 from evaluation.exceptions import AssessmentLockedError, LockIntegrityError
 from evaluation.response.engine import write_csv_atomic
 
@@ -62,16 +63,7 @@ def sha256_file(path: Path) -> str:
 
 
 def _write_json_atomic(data: Mapping[str, Any], path: Path) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2, sort_keys=True)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, lambda stream: json.dump(data, stream, indent=2, sort_keys=True))
 
 
 def read_lock(folder: Path) -> dict[str, Any] | None:

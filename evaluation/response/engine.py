@@ -7,14 +7,13 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from evaluation.atomic import write_text_atomic
 from evaluation.exceptions import MeasurementTableError
 from evaluation.protocol import StudyProtocol
 from evaluation.response.bor import IRECIST, RECIST, best_overall_response, confirmed_best_overall_response
@@ -161,17 +160,7 @@ def _typed_subjects(rows: list[dict[str, object]]) -> pd.DataFrame:
 
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
     """Write ``frame`` as CSV via a temporary file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            frame.to_csv(stream, index=False)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, lambda stream: frame.to_csv(stream, index=False), newline="")
 
 
 def write_assessment(assessment: Assessment, out: Path) -> dict[str, Path]:
