@@ -61,10 +61,16 @@ def _cutoffs(run: Path) -> tuple[dict[str, float], str]:
         log.warning("no %s: using cut-off %.2f for both modes (say so in the report)", path, DEFAULT_CUTOFF)
         return {"early": DEFAULT_CUTOFF, "full": DEFAULT_CUTOFF}, f"default {DEFAULT_CUTOFF} (no cutoffs.json in run)"
     data = json.loads(path.read_text(encoding="utf-8"))
+    # a run that trained one mode only (the federated early model) fixes no cut-off for the other
+    missing = [mode for mode in ("early", "full") if mode not in data]
     try:
-        return {"early": float(data["early"]), "full": float(data["full"])}, f"training data ({path.name})"
-    except (KeyError, TypeError, ValueError) as exc:
+        cutoffs = {mode: float(data.get(mode, DEFAULT_CUTOFF)) for mode in ("early", "full")}
+    except (TypeError, ValueError) as exc:
         raise EvaluationInputError(f"{path} must hold numbers for 'early' and 'full', but was {data!r}") from exc
+    if len(missing) == 2:
+        raise EvaluationInputError(f"{path} must hold numbers for 'early' and 'full', but was {data!r}")
+    note = f"; {missing[0]}: default {DEFAULT_CUTOFF}" if missing else ""
+    return cutoffs, f"training data ({path.name}){note}"
 
 
 def _privacy(run: Path) -> dict[str, Any] | None:

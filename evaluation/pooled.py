@@ -393,3 +393,30 @@ def pooled_metrics(summed: NDArray[np.float64], cutoffs: Mapping[str, float],
     out["dhi_auc_ci"] = list(normal_ci(dhi_auc, dhi_var)) if has_dhi else None
     out["dhi_auc_binning_bound"] = auc_binning_bound(dhi_pos, dhi_neg) if has_dhi else None
     return out
+
+
+def score_histograms(labels: NDArray[np.int_], scores: NDArray[np.float64],
+                     bins: int = AggregateLayout.score_bins) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """A site's score histograms ``(responders, non-responders)`` over ``bins`` equal bins of [0, 1].
+
+    The site-level counts a site reports instead of patient rows (the ``<mode>.hist_pos/neg`` blocks of
+    :func:`site_aggregate`); sum them over sites and pass the sums to :func:`binned_auc` / :func:`binned_youden`.
+    """
+    y, s = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+    if y.shape != s.shape or not set(np.unique(y).tolist()) <= {0, 1}:
+        raise PooledStatisticsError(f"need one 0/1 label per score; got labels {y.shape}, scores {s.shape}")
+    return _histogram(s[y == 1], bins), _histogram(s[y == 0], bins)
+
+
+def binned_youden(hist_pos: NDArray[np.float64], hist_neg: NDArray[np.float64]) -> float:
+    """Youden cut-off (max sensitivity + specificity − 1) at a bin's lower edge, from pooled histograms.
+
+    A subject is called positive when ``score >= cutoff``; ties in J go to the highest edge (most specific),
+    as :func:`evaluation.stats.youden_cutoff` does on patient rows. Error: at most one bin width.
+    """
+    if hist_pos.sum() == 0 or hist_neg.sum() == 0:
+        raise PooledStatisticsError("a Youden cut-off needs responders and non-responders in the pooled histograms")
+    roc = binned_roc(hist_pos, hist_neg)
+    j = np.asarray(roc["tpr"][1:]) - np.asarray(roc["fpr"][1:])  # k-th vertex: the top k bins called positive
+    k = int(np.argmax(j)) + 1
+    return float((hist_pos.size - k) / hist_pos.size)

@@ -114,12 +114,15 @@ def _featurize_stores(cohort: Path, seed: int) -> dict[str, Path]:
 
 
 def train_federated(cohort: Path, keys: Path, out: Path, config_path: Path | None = None,
-                    overrides: dict[str, Any] | None = None, inputs: dict[str, Path] | None = None) -> list[Any]:
+                    overrides: dict[str, Any] | None = None, inputs: dict[str, Path] | None = None,
+                    centralized: Path | None = None) -> list[Any]:
     """``fedresponse train`` (federated): simulate one node per site of ``cohort`` with the keys in ``keys``.
 
     Writes under ``out``: ``federation.resolved.yaml``, ``checkpoints/``, ``privacy_ledger.csv`` (from the
     sites' reported rows), ``rounds.jsonl``, ``server_audit.jsonl``, ``site_metrics.json``, and per site
-    ``sites/<SITE>/`` (the site-local state a hospital would keep: its ledger, audit log, predictions).
+    ``sites/<SITE>/`` (the site-local state a hospital would keep: its ledger, audit log, ``predictions.csv``),
+    and, from the sites' pooled score histograms (:func:`pooled_summary`), ``cutoffs.json`` and
+    ``comparison.json`` (against ``centralized``, a centralized run of the same stores, when given).
     """
     config = load_federation_config(config_path)
     config.update(overrides or {})
@@ -139,7 +142,71 @@ def train_federated(cohort: Path, keys: Path, out: Path, config_path: Path | Non
     (out / "federation.resolved.yaml").write_text(yaml.safe_dump({"federation": config, "sites": sites}))
     log.info("federated training over %d site(s) %s, mode %s, %s rounds", len(sites), sites, config["mode"],
              config["num-server-rounds"])
-    return simulate(config, sites)
+    reports = simulate(config, sites)
+    if (out / "site_metrics.json").exists():
+        pooled_summary(out, centralized)
+    return reports
+
+
+def _summed_histograms(site_metrics: dict[str, Any], split: str) -> tuple[Any, Any] | None:
+    """Σ over sites of the early-mode score histograms the sites returned (None when a site sent none)."""
+    import numpy as np
+
+    keys = (f"early_hist_pos_{split}", f"early_hist_neg_{split}")
+    if not site_metrics or any(k not in m for m in site_metrics.values() for k in keys):
+        return None
+    return tuple(np.sum([np.asarray(m[k], dtype=np.float64) for m in site_metrics.values()], axis=0) for k in keys)
+
+
+def _centralized_early_fusion(centralized: Path | None) -> dict[str, Any] | None:
+    path = centralized / "metrics.json" if centralized is not None else None
+    if path is None or not path.exists():
+        return None
+    fusion = json.loads(path.read_text(encoding="utf-8"))["early"]["fusion"]
+    return {"run": str(centralized), "model": "fusion", "mode": "early", "auc": fusion["auc"],
+            "auc_ci": fusion["auc_ci"], "evaluation": "patient-level stratified CV, out-of-fold (metrics.json)"}
+
+
+def pooled_summary(run: Path, centralized: Path | None = None) -> dict[str, Any] | None:
+    """Pool the sites' early-mode histograms (``RUN/site_metrics.json``) into ``cutoffs.json`` and ``comparison.json``.
+
+    Only site-level counts are read (never a site's ``predictions.csv``), through :mod:`evaluation.pooled`:
+    the Youden cut-off on the training patients' pooled histograms, the binned AUC and its DeLong 95 % CI on
+    the held-out test patients'. ``centralized`` (a ``fedresponse train`` centralized run of the same stores)
+    adds its early ``fusion`` AUC and CI. Returns the comparison, or None when the task sent no histograms.
+    """
+    from evaluation.pooled import auc_binning_bound, binned_auc, binned_youden
+    from evaluation.stats import normal_ci
+
+    site_metrics = json.loads((run / "site_metrics.json").read_text(encoding="utf-8"))
+    train, test = _summed_histograms(site_metrics, "train"), _summed_histograms(site_metrics, "test")
+    if train is None or test is None:
+        log.info("the sites returned no score histograms: no cutoffs.json / comparison.json in %s", run)
+        return None
+    # the federated task trains the early (T0+T1) model only: no full-mode cut-off to fix
+    cutoffs = {"early": binned_youden(*train), "source": "Youden on the sites' training patients, pooled histograms"}
+    (run / "cutoffs.json").write_text(json.dumps(cutoffs, indent=2), encoding="utf-8")
+    auc, variance = binned_auc(*test)
+    ci = list(normal_ci(auc, variance)) if auc == auc else None
+    federated = {"run": str(run), "model": "fusion (federated)", "mode": "early", "auc": auc, "auc_ci": ci,
+                 "n_test": int(test[0].sum() + test[1].sum()), "auc_binning_bound": auc_binning_bound(*test),
+                 "cutoff": cutoffs["early"],
+                 "evaluation": "held-out test patients of each site (seeded 75/25 split), pooled score histograms, "
+                               "binned DeLong CI"}
+    comparison = {"federated": federated, "centralized": _centralized_early_fusion(centralized)}
+    (run / "comparison.json").write_text(json.dumps(comparison, indent=2), encoding="utf-8")
+    return comparison
+
+
+def comparison_line(comparison: dict[str, Any]) -> str:
+    """``federated early AUC a (lo–hi) vs centralized b (lo–hi)`` for the console."""
+    def fmt(block: dict[str, Any] | None) -> str:
+        if block is None or block.get("auc") is None:
+            return "n/a"
+        ci = block.get("auc_ci")
+        return f"{block['auc']:.3f}" + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
+
+    return f"early AUC federated {fmt(comparison['federated'])} vs centralized {fmt(comparison['centralized'])}"
 
 
 def train_command(cohort: Path, keys: Path | None, out: Path, config_path: Path | None) -> int:
@@ -166,7 +233,10 @@ def train_command(cohort: Path, keys: Path | None, out: Path, config_path: Path 
         table.add_row(str(r.round), ",".join(r.accepted), str(len(r.rejected) + len(r.errors)), str(r.missing),
                       f"{r.bytes_in / 1024:.0f}", f"{r.seconds:.1f}", eps)
     console.print(table)
-    console.print(f"run written to [cyan]{out}[/] (privacy_ledger.csv, rounds.jsonl, checkpoints/, sites/)")
+    if (out / "comparison.json").exists():
+        console.print(comparison_line(json.loads((out / "comparison.json").read_text(encoding="utf-8"))))
+    console.print(f"run written to [cyan]{out}[/] (privacy_ledger.csv, rounds.jsonl, checkpoints/, sites/, "
+                  "cutoffs.json, comparison.json)")
     return 0
 
 
@@ -175,7 +245,8 @@ def demo_stage(ctx: Any) -> dict[str, str]:
 
     Uses the featurize stage's ``model_inputs:<SITE>`` artifacts, else the ``model_inputs.pt`` files under
     ``ctx.out``, else featurizes the assessed site stores; writes ``ctx.out/ckks_keys`` and ``ctx.out/federated``
-    and records ``federated_run`` in ``ctx.artifacts``.
+    and records ``federated_run`` in ``ctx.artifacts`` (not ``run:federated``: the federated task has no full
+    mode, which ``fedresponse evaluate`` needs); prints the early AUC against ``run:centralized`` when recorded.
     """
     from privacy.ckks import write_key_files
 
@@ -184,10 +255,19 @@ def demo_stage(ctx: Any) -> dict[str, str]:
               if key.startswith("model_inputs:")} or None
     keys, run = ctx.out / "ckks_keys", ctx.out / "federated"  # ctx.out/keys holds the PI's re-identification keys
     write_key_files(keys, overwrite=True)
+    centralized = ctx.artifacts.get("run:centralized")
     reports = train_federated(ctx.out, keys, run, overrides={"num-server-rounds": 2, "local-epochs": 1,
-                                                             "seed": int(ctx.seed)}, inputs=inputs)
+                                                             "seed": int(ctx.seed)}, inputs=inputs,
+                              centralized=Path(centralized) if centralized else None)
+    # not "run:federated": `fedresponse evaluate` needs early and full scores per patient, the federated
+    # task trains the early model only (docs/federation.md)
     ctx.artifacts["federated_run"] = run
     last = reports[-1] if reports else None
     summary = ", ".join(f"{r.site} ε={r.epsilon:.2f}" for r in last.ledger) if last else "no rounds"
-    return {"privacy ledger": str(run / "privacy_ledger.csv"), "rounds": str(run / "rounds.jsonl"),
-            "site metrics": str(run / "site_metrics.json"), f"after round {last.round if last else 0}": summary}
+    out = {"privacy ledger": str(run / "privacy_ledger.csv"), "rounds": str(run / "rounds.jsonl"),
+           "site metrics": str(run / "site_metrics.json"), f"after round {last.round if last else 0}": summary}
+    if (run / "comparison.json").exists():
+        line = comparison_line(json.loads((run / "comparison.json").read_text(encoding="utf-8")))
+        ctx.console.print(line)
+        out.update({"comparison": str(run / "comparison.json"), "federated vs centralized": line})
+    return out

@@ -128,7 +128,7 @@ def handle_evaluate(msg: Message, spec: NodeSpec, settings: ClientSettings, task
     """Load the final global model and evaluate it on the site's data; only site-level metrics go back."""
     task = load_task(task_spec)(spec.site, spec.site_input, settings)
     global_model = _global(msg)
-    metrics: dict[str, float] = {"n": float(task.data.n_examples)}
+    metrics: dict[str, float | list[float]] = {"n": float(task.data.n_examples)}
     if global_model is not None and task.evaluate_fn is not None:
         model = task.model_fn()
         apply_global_model(model, global_model, load_site_keys(spec, settings))

@@ -162,7 +162,7 @@ class SiteTask:
     model_fn: Callable[[], nn.Module]
     data: SiteData
     train_fn: TrainFn
-    evaluate_fn: Callable[[nn.Module, SiteData, Path], dict[str, float]] | None = None
+    evaluate_fn: Callable[[nn.Module, SiteData, Path], dict[str, float | list[float]]] | None = None
 
 
 @dataclass
@@ -266,6 +266,14 @@ def _audit_sent(site_dir: Path, update: ModelUpdate, received: GlobalModel | Non
         who=f"site:{update.meta.site}", details=details)
 
 
+def write_site_predictions(path: Path, rows: list[str]) -> None:
+    """Write ``predictions.csv`` rows (``USUBJID,MODE,SCORE,LABEL,PFS_DAYS,PFS_EVENT``) atomically at the site."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("USUBJID,MODE,SCORE,LABEL,PFS_DAYS,PFS_EVENT\n" + "\n".join(rows) + "\n")
+    tmp.replace(path)
+
+
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -274,8 +282,10 @@ def fusion_task(site: str, site_input: Path | None, settings: ClientSettings) ->
     """The product task: the fusion network on the site's ``model_inputs.pt`` (early mode: T0 + T1).
 
     Standardisation is fitted on the site's own training patients (nothing pooled); a seeded 75/25
-    patient split keeps a local test set on which the final global model is evaluated; its
-    predictions stay at the site (``site_dir/predictions_early.csv``) and only ``n`` and the AUC go back.
+    patient split keeps a local test set on which the final global model is evaluated. The final model's
+    early-mode scores of every patient stay at the site (``site_dir/predictions.csv``, the evaluation
+    layout); only ``n``, ``n_test``, the local test AUC and score histograms (counts per bin, training and
+    test patients apart, for :mod:`evaluation.pooled`) go back.
     """
     from evaluation.protocol import configs_dir
     from fl_client.train import Standardizer, load_site_inputs, predict, to_dataset
@@ -298,23 +308,31 @@ def fusion_task(site: str, site_input: Path | None, settings: ClientSettings) ->
                                                      "batch_size": settings.batch_size})
     device = _device()
 
-    def evaluate(model: nn.Module, data: SiteData, site_dir: Path) -> dict[str, float]:
+    def evaluate(model: nn.Module, data: SiteData, site_dir: Path) -> dict[str, float | list[float]]:
         from sklearn.metrics import roc_auc_score
 
-        test = to_dataset(test_records, "early", v_max, scaler)
-        scores = predict(model.to(device), test, device)["response"]
-        labels = np.array([r.responder["early"] for r in test_records])
-        site_dir.mkdir(parents=True, exist_ok=True)
-        # evaluation.metrics' predictions layout, early mode only (the federated model is the early model),
-        # under its own name so that `fedresponse evaluate` (which needs both modes) does not mistake it
-        rows = "\n".join(f"{r.usubjid},early,{p:.6f},{int(y)},{r.pfs_days:g},{int(r.pfs_event)}"
-                          for r, y, p in zip(test_records, labels, scores, strict=True))
-        path = site_dir / "predictions_early.csv"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("USUBJID,MODE,SCORE,LABEL,PFS_DAYS,PFS_EVENT\n" + rows + "\n")
-        tmp.replace(path)
-        auc = float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else math.nan
-        return {"auc": auc, "n_test": float(len(test_records))}
+        from evaluation.pooled import score_histograms
+
+        model = model.to(device)
+        out: dict[str, float | list[float]] = {}
+        rows = []
+        for split, records in (("train", train_records), ("test", test_records)):
+            scores = predict(model, to_dataset(records, "early", v_max, scaler), device)["response"]
+            labels = np.array([int(r.responder["early"]) for r in records])
+            # site-level counts only (the pooled AUC on test patients, the Youden cut-off on training patients)
+            pos, neg = score_histograms(labels, np.asarray(scores, dtype=np.float64))
+            out.update({f"early_hist_pos_{split}": pos.tolist(), f"early_hist_neg_{split}": neg.tolist()})
+            if split == "test":
+                out["auc"] = float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else math.nan
+                out["n_test"] = float(len(records))
+            if split == "test" and test_records is train_records:  # a one-patient site: no separate test set
+                continue
+            rows += [f"{r.usubjid},early,{p:.6f},{y},{r.pfs_days:g},{int(r.pfs_event)}"
+                     for r, y, p in zip(records, labels, scores, strict=True)]
+        # every patient of the site scored by the final global model, in evaluation.metrics' predictions.csv
+        # layout; early mode only (the federated task trains the early model), so it stays at the site
+        write_site_predictions(site_dir / "predictions.csv", rows)
+        return out
 
     return SiteTask(lambda: build_model("fusion", 2, dims, config.model),
                     SiteData(site, to_dataset(train_records, "early", v_max, scaler)),

@@ -136,3 +136,44 @@ def test_global_model_of_another_model_refused(tmp_path: Path, keys: tuple[SiteK
     assert report.global_model is not None
     with pytest.raises(ContextMismatchError, match="layout"):
         apply_global_model(ToyNet(hidden=4), report.global_model, site_keys)
+
+
+def test_pooled_summary_compares_federated_and_centralized_early_auc(tmp_path: Path) -> None:
+    """Fast: site histograms → cutoffs.json + comparison.json; numbers against sklearn and evaluation.stats."""
+    import json
+
+    from sklearn.metrics import roc_auc_score
+
+    from evaluation.pooled import score_histograms
+    from evaluation.stats import youden_cutoff
+    from fedresponse.federation import comparison_line, pooled_summary
+
+    rng = np.random.default_rng(11)
+    site_metrics: dict[str, Any] = {}
+    pooled: dict[str, tuple[list[int], list[float]]] = {"train": ([], []), "test": ([], [])}
+    for site in ("S01", "S02", "S03"):
+        site_metrics[site] = {"n": 40.0}
+        for split, n in (("train", 40), ("test", 14)):
+            y = rng.integers(0, 2, n)
+            s = np.clip(rng.normal(0.35 + 0.3 * y, 0.2), 0.0, 1.0)
+            pos, neg = score_histograms(y, s)
+            site_metrics[site] |= {f"early_hist_pos_{split}": pos.tolist(), f"early_hist_neg_{split}": neg.tolist()}
+            pooled[split][0].extend(y.tolist())
+            pooled[split][1].extend(s.tolist())
+    run, central = tmp_path / "federated", tmp_path / "centralized"
+    run.mkdir()
+    central.mkdir()
+    (run / "site_metrics.json").write_text(json.dumps(site_metrics))
+    (central / "metrics.json").write_text(json.dumps({"early": {"fusion": {"auc": 0.71, "auc_ci": [0.6, 0.8]}}}))
+    comparison = pooled_summary(run, central)
+    assert comparison is not None
+    federated = comparison["federated"]
+    exact = roc_auc_score(*pooled["test"])
+    assert federated["n_test"] == 42 and abs(federated["auc"] - exact) <= federated["auc_binning_bound"] + 1e-12
+    low, high = federated["auc_ci"]
+    assert low < federated["auc"] < high
+    assert abs(json.loads((run / "cutoffs.json").read_text())["early"] - youden_cutoff(*pooled["train"])) <= 1 / 200
+    assert comparison["centralized"]["auc"] == 0.71 and json.loads((run / "comparison.json").read_text()) == comparison
+    assert "centralized 0.710 (0.600–0.800)" in comparison_line(comparison)
+    (run / "site_metrics.json").write_text(json.dumps({"S01": {"auc": 0.5}}))  # a task without histograms
+    assert pooled_summary(run) is None

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
+from sklearn.metrics import roc_auc_score
 
+from evaluation.evaluate import load_run
 from evaluation.metrics import read_predictions
-from fl_client.federated import ClientSettings, SiteKeys, apply_global_model, fusion_task, site_round
+from fedresponse.federation import pooled_summary
+from fl_client.federated import (
+    ClientSettings,
+    SiteKeys,
+    apply_global_model,
+    fusion_task,
+    seeded_generator,
+    site_round,
+)
 from fl_client.train import SiteInputs, save_site_inputs
 from fl_server.strategy import aggregate_round
 from fl_server.validation import Expectation
@@ -42,6 +55,7 @@ def test_fusion_task_dp_he_round(tmp_path: Path) -> None:
     settings = ClientSettings(mode="dp-he", local_epochs=1, batch_size=8, noise_multiplier=1.0, epsilon_budget=50.0,
                               accountant="prv")
     tasks = {s: fusion_task(s, tmp_path / s, settings) for s in ("S01", "S02")}
+    site_metrics: dict[str, Any] = {}
     updates = [site_round(1, t.model_fn, t.data, None, settings, keys, tmp_path / "state" / s, t.train_fn)
                for s, t in tasks.items()]
     meta = updates[0].meta
@@ -53,8 +67,31 @@ def test_fusion_task_dp_he_round(tmp_path: Path) -> None:
         model = task.model_fn()
         apply_global_model(model, report.global_model, keys)
         assert task.evaluate_fn is not None
-        metrics: dict[str, Any] = task.evaluate_fn(model, task.data, tmp_path / "state" / site)
+        metrics: dict[str, Any] = task.evaluate_fn(model, task.data, tmp_path / "run" / "sites" / site)
         assert metrics["n_test"] == 6 and (np.isnan(metrics["auc"]) or 0.0 <= metrics["auc"] <= 1.0)
-        predictions = read_predictions(tmp_path / "state" / site / "predictions_early.csv")  # the evaluation format
-        assert len(predictions) == 6 and set(predictions["MODE"]) == {"early"} and set(predictions["SITEID"]) == {site}
+        assert sum(metrics["early_hist_pos_test"]) + sum(metrics["early_hist_neg_test"]) == 6
+        predictions = read_predictions(tmp_path / "run" / "sites" / site / "predictions.csv")  # the evaluation format
+        assert len(predictions) == 24 and set(predictions["MODE"]) == {"early"} and set(predictions["SITEID"]) == {site}
         assert read_ledger(tmp_path / "state" / site / "privacy_ledger.csv")[0].steps == 3
+        site_metrics[site] = metrics
+    _check_pooled_summary(tmp_path / "run", site_metrics, records, settings.seed)
+
+
+def _check_pooled_summary(run: Path, site_metrics: dict[str, Any], records: list[Any], seed: int) -> None:
+    """The run's predictions load for `fedresponse evaluate`; the pooled AUC matches sklearn on the test patients."""
+    (run / "site_metrics.json").write_text(json.dumps(site_metrics))
+    comparison = pooled_summary(run)
+    assert comparison is not None and comparison["centralized"] is None
+    inputs = load_run(run)
+    assert [s.site for s in inputs.sites] == ["S01", "S02"] and inputs.cutoffs["early"] == comparison["federated"][
+        "cutoff"]
+    test_ids = []
+    for site in ("S01", "S02"):  # the task's seeded 75/25 split, as the site draws it
+        ids = [r.usubjid for r in records if r.site == site]
+        order = torch.randperm(len(ids), generator=seeded_generator(seed, site, "split", 0)).tolist()
+        test_ids += [ids[i] for i in order[18:]]
+    rows = pd.concat([s.predictions for s in inputs.sites]).set_index("USUBJID").loc[test_ids]
+    exact = roc_auc_score(rows["LABEL"], rows["SCORE"])
+    federated = comparison["federated"]
+    assert federated["n_test"] == 12
+    assert abs(federated["auc"] - exact) <= federated["auc_binning_bound"] + 1e-12
