@@ -268,10 +268,10 @@ def _audit_sent(site_dir: Path, update: ModelUpdate, received: GlobalModel | Non
 
 def write_site_predictions(path: Path, rows: list[str]) -> None:
     """Write ``predictions.csv`` rows (``USUBJID,MODE,SCORE,LABEL,PFS_DAYS,PFS_EVENT``) atomically at the site."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("USUBJID,MODE,SCORE,LABEL,PFS_DAYS,PFS_EVENT\n" + "\n".join(rows) + "\n")
-    tmp.replace(path)
+    from evaluation.atomic import write_text_atomic
+
+    text = "USUBJID,MODE,SCORE,LABEL,PFS_DAYS,PFS_EVENT\n" + "\n".join(rows) + "\n"
+    write_text_atomic(path, lambda stream: stream.write(text))
 
 
 def _device() -> torch.device:
