@@ -141,7 +141,7 @@ def enrol_site(
     for _ in range(200 * max(n_patients, 1)):
         if not any(need.values()):
             break
-        candidate = plan_patient(rng, site, mix, study_id, max_primary_mm)
+        candidate = plan_patient(rng, site, mix, max_primary_mm)
         if need[candidate.responder] > 0:
             need[candidate.responder] -= 1
             enrolled.append(candidate)

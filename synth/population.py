@@ -166,7 +166,7 @@ def _new_lesion(rng: np.random.Generator, patient: Patient, kind: str, first: in
 
 
 def plan_patient(
-    rng: np.random.Generator, site: str, mix: dict[str, float], study_id: str, max_primary_mm: float
+    rng: np.random.Generator, site: str, mix: dict[str, float], max_primary_mm: float
 ) -> Patient:
     """Draw one candidate patient; SUBJID/USUBJID are assigned at enrolment."""
     cov = draw_covariates(rng, mix)
