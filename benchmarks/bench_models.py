@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "tests" / "models"))
 
 from evaluation.protocol import configs_dir  # noqa: E402
 from fl_client.centralized import PooledCohort, evaluate_modes, node_padding  # noqa: E402
+from fl_client.featurize import stale_columns  # noqa: E402
 from fl_client.train import Standardizer, load_site_inputs, to_dataset, train_epoch  # noqa: E402
 from models.config import ModelSettings, build_model, load_model_config  # noqa: E402
 
@@ -47,6 +48,10 @@ def _cohort(args: argparse.Namespace) -> tuple[PooledCohort, float | None, str]:
     sites = [load_site_inputs(p) for p in sorted(args.cohort.rglob("model_inputs.pt"))]
     if not sites:
         raise SystemExit(f"no model_inputs.pt under {args.cohort}; featurize the sites first")
+    stale = [reason for s in sites if (reason := stale_columns(s)) is not None]
+    if stale:
+        raise SystemExit(f"{stale[0]}; re-featurize (fedresponse.commands.train.featurize_store) and point --cohort "
+                         "at the new files")
     oracle_path = args.cohort / "truth" / "oracle.json"
     oracle = json.loads(oracle_path.read_text())["early_oracle_auc"] if oracle_path.exists() else None
     records = [r for s in sites for r in s.records]

@@ -3,13 +3,20 @@
 Plain functions over tables and graphs; the entry point (``fedresponse train``) reads the store and
 calls :func:`site_inputs`. Everything stays at the site.
 
-Per time point, the global trajectory ``(T, G)`` has four feature groups:
+Per time point, the global trajectory ``(T, G)`` has six feature groups (node columns looked up by name
+in :data:`radiomics.node_features.NODE_FEATURES`):
 
 - ``volume``: log tumour volume (mL) and its log ratio to T0;
 - ``intensity``: volume-weighted means of the sub-regions' first-order statistics (whole-tumour mean,
   median, p10, p90, IQR, robust MAD, skewness, kurtosis, entropy, uniformity);
+- ``texture``: volume-weighted means of the sub-regions' GLCM features (joint entropy, contrast,
+  normalised inverse difference; IBSI 3-D merged, :data:`radiomics.node_features.TEXTURE_TAGS`);
 - ``heterogeneity``: dispersion between sub-regions (standard deviation over valid nodes of the mean,
   p90 and entropy) and the fraction of sub-regions that are empty;
+- ``shape``: where the volume sits among the sub-regions, from the T0 node centroids (``pos``) weighted
+  by each node's volume at that time point — distance of the volume-weighted centroid from the T0
+  tumour centroid (mm), radius of gyration (mm) and anisotropy ``1 − λ_min/λ_max`` of the weighted
+  centroid covariance. A coarse, graph-only shape descriptor: no image is re-read;
 - ``dhi``: the Dynamic Heterogeneity Index of the interval ending at that time point (0 at T0) when a
   DHI table is given (``radiomics dhi``), else left out.
 
@@ -37,6 +44,7 @@ from torch_geometric.data import Data
 
 from fl_client.train import PatientRecord, SiteInputs
 from models.exceptions import ModelInputError
+from radiomics.node_features import N_FIRST_ORDER, NODE_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +52,12 @@ CLINICAL_NAMES: tuple[str, ...] = (
     "age_decades", "male", "smoking_former", "smoking_current", "ecog", "stage_iv", "squamous",
     "egfr_positive", "alk_positive", "pdl1_tps_fraction", "line_2plus",
 )
+_COLUMN = {name: index for index, name in enumerate(NODE_FEATURES)}
+_FIRST_ORDER = NODE_FEATURES[_COLUMN["stat_mean"] : _COLUMN["stat_mean"] + N_FIRST_ORDER]  # ten IBSI statistics
 _STAT_NAMES = ("mean", "median", "p10", "p90", "iqr", "rmad", "skew", "kurt", "entropy", "uniformity")
-_DISPERSION = {"mean": 2, "p90": 5, "entropy": 10}  # column of x (radiomics.graphs.NODE_FEATURES)
+_TEXTURE = ("cm_joint_entr", "cm_contrast", "cm_inv_diff_norm")
+_DISPERSION = {"mean": _COLUMN["stat_mean"], "p90": _COLUMN["stat_p90"], "entropy": _COLUMN["ih_entropy"]}
+_SHAPE_NAMES = ("shape_centroid_shift_mm", "shape_gyration_radius_mm", "shape_anisotropy")
 
 
 def clinical_vector(row: pd.Series) -> torch.Tensor:
@@ -68,30 +80,74 @@ def clinical_vector(row: pd.Series) -> torch.Tensor:
 
 
 def global_names(with_dhi: bool) -> tuple[list[str], list[str]]:
-    """Names and groups of the global trajectory columns."""
+    """Names and groups of the global trajectory columns, in the column order of :func:`global_trajectory`."""
     names = ["log_volume_ml", "log_volume_ratio_t0"] + [f"tumour_{s}" for s in _STAT_NAMES]
-    names += [f"subregion_sd_{s}" for s in _DISPERSION] + ["empty_subregion_fraction"]
-    groups = ["volume"] * 2 + ["intensity"] * len(_STAT_NAMES) + ["heterogeneity"] * (len(_DISPERSION) + 1)
+    names += [f"tumour_{t}" for t in _TEXTURE]
+    names += [f"subregion_sd_{s}" for s in _DISPERSION] + ["empty_subregion_fraction", *_SHAPE_NAMES]
+    groups = ["volume"] * 2 + ["intensity"] * len(_STAT_NAMES) + ["texture"] * len(_TEXTURE)
+    groups += ["heterogeneity"] * (len(_DISPERSION) + 1) + ["shape"] * len(_SHAPE_NAMES)
     if with_dhi:
         names, groups = [*names, "dhi"], [*groups, "dhi"]
     return names, groups
 
 
+def shape_descriptors(pos: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Coarse shape of the volume distribution over the sub-regions, per time point.
+
+    Parameters
+    ----------
+    pos : Tensor, shape (V, 3)
+        Node centroids at T0, mm from the T0 tumour centroid.
+    weights : Tensor, shape (T, V)
+        Non-negative node weights summing to 1 per time point (all zero when the tumour vanished).
+
+    Returns
+    -------
+    Tensor, shape (T, 3)
+        Distance of the weighted centroid from the origin (mm), radius of gyration about the weighted
+        centroid (mm), and anisotropy ``1 − λ_min / λ_max`` of the weighted covariance (0 for an isotropic
+        or empty distribution).
+    """
+    pos = pos.float()
+    centre = weights @ pos  # (T, 3)
+    offset = pos.unsqueeze(0) - centre.unsqueeze(1)  # (T, V, 3)
+    cov = torch.einsum("tv,tvi,tvj->tij", weights, offset, offset)
+    gyration = torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1).clamp(min=0).sqrt()
+    eig = torch.linalg.eigvalsh(cov).clamp(min=0)  # ascending
+    ratio = eig[:, 0] / eig[:, -1].clamp(min=1e-9)
+    anisotropy = torch.where(eig[:, -1] > 1e-9, 1.0 - ratio, torch.zeros_like(ratio))
+    return torch.stack([torch.linalg.vector_norm(centre, dim=-1), gyration, anisotropy], dim=-1)
+
+
 def global_trajectory(graph: Data, dhi: list[float] | None = None) -> torch.Tensor:
-    """The (T, G) global features of one patient's graph (see the module docstring)."""
+    """The (T, G) global features of one patient's graph (see the module docstring).
+
+    Raises :class:`ModelInputError` when the graph's node features are not the columns of
+    :data:`radiomics.node_features.NODE_FEATURES` (graphs written by another radiomics version).
+    """
     x, valid = graph.x.float(), graph.node_valid.bool()
+    if x.shape[-1] != len(NODE_FEATURES):
+        raise ModelInputError(f"graph {getattr(graph, 'usubjid', '?')}: has {x.shape[-1]} node features, expected "
+                              f"{len(NODE_FEATURES)} ({', '.join(NODE_FEATURES)}); rebuild the sub-region graphs")
+    if getattr(graph, "pos", None) is None:
+        raise ModelInputError(f"graph {getattr(graph, 'usubjid', '?')}: has no node centroids (pos); the shape group "
+                              "needs them; rebuild the sub-region graphs with radiomics.graphs")
     volume = graph.tumour_volume.float().clamp(min=1e-3)
-    weights = (x[..., 1] * valid).clamp(min=0)  # node volume / T0 volume
+    weights = (x[..., _COLUMN["node_volume_ratio_t0"]] * valid).clamp(min=0)  # node volume / T0 volume
     weights = weights / weights.sum(-1, keepdim=True).clamp(min=1e-9)
-    stats = (weights.unsqueeze(-1) * x[..., 2:]).sum(1)  # (T, 10)
+
+    def weighted(columns: tuple[str, ...]) -> torch.Tensor:
+        return (weights.unsqueeze(-1) * x[..., [_COLUMN[c] for c in columns]]).sum(1)  # (T, len(columns))
+
     count = valid.sum(-1).clamp(min=1).unsqueeze(-1)
     spread = []
     for column in _DISPERSION.values():
         values = torch.where(valid, x[..., column], torch.zeros_like(x[..., column]))
         mean = values.sum(-1, keepdim=True) / count
         spread.append((((values - mean) ** 2 * valid).sum(-1, keepdim=True) / count).sqrt())
-    parts = [volume.log().unsqueeze(-1), (volume / volume[0]).log().unsqueeze(-1), stats, *spread,
-             (~valid).float().mean(-1, keepdim=True)]
+    parts = [volume.log().unsqueeze(-1), (volume / volume[0]).log().unsqueeze(-1), weighted(_FIRST_ORDER),
+             weighted(_TEXTURE), *spread, (~valid).float().mean(-1, keepdim=True),
+             shape_descriptors(graph.pos, weights)]
     if dhi is not None:
         parts.append(torch.tensor(dhi, dtype=torch.float32).unsqueeze(-1))
     return torch.cat(parts, dim=-1)
@@ -167,6 +223,20 @@ def site_inputs(
                               "run ingest, assess and radiomics graphs first")
     names, groups = global_names(dhi_by is not None)
     return SiteInputs(site, records, names, groups, list(CLINICAL_NAMES))
+
+
+def stale_columns(inputs: SiteInputs) -> str | None:
+    """Why ``inputs`` (read from an existing ``model_inputs.pt``) does not match this featurizer, or None.
+
+    A file written by an older featurizer has other global columns (names, groups or width); training on
+    it would silently mislabel columns, so callers re-featurize the store or refuse it.
+    """
+    names, groups = global_names("dhi" in inputs.global_names)
+    width = int(inputs.records[0].globals_.shape[-1]) if inputs.records else len(names)
+    if (inputs.global_names, inputs.global_groups, width) != (names, groups, len(names)):
+        return (f"site {inputs.site}: its model inputs have {width} global columns named {inputs.global_names}, "
+                f"this featurizer writes {len(names)} ({names})")
+    return None
 
 
 def _dhi_table(dhi: pd.DataFrame | None) -> dict[str, list[float]] | None:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from fedresponse.demo import DemoContext
     from fl_client.centralized import PooledCohort
+    from fl_client.train import SiteInputs
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,6 @@ def featurize_store(
 
 def _pooled(cohort: Path, device: str = "auto", seed: int = 0, durable_day: int = 183) -> PooledCohort:
     from fl_client.centralized import PooledCohort
-    from fl_client.train import load_site_inputs
     from models.exceptions import ModelInputError
 
     paths = sorted(cohort.rglob("model_inputs.pt"))
@@ -97,7 +97,7 @@ def _pooled(cohort: Path, device: str = "auto", seed: int = 0, durable_day: int 
             f"no model_inputs.pt and no assessed site store under {cohort}; run ingest and assess for each site "
             "first, see docs/models.md"
         )
-    sites = [load_site_inputs(p) for p in paths]
+    sites = [_current(p, device, seed, durable_day) for p in paths]
     first = sites[0]
     for other in sites[1:]:
         if (other.global_names, other.clinical_names) != (first.global_names, first.clinical_names):
@@ -107,6 +107,25 @@ def _pooled(cohort: Path, device: str = "auto", seed: int = 0, durable_day: int 
             )
     records = [r for site in sites for r in site.records]
     return PooledCohort(records, first.global_names, first.global_groups, first.clinical_names)
+
+
+def _current(path: Path, device: str, seed: int, durable_day: int) -> SiteInputs:
+    """Load ``path``; a file written by an older featurizer is re-featurized when it sits in its site store
+    (graphs and DHI are reused, so this is cheap) and refused otherwise."""
+    from fl_client.featurize import stale_columns
+    from fl_client.train import load_site_inputs
+    from models.exceptions import ModelInputError
+
+    inputs = load_site_inputs(path)
+    reason = stale_columns(inputs)
+    if reason is None:
+        return inputs
+    if (path.parent / "store.json").exists() and (path.parent / "assessment").is_dir():
+        log.warning("%s; re-featurizing %s", reason, path.parent)
+        return load_site_inputs(featurize_store(path.parent, out=path, device=device, seed=seed,
+                                                durable_day=durable_day))
+    raise ModelInputError(f"{reason}; re-run the featurize step (fedresponse.commands.train.featurize_store) "
+                          f"for {path}")
 
 
 def _print_metrics(console: Console, metrics: dict[str, object]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,21 +11,35 @@ import pytest
 import torch
 from torch_geometric.data import Data
 
-from fl_client.featurize import CLINICAL_NAMES, _labels, clinical_vector, global_names, global_trajectory, site_inputs
+from fl_client.featurize import (
+    CLINICAL_NAMES,
+    _labels,
+    clinical_vector,
+    global_names,
+    global_trajectory,
+    shape_descriptors,
+    site_inputs,
+)
 from models.exceptions import ModelInputError
+from radiomics.node_features import NODE_FEATURES
+
+COLUMN = {name: index for index, name in enumerate(NODE_FEATURES)}
 
 
 def _graph(usubjid: str = "FEDRESP-S01-0001") -> Data:
     t, v = 3, 4
-    x = torch.zeros(t, v, 12)
-    x[..., 1] = torch.tensor([0.1, 0.2, 0.3, 0.4])  # node volume / T0 volume
-    x[..., 2] = torch.tensor([10.0, 20.0, 30.0, 40.0])  # stat_mean (HU)
+    x = torch.zeros(t, v, len(NODE_FEATURES))
+    x[..., COLUMN["node_volume_ratio_t0"]] = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    x[..., COLUMN["stat_mean"]] = torch.tensor([10.0, 20.0, 30.0, 40.0])  # HU
+    x[..., COLUMN["cm_contrast"]] = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    x[..., COLUMN["cm_joint_entr"]] = 5.0
     valid = torch.ones(t, v, dtype=torch.bool)
     valid[2, 3] = False
     x[2, 3] = 0.0
     x[2, 3, 0] = 1.0
     return Data(x=x, edge_index=torch.tensor([[0, 1], [1, 0]]), node_valid=valid,
-                days=torch.tensor([-7.0, 62.0, 104.0]), pos=torch.randn(v, 3),
+                days=torch.tensor([-7.0, 62.0, 104.0]),
+                pos=torch.tensor([[5.0, 0, 0], [-5.0, 0, 0], [0, 2.0, 0], [0, 0, 1.0]]),
                 time_valid=torch.ones(t, dtype=torch.bool), tumour_volume=torch.tensor([10.0, 5.0, 2.5]),
                 usubjid=usubjid, num_nodes=v)
 
@@ -42,6 +57,59 @@ def test_global_trajectory_by_hand() -> None:
     assert g[0, col["subregion_sd_mean"]].item() == pytest.approx(float(np.std([10, 20, 30, 40])), rel=1e-5)
     assert g[2, col["empty_subregion_fraction"]].item() == pytest.approx(0.25)
     assert g[:, col["dhi"]].tolist() == pytest.approx([0.0, 0.2, 0.4])
+    # texture group: volume-weighted GLCM means, same weights as the intensity group
+    assert g[0, col["tumour_cm_contrast"]].item() == pytest.approx(3.0)  # (0.1 + 0.4 + 0.9 + 1.6) / 1.0
+    assert g[2, col["tumour_cm_contrast"]].item() == pytest.approx(1.4 / 0.6, rel=1e-5)
+    assert g[:, col["tumour_cm_joint_entr"]].tolist() == pytest.approx([5.0] * 3)
+    assert g[:, col["tumour_cm_inv_diff_norm"]].tolist() == pytest.approx([0.0] * 3)
+
+
+def test_every_global_column_is_named_and_grouped() -> None:
+    g = global_trajectory(_graph(), dhi=[0.0, 0.2, 0.4])
+    for with_dhi, width in ((True, g.shape[1]), (False, g.shape[1] - 1)):
+        names, groups = global_names(with_dhi)
+        assert len(names) == len(groups) == width == len(set(names))
+    assert global_trajectory(_graph()).shape[1] == len(global_names(False)[0])
+    assert {"volume", "intensity", "texture", "heterogeneity", "shape"} <= set(global_names(False)[1])
+
+
+def test_shape_descriptors_match_numpy_weighted_covariance() -> None:
+    rng = np.random.default_rng(3)
+    pos = rng.normal(0, 10, size=(9, 3))
+    w = rng.random((3, 9))
+    w[2] = 0.0  # a vanished tumour: no weight anywhere
+    w[:2] /= w[:2].sum(1, keepdims=True)
+    got = shape_descriptors(torch.tensor(pos), torch.tensor(w, dtype=torch.float32)).numpy()
+    for t in range(2):
+        centre = np.average(pos, axis=0, weights=w[t])
+        cov = np.cov(pos.T, aweights=w[t], bias=True)
+        eig = np.linalg.eigvalsh(cov)
+        expected = [np.linalg.norm(centre), np.sqrt(np.trace(cov)), 1 - eig[0] / eig[-1]]
+        np.testing.assert_allclose(got[t], expected, rtol=1e-4)
+    np.testing.assert_allclose(got[2], [0.0, 0.0, 0.0], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("weights", "expected"),
+    [
+        ([0.5, 0.5, 0.0, 0.0], (0.0, 5.0, 1.0)),  # two opposite nodes: centred, radius 5 mm, a line
+        ([1.0, 0.0, 0.0, 0.0], (5.0, 0.0, 0.0)),  # all volume in one node: shifted 5 mm, no spread
+    ],
+)
+def test_shape_descriptors_by_hand(weights: list[float], expected: tuple[float, float, float]) -> None:
+    got = shape_descriptors(_graph().pos, torch.tensor([weights]))[0].tolist()
+    assert got == pytest.approx(list(expected), abs=1e-5)
+
+
+@pytest.mark.parametrize("drop", ["columns", "pos"])
+def test_graph_from_another_radiomics_version_is_refused(drop: str) -> None:
+    graph = _graph()
+    if drop == "columns":
+        graph.x = graph.x[..., :12]
+    else:
+        del graph.pos
+    with pytest.raises(ModelInputError, match="rebuild the sub-region graphs"):
+        global_trajectory(graph)
 
 
 @pytest.mark.parametrize(
@@ -100,3 +168,20 @@ def test_site_without_any_usable_subject_is_an_error() -> None:
     crf, reference, visits, dhi = _tables("FEDRESP-S01-0002")
     with pytest.raises(ModelInputError, match="run ingest, assess and radiomics graphs"):
         site_inputs("S01", [_graph()], crf, reference, visits, dhi)
+
+
+def test_model_inputs_of_an_older_featurizer_are_detected_and_refused_outside_a_store(tmp_path: Path) -> None:
+    from fedresponse.commands.train import _current
+    from fl_client.featurize import stale_columns
+    from fl_client.train import SiteInputs, save_site_inputs
+
+    crf, reference, visits, dhi = _tables("FEDRESP-S01-0001")
+    current = site_inputs("S01", [_graph()], crf, reference, visits, dhi)
+    assert stale_columns(current) is None
+    names, groups = current.global_names[:17], current.global_groups[:17]  # the 17 names of the first featurizer
+    old = SiteInputs("S01", current.records, names, groups, current.clinical_names)
+    assert "17 global columns" not in (stale_columns(old) or "")
+    assert "23 global columns" in (stale_columns(old) or "")
+    save_site_inputs(old, tmp_path / "model_inputs.pt")
+    with pytest.raises(ModelInputError, match="re-run the featurize step"):
+        _current(tmp_path / "model_inputs.pt", "cpu", 0, 183)
