@@ -1,13 +1,14 @@
-"""ADaM ADSL, ADRS and ADTTE, derived **only from the SDTM datasets** (DM, RS) so that a reviewer can
+"""ADaM ADSL, ADRS and ADTTE, derived **only from the SDTM datasets** (DM, RS, CM, CE) so that a reviewer can
 regenerate them from the submitted raw data with this program (DOMAIN §3, traceability).
 
 - ADSL: one row per DM subject; ``TRTSDT`` = RFSTDTC as a SAS date; ``EFFFL`` = has a post-baseline response.
 - ADRS (primary evaluator): per visit ``OVR`` (RECIST 1.1) and ``IOVR`` (iRECIST) copied from RS; per subject
   ``BOR``/``CBOR`` (RECIST 1.1 unconfirmed/confirmed) and ``IBOR``/``ICBOR`` (iRECIST) from
   :mod:`evaluation.response.bor` applied to those RS rows.
-- ADTTE: ``PFS`` — first RECIST PD or death, else censored at the last adequate assessment; ``IPFS`` — the
-  date of the iUPD that an iCPD confirmed, or death, else censored likewise. ``AVAL`` in days from the first
-  dose (``ADT − STARTDT + 1``, the study day), ``CNSR`` 0 = event, 1 = censored.
+- ADTTE: ``PFS`` — first RECIST PD or death; ``IPFS`` — the date of the iUPD that an iCPD confirmed, or death;
+  censored by the rules of :mod:`evaluation.cdisc.pfs` (new anticancer therapy from CM, clinical progression
+  from CE, two or more missed assessments, no event) with one ``CNSR`` code per reason. ``AVAL`` in days from
+  the first dose (``ADT − STARTDT + 1``, the study day).
 """
 
 from __future__ import annotations
@@ -112,43 +113,53 @@ def _confirmed_iupd_day(rows: pd.DataFrame) -> float:
     return float(days[start]) if start < k else float(days[k])
 
 
-def _tte_row(subject: str, dm_row: pd.Series, rows: pd.DataFrame, code: str) -> dict[str, object]:
+def _first_day(frame: pd.DataFrame | None, subject: str, column: str, start: str) -> float:
+    """Study day of the earliest ``column`` date of ``subject`` in an optional SDTM events domain."""
+    if frame is None or not len(frame):
+        return float("nan")
+    days = [study_day(str(d), start) for d in frame.loc[frame["USUBJID"] == subject, column] if str(d)]
+    return float(min(days)) if days else float("nan")
+
+
+def _tte_row(subject: str, dm_row: pd.Series, rows: pd.DataFrame, code: str, cuts: tuple[float, float],
+             protocol: StudyProtocol) -> dict[str, object]:
+    from evaluation.cdisc.pfs import Assessment, derive_pfs
+
     start = str(dm_row["RFSTDTC"])
-    death_day = study_day(str(dm_row["DTHDTC"]), start)
     if code == "PFS":
         pd_rows = rows[rows["RSSTRESC"] == "PD"]
         progression_day = float(pd_rows["RSDY"].min()) if len(pd_rows) else float("nan")
     else:
         progression_day = _confirmed_iupd_day(rows)
-    adequate = rows[rows["RSSTRESC"] != "NE"]
-    last_day = float(adequate["RSDY"].max()) if len(adequate) else 1.0
-    candidates = [(d, desc, src) for d, desc, src in ((progression_day, "PROGRESSION", "RS"),
-                                                      (death_day, "DEATH", "DM")) if not np.isnan(d)]
-    if candidates:
-        day, desc, src = min(candidates, key=lambda c: c[0])
-        cnsr = 0.0
-    else:
-        day, desc, src, cnsr = last_day, "LAST ADEQUATE ASSESSMENT", "RS", 1.0
+    assessments = [Assessment(float(d), float(v), str(r)) for d, v, r in
+                   zip(rows["RSDY"], rows["VISITNUM"], rows["RSSTRESC"], strict=True)]
+    outcome = derive_pfs(assessments, progression_day, study_day(str(dm_row["DTHDTC"]), start), cuts[0], cuts[1],
+                         protocol)
     trtsdt = sas_date(start)
-    return {"USUBJID": subject, "PARAMCD": code, "AVAL": day, "CNSR": cnsr, "EVNTDESC": desc, "SRCDOM": src,
-            "SRCVAR": "RSDY" if src == "RS" else "DTHDTC", "STARTDT": trtsdt, "ADT": trtsdt + day - 1}
+    return {"USUBJID": subject, "PARAMCD": code, "AVAL": outcome.day, "CNSR": float(outcome.cnsr),
+            "EVNTDESC": outcome.evntdesc, "CNSDTDSC": outcome.cnsdtdsc, "SRCDOM": outcome.srcdom,
+            "SRCVAR": outcome.srcvar, "STARTDT": trtsdt, "ADT": trtsdt + outcome.day - 1}
 
 
-def make_adtte(dm: pd.DataFrame, rs: pd.DataFrame, evaluator: str) -> pd.DataFrame:
-    """ADTTE with PFS (RECIST 1.1) and IPFS (iRECIST) per subject."""
+def make_adtte(dm: pd.DataFrame, rs: pd.DataFrame, evaluator: str, protocol: StudyProtocol,
+               cm: pd.DataFrame | None = None, ce: pd.DataFrame | None = None) -> pd.DataFrame:
+    """ADTTE with PFS (RECIST 1.1) and IPFS (iRECIST) per subject, censored by :mod:`evaluation.cdisc.pfs`
+    (new anticancer therapy from CM, investigator-recorded progression from CE, missed assessments)."""
     mine = rs[(rs["RSEVALID"] == evaluator)]
     rows = []
     for _, dm_row in dm.iterrows():
         subject = dm_row["USUBJID"]
+        start = str(dm_row["RFSTDTC"])
+        cuts = (_first_day(cm, subject, "CMSTDTC", start), _first_day(ce, subject, "CESTDTC", start))
         own = mine[mine["USUBJID"] == subject].sort_values("VISITNUM")
-        rows.append(_tte_row(subject, dm_row, own[own["RSCAT"] == "RECIST 1.1"], "PFS"))
-        rows.append(_tte_row(subject, dm_row, own[own["RSCAT"] == "iRECIST"], "IPFS"))
+        for criterion, code in (("RECIST 1.1", "PFS"), ("iRECIST", "IPFS")):
+            rows.append(_tte_row(subject, dm_row, own[own["RSCAT"] == criterion], code, cuts, protocol))
     frame = pd.DataFrame(rows)
     frame["PARAM"] = frame["PARAMCD"].map({"PFS": "Progression-Free Survival (days)",
                                            "IPFS": "iRECIST Progression-Free Survival (days)"})
     frame.insert(0, "STUDYID", dm["STUDYID"].iloc[0])
-    order = ["STUDYID", "USUBJID", "PARAMCD", "PARAM", "AVAL", "CNSR", "EVNTDESC", "STARTDT", "ADT", "SRCDOM",
-             "SRCVAR"]
+    order = ["STUDYID", "USUBJID", "PARAMCD", "PARAM", "AVAL", "CNSR", "EVNTDESC", "CNSDTDSC", "STARTDT", "ADT",
+             "SRCDOM", "SRCVAR"]
     return frame[order]
 
 
@@ -157,4 +168,5 @@ def make_adam(sdtm: dict[str, pd.DataFrame], protocol: StudyProtocol) -> dict[st
     dm, rs = sdtm["dm"], sdtm["rs"]
     evaluator = primary_evaluator(rs)
     adsl = make_adsl(dm, rs)
-    return {"adsl": adsl, "adrs": make_adrs(adsl, rs, protocol, evaluator), "adtte": make_adtte(dm, rs, evaluator)}
+    adtte = make_adtte(dm, rs, evaluator, protocol, sdtm.get("cm"), sdtm.get("ce"))
+    return {"adsl": adsl, "adrs": make_adrs(adsl, rs, protocol, evaluator), "adtte": adtte}

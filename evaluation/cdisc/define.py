@@ -12,12 +12,15 @@ from evaluation.cdisc.xpt import Variable
 ODM_NS = "http://www.cdisc.org/ns/odm/v1.3"
 DEF_NS = "http://www.cdisc.org/ns/def/v2.0"
 XLINK_NS = "http://www.w3.org/1999/xlink"
-CLASSES = {"dm": "SPECIAL PURPOSE", "tu": "FINDINGS", "tr": "FINDINGS", "rs": "FINDINGS",
+CLASSES = {"dm": "SPECIAL PURPOSE", "tu": "FINDINGS", "tr": "FINDINGS", "rs": "FINDINGS", "cm": "INTERVENTIONS",
+           "ce": "EVENTS",
            "adsl": "SUBJECT LEVEL ANALYSIS DATASET", "adrs": "BASIC DATA STRUCTURE",
            "adtte": "BASIC DATA STRUCTURE"}
 STRUCTURE = {"dm": "One record per subject", "tu": "One record per identified lesion per evaluator",
              "tr": "One record per lesion measurement per visit per evaluator",
              "rs": "One record per response assessment per visit per criterion per evaluator",
+             "cm": "One record per new anticancer therapy per subject",
+             "ce": "One record per investigator-reported progression per subject",
              "adsl": "One record per subject", "adrs": "One record per subject per parameter per visit",
              "adtte": "One record per subject per parameter"}
 
@@ -77,6 +80,15 @@ def _description(parent: ET.Element, text: str, language: str) -> None:
     ET.SubElement(desc, f"{{{ODM_NS}}}TranslatedText", {"xml:lang": language}).text = text
 
 
+def _cnsr_table() -> str:
+    from evaluation.cdisc.pfs import CENSORING
+
+    rows = ["  | CNSR | EVNTDESC | CNSDTDSC |", "  |---|---|---|",
+            "  | 0 | DISEASE PROGRESSION / DEATH | (event) |"]
+    rows += [f"  | {code} | {evnt} | {cns} |" for code, (evnt, cns) in CENSORING.items()]
+    return "\n".join(rows)
+
+
 def reviewers_guide(datasets: Mapping[str, pd.DataFrame], study_id: str, evaluator: str, encoding: str) -> str:
     """The data reviewer's guide (Markdown): what each dataset holds, how ADaM is derived, how to re-run it."""
     counts = "\n".join(f"| {name}.xpt | {len(frame)} | {frame.shape[1]} | {STRUCTURE[name]} |"
@@ -96,6 +108,8 @@ variable. USUBJID is identical across datasets (`STUDYID-SITEID-NNNN`); no direc
 - **DM** from the site CRF extracts (single arm: PD-1/PD-L1 inhibitor + chemotherapy).
 - **TU/TR** from the blinded independent readers' lesion measurements (TREVALID = reader id): LDIAM for
   non-nodal targets, SAXIS for nodes (mm), TUMSTATE for lesions followed by status only.
+- **CM** start of a new anticancer therapy (CRF NEW_THERAPY_DATE); **CE** investigator-reported progression
+  (CRF PD_DATE). Each is submitted only when it has records.
 - **RS** overall response per post-baseline visit and evaluator, RECIST 1.1 (RSCAT "RECIST 1.1") and
   iRECIST (RSCAT "iRECIST"), computed by the platform's response engine from TR-level measurements.
 
@@ -105,9 +119,10 @@ variable. USUBJID is identical across datasets (`STUDYID-SITEID-NNNN`); no direc
 - **ADSL**: one row per DM subject; TRTSDT = RFSTDTC; EFFFL = Y when RS holds a post-baseline response.
 - **ADRS**: OVR/IOVR copied from RS (SRCSEQ = RSSEQ); BOR/CBOR/IBOR/ICBOR by RECIST 1.1 §4.4 (SD ≥ 42 days
   after the first dose, confirmation ≥ 28 days later) and iRECIST.
-- **ADTTE**: PFS = first RECIST PD (RSDY) or death (DTHDTC), else censored (CNSR = 1) at the last adequate
-  assessment; IPFS = date of the iUPD confirmed by iCPD, or death. AVAL = ADT − STARTDT + 1 days.
-  Not implemented: censoring at new anticancer therapy and after ≥ 2 missed assessments (no CM/SV domains).
+- **ADTTE**: PFS = first RECIST PD (RSDY) or death (DTHDTC); IPFS = date of the iUPD confirmed by iCPD, or
+  death. AVAL = ADT − STARTDT + 1 days. Censoring (FDA 2018 Appendix 3 table A; EMA PFS appendix), one CNSR
+  code per reason, EVNTDESC/CNSDTDSC naming it:
+{_cnsr_table()}
 
 ## Programs
 `programs/` holds the derivation code (`adam.py`, `sdtm.py`); running `fedresponse export-cdisc` on the same

@@ -24,7 +24,7 @@ from evaluation.protocol import StudyProtocol, load_protocol
 
 log = logging.getLogger(__name__)
 
-SDTM_ORDER = ("dm", "tu", "tr", "rs")
+SDTM_ORDER = ("dm", "tu", "tr", "rs", "cm", "ce")
 ADAM_ORDER = ("adsl", "adrs", "adtte")
 
 
@@ -73,7 +73,8 @@ def export_cdisc(src: Path | Sequence[Path], out: Path, labels: str = "en", enco
     dataset_labels, variable_labels = labels_for(labels)
     sdtm = make_sdtm(read_sources(src), protocol)
     adam = make_adam(sdtm, protocol)
-    datasets = {name: _numeric(frame) for name, frame in {**sdtm, **adam}.items()}
+    # An events domain without records (no subject started new therapy, say) is not submitted.
+    datasets = {name: _numeric(frame) for name, frame in {**sdtm, **adam}.items() if len(frame)}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -86,7 +87,7 @@ def export_cdisc(src: Path | Sequence[Path], out: Path, labels: str = "en", enco
         (tmp / "reviewers_guide.md").write_text(guide, encoding="utf-8")
         programs = tmp / "programs"
         programs.mkdir()
-        for module in ("sdtm.py", "adam.py"):
+        for module in ("sdtm.py", "adam.py", "pfs.py"):
             shutil.copy2(Path(__file__).with_name(module), programs / module)
         replace_directory(tmp, out)
     except BaseException:

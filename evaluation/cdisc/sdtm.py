@@ -4,6 +4,9 @@
 - TU: one row per lesion and evaluator, at the visit the lesion was first recorded (TUTESTCD ``TUMIDENT``).
 - TR: one row per lesion, visit and evaluator: ``LDIAM`` (non-nodal long axis) / ``SAXIS`` (nodal short
   axis) in mm for measured lesions, ``TUMSTATE`` for lesions assessed by status only.
+- CM: one row per subject whose CRF records a new anticancer therapy (``NEW_THERAPY_DATE`` → CMSTDTC).
+- CE: one row per subject whose CRF records an investigator progression date (``PD_DATE`` → CESTDTC); ADTTE
+  compares it with the radiological progression of RS (clinical progression, :mod:`evaluation.cdisc.pfs`).
 - RS: one row per post-baseline visit, criterion (RECIST 1.1, iRECIST) and evaluator, the overall response
   (``OVRLRESP``) from :func:`evaluation.adjudication.assess_readers` (each reader assessed independently), and
   the final adjudicated assessment of ``fedresponse assess`` (``RSEVALID = FINAL``) when every site has one.
@@ -72,6 +75,37 @@ def make_dm(crf: pd.DataFrame, study_id: str) -> pd.DataFrame:
     })
 
 
+def _dated_events(crf: pd.DataFrame, column: str, study_id: str, domain: str,
+                  fields: dict[str, str]) -> pd.DataFrame:
+    from evaluation.cdisc.adam import study_day
+
+    prefix = domain.upper()
+    dates = crf.get(column, pd.Series([""] * len(crf), index=crf.index)).fillna("").astype(str).str.strip()
+    chosen = crf[dates != ""]
+    when = dates[dates != ""]
+    start = chosen["FIRST_DOSE_DATE"].fillna("").astype(str)
+    frame = pd.DataFrame({"STUDYID": study_id, "DOMAIN": prefix, "USUBJID": chosen["USUBJID"].astype(str)})
+    for name, value in fields.items():
+        frame[f"{prefix}{name}"] = value
+    frame[f"{prefix}STDTC"] = when.to_numpy()
+    frame[f"{prefix}STDY"] = [study_day(d, s) for d, s in zip(when, start, strict=True)]
+    frame[f"{prefix}STDY"] = frame[f"{prefix}STDY"].astype(np.float64)
+    return _seq(frame.sort_values("USUBJID", kind="stable"), f"{prefix}SEQ")
+
+
+def make_cm(crf: pd.DataFrame, study_id: str) -> pd.DataFrame:
+    """CM: the start of a new (subsequent) anticancer therapy recorded in the CRF (``NEW_THERAPY_DATE``)."""
+    return _dated_events(crf, "NEW_THERAPY_DATE", study_id, "cm",
+                         {"TRT": "NEW ANTICANCER THERAPY", "CAT": "SUBSEQUENT ANTICANCER THERAPY"})
+
+
+def make_ce(crf: pd.DataFrame, study_id: str) -> pd.DataFrame:
+    """CE: the investigator-recorded progression date of the CRF (``PD_DATE``), clinical or radiological."""
+    return _dated_events(crf, "PD_DATE", study_id, "ce",
+                         {"TERM": "PROGRESSIVE DISEASE", "DECOD": "DISEASE PROGRESSION",
+                          "CAT": "INVESTIGATOR-REPORTED PROGRESSION"})
+
+
 def make_tu(reads: pd.DataFrame, study_id: str, protocol: StudyProtocol) -> pd.DataFrame:
     """TU: each lesion once per evaluator, at its first recorded visit."""
     ordered = reads.assign(_VN=reads["VISIT"].map(lambda v: visitnum(str(v), protocol))).sort_values(
@@ -134,7 +168,7 @@ def make_rs(reads: pd.DataFrame, study_id: str, protocol: StudyProtocol,
 
 
 def make_sdtm(sources: list[SiteSource], protocol: StudyProtocol) -> dict[str, pd.DataFrame]:
-    """All four SDTM domains over every site (USUBJID identical across datasets)."""
+    """DM, TU, TR, RS, CM and CE over every site (USUBJID identical across datasets; CM/CE may be empty)."""
     crf = pd.concat([s.crf for s in sources], ignore_index=True)
     reads = pd.concat([s.reads for s in sources], ignore_index=True)
     finals = [s.final_visits for s in sources if s.final_visits is not None]
@@ -149,4 +183,6 @@ def make_sdtm(sources: list[SiteSource], protocol: StudyProtocol) -> dict[str, p
         "tu": make_tu(reads, protocol.study_id, protocol),
         "tr": make_tr(reads, protocol.study_id, protocol),
         "rs": make_rs(reads, protocol.study_id, protocol, final),
+        "cm": make_cm(crf, protocol.study_id),
+        "ce": make_ce(crf, protocol.study_id),
     }

@@ -24,7 +24,12 @@ COURSES = {
     "0001": [("T0", -5, 50.0), ("T1", 63, 30.0), ("T2", 105, 28.0), ("FU1", 168, 27.0)],  # PR, confirmed
     "0002": [("T0", -3, 40.0), ("T1", 63, 44.0), ("T2", 105, 55.0), ("FU1", 147, 62.0)],  # SD, PD/iUPD -> iCPD
     "0003": [("T0", -4, 60.0), ("T1", 62, 58.0), ("T2", 104, 57.0)],  # SD, death day 150
+    "0004": [("T0", -4, 40.0), ("T1", 63, 41.0), ("T2", 105, 42.0), ("FU1", 168, 60.0)],  # new therapy day 150
+    "0005": [("T0", -4, 40.0), ("T1", 63, 41.0), ("T2", 105, 42.0), ("FU1", 168, 60.0)],  # clinical PD day 100
 }
+# CRF dates as study days: the investigator's PD_DATE of 0002 is the radiological PD day (not a cut)
+NEW_THERAPY_DAY = {"0004": 150}
+PD_DAY = {"0002": 105, "0005": 100}
 
 
 def _source(root: Path) -> Path:
@@ -38,11 +43,15 @@ def _source(root: Path) -> Path:
                               "ORGAN": "LUNG", "CATEGORY": "TARGET", "NODE": "N", "DIAM_MM": diam + delta,
                               "STATUS": "PRESENT", "READER": reader})
     pd.DataFrame(reads).to_csv(site / "reads.csv", index=False)
-    death = (START + timedelta(days=149)).isoformat()
+    def iso(days: dict[str, int], sid: str) -> str:
+        return (START + timedelta(days=days[sid] - 1)).isoformat() if sid in days else ""
+
     pd.DataFrame({
         "USUBJID": [f"FEDRESP-S01-{s}" for s in COURSES], "SUBJID": list(COURSES), "SITEID": "S01",
-        "AGE": [61, 70, 55], "SEX": ["M", "F", "M"], "FIRST_DOSE_DATE": START.isoformat(),
-        "DEATH_DATE": ["", "", death],
+        "AGE": [61, 70, 55, 66, 59], "SEX": ["M", "F", "M", "F", "M"], "FIRST_DOSE_DATE": START.isoformat(),
+        "DEATH_DATE": [iso({"0003": 150}, s) for s in COURSES],
+        "NEW_THERAPY_DATE": [iso(NEW_THERAPY_DAY, s) for s in COURSES],
+        "PD_DATE": [iso(PD_DAY, s) for s in COURSES],
     }).to_csv(site / "crf.csv", index=False)
     return root
 
@@ -62,7 +71,7 @@ def _read(path: Path) -> pd.DataFrame:
     return frame
 
 
-DATASETS = ("dm", "tu", "tr", "rs", "adsl", "adrs", "adtte")
+DATASETS = ("dm", "tu", "tr", "rs", "cm", "ce", "adsl", "adrs", "adtte")
 
 
 def test_every_file_follows_the_naming_length_and_label_rules(package: dict[str, Path]) -> None:
@@ -90,7 +99,7 @@ def test_every_file_follows_the_naming_length_and_label_rules(package: dict[str,
 
 def test_identifiers_are_consistent_across_datasets(package: dict[str, Path]) -> None:
     dm = _read(package["dm"])
-    assert len(dm) == 3 and dm["USUBJID"].is_unique
+    assert len(dm) == len(COURSES) and dm["USUBJID"].is_unique
     for name in DATASETS:
         assert set(_read(package[name])["USUBJID"]) <= set(dm["USUBJID"])
     adsl = _read(package["adsl"])
@@ -113,8 +122,14 @@ def _independent_bor(responses: list[tuple[float, str]], sd_min_days: int = 42) 
     return best
 
 
+def _days(frame: pd.DataFrame, subject: str, column: str, start: date) -> list[int]:
+    """Study days of a subject's dates in an SDTM events domain (day 1 = start, no day 0 after it)."""
+    return [(date.fromisoformat(d) - start).days + 1 for d in frame.loc[frame["USUBJID"] == subject, column]]
+
+
 def test_adam_rederives_from_the_sdtm_read_back(package: dict[str, Path]) -> None:
     dm, rs = _read(package["dm"]), _read(package["rs"])
+    cm, ce = _read(package["cm"]), _read(package["ce"])
     adrs, adtte = _read(package["adrs"]), _read(package["adtte"])
     rs1 = rs[(rs["RSEVALID"] == "R1") & (rs["RSCAT"] == "RECIST 1.1")].sort_values(["USUBJID", "VISITNUM"])
     for subject, rows in rs1.groupby("USUBJID"):
@@ -126,9 +141,15 @@ def test_adam_rederives_from_the_sdtm_read_back(package: dict[str, Path]) -> Non
         start = date.fromisoformat(dm.set_index("USUBJID").loc[subject, "RFSTDTC"])
         death = dm.set_index("USUBJID").loc[subject, "DTHDTC"]
         pd_days = rows.loc[rows["RSSTRESC"] == "PD", "RSDY"]
+        radiological = pd_days.min() if len(pd_days) else np.inf
         events = list(pd_days.iloc[:1]) + ([(date.fromisoformat(death) - start).days + 1] if death else [])
+        cuts = [(day, 3) for day in _days(cm, subject, "CMSTDTC", start)]
+        cuts += [(day, 5) for day in _days(ce, subject, "CESTDTC", start) if day < radiological]
         pfs = adtte[(adtte["USUBJID"] == subject) & (adtte["PARAMCD"] == "PFS")].iloc[0]
-        if events:
+        if cuts and (not events or min(cuts)[0] < min(events)):
+            cut_day, code = min(cuts)
+            assert (pfs["AVAL"], pfs["CNSR"]) == (rows.loc[rows["RSDY"] <= cut_day, "RSDY"].max(), code)
+        elif events:
             assert (pfs["AVAL"], pfs["CNSR"]) == (min(events), 0)
         else:
             assert (pfs["AVAL"], pfs["CNSR"]) == (rows["RSDY"].max(), 1)
@@ -148,6 +169,13 @@ def test_worked_cases_by_hand(package: dict[str, Path]) -> None:
     assert value("0002", "IPFS", adtte, "AVAL") == 105  # the iUPD at 105 confirmed by iCPD at 147 (6 weeks)
     assert (value("0003", "PFS", adtte, "AVAL"), value("0003", "PFS", adtte, "CNSR")) == (150, 0)  # death
     assert (value("0001", "PFS", adtte, "AVAL"), value("0001", "PFS", adtte, "CNSR")) == (168, 1)  # censored
+    # new therapy on day 150 before the PD at 168: censored at the T2 assessment (day 105), CNSR 3
+    assert (value("0004", "PFS", adtte, "AVAL"), value("0004", "PFS", adtte, "CNSR")) == (105, 3)
+    assert value("0004", "PFS", adtte, "EVNTDESC") == "NEW ANTICANCER THERAPY"
+    # investigator PD on day 100 before the radiological PD at 168: censored at T1 (day 63), CNSR 5
+    assert (value("0005", "PFS", adtte, "AVAL"), value("0005", "PFS", adtte, "CNSR")) == (63, 5)
+    assert value("0005", "PFS", adtte, "CNSDTDSC") == "LAST ADEQUATE ASSESSMENT BEFORE CLIN PD"
+    assert value("0002", "PFS", adtte, "CNSDTDSC") == ""  # an event has no censoring date description
 
 
 def test_define_xml_describes_every_file(package: dict[str, Path]) -> None:
@@ -248,3 +276,79 @@ def test_store_with_adjudicated_assessment_is_the_analysis_evaluator(tmp_path: P
     final = rs[(rs["RSEVALID"] == "FINAL") & (rs["RSCAT"] == "RECIST 1.1")]
     assert sorted(adrs.loc[adrs["PARAMCD"] == "OVR", "SRCSEQ"]) == sorted(final["RSSEQ"])
     assert "Analysis evaluator: **FINAL**" in paths["guide"].read_text(encoding="utf-8")
+
+
+# --- PFS censoring rules (evaluation.cdisc.pfs), hand-built cases -------------------------------------------------
+# Protocol schedule (configs/study.yaml): T1 day 62 (window to 70), T2 day 104 (to 112), then every 63 ± 7 days.
+# "Two missed" limit after a T2/FU assessment on day L: L + 2 x 63 + 7 + 7 = L + 140; after T1: L + 105 + 8 + 7;
+# with no adequate post-baseline assessment: T0 nominal day -7 + 111 + 8 + 8 = day 120.
+NAN = float("nan")
+SD4 = [(63, 1, "SD"), (105, 2, "SD"), (168, 3, "SD"), (231, 4, "SD")]
+PD_FU2 = [(63, 1, "SD"), (105, 2, "SD"), (168, 3, "SD"), (231, 4, "PD")]
+GAP = [(63, 1, "SD"), (105, 2, "SD")]
+
+
+@pytest.mark.parametrize(
+    ("course", "progression", "death", "new_therapy", "clinical_pd", "expected"),
+    [
+        # no event: last adequate assessment; none at all: day 1
+        (SD4, NAN, NAN, NAN, NAN, (231, 1, "RS")),
+        ([], NAN, NAN, NAN, NAN, (1, 2, "ADSL")),
+        ([(63, 1, "NE"), (105, 2, "NE")], NAN, NAN, NAN, NAN, (1, 2, "ADSL")),
+        ([*SD4[:2], (168, 3, "NE")], NAN, NAN, NAN, NAN, (105, 1, "RS")),  # an NE visit is not adequate
+        # events: radiological PD, death; PD and death on one day is reported as progression
+        (PD_FU2, 231, NAN, NAN, NAN, (231, 0, "RS")),
+        (PD_FU2, 231, 200, NAN, NAN, (200, 0, "DM")),
+        (PD_FU2, 231, 231, NAN, NAN, (231, 0, "RS")),
+        ([], NAN, 100, NAN, NAN, (100, 0, "DM")),  # death before the first assessment
+        # (a) new anticancer therapy before the event: last adequate assessment on or before its start
+        (PD_FU2, 231, NAN, 150, NAN, (105, 3, "RS")),
+        (PD_FU2, 231, NAN, 168, NAN, (168, 3, "RS")),  # scan on the day therapy starts is taken before it
+        (PD_FU2, 231, NAN, 231, NAN, (231, 0, "RS")),  # PD on the day therapy starts: the event counts
+        (SD4, NAN, NAN, 200, NAN, (168, 3, "RS")),  # no event: assessments after new therapy are not used
+        (SD4, NAN, 300, 200, NAN, (168, 3, "RS")),  # death after new therapy: censored
+        (PD_FU2, 231, NAN, 40, NAN, (1, 3, "ADSL")),  # new therapy before any assessment
+        # (c) investigator (clinical) progression before radiological PD: last adequate on or before it
+        (PD_FU2, 231, NAN, NAN, 150, (105, 5, "RS")),
+        (SD4, NAN, NAN, NAN, 150, (105, 5, "RS")),  # never documented radiologically
+        (SD4, NAN, 260, NAN, 150, (105, 5, "RS")),  # a later death does not undo the censoring
+        (PD_FU2, 231, NAN, NAN, 231, (231, 0, "RS")),  # same day as radiological PD: the event
+        (PD_FU2, 231, NAN, NAN, 260, (231, 0, "RS")),  # after it: the event
+        (PD_FU2, 231, NAN, 150, 150, (105, 3, "RS")),  # same-day cuts: new therapy is reported
+        (PD_FU2, 231, NAN, 180, 150, (105, 5, "RS")),  # the earlier cut wins
+        (PD_FU2, 231, NAN, 150, 180, (105, 3, "RS")),
+        # (b) event after two or more missed scheduled assessments (boundary: 245 event, 246 censored)
+        ([*GAP, (245, 4, "PD")], 245, NAN, NAN, NAN, (245, 0, "RS")),
+        ([*GAP, (246, 5, "PD")], 246, NAN, NAN, NAN, (105, 4, "RS")),
+        ([*GAP, (294, 5, "PD")], 294, NAN, NAN, NAN, (105, 4, "RS")),
+        (GAP, NAN, 300, NAN, NAN, (105, 4, "RS")),  # death after the gap
+        ([*GAP, (168, 3, "NE"), (231, 4, "PD")], 231, NAN, NAN, NAN, (231, 0, "RS")),  # one NE visit: one missed
+        ([(63, 1, "SD"), (183, 3, "PD")], 183, NAN, NAN, NAN, (183, 0, "RS")),  # after T1: limit 63 + 120
+        ([(63, 1, "SD"), (184, 3, "PD")], 184, NAN, NAN, NAN, (63, 4, "RS")),
+        ([], NAN, 120, NAN, NAN, (120, 0, "DM")),  # no assessment: T1 and T2 missed only after day 120
+        ([], NAN, 121, NAN, NAN, (1, 4, "ADSL")),
+        # a cut before a late event takes precedence over the missed-assessment rule
+        ([*GAP, (294, 5, "PD")], 294, NAN, 200, NAN, (105, 3, "RS")),
+    ],
+)
+def test_pfs_censoring_rules(course: list[tuple[int, int, str]], progression: float, death: float,
+                             new_therapy: float, clinical_pd: float, expected: tuple[int, int, str]) -> None:
+    from evaluation.cdisc.pfs import CENSORING, Assessment, derive_pfs
+    from evaluation.protocol import load_protocol
+
+    outcome = derive_pfs([Assessment(float(d), float(v), r) for d, v, r in course], progression, death,
+                         new_therapy, clinical_pd, load_protocol())
+    assert (outcome.day, outcome.cnsr, outcome.srcdom) == expected
+    if outcome.cnsr:  # censored on day 1 when no adequate assessment precedes the reason
+        dated = "FIRST DOSE" if outcome.srcdom == "ADSL" else CENSORING[outcome.cnsr][1]
+        assert (outcome.evntdesc, outcome.cnsdtdsc) == (CENSORING[outcome.cnsr][0], dated)
+    else:
+        assert outcome.evntdesc in ("DISEASE PROGRESSION", "DEATH") and outcome.cnsdtdsc == ""
+
+
+def test_every_censoring_reason_has_its_own_code_and_texts() -> None:
+    from evaluation.cdisc.pfs import CENSORING
+
+    assert sorted(CENSORING) == [1, 2, 3, 4, 5]
+    assert len({e for e, _ in CENSORING.values()}) == len({c for _, c in CENSORING.values()}) == len(CENSORING)
+    assert all(len(e.encode()) <= 200 and len(c.encode()) <= 200 for e, c in CENSORING.values())
