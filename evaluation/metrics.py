@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evaluation.exceptions import EvaluationInputError
+from evaluation.exceptions import EvaluationInputError, PooledStatisticsError
 from evaluation.pooled import (
     MODES,
     ORR_KEYS,
@@ -30,6 +30,8 @@ from evaluation.pooled import (
     pooled_metrics,
     site_aggregate,
 )
+from evaluation.pooled_cox import METHOD as COX_POOLED_METHOD
+from evaluation.pooled_cox import SiteSurvival, fit_pooled_cox
 from evaluation.stats import METHODS as STATS_METHODS
 from evaluation.stats import binary_metrics, brier_score, delong_auc_ci, proportion_ci
 from evaluation.survival import METHODS as SURVIVAL_METHODS
@@ -203,6 +205,7 @@ def compute_metrics(
     per_site = {d.site: site_metrics(d, cutoffs) for d in sites}
     summed = pool([site_aggregate(site_inputs(d, cutoffs), layout) for d in sites], codec, layout)
     pooled = pooled_metrics(summed, cutoffs, layout)
+    pooled.update(pooled_dhi_hazard_ratio(sites, codec))
     log.info("pooled %d site(s), %d subject(s) with %s", len(sites), pooled["n"], type(codec).__name__)
     return {
         "pooled": pooled,
@@ -212,5 +215,31 @@ def compute_metrics(
         "pooling": {"codec": type(codec).__name__, "layout_digest": layout.digest, "score_bins": layout.score_bins,
                     "pfs_grid_days": [layout.pfs_grid_days[0], layout.pfs_grid_days[1] - layout.pfs_grid_days[0],
                                       layout.pfs_grid_days[-1]]},
-        "methods": STATS_METHODS | SURVIVAL_METHODS,
+        "methods": STATS_METHODS | SURVIVAL_METHODS | {"cox_pooled": COX_POOLED_METHOD},
     }
+
+
+def pooled_dhi_hazard_ratio(sites: list[SiteData], codec: AggregateCodec) -> dict[str, Any]:
+    """Pooled Cox HR of PFS per unit DHI, site-stratified, from the sites' encrypted score/information sums.
+
+    Returns ``dhi_hr``, ``dhi_hr_ci``, ``dhi_hr_p``, ``dhi_hr_method`` and ``dhi_hr_iterations`` (all None
+    when a site has no DHI or the model cannot be fitted; the reason is logged).
+    """
+    empty: dict[str, Any] = {"dhi_hr": None, "dhi_hr_ci": None, "dhi_hr_p": None, "dhi_hr_method": COX_POOLED_METHOD,
+                             "dhi_hr_iterations": None}
+    strata = []
+    for data in sites:
+        wide = _wide(data.predictions)
+        if "DHI" not in wide.columns:
+            log.info("pooled DHI HR skipped: site %s reports no DHI", data.site)
+            return empty
+        keep = np.isfinite(wide["DHI"].to_numpy(float))
+        strata.append(SiteSurvival.of(wide["PFS_DAYS"].to_numpy(float)[keep], wide["PFS_EVENT"].to_numpy(int)[keep],
+                                      wide["DHI"].to_numpy(float)[keep]))
+    try:
+        fit = fit_pooled_cox(strata, codec)
+    except PooledStatisticsError as exc:
+        log.warning("pooled DHI HR not estimable: %s", exc)
+        return empty
+    return {"dhi_hr": float(fit.hr[0]), "dhi_hr_ci": [float(fit.hr_low[0]), float(fit.hr_high[0])],
+            "dhi_hr_p": float(fit.p[0]), "dhi_hr_method": COX_POOLED_METHOD, "dhi_hr_iterations": fit.iterations}

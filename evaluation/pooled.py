@@ -255,14 +255,24 @@ def pool(vectors: Sequence[NDArray[np.float64]], codec: AggregateCodec, layout: 
     ndarray, shape (layout.size,)
         The summed aggregate; integer blocks rounded (real-valued sums kept).
     """
+    return _round_counts(sum_encrypted(vectors, codec, layout.size), layout)
+
+
+def sum_encrypted(vectors: Sequence[NDArray[np.float64]], codec: AggregateCodec, length: int) -> NDArray[np.float64]:
+    """Each site encrypts its vector, the server adds the ciphertexts, a key holder decrypts the sum only.
+
+    Returns
+    -------
+    ndarray, shape (length,)
+        The sum of ``vectors`` (with CKKS noise, ~1e-7 absolute, under :class:`CkksCodec`).
+    """
     if not vectors:
         raise PooledStatisticsError("no site aggregates to pool; at least one site must report")
     blobs = [codec.encrypt(v) for v in vectors]
     total = blobs[0]
     for blob in blobs[1:]:
         total = codec.add(total, blob)
-    summed = codec.decrypt(total, layout.size)
-    return _round_counts(summed, layout)
+    return codec.decrypt(total, length)
 
 
 def _round_counts(vector: NDArray[np.float64], layout: AggregateLayout) -> NDArray[np.float64]:

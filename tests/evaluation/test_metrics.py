@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from lifelines import KaplanMeierFitter
+from lifelines import CoxPHFitter, KaplanMeierFitter
 from lifelines.utils import median_survival_times
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 from statsmodels.stats.proportion import proportion_confint
@@ -77,6 +77,15 @@ def test_pooled_block_matches_the_union_within_binning(synthetic_run: dict[str, 
     assert abs(pooled["dhi_auc"] - roc_auc_score(full["LABEL"], full["DHI"])) <= pooled["dhi_auc_binning_bound"] + 1e-12
     assert metrics["pooled"]["n"] == union["USUBJID"].nunique()
     assert set(metrics["sites"]) == {"S01", "S02"}
+    # pooled DHI HR (site-stratified Cox from site sums) = lifelines on the union with the site as stratum
+    full = full.assign(SITE=full["USUBJID"].str.split("-").str[1])
+    cox = CoxPHFitter().fit(full[["PFS_DAYS", "PFS_EVENT", "DHI", "SITE"]], "PFS_DAYS", "PFS_EVENT", strata=["SITE"],
+                            fit_options={"precision": 1e-12})
+    ci = np.exp(cox.confidence_intervals_.loc["DHI"].to_numpy())
+    assert pooled["dhi_hr"] == pytest.approx(np.exp(cox.params_["DHI"]), rel=1e-6)
+    assert pooled["dhi_hr_ci"] == pytest.approx(ci.tolist(), rel=1e-6)
+    assert pooled["dhi_hr_p"] == pytest.approx(cox.summary.loc["DHI", "p"], rel=1e-5)
+    assert "site-stratified Cox" in pooled["dhi_hr_method"]
     assert metrics["pooling"]["codec"] == "PlainCodec"
 
 
