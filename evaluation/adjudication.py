@@ -31,8 +31,14 @@ log = logging.getLogger(__name__)
 DISCORDANCE_FIELDS: tuple[str, ...] = ("BOR", "IBOR", "PD_ADY", "ICPD_ADY")
 DECISION_COLUMNS: tuple[str, ...] = ("USUBJID", "CHOSEN_READER", "ADJUDICATOR", "REASON")
 RECORD_COLUMNS: tuple[str, ...] = ("USUBJID", "STATUS", "DISCORDANT_ON", "CHOSEN_READER", "ADJUDICATOR", "REASON")
-ICC_REQUIRED = 0.85  # DOMAIN §1: "double-blind independent double annotation with arbitration, ICC ≥ 0.85"
 SESSION_MARK = "#"
+
+
+def icc_required() -> float:
+    """The protocol's reader-agreement bar (``configs/study.yaml`` ``agreement.icc_min``; DOMAIN §1)."""
+    from evaluation.protocol import load_protocol
+
+    return load_protocol().agreement.icc_min
 
 
 def primary_reader(reader: str) -> str:
@@ -212,9 +218,10 @@ def pair_agreement(first: Assessment, second: Assessment) -> dict[str, object]:
     if len(sld) >= 2:
         icc = icc_a1(sld[["SLD_MM_A", "SLD_MM_B"]].to_numpy())
         ba = bland_altman(sld["SLD_MM_A"].to_numpy(), sld["SLD_MM_B"].to_numpy())
+        bar = icc_required()
         out |= {"sld_icc": icc.icc, "sld_icc_ci": [icc.ci_low, icc.ci_high],
-                "sld_icc_meets_requirement": bool(icc.ci_low >= ICC_REQUIRED) if np.isfinite(icc.ci_low) else False,
-                "sld_icc_point_meets_requirement": bool(icc.icc >= ICC_REQUIRED),
+                "sld_icc_meets_requirement": bool(icc.ci_low >= bar) if np.isfinite(icc.ci_low) else False,
+                "sld_icc_point_meets_requirement": bool(icc.icc >= bar),
                 "sld_bias_mm": ba.bias, "sld_loa_mm": [ba.loa_low, ba.loa_high]}
     follow = visits[(visits["RECIST_OVR_A"] != "") & (visits["RECIST_OVR_B"] != "")]
     if len(follow):
@@ -235,7 +242,7 @@ def reader_agreement(assessments: Mapping[str, Assessment], adjudicated: Adjudic
     ``adjudicator_agreement`` counts, per reader, how often the adjudicator chose that reader.
     """
     readers = primary_pair(assessments)
-    report: dict[str, object] = {"readers": list(readers), "icc_required": ICC_REQUIRED}
+    report: dict[str, object] = {"readers": list(readers), "icc_required": icc_required()}
     if len(readers) == 2:
         report["inter_reader"] = pair_agreement(assessments[readers[0]], assessments[readers[1]])
     record = adjudicated.record

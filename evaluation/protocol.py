@@ -65,6 +65,12 @@ class Irecist(_Frozen):
     further_increase_mm: float
 
 
+class Agreement(_Frozen):
+    """Reader-agreement requirement: ICC(2,1) of the two readers' SLD at least ``icc_min``."""
+
+    icc_min: float = Field(gt=0, le=1)
+
+
 class StudyProtocol(_Frozen):
     """Typed view of ``configs/study.yaml``."""
 
@@ -76,6 +82,7 @@ class StudyProtocol(_Frozen):
     imaging: Imaging
     recist: Recist
     irecist: Irecist
+    agreement: Agreement
     data_cutoff_day: int = Field(gt=0)
 
     @property

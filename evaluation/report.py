@@ -27,6 +27,7 @@ from evaluation.atomic import replace_directory
 from evaluation.evaluate import RunInputs
 from evaluation.metrics import compute_metrics
 from evaluation.pooled import MODES, AggregateCodec
+from evaluation.protocol import load_protocol
 from evaluation.report_figures import FigureEntry, draw_figures
 
 log = logging.getLogger(__name__)
@@ -139,18 +140,18 @@ def _dhi(metrics: dict[str, Any]) -> str:
         steps = metrics["pooled"].get("dhi_hr_iterations")
         done = f" ({steps} Newton steps)" if steps else " (not estimable on these data)"
         note += f'<p class="method">Pooled HR per unit DHI: {html.escape(method)}{done}. Site rows: site-local Cox.</p>'
-
     return _table(["block", "DHI AUC", "95 % CI (DeLong)", "Cox HR per unit DHI", "95 % CI"], rows) + note
 
 
 def _agreement(metrics: dict[str, Any]) -> str:
     agree = metrics.get("agreement", {})
+    bar = load_protocol().agreement.icc_min
     rows = [[name, _fmt(a.get("kappa_full")), _ci(a.get("kappa_full_ci")), _fmt(a.get("icc")), _ci(a.get("icc_ci")),
-             "yes" if a.get("icc_meets_085") else ("no" if "icc" in a else "–"), _fmt(a.get("ba_bias_mm"), 1),
+             "yes" if a.get("icc_meets_required") else ("no" if "icc" in a else "–"), _fmt(a.get("ba_bias_mm"), 1),
              _ci(a.get("ba_loa_mm"), 1), _fmt(a.get("n_pairs"))] for name, a in sorted(agree.items())]
     return _table(["site", "Cohen κ model (full) vs reference", "95 % CI", "readers' ICC(2,1), baseline SLD",
-                   "95 % CI (McGraw–Wong)", "ICC ≥ 0.85", "Bland–Altman bias (mm)", "95 % limits of agreement",
-                   "reader pairs"], rows)
+                   "95 % CI (McGraw–Wong)", f"ICC ≥ {bar:g} (protocol)", "Bland–Altman bias (mm)",
+                   "95 % limits of agreement", "reader pairs"], rows)
 
 
 def _privacy(metrics: dict[str, Any]) -> str:

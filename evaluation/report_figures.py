@@ -18,6 +18,7 @@ from evaluation.agreement import bland_altman, cohen_kappa, icc_a1
 from evaluation.evaluate import RunInputs, reader_sld
 from evaluation.metrics import SiteData
 from evaluation.pooled import MODES
+from evaluation.protocol import load_protocol
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,10 @@ def _site_agreement(site: SiteData, reads: pd.DataFrame | None, cutoffs: dict[st
         if sld.shape[1] >= 2 and len(sld) >= 3:
             ba = bland_altman(sld.iloc[:, 0].to_numpy(), sld.iloc[:, 1].to_numpy())
             icc = icc_a1(sld.iloc[:, :2].to_numpy())
+            bar = load_protocol().agreement.icc_min
             out.update(ba_bias_mm=ba.bias, ba_loa_mm=[ba.loa_low, ba.loa_high], n_pairs=ba.n, icc=icc.icc,
-                       icc_ci=[icc.ci_low, icc.ci_high], icc_meets_085=bool(icc.icc >= 0.85), _sld=sld)
+                       icc_ci=[icc.ci_low, icc.ci_high], icc_required=bar, icc_meets_required=bool(icc.icc >= bar),
+                       _sld=sld)
     return out
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -92,3 +94,21 @@ def test_bland_altman_limits() -> None:
     assert result.bias == pytest.approx(2.0)
     assert result.sd == pytest.approx(np.sqrt(2 / 3))
     assert (result.loa_low, result.loa_high) == pytest.approx((2 - 1.96 * np.sqrt(2 / 3), 2 + 1.96 * np.sqrt(2 / 3)))
+
+
+def test_icc_requirement_is_protocol_data_and_validated(tmp_path: Path) -> None:
+    import yaml
+
+    from evaluation.adjudication import icc_required
+    from evaluation.protocol import configs_dir, load_protocol
+
+    assert load_protocol().agreement.icc_min == icc_required() == 0.85  # registration protocol, DOMAIN §1
+    data = yaml.safe_load((configs_dir() / "study.yaml").read_text(encoding="utf-8"))
+    data["agreement"]["icc_min"] = 0.9
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    assert load_protocol(tmp_path / "study.yaml").agreement.icc_min == 0.9
+    for bad in (1.2, 0, "high"):
+        data["agreement"]["icc_min"] = bad
+        (tmp_path / "study.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+        with pytest.raises(ValueError, match="icc_min"):
+            load_protocol(tmp_path / "study.yaml")

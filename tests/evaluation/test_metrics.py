@@ -17,6 +17,7 @@ from statsmodels.stats.proportion import proportion_confint
 from evaluation.evaluate import consort_counts, load_run
 from evaluation.exceptions import EvaluationInputError
 from evaluation.metrics import read_predictions
+from evaluation.protocol import load_protocol
 
 
 def _exact_median(t: np.ndarray, e: np.ndarray) -> float:
@@ -62,6 +63,10 @@ def test_site_blocks_match_sklearn_lifelines_statsmodels(synthetic_run: dict[str
         assert block["dhi_auc"] == pytest.approx(roc_auc_score(rows["LABEL"], rows["DHI"]))
         kappa = cohen_kappa_score(rows["LABEL"], (rows["SCORE"] >= cut["full"]).astype(int))
         assert metrics["agreement"][site]["kappa_full"] == pytest.approx(kappa)
+        agree = metrics["agreement"][site]
+        assert "icc" in agree  # the readers' ICC is checked against the protocol's bar (configs/study.yaml)
+        assert agree["icc_required"] == load_protocol().agreement.icc_min
+        assert agree["icc_meets_required"] == (agree["icc"] >= agree["icc_required"])
 
 
 def test_pooled_block_matches_the_union_within_binning(synthetic_run: dict[str, Path], evaluated: dict) -> None:
