@@ -121,8 +121,9 @@ def train_federated(cohort: Path, keys: Path, out: Path, config_path: Path | Non
     Writes under ``out``: ``federation.resolved.yaml``, ``checkpoints/``, ``privacy_ledger.csv`` (from the
     sites' reported rows), ``rounds.jsonl``, ``server_audit.jsonl``, ``site_metrics.json``, and per site
     ``sites/<SITE>/`` (the site-local state a hospital would keep: its ledger, audit log, ``predictions.csv``),
-    and, from the sites' pooled score histograms (:func:`pooled_summary`), ``cutoffs.json`` and
-    ``comparison.json`` (against ``centralized``, a centralized run of the same stores, when given).
+    the server's ``cutoffs.json`` and encrypted ``pooled_aggregate.ckks``/``.json``, and — decrypted with
+    ``keys/site`` by this process acting as the key holder (:func:`pooled_summary`) — ``pooled_metrics.json``
+    and ``comparison.json`` (against ``centralized``, a centralized run of the same stores, when given).
     """
     config = load_federation_config(config_path)
     config.update(overrides or {})
@@ -143,70 +144,98 @@ def train_federated(cohort: Path, keys: Path, out: Path, config_path: Path | Non
     log.info("federated training over %d site(s) %s, mode %s, %s rounds", len(sites), sites, config["mode"],
              config["num-server-rounds"])
     reports = simulate(config, sites)
-    if (out / "site_metrics.json").exists():
-        pooled_summary(out, centralized)
+    pooled_summary(out, centralized, keys)
     return reports
 
 
-def _summed_histograms(site_metrics: dict[str, Any], split: str) -> tuple[Any, Any] | None:
-    """Σ over sites of the early-mode score histograms the sites returned (None when a site sent none)."""
-    import numpy as np
-
-    keys = (f"early_hist_pos_{split}", f"early_hist_neg_{split}")
-    if not site_metrics or any(k not in m for m in site_metrics.values() for k in keys):
-        return None
-    return tuple(np.sum([np.asarray(m[k], dtype=np.float64) for m in site_metrics.values()], axis=0) for k in keys)
-
-
-def _centralized_early_fusion(centralized: Path | None) -> dict[str, Any] | None:
+def _centralized_fusion(centralized: Path | None) -> dict[str, Any] | None:
+    """The centralized run's ``fusion`` AUC and CI per mode (``metrics.json`` of ``fedresponse train``)."""
     path = centralized / "metrics.json" if centralized is not None else None
     if path is None or not path.exists():
         return None
-    fusion = json.loads(path.read_text(encoding="utf-8"))["early"]["fusion"]
-    return {"run": str(centralized), "model": "fusion", "mode": "early", "auc": fusion["auc"],
-            "auc_ci": fusion["auc_ci"], "evaluation": "patient-level stratified CV, out-of-fold (metrics.json)"}
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    modes = {mode: {"auc": metrics[mode]["fusion"]["auc"], "auc_ci": metrics[mode]["fusion"]["auc_ci"]}
+             for mode in ("early", "full") if mode in metrics and "fusion" in metrics[mode]}
+    return {"run": str(centralized), "model": "fusion", **modes,
+            "evaluation": "patient-level stratified CV, out-of-fold (metrics.json)"}
 
 
-def pooled_summary(run: Path, centralized: Path | None = None) -> dict[str, Any] | None:
-    """Pool the sites' early-mode histograms (``RUN/site_metrics.json``) into ``cutoffs.json`` and ``comparison.json``.
+def _json_ready(value: Any) -> Any:
+    """Strict-JSON values: NaN → null, ±inf → "inf"/"-inf" (a median not reached), as metrics.json writes them."""
+    import math
 
-    Only site-level counts are read (never a site's ``predictions.csv``), through :mod:`evaluation.pooled`:
-    the Youden cut-off on the training patients' pooled histograms, the binned AUC and its DeLong 95 % CI on
-    the held-out test patients'. ``centralized`` (a ``fedresponse train`` centralized run of the same stores)
-    adds its early ``fusion`` AUC and CI. Returns the comparison, or None when the task sent no histograms.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def _site_context(keys: Path | None, key_id: str) -> Any:
+    """The key holder's secret context (``KEYDIR/site``), checked against the aggregate's ceremony."""
+    from privacy.ckks import SECRET_CONTEXT, KeyInfo, load_site_context
+    from privacy.exceptions import ContextMismatchError
+
+    if keys is None:
+        raise FileNotFoundError("the pooled aggregate is CKKS-encrypted: pass the key holder's KEYDIR (keys=...).")
+    info = KeyInfo.read(keys / SECRET_CONTEXT.parent / "keyinfo.json")
+    if info.key_id != key_id:
+        raise ContextMismatchError(f"the pooled aggregate was made under key {key_id[:12]}…, {keys} holds "
+                                   f"{info.key_id[:12]}…; use the run's KEYDIR.")
+    return load_site_context(keys / SECRET_CONTEXT)
+
+
+def pooled_summary(run: Path, centralized: Path | None = None, keys: Path | None = None) -> dict[str, Any] | None:
+    """As the key holder: decrypt ``RUN/pooled_aggregate.ckks`` into ``pooled_metrics.json`` and ``comparison.json``.
+
+    The server only summed the sites' encrypted held-out aggregates (``fl_server.pooling``); this is the
+    PI / a site holding ``KEYDIR/site/secret.ctx`` (in simulation this process plays that role; the server
+    never can). :func:`evaluation.pooled.pooled_metrics` turns the sum into AUC (binned, DeLong CI),
+    sensitivity/specificity at the sites' agreed cut-offs, ORR, PFS — per mode, on the sites' held-out test
+    patients. ``centralized`` (a centralized run of the same stores) adds its ``fusion`` AUC and CI per mode.
+    Returns the comparison, or None when the run has no pooled aggregate (a task without a test split).
     """
-    from evaluation.pooled import auc_binning_bound, binned_auc, binned_youden
-    from evaluation.stats import normal_ci
+    from evaluation.pooled import AggregateLayout, PlainCodec, pool, pooled_metrics
+    from fl_server.pooling import AGGREGATE_META, load_pooled_aggregate
+    from privacy.update import decode_vector
 
-    site_metrics = json.loads((run / "site_metrics.json").read_text(encoding="utf-8"))
-    train, test = _summed_histograms(site_metrics, "train"), _summed_histograms(site_metrics, "test")
-    if train is None or test is None:
-        log.info("the sites returned no score histograms: no cutoffs.json / comparison.json in %s", run)
+    if not (run / AGGREGATE_META).exists():
+        log.info("no %s in %s: the sites pooled no evaluation (no comparison.json)", AGGREGATE_META, run)
         return None
-    # the federated task trains the early (T0+T1) model only: no full-mode cut-off to fix
-    cutoffs = {"early": binned_youden(*train), "source": "Youden on the sites' training patients, pooled histograms"}
-    (run / "cutoffs.json").write_text(json.dumps(cutoffs, indent=2), encoding="utf-8")
-    auc, variance = binned_auc(*test)
-    ci = list(normal_ci(auc, variance)) if auc == auc else None
-    federated = {"run": str(run), "model": "fusion (federated)", "mode": "early", "auc": auc, "auc_ci": ci,
-                 "n_test": int(test[0].sum() + test[1].sum()), "auc_binning_bound": auc_binning_bound(*test),
-                 "cutoff": cutoffs["early"],
-                 "evaluation": "held-out test patients of each site (seeded 75/25 split), pooled score histograms, "
-                               "binned DeLong CI"}
-    comparison = {"federated": federated, "centralized": _centralized_early_fusion(centralized)}
-    (run / "comparison.json").write_text(json.dumps(comparison, indent=2), encoding="utf-8")
-    return comparison
+    summed, cutoffs = load_pooled_aggregate(run)
+    layout = AggregateLayout()
+    context = _site_context(keys, summed.key_id) if summed.encoding == "ckks" else None
+    vector = decode_vector(summed.chunks, summed.encoding, context, layout.size)
+    # pool() over one vector with the identity codec only rounds the count blocks (CKKS noise ~1e-7)
+    metrics = pooled_metrics(pool([vector], PlainCodec(), layout), cutoffs, layout)
+    metrics.update(n_test=summed.total_examples, sites=summed.contributors,
+                   evaluation="held-out test patients of each site (seeded 75/25 split), encrypted site aggregates")
+    (run / "pooled_metrics.json").write_text(json.dumps(_json_ready(metrics), indent=1, allow_nan=False),
+                                             encoding="utf-8")
+    federated: dict[str, Any] = {"run": str(run), "model": "fusion (federated)", "n_test": summed.total_examples,
+                                 "evaluation": metrics["evaluation"] + ", binned DeLong CI"}
+    for mode in ("early", "full"):
+        block = metrics[mode]
+        federated[mode] = {"auc": block["auc"], "auc_ci": block["auc_ci"], "cutoff": block["cutoff"],
+                           "auc_binning_bound": block["auc_binning_bound"]}
+    comparison = _json_ready({"federated": federated, "centralized": _centralized_fusion(centralized)})
+    (run / "comparison.json").write_text(json.dumps(comparison, indent=2, allow_nan=False), encoding="utf-8")
+    return dict(comparison)
 
 
 def comparison_line(comparison: dict[str, Any]) -> str:
-    """``federated early AUC a (lo–hi) vs centralized b (lo–hi)`` for the console."""
-    def fmt(block: dict[str, Any] | None) -> str:
-        if block is None or block.get("auc") is None:
+    """``AUC early federated a (lo–hi) vs centralized b (lo–hi); full …`` for the console."""
+    def fmt(block: dict[str, Any] | None, mode: str) -> str:
+        entry = (block or {}).get(mode)
+        if not isinstance(entry, dict) or entry.get("auc") is None:
             return "n/a"
-        ci = block.get("auc_ci")
-        return f"{block['auc']:.3f}" + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
+        ci = entry.get("auc_ci")
+        return f"{entry['auc']:.3f}" + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci and None not in ci else "")
 
-    return f"early AUC federated {fmt(comparison['federated'])} vs centralized {fmt(comparison['centralized'])}"
+    return "; ".join(f"{mode} AUC federated {fmt(comparison['federated'], mode)} vs centralized "
+                     f"{fmt(comparison['centralized'], mode)}" for mode in ("early", "full"))
 
 
 def train_command(cohort: Path, keys: Path | None, out: Path, config_path: Path | None) -> int:
@@ -241,12 +270,12 @@ def train_command(cohort: Path, keys: Path | None, out: Path, config_path: Path 
 
 
 def demo_stage(ctx: Any) -> dict[str, str]:
-    """Demo stage ``train(federated)``: a short simulated DP+HE run on the demo cohort's model inputs.
+    """Demo stage ``train(federated)``: a short simulated DP+HE run (early and full models) on the demo cohort.
 
     Uses the featurize stage's ``model_inputs:<SITE>`` artifacts, else the ``model_inputs.pt`` files under
     ``ctx.out``, else featurizes the assessed site stores; writes ``ctx.out/ckks_keys`` and ``ctx.out/federated``
-    and records ``federated_run`` in ``ctx.artifacts`` (not ``run:federated``: the federated task has no full
-    mode, which ``fedresponse evaluate`` needs); prints the early AUC against ``run:centralized`` when recorded.
+    and records ``run:federated`` (a complete, evaluable run) and ``ckks_keys`` in ``ctx.artifacts``; prints the
+    pooled early and full AUC against ``run:centralized`` when recorded.
     """
     from privacy.ckks import write_key_files
 
@@ -259,9 +288,8 @@ def demo_stage(ctx: Any) -> dict[str, str]:
     reports = train_federated(ctx.out, keys, run, overrides={"num-server-rounds": 2, "local-epochs": 1,
                                                              "seed": int(ctx.seed)}, inputs=inputs,
                               centralized=Path(centralized) if centralized else None)
-    # not "run:federated": `fedresponse evaluate` needs early and full scores per patient, the federated
-    # task trains the early model only (docs/federation.md)
-    ctx.artifacts["federated_run"] = run
+    ctx.artifacts["run:federated"] = run
+    ctx.artifacts["ckks_keys"] = keys
     last = reports[-1] if reports else None
     summary = ", ".join(f"{r.site} ε={r.epsilon:.2f}" for r in last.ledger) if last else "no rounds"
     out = {"privacy ledger": str(run / "privacy_ledger.csv"), "rounds": str(run / "rounds.jsonl"),
@@ -269,5 +297,6 @@ def demo_stage(ctx: Any) -> dict[str, str]:
     if (run / "comparison.json").exists():
         line = comparison_line(json.loads((run / "comparison.json").read_text(encoding="utf-8")))
         ctx.console.print(line)
-        out.update({"comparison": str(run / "comparison.json"), "federated vs centralized": line})
+        out.update({"pooled metrics (encrypted pooling)": str(run / "pooled_metrics.json"),
+                    "comparison": str(run / "comparison.json"), "federated vs centralized": line})
     return out

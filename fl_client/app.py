@@ -125,15 +125,41 @@ def handle_query(msg: Message, spec: NodeSpec, settings: ClientSettings, task_sp
 
 
 def handle_evaluate(msg: Message, spec: NodeSpec, settings: ClientSettings, task_spec: str) -> Message:
-    """Load the final global model and evaluate it on the site's data; only site-level metrics go back."""
+    """The final evaluation, in two phases (config ``phase``; docs/federation.md "Pooled evaluation").
+
+    ``score`` (default): load the final global model, score the site's patients (rows stay at the site),
+    reply with site-level scalars and the *encrypted* training-patient score histograms. ``pool``: decrypt
+    the server's sum of those histograms, fix the cut-offs, reply with them and the *encrypted* aggregate
+    of the held-out test patients. Nothing patient-level and no plaintext count leaves the site.
+    """
+    from fl_client.pooled_evaluation import pool_phase, score_phase
+
     task = load_task(task_spec)(spec.site, spec.site_input, settings)
-    global_model = _global(msg)
-    metrics: dict[str, float | list[float]] = {"n": float(task.data.n_examples)}
-    if global_model is not None and task.evaluate_fn is not None:
-        model = task.model_fn()
-        apply_global_model(model, global_model, load_site_keys(spec, settings))
-        metrics.update(task.evaluate_fn(model, task.data, spec.site_dir))
-    return Message(RecordDict({"metrics": ConfigRecord({"site": spec.site, **metrics})}), reply_to=msg)
+    config = msg.content["config"] if "config" in msg.content else ConfigRecord({})
+    phase = str(config.get("phase", "score"))
+    round_ = int(str(config.get("round", 0)))
+    keys = load_site_keys(spec, settings)
+    records: dict[str, Any] = {}
+    if phase == "pool":
+        cutoffs, update = pool_phase(task, GlobalModel.from_record(dict(msg.content["histograms"])), round_,
+                                     settings, keys, spec.site_dir)
+        records["cutoffs"] = ConfigRecord(dict(cutoffs))
+        records["aggregate"] = ConfigRecord(update.to_record())
+        metrics: dict[str, float] = {}
+    elif phase == "score":
+        global_model = _global(msg)
+        metrics = {"n": float(task.data.n_examples)}
+        if global_model is not None:
+            model = task.model_fn()
+            apply_global_model(model, global_model, keys)
+            scalars, histograms = score_phase(task, model, round_, settings, keys, spec.site_dir)
+            metrics.update(scalars)
+            if histograms is not None:
+                records["aggregate"] = ConfigRecord(histograms.to_record())
+    else:
+        raise ValueError(f"evaluate phase must be 'score' or 'pool', but was {phase!r}.")
+    records["metrics"] = ConfigRecord({"site": spec.site, **metrics})
+    return Message(RecordDict(records), reply_to=msg)
 
 
 def make_client_app(resolve: Callable[[Context], tuple[NodeSpec, ClientSettings, str]] | None = None) -> ClientApp:

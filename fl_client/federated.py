@@ -141,15 +141,16 @@ def apply_global_model(model: nn.Module, global_model: GlobalModel, keys: SiteKe
     load_vector(model, layout, summed / global_model.total_examples)
 
 
-def fit_adapter(train_config: Any, device: torch.device) -> TrainFn:
-    """Wrap :func:`fl_client.train.fit` (models helper) into a :data:`TrainFn`."""
-    from fl_client.train import fit
+def fit_adapter(train_config: Any, device: torch.device, loss_fn: Any = None, n_inputs: int | None = None) -> TrainFn:
+    """Wrap :func:`fl_client.train.fit` (models helper) into a :data:`TrainFn` (optionally another loss/inputs)."""
+    from fl_client.train import N_INPUTS, fit
 
     def train_fn(model: nn.Module, dataset: Any, engine: Any, generator: torch.Generator) -> tuple[nn.Module, float]:
         noise = engine.noise_multiplier if engine is not None else 1.0
         clip = engine.max_grad_norm if engine is not None else 1.0
         trained, losses = fit(model, dataset, train_config, device, generator, engine.engine if engine else None,
-                              noise_multiplier=noise, max_grad_norm=clip)
+                              noise_multiplier=noise, max_grad_norm=clip, loss_fn=loss_fn,
+                              n_inputs=n_inputs or N_INPUTS)
         return trained, float(losses[-1]) if losses else math.nan
 
     return train_fn
@@ -157,12 +158,19 @@ def fit_adapter(train_config: Any, device: torch.device) -> TrainFn:
 
 @dataclass
 class SiteTask:
-    """A site's model factory, data, local training and (optional) local evaluation."""
+    """A site's model factory, data, local training and (optional) local evaluation.
+
+    ``evaluate_fn(model, data, site_dir)`` scores the site's patients with the final model, writes
+    ``site_dir/predictions.csv`` and returns site-level scalars. ``split`` — the USUBJIDs of the site's
+    training and held-out test patients in that file — enables the encrypted pooled evaluation
+    (:mod:`fl_client.pooled_evaluation`); without it the site only reports its scalars.
+    """
 
     model_fn: Callable[[], nn.Module]
     data: SiteData
     train_fn: TrainFn
-    evaluate_fn: Callable[[nn.Module, SiteData, Path], dict[str, float | list[float]]] | None = None
+    evaluate_fn: Callable[[nn.Module, SiteData, Path], dict[str, float]] | None = None
+    split: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
 
 @dataclass
@@ -279,16 +287,20 @@ def _device() -> torch.device:
 
 
 def fusion_task(site: str, site_input: Path | None, settings: ClientSettings) -> SiteTask:
-    """The product task: the fusion network on the site's ``model_inputs.pt`` (early mode: T0 + T1).
+    """The product task: early (T0 + T1) and full (T0–T2) fusion networks on the site's ``model_inputs.pt``.
 
-    Standardisation is fitted on the site's own training patients (nothing pooled); a seeded 75/25
-    patient split keeps a local test set on which the final global model is evaluated. The final model's
-    early-mode scores of every patient stay at the site (``site_dir/predictions.csv``, the evaluation
-    layout); only ``n``, ``n_test``, the local test AUC and score histograms (counts per bin, training and
-    test patients apart, for :mod:`evaluation.pooled`) go back.
+    Both modes train together in one DP-SGD run per round (:class:`fl_client.two_mode.EarlyFullNet`: the
+    privacy budget is spent once per round). Standardisation is fitted per mode on the site's own training
+    patients (nothing pooled); a seeded 75/25 patient split keeps a local test set. After the last round
+    every patient of the site is scored in both modes and the rows stay at the site
+    (``site_dir/predictions.csv``, the :mod:`evaluation.metrics` layout, ``LABEL`` the primary early label);
+    only ``n``/``n_test`` and the encrypted pooled-evaluation vectors (:mod:`fl_client.pooled_evaluation`)
+    go back.
     """
     from evaluation.protocol import configs_dir
-    from fl_client.train import Standardizer, load_site_inputs, predict, to_dataset
+    from fl_client.train import Standardizer, assert_no_label_leakage, load_site_inputs, predict, to_dataset
+    from fl_client.two_mode import MODES as TWO_MODES
+    from fl_client.two_mode import TWO_MODE_INPUTS, EarlyFullNet, two_mode_dataset, two_mode_loss, unlabelled_full
     from models.config import InputDims, build_model, load_model_config
 
     if site_input is None:
@@ -300,7 +312,10 @@ def fusion_task(site: str, site_input: Path | None, settings: ClientSettings) ->
     cut = max(1, round(0.75 * len(order)))
     train_records = [inputs.records[i] for i in order[:cut]]
     test_records = [inputs.records[i] for i in order[cut:]] or train_records
-    scaler = Standardizer.fit(train_records, "early")
+    assert_no_label_leakage(inputs.records, "early")
+    assert_no_label_leakage([r for r in inputs.records if math.isfinite(r.responder["full"])], "full")
+    unlabelled_full(train_records)
+    scalers = {mode: Standardizer.fit(train_records, mode) for mode in TWO_MODES}
     v_max = config.model.v_max
     first = inputs.records[0]
     dims = InputDims.from_group_names(int(first.graph.x.shape[-1]), inputs.global_groups, int(first.clinical.shape[0]))
@@ -308,32 +323,20 @@ def fusion_task(site: str, site_input: Path | None, settings: ClientSettings) ->
                                                      "batch_size": settings.batch_size})
     device = _device()
 
-    def evaluate(model: nn.Module, data: SiteData, site_dir: Path) -> dict[str, float | list[float]]:
-        from sklearn.metrics import roc_auc_score
-
-        from evaluation.pooled import score_histograms
-
-        model = model.to(device)
-        out: dict[str, float | list[float]] = {}
-        rows = []
-        for split, records in (("train", train_records), ("test", test_records)):
-            scores = predict(model, to_dataset(records, "early", v_max, scaler), device)["response"]
-            labels = np.array([int(r.responder["early"]) for r in records])
-            # site-level counts only (the pooled AUC on test patients, the Youden cut-off on training patients)
-            pos, neg = score_histograms(labels, np.asarray(scores, dtype=np.float64))
-            out.update({f"early_hist_pos_{split}": pos.tolist(), f"early_hist_neg_{split}": neg.tolist()})
-            if split == "test":
-                out["auc"] = float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else math.nan
-                out["n_test"] = float(len(records))
-            if split == "test" and test_records is train_records:  # a one-patient site: no separate test set
-                continue
-            rows += [f"{r.usubjid},early,{p:.6f},{y},{r.pfs_days:g},{int(r.pfs_event)}"
-                     for r, y, p in zip(records, labels, scores, strict=True)]
-        # every patient of the site scored by the final global model, in evaluation.metrics' predictions.csv
-        # layout; early mode only (the federated task trains the early model), so it stays at the site
+    def evaluate(model: nn.Module, data: SiteData, site_dir: Path) -> dict[str, float]:
+        net = model.to(device)
+        scores = {mode: predict(getattr(net, mode), to_dataset(inputs.records, mode, v_max, scalers[mode]), device)
+                  ["response"] for mode in TWO_MODES}
+        # every patient of the site scored by the final global model in both modes (the evaluation layout:
+        # one LABEL per subject, the primary early label); the rows stay at the site
+        rows = [f"{r.usubjid},{mode},{float(scores[mode][i]):.6f},{int(r.responder['early'])},{r.pfs_days:g},"
+                f"{int(r.pfs_event)}" for mode in TWO_MODES for i, r in enumerate(inputs.records)]
         write_site_predictions(site_dir / "predictions.csv", rows)
-        return out
+        return {"n_test": float(len(test_records))}
 
-    return SiteTask(lambda: build_model("fusion", 2, dims, config.model),
-                    SiteData(site, to_dataset(train_records, "early", v_max, scaler)),
-                    fit_adapter(train_settings, device), evaluate)
+    def model_fn() -> nn.Module:
+        return EarlyFullNet(build_model("fusion", 2, dims, config.model), build_model("fusion", 3, dims, config.model))
+
+    split = (tuple(r.usubjid for r in train_records), tuple(r.usubjid for r in test_records))
+    return SiteTask(model_fn, SiteData(site, two_mode_dataset(train_records, v_max, scalers)),
+                    fit_adapter(train_settings, device, two_mode_loss, TWO_MODE_INPUTS), evaluate, split)

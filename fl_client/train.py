@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +40,8 @@ MODE_TIMEPOINTS: dict[str, int] = {"early": 2, "full": 3}
 FIELDS = ("x", "adjacency", "node_valid", "days", "globals_", "clinical", "responder", "pfs_days", "pfs_event",
           "pseudo", "pseudo_mask")
 N_INPUTS = 6  # the first six FIELDS are model inputs, the rest are labels
+#: ``loss_fn(outputs, batch, weights) -> scalar loss`` (see :func:`multitask_loss`).
+LossFn = Callable[[Any, list[Tensor], LossWeightSettings], Tensor]
 
 
 class LabelLeakageError(ModelInputError):
@@ -151,11 +154,15 @@ def to_dataset(records: list[PatientRecord], mode: str, v_max: int, scaler: Stan
 
 
 def multitask_loss(outputs: Any, batch: list[Tensor], weights: LossWeightSettings) -> Tensor:
-    """Weighted sum of responder BCE, Cox partial NLL and masked pseudoprogression BCE (fp32)."""
+    """Weighted sum of responder BCE, Cox partial NLL and masked pseudoprogression BCE (fp32).
+
+    A NaN responder label (full mode: durable benefit unknown or decided by T2, see
+    :mod:`fl_client.featurize`) drops out of the responder term; the patient still counts for PFS.
+    """
     responder, pfs_days, pfs_event, pseudo, pseudo_mask = batch[N_INPUTS:]
-    all_rows = torch.ones_like(pseudo_mask)
+    labelled = ~torch.isnan(responder)
     return (
-        weights.response * masked_bce(outputs.response.float(), responder, all_rows)
+        weights.response * masked_bce(outputs.response.float(), responder, labelled)
         + weights.risk * cox_partial_nll(outputs.risk.float(), pfs_days, pfs_event)
         + weights.pseudo * masked_bce(outputs.pseudo.float(), pseudo, pseudo_mask)
     )
@@ -172,16 +179,23 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     weights: LossWeightSettings,
+    loss_fn: LossFn | None = None,
+    n_inputs: int = N_INPUTS,
 ) -> float:
-    """One pass over ``loader``; returns the mean batch loss. Works on Opacus-wrapped objects unchanged."""
+    """One pass over ``loader``; returns the mean batch loss. Works on Opacus-wrapped objects unchanged.
+
+    ``loss_fn(outputs, batch, weights)`` defaults to :func:`multitask_loss`; the first ``n_inputs`` tensors
+    of a batch are the model's inputs (a two-mode model takes both modes' inputs, see :mod:`fl_client.two_mode`).
+    """
+    loss_fn = loss_fn or multitask_loss
     model.train()
     total, batches = 0.0, 0
     for raw in loader:
         batch = [tensor.to(device, non_blocking=True) for tensor in raw]
         optimizer.zero_grad(set_to_none=True)
         with autocast(device):
-            outputs = model(*batch[:N_INPUTS])
-        loss = multitask_loss(outputs, batch, weights)
+            outputs = model(*batch[:n_inputs])
+        loss = loss_fn(outputs, batch, weights)
         loss.backward()
         optimizer.step()
         total += float(loss.detach())
@@ -214,6 +228,8 @@ def fit(
     privacy_engine: Any | None = None,
     noise_multiplier: float = 1.0,
     max_grad_norm: float = 1.0,
+    loss_fn: LossFn | None = None,
+    n_inputs: int = N_INPUTS,
 ) -> tuple[nn.Module, list[float]]:
     """Train ``model`` on ``dataset``; optionally under DP-SGD with the given Opacus ``PrivacyEngine``.
 
@@ -233,6 +249,9 @@ def fit(
         accountant then holds the spent budget.
     noise_multiplier, max_grad_norm : float
         DP-SGD noise σ and per-sample clipping norm (used only with ``privacy_engine``).
+    loss_fn, n_inputs : optional
+        Loss over ``(outputs, batch, weights)`` and the number of leading input tensors per batch
+        (defaults: :func:`multitask_loss`, :data:`N_INPUTS`); see :func:`train_epoch`.
 
     Returns
     -------
@@ -258,7 +277,7 @@ def fit(
         )
     losses = []
     for epoch in range(config.epochs):
-        losses.append(train_epoch(model, loader, optimizer, device, config.loss_weights))
+        losses.append(train_epoch(model, loader, optimizer, device, config.loss_weights, loss_fn, n_inputs))
         log.debug("epoch %d: loss %.4f", epoch + 1, losses[-1])
     return model, losses
 

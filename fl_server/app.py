@@ -22,6 +22,7 @@ from typing import Any
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
+from fl_server import pooling
 from fl_server.checkpoint import load_latest, save_checkpoint
 from fl_server.strategy import NotEnoughUpdates, RoundReport, aggregate_round
 from fl_server.validation import Expectation
@@ -115,9 +116,10 @@ def handshake(grid: Grid, nodes: list[int], settings: ServerSettings, info: KeyI
     return ready
 
 
-def _round_content(round_: int, settings: ServerSettings, global_model: GlobalModel | None) -> RecordDict:
+def _round_content(round_: int, settings: ServerSettings, global_model: GlobalModel | None,
+                   **extra: str) -> RecordDict:
     records: dict[str, Any] = {"config": ConfigRecord({"round": round_, "num-rounds": settings.num_rounds,
-                                                       "mode": settings.mode})}
+                                                       "mode": settings.mode, **extra})}
     if global_model is not None:
         records["global"] = ConfigRecord(global_model.to_record())
     return RecordDict(records)
@@ -205,26 +207,83 @@ def serve(grid: Grid, settings: ServerSettings) -> list[RoundReport]:
         global_model = report.global_model
         reports.append(report)
     if global_model is not None:
-        _final_evaluation(grid, settings, global_model, nodes)
+        _final_evaluation(grid, settings, global_model, nodes, (ctx, info), audit)
     return reports
 
 
-def _final_evaluation(grid: Grid, settings: ServerSettings, global_model: GlobalModel, nodes: list[int]) -> None:
-    """Send the final encrypted model for local evaluation; keep the site-level metrics the sites return."""
-    content = _round_content(global_model.round, settings, global_model)
+def _evaluate_phase(grid: Grid, nodes: list[int], content: RecordDict,
+                    settings: ServerSettings) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Send one evaluation phase to ``nodes``; return each replying site's records and the error descriptions."""
     messages = [Message(content, node, MessageType.EVALUATE, group_id="final") for node in nodes]
-    metrics = {}
+    replies: dict[str, dict[str, Any]] = {}
+    errors = []
     for reply in grid.send_and_receive(messages, timeout=settings.round_timeout):
-        if not reply.has_error() and "metrics" in reply.content:
-            record = dict(reply.content["metrics"])
-            site = str(record.pop("site", reply.metadata.src_node_id))
-            # NaN (e.g. an AUC on a one-class local test set) is written as null: strict JSON
-            metrics[site] = {k: (None if isinstance(v, float) and v != v else v) for k, v in record.items()}
+        if reply.has_error():
+            errors.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+            continue
+        records = {name: dict(reply.content[name]) for name in ("metrics", "aggregate", "cutoffs")
+                   if name in reply.content}
+        site = str(records.get("metrics", {}).get("site", reply.metadata.src_node_id))
+        replies[site] = {**records, "node": reply.metadata.src_node_id}
+    return replies, errors
+
+
+def _final_evaluation(grid: Grid, settings: ServerSettings, global_model: GlobalModel, nodes: list[int],
+                      keys: tuple[Any, KeyInfo | None], audit: AuditLog) -> None:
+    """Send the final encrypted model for local evaluation, then pool the sites' encrypted aggregates.
+
+    ``RUN/site_metrics.json`` keeps the site-level scalars only (numbers, e.g. ``n``, ``n_test``).
+    """
+    content = _round_content(global_model.round, settings, global_model, phase="score")
+    replies, errors = _evaluate_phase(grid, nodes, content, settings)
+    metrics = {}
+    for site, records in replies.items():
+        scalars = {k: v for k, v in records.get("metrics", {}).items()
+                   if k != "site" and isinstance(v, int | float) and not isinstance(v, bool)}
+        # NaN (e.g. an AUC on a one-class local test set) is written as null: strict JSON
+        metrics[site] = {k: (None if isinstance(v, float) and v != v else v) for k, v in scalars.items()}
     path = settings.run_dir / "site_metrics.json"
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True))
     tmp.replace(path)
     log.info("final evaluation: %s", metrics)
+    try:
+        _pool_evaluation(grid, settings, global_model.round, replies, errors, keys, audit)
+    except NotEnoughUpdates as exc:
+        log.warning("pooled evaluation not written: %s", exc)
+        audit.append("fl.evaluation.failed", why=str(exc), who="server", details=exc.report.summary())
+
+
+def _pool_evaluation(grid: Grid, settings: ServerSettings, round_: int, replies: dict[str, dict[str, Any]],
+                     errors: list[str], keys: tuple[Any, KeyInfo | None], audit: AuditLog) -> None:
+    """Sum the encrypted training histograms, send the sum back, sum the encrypted held-out aggregates."""
+    ctx, info = keys
+    histograms = [r["aggregate"] for r in replies.values() if "aggregate" in r]
+    layout = pooling.majority_layout(histograms)
+    if layout is None:
+        log.info("the sites sent no evaluation aggregates (their task has no train/test split): no pooled metrics")
+        return
+    exp = pooling.expectation(round_, layout, info, settings.encoding)
+    first = aggregate_round(histograms, errors, len(replies) + len(errors), exp, ctx, settings.min_updates)
+    assert first.global_model is not None
+    audit.append("fl.evaluation.histograms_added", why="pooled cut-offs (encrypted training-patient histograms)",
+                 who="server", details=first.summary())
+    content = RecordDict({"config": ConfigRecord({"round": round_, "mode": settings.mode, "phase": "pool"}),
+                          "histograms": ConfigRecord(first.global_model.to_record())})
+    nodes = [int(replies[site]["node"]) for site in first.accepted]
+    second, second_errors = _evaluate_phase(grid, nodes, content, settings)
+    cutoffs, refused = pooling.agreed_cutoffs({site: r.get("cutoffs", {}) for site, r in second.items()})
+    for site, reason in refused.items():
+        log.warning("pooled evaluation: aggregate of %s refused: %s", site, reason)
+    records = [r["aggregate"] for site, r in second.items() if "aggregate" in r and site not in refused]
+    exp = pooling.expectation(round_, pooling.aggregate_layout(), info, settings.encoding)
+    report = aggregate_round(records, second_errors, len(nodes), exp, ctx, settings.min_updates)
+    report.rejected.update(refused)
+    assert report.global_model is not None
+    pooling.save_pooled_aggregate(settings.run_dir, report.global_model, cutoffs)
+    audit.append("fl.evaluation.pooled", why="pooled evaluation aggregate of the held-out patients (encrypted)",
+                 who="server", details={**report.summary(), "cutoffs": cutoffs,
+                                        "sha256": hashlib.sha256(b"".join(report.global_model.chunks)).hexdigest()})
 
 
 def make_server_app(settings: ServerSettings) -> ServerApp:

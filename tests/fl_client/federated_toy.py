@@ -76,7 +76,7 @@ def _call_number(site: str) -> int:
 
 
 def toy_task(site: str, site_input: Any, settings: Any) -> Any:
-    """A ``TaskFactory`` for the Flower tests: 20 + 10·k examples at site ``S0k``.
+    """A ``TaskFactory`` for the Flower tests: 20 + 10·k examples at site ``S0k`` (first 75 % "training").
 
     Fault injection (test-only, through the environment so that simulation workers and SuperNode
     subprocesses see it): ``FEDRESPONSE_TOY_FAIL=S02:2`` makes S02 crash in its 2nd local training;
@@ -102,13 +102,22 @@ def toy_task(site: str, site_input: Any, settings: Any) -> Any:
             time.sleep(float(seconds))
         return train(model, data, dp, g)
 
+    data = SiteData(site, toy_dataset(20 + 10 * index, seed=index, shift=0.2 * index))
+    ids = [f"TOY-{site}-{i + 1:04d}" for i in range(data.n_examples)]
+    cut = round(0.75 * len(ids))
+
     def evaluate(model: nn.Module, data: Any, site_dir: Any) -> dict[str, float]:
+        """Scores every toy patient (both modes, the same score) into the site's predictions.csv."""
         from sklearn.metrics import roc_auc_score
+
+        from fl_client.federated import write_site_predictions
 
         x, y = data.train.tensors
         with torch.no_grad():
             scores = torch.sigmoid(model(x)).numpy()
-        return {"auc": float(roc_auc_score(y.numpy(), scores))}
+        rows = [f"{ids[i]},{mode},{scores[i]:.6f},{int(y[i])},{30 + 7 * i},{i % 2}" for mode in ("early", "full")
+                for i in range(len(ids))]
+        write_site_predictions(site_dir / "predictions.csv", rows)
+        return {"auc": float(roc_auc_score(y.numpy(), scores)), "n_test": float(len(ids) - cut)}
 
-    return SiteTask(ToyNet, SiteData(site, toy_dataset(20 + 10 * index, seed=index, shift=0.2 * index)), faulty_train,
-                    evaluate)
+    return SiteTask(ToyNet, data, faulty_train, evaluate, (tuple(ids[:cut]), tuple(ids[cut:])))

@@ -1,30 +1,31 @@
-"""The product task (fusion network on a site's model_inputs.pt) through a DP+HE federated round, no Flower."""
+"""The product task (early + full fusion networks) through a DP+HE round and the encrypted pooled evaluation.
+
+No Flower here (the simulation test drives the same functions through the apps): two sites train both
+modes in one DP-SGD run, the server adds ciphertexts, the sites score their patients and pool their
+evaluation under CKKS, a key holder reads the pooled metrics, and ``fedresponse evaluate`` reports the run.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
 
-from evaluation.evaluate import load_run
 from evaluation.metrics import read_predictions
+from fedresponse.cli import app
 from fedresponse.federation import pooled_summary
-from fl_client.federated import (
-    ClientSettings,
-    SiteKeys,
-    apply_global_model,
-    fusion_task,
-    seeded_generator,
-    site_round,
-)
+from fl_client.federated import ClientSettings, SiteKeys, apply_global_model, fusion_task, seeded_generator, site_round
+from fl_client.pooled_evaluation import pool_phase, score_phase
 from fl_client.train import SiteInputs, save_site_inputs
+from fl_server import pooling
 from fl_server.strategy import aggregate_round
 from fl_server.validation import Expectation
 from privacy.accounting import read_ledger
@@ -40,58 +41,88 @@ from privacy.ckks import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
 from model_records import GLOBAL_GROUPS, N_CLINICAL, N_GLOBAL, make_records
 
+SITES = ("S01", "S02")
+
 
 @pytest.mark.slow
-def test_fusion_task_dp_he_round(tmp_path: Path) -> None:
+def test_fusion_task_trains_both_modes_and_pools_its_evaluation_encrypted(tmp_path: Path) -> None:
     records = make_records(48, seed=5, sites=2)
-    for site in ("S01", "S02"):
+    for r in records[::5]:  # durable benefit unknown (censored before the landmark): no full-mode label
+        r.responder["full"], r.label_day["full"] = math.nan, math.inf
+    for site in SITES:
         inputs = SiteInputs(site, [r for r in records if r.site == site], [f"g{i}" for i in range(N_GLOBAL)],
                             GLOBAL_GROUPS, [f"c{i}" for i in range(N_CLINICAL)])
-        save_site_inputs(inputs, tmp_path / site / "model_inputs.pt")
+        save_site_inputs(inputs, tmp_path / "inputs" / site / "model_inputs.pt")
     write_key_files(tmp_path / "keys")
     keys = SiteKeys(KeyInfo.read(tmp_path / "keys" / "site" / "keyinfo.json"),
                     load_site_context(tmp_path / "keys" / SECRET_CONTEXT))
     public = load_public_context(tmp_path / "keys" / PUBLIC_CONTEXT)
     settings = ClientSettings(mode="dp-he", local_epochs=1, batch_size=8, noise_multiplier=1.0, epsilon_budget=50.0,
                               accountant="prv")
-    tasks = {s: fusion_task(s, tmp_path / s, settings) for s in ("S01", "S02")}
-    site_metrics: dict[str, Any] = {}
-    updates = [site_round(1, t.model_fn, t.data, None, settings, keys, tmp_path / "state" / s, t.train_fn)
+    run = tmp_path / "run"
+    tasks = {s: fusion_task(s, tmp_path / "inputs" / s, settings) for s in SITES}
+    updates = [site_round(1, t.model_fn, t.data, None, settings, keys, run / "sites" / s, t.train_fn)
                for s, t in tasks.items()]
     meta = updates[0].meta
     exp = Expectation(1, meta.layout_digest, meta.length, keys.info.key_id, "ckks", keys.params)
     report = aggregate_round([u.to_record() for u in updates], [], 2, exp, public, min_updates=2)
     assert report.global_model is not None and report.global_model.total_examples == 2 * 18  # 75 % of 24
-    assert meta.length > 10_000  # the real network, not a toy
+    names = {name.split(".")[0] for name, _ in tasks["S01"].model_fn().named_parameters()}
+    assert names == {"early", "full"} and meta.length > 20_000  # both real networks in one update
+    for site in SITES:  # one DP-SGD run per round for both modes: 3 steps (18 patients, batch 8), one ledger row
+        assert [(r.round, r.steps) for r in read_ledger(run / "sites" / site / "privacy_ledger.csv")] == [(1, 3)]
+    histograms = []
     for site, task in tasks.items():
         model = task.model_fn()
         apply_global_model(model, report.global_model, keys)
-        assert task.evaluate_fn is not None
-        metrics: dict[str, Any] = task.evaluate_fn(model, task.data, tmp_path / "run" / "sites" / site)
-        assert metrics["n_test"] == 6 and (np.isnan(metrics["auc"]) or 0.0 <= metrics["auc"] <= 1.0)
-        assert sum(metrics["early_hist_pos_test"]) + sum(metrics["early_hist_neg_test"]) == 6
-        predictions = read_predictions(tmp_path / "run" / "sites" / site / "predictions.csv")  # the evaluation format
-        assert len(predictions) == 24 and set(predictions["MODE"]) == {"early"} and set(predictions["SITEID"]) == {site}
-        assert read_ledger(tmp_path / "state" / site / "privacy_ledger.csv")[0].steps == 3
-        site_metrics[site] = metrics
-    _check_pooled_summary(tmp_path / "run", site_metrics, records, settings.seed)
-
-
-def _check_pooled_summary(run: Path, site_metrics: dict[str, Any], records: list[Any], seed: int) -> None:
-    """The run's predictions load for `fedresponse evaluate`; the pooled AUC matches sklearn on the test patients."""
-    (run / "site_metrics.json").write_text(json.dumps(site_metrics))
-    comparison = pooled_summary(run)
+        scalars, update = score_phase(task, model, 1, settings, keys, run / "sites" / site)
+        assert scalars == {"n_test": 6.0} and update is not None and update.meta.encoding == "ckks"
+        histograms.append(update.to_record())
+        predictions = read_predictions(run / "sites" / site / "predictions.csv")  # the evaluation format
+        assert len(predictions) == 48 and predictions.groupby("MODE").size().to_dict() == {"early": 24, "full": 24}
+    layout = pooling.majority_layout(histograms)
+    assert layout is not None
+    summed = aggregate_round(histograms, [], 2, pooling.expectation(1, layout, keys.info, "ckks"), public, 2)
+    assert summed.global_model is not None
+    pooled = [pool_phase(t, summed.global_model, 1, settings, keys, run / "sites" / s) for s, t in tasks.items()]
+    cutoffs, refused = pooling.agreed_cutoffs({s: c for s, (c, _) in zip(SITES, pooled, strict=True)})
+    assert refused == {} and set(cutoffs) == {"early", "full"}
+    exp = pooling.expectation(1, pooling.aggregate_layout(), keys.info, "ckks")
+    aggregate = aggregate_round([u.to_record() for _, u in pooled], [], 2, exp, public, 2).global_model
+    assert aggregate is not None
+    pooling.save_pooled_aggregate(run, aggregate, cutoffs)
+    comparison = pooled_summary(run, keys=tmp_path / "keys")
     assert comparison is not None and comparison["centralized"] is None
-    inputs = load_run(run)
-    assert [s.site for s in inputs.sites] == ["S01", "S02"] and inputs.cutoffs["early"] == comparison["federated"][
-        "cutoff"]
+    _check_against_test_patients(run, records, settings.seed, comparison)
+    _check_evaluate_command(run, tmp_path)
+
+
+def _check_against_test_patients(run: Path, records: list, seed: int, comparison: dict) -> None:
+    """The pooled AUC per mode matches scikit-learn on the held-out patients' rows (within the binning bound)."""
     test_ids = []
-    for site in ("S01", "S02"):  # the task's seeded 75/25 split, as the site draws it
+    for site in SITES:  # the task's seeded 75/25 split, as the site draws it
         ids = [r.usubjid for r in records if r.site == site]
         order = torch.randperm(len(ids), generator=seeded_generator(seed, site, "split", 0)).tolist()
         test_ids += [ids[i] for i in order[18:]]
-    rows = pd.concat([s.predictions for s in inputs.sites]).set_index("USUBJID").loc[test_ids]
-    exact = roc_auc_score(rows["LABEL"], rows["SCORE"])
+    rows = pd.concat([read_predictions(run / "sites" / s / "predictions.csv") for s in SITES])
     federated = comparison["federated"]
     assert federated["n_test"] == 12
-    assert abs(federated["auc"] - exact) <= federated["auc_binning_bound"] + 1e-12
+    for mode in ("early", "full"):
+        part = rows[rows["MODE"] == mode].set_index("USUBJID").loc[test_ids]
+        exact = roc_auc_score(part["LABEL"], part["SCORE"])
+        assert abs(federated[mode]["auc"] - exact) <= federated[mode]["auc_binning_bound"] + 1e-12
+    saved = json.loads((run / "pooled_metrics.json").read_text())
+    assert saved["early"]["auc"] == federated["early"]["auc"] and saved["n"] == 12
+
+
+def _check_evaluate_command(run: Path, tmp_path: Path) -> None:
+    """`fedresponse evaluate RUN --out DIR --keys KEYDIR` reports the federated run (both modes, every patient)."""
+    out = tmp_path / "evaluation"
+    result = CliRunner().invoke(app, ["evaluate", str(run), "--out", str(out), "--keys", str(tmp_path / "keys")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    cutoffs = json.loads((run / "cutoffs.json").read_text())
+    assert metrics["pooling"]["codec"] == "CkksCodec" and metrics["pooled"]["n"] == 48
+    assert metrics["cutoffs"] == {"early": cutoffs["early"], "full": cutoffs["full"]}
+    assert set(metrics["sites"]) == set(SITES) and (out / "report.html").exists()
+    assert all(np.isfinite(metrics["pooled"][mode]["auc"]) for mode in ("early", "full"))
