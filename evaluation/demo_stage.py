@@ -1,8 +1,11 @@
 """Demo stage ``evaluate``: metrics.json, the PI report and its browser screenshot for the demo's training run.
 
-Uses the run directory a training stage recorded (``run:federated`` first, else ``run:centralized``, else any
+Uses the run directory a training stage recorded (``run:centralized`` first, else ``run:federated``, else any
 ``run:*``), the sites' response assessments (``assessment:<SITE>``), the cohort (CONSORT flow, reader
-agreement) and, when the ``keys`` stage recorded a key directory (``keys``), pools under CKKS.
+agreement) and, when the ``keys`` stage recorded a key directory (``keys``), pools under CKKS. When the
+federated stage recorded ``run:federated`` as well, that run is evaluated too, into ``evaluation_federated/``
+(metrics.json + report.html, pooled under CKKS with the run's ``ckks_keys``), and its pooled early/full AUC is
+printed next to the centralized run's.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fedresponse.demo import DemoContext
 
-RUN_KEYS = ("run:federated", "run:centralized")
+RUN_KEYS = ("run:centralized", "run:federated")
 
 
 def find_run(artifacts: dict[str, Path]) -> Path:
@@ -22,7 +25,7 @@ def find_run(artifacts: dict[str, Path]) -> Path:
     for key in (*RUN_KEYS, *sorted(k for k in artifacts if k.startswith("run:"))):
         if key in artifacts:
             return artifacts[key]
-    raise LookupError("no training run recorded (expected ctx.artifacts['run:federated'] or ['run:centralized']); "
+    raise LookupError("no training run recorded (expected ctx.artifacts['run:centralized'] or ['run:federated']); "
                       "the evaluate stage must come after a train stage")
 
 
@@ -35,8 +38,9 @@ def run(ctx: DemoContext) -> dict[str, str]:
     assessments = [ctx.artifacts[k] for k in sorted(ctx.artifacts) if k.startswith("assessment:")]
     dhi = [ctx.artifacts[k] for k in sorted(ctx.artifacts) if k.startswith("dhi:")]
     dhi += sorted((ctx.out / "radiomics").glob("*/dhi.csv")) if not dhi else []
-    inputs = load_run(find_run(ctx.artifacts), ctx.cohort if ctx.cohort.is_dir() else None, assessments,
-                      dhi_tables=[p for p in dhi if p.exists()])
+    cohort = ctx.cohort if ctx.cohort.is_dir() else None
+    evaluated = find_run(ctx.artifacts)
+    inputs = load_run(evaluated, cohort, assessments, dhi_tables=[p for p in dhi if p.exists()])
     codec = None
     if "keys" in ctx.artifacts:
         from fedresponse.commands.evaluate import _ckks_codec
@@ -55,9 +59,39 @@ def run(ctx: DemoContext) -> dict[str, str]:
         produced["report screenshot"] = str(shot.screenshot)
     else:
         ctx.console.print("[yellow]chromium not installed: no screenshot (apt-get install chromium)[/]")
-    produced["headline"] = headline(json.loads(paths["metrics"].read_text(encoding="utf-8")))
+    metrics = json.loads(paths["metrics"].read_text(encoding="utf-8"))
+    produced["headline"] = headline(metrics)
     ctx.console.print(produced["headline"])
+    federated = ctx.artifacts.get("run:federated")
+    if federated is not None and Path(federated) != Path(evaluated):
+        produced.update(_evaluate_federated(ctx, Path(federated), metrics, assessments, [p for p in dhi if p.exists()]))
     return produced
+
+
+def _evaluate_federated(ctx: DemoContext, run: Path, centralized: dict[str, Any], assessments: list[Path],
+                        dhi: list[Path]) -> dict[str, str]:
+    """``fedresponse evaluate`` of the federated run into ``evaluation_federated/`` (no screenshot)."""
+    from evaluation.evaluate import load_run
+    from evaluation.report import write_evaluation
+    from fedresponse.commands.evaluate import _ckks_codec
+
+    keys = ctx.artifacts.get("ckks_keys")
+    inputs = load_run(run, ctx.cohort if ctx.cohort.is_dir() else None, assessments, dhi_tables=dhi)
+    paths = write_evaluation(inputs, ctx.out / "evaluation_federated", codec=_ckks_codec(keys) if keys else None)
+    line = federated_line(json.loads(paths["metrics"].read_text(encoding="utf-8")), centralized)
+    ctx.console.print(line)
+    return {"federated PI report": str(paths["report"]), "federated metrics.json": str(paths["metrics"]),
+            "federated vs centralized (pooled, all patients)": line}
+
+
+def federated_line(federated: dict[str, Any], centralized: dict[str, Any]) -> str:
+    """``pooled AUC early: federated a (lo–hi) vs centralized b (lo–hi); full: …`` from two metrics.json."""
+    def auc(metrics: dict[str, Any], mode: str) -> str:
+        block = metrics["pooled"][mode]
+        return f"{_num(block['auc'], 3)} ({_ci(block['auc_ci'], 3)})"
+
+    return "pooled AUC " + "; ".join(f"{mode}: federated {auc(federated, mode)} vs centralized "
+                                     f"{auc(centralized, mode)}" for mode in ("early", "full"))
 
 
 def _num(value: object, digits: int = 2) -> str:

@@ -265,7 +265,7 @@ def train_command(cohort: Path, keys: Path | None, out: Path, config_path: Path 
     if (out / "comparison.json").exists():
         console.print(comparison_line(json.loads((out / "comparison.json").read_text(encoding="utf-8"))))
     console.print(f"run written to [cyan]{out}[/] (privacy_ledger.csv, rounds.jsonl, checkpoints/, sites/, "
-                  "cutoffs.json, comparison.json)")
+                  "cutoffs.json, pooled_aggregate.ckks, pooled_metrics.json, comparison.json)")
     return 0
 
 

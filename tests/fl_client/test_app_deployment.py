@@ -176,3 +176,8 @@ def test_tls_deployment_two_sites_survives_server_kill(tmp_path: Path, processes
         assert verify_chain(tmp_path / "state" / site / "federation_audit.jsonl") == []
     metrics = json.loads((run / "site_metrics.json").read_text())
     assert set(metrics) == set(SITES)
+    # the two encrypted evaluate phases run across the real processes too
+    _wait(lambda: (run / "pooled_aggregate.json").exists(), 600, "the pooled evaluation")
+    index = json.loads((run / "pooled_aggregate.json").read_text())
+    assert index["aggregate"]["contributors"] == sorted(SITES) and index["aggregate"]["encoding"] == "ckks"
+    assert set(json.loads((run / "cutoffs.json").read_text())) >= {"early", "full"}

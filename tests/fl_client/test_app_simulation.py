@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fedresponse.federation import simulate
+from fedresponse.federation import pooled_summary, simulate
 from privacy.accounting import read_ledger
 from privacy.audit import verify_chain
 from privacy.ckks import write_key_files
@@ -48,6 +48,29 @@ def test_dp_he_rounds_with_a_crash_and_a_straggler(tmp_path: Path, monkeypatch: 
     assert privacy["sites"]["S01"] == {"epsilon": ledger[-1].epsilon, "budget": 30.0, "rounds": 2, "accountant": "prv"}
     metrics = json.loads((run / "site_metrics.json").read_text())
     assert "S01" in metrics and 0.0 <= metrics["S01"]["auc"] <= 1.0
+    assert metrics["S01"]["n_test"] == 8.0 and all(isinstance(v, float) for m in metrics.values() for v in m.values())
+    _check_encrypted_pooled_evaluation(run, tmp_path / "keys")
+
+
+def _check_encrypted_pooled_evaluation(run: Path, keys: Path) -> None:
+    """The two evaluate phases went through Flower: ciphertexts only at the server, a key holder reads the sum."""
+    from fl_server.pooling import load_pooled_aggregate
+
+    summed, cutoffs = load_pooled_aggregate(run)
+    assert summed.encoding == "ckks" and summed.contributors == ["S01", "S02", "S03"]
+    assert summed.total_examples == 8 + 10 + 12  # the sites' held-out patients (25 % of 30, 40, 50)
+    saved = json.loads((run / "cutoffs.json").read_text())
+    assert {m: saved[m] for m in ("early", "full")} == cutoffs
+    server_log = (run / "server_audit.jsonl").read_text()
+    assert "fl.evaluation.histograms_added" in server_log and "fl.evaluation.pooled" in server_log
+    for site in ("S01", "S02", "S03"):
+        sent = (run / "sites" / site / "federation_audit.jsonl").read_text()
+        assert sent.count("fl.evaluation.aggregate_sent") == 2
+    comparison = pooled_summary(run, keys=keys)
+    assert comparison is not None
+    pooled = json.loads((run / "pooled_metrics.json").read_text())
+    assert pooled["n"] == 30 and 0.0 <= pooled["early"]["auc"] <= 1.0
+    assert pooled["early"]["auc"] == pooled["full"]["auc"]  # the toy scores both modes alike
 
 
 def test_federated_train_command_refuses_bad_input(tmp_path: Path) -> None:
