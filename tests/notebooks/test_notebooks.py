@@ -1,36 +1,50 @@
-"""The researcher notebooks execute top to bottom (nbclient, real kernel) on a seeded run directory."""
+"""The researcher notebooks execute top to bottom (nbclient, real kernel) on the quick cohort.
+
+A small ``quick``-preset cohort (2 sites x 6 patients) is synthesized, ingested and assessed by the demo's own
+stages; notebook 01 then launches a real, short federated simulation (Flower, DP-SGD, CKKS; 2 rounds, 1 local
+epoch) and follows its rounds, and notebook 02 evaluates the finished run as ``fedresponse evaluate`` does
+and explores it. Everything runs once per module (about 3-4 minutes on 2 cores).
+"""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 from nbclient import NotebookClient
+from rich.console import Console
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "evaluation"))
+SEED = 3
+ROUNDS = 2
 
-from synthetic_run import make_run  # noqa: E402
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = make_run(tmp_path_factory.mktemp("nb"), seed=5, n_sites=2, n_per_site=12)["run"]
-    lines = [{"round": r, "sent": 2, "accepted": ["S01", "S02"], "rejected": {"S02": "stale round"} if r == 2 else {},
-              "errors": [], "missing": 0, "bytes_in": 1_200_000, "bytes_out": 2_400_000, "train_loss": 0.7 - 0.1 * r,
-              "seconds": 4.2, "epsilon": {"S01": 0.9 * r + 0.3, "S02": 0.9 * r + 0.6}} for r in (1, 2, 3)]
-    (run / "rounds.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    return run
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``fedresponse synth OUT --preset quick --sites 2 --patients-per-site 6``, then the ingest and assess
+    demo stages: ``study/cohort`` and ``study/stores/<SITE>`` (with ``assessment/``)."""
+    from evaluation.response import demo_stage as assess_stage
+    from fedresponse.demo import DemoContext
+    from fl_client.ingest import demo_stage as ingest_stage
+    from synth.cohort import synthesize
+
+    ctx = DemoContext(out=tmp_path_factory.mktemp("nb_study"), seed=SEED, console=Console(quiet=True))
+    synthesize(ctx.cohort, n_sites=2, patients_per_site=6, seed=SEED, preset_name="quick", workers=1)
+    ingest_stage.run(ctx)
+    assess_stage.run(ctx)
+    return ctx.out
 
 
 def _execute(name: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> nbformat.NotebookNode:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     book = nbformat.read(ROOT / "notebooks" / name, as_version=4)
-    NotebookClient(book, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    NotebookClient(book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     return book
 
 
@@ -42,19 +56,54 @@ def _text(book: nbformat.NotebookNode) -> str:
     return "\n".join(out)
 
 
-def test_federated_run_notebook_follows_rounds_and_budget(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    book = _execute("01_federated_run.ipynb", {"FEDRESPONSE_RUN": str(run_dir), "FEDRESPONSE_LAUNCH": "0"},
-                    monkeypatch)
-    text = _text(book)
-    assert "round 2: update from S02 rejected — stale round" in text
-    assert "sites over budget: none" in text
-    assert any(o.get("output_type") == "display_data" for c in book.cells for o in c.get("outputs", []))
+def _has_image(book: nbformat.NotebookNode) -> bool:
+    return any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+               for c in book.cells for o in c.get("outputs", []))
 
 
-def test_evaluation_notebook_recomputes_pooled_within_bound(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    book = _execute("02_explore_evaluation.ipynb", {"FEDRESPONSE_RUN": str(run_dir),
-                                                    "FEDRESPONSE_EVAL": str(run_dir / "no-eval")}, monkeypatch)
+@pytest.fixture(scope="module")
+def launched(study: Path) -> tuple[nbformat.NotebookNode, Path]:
+    """Notebook 01 executed with a real launch; returns the executed notebook and the run directory."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        run = study / "federated"
+        book = _execute("01_federated_run.ipynb", {
+            "FEDRESPONSE_RUN": str(run), "FEDRESPONSE_COHORT": str(study), "FEDRESPONSE_KEYS": str(study / "ckks_keys"),
+            "FEDRESPONSE_LAUNCH": "1", "FEDRESPONSE_ROUNDS": str(ROUNDS), "FEDRESPONSE_LOCAL_EPOCHS": "1",
+            "FEDRESPONSE_SEED": str(SEED), "FEDRESPONSE_TIMEOUT": "480"}, monkeypatch)
+    return book, run
+
+
+def test_notebook_launches_a_federated_run_and_follows_its_rounds(launched: tuple[nbformat.NotebookNode, Path]) -> None:
+    book, run = launched
     text = _text(book)
-    assert "2 sites; cut-offs" in text and "<= bound" in text and "median PFS" in text
-    assert "fedresponse evaluate" in text
-    assert any(o.get("output_type") == "display_data" for c in book.cells for o in c.get("outputs", []))
+    assert "launched train_federated" in text
+    for r in range(1, ROUNDS + 1):  # each round printed as the server wrote it, both sites accepted
+        assert f"round {r} done: 2/2 updates accepted" in text
+    assert f"rounds completed: {list(range(1, ROUNDS + 1))}" in text
+    ledger = pd.read_csv(run / "privacy_ledger.csv")
+    assert sorted(ledger["site"].unique()) == ["S01", "S02"] and ledger["round"].max() == ROUNDS
+    assert ledger.groupby("site")["epsilon"].is_monotonic_increasing.all()  # ε only accumulates
+    budget = json.loads((run / "privacy.json").read_text())["sites"]["S01"]["budget"]
+    over = sorted(ledger.loc[ledger["epsilon"] > budget, "site"].unique())
+    assert f"sites over budget: {over or 'none'}" in text
+    assert "site-local predictions kept at 2 site(s)" in text
+    assert _has_image(book)
+
+
+def test_notebook_evaluates_the_finished_run_and_explores_it(study: Path, launched: tuple[nbformat.NotebookNode, Path],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    _, run = launched
+    out = study / "evaluation"
+    book = _execute("02_explore_evaluation.ipynb", {
+        "FEDRESPONSE_RUN": str(run), "FEDRESPONSE_EVAL": str(out), "FEDRESPONSE_COHORT": str(study),
+        "FEDRESPONSE_KEYS": str(study / "ckks_keys")}, monkeypatch)
+    text = _text(book)
+    assert "2 sites; cut-offs" in text and "2 assessments, 2 DHI tables" in text
+    assert f"fedresponse evaluate {run} --out {out}" in text and "pooling codec: CkksCodec" in text
+    metrics = json.loads((out / "metrics.json").read_text())
+    predictions = pd.concat([pd.read_csv(p) for p in sorted(run.glob("sites/*/predictions.csv"))])
+    assert metrics["pooled"]["n"] == predictions["USUBJID"].nunique() and set(metrics["sites"]) == {"S01", "S02"}
+    assert "median PFS" in text and "pooled DHI HR" in text
+    assert "<= bound" in text or "one reference class only" in text
+    assert (out / "report.html").exists() and "embedded images" in text
+    assert _has_image(book)
