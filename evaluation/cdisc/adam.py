@@ -129,12 +129,15 @@ def _tte_row(subject: str, dm_row: pd.Series, rows: pd.DataFrame, code: str, cut
     if code == "PFS":
         pd_rows = rows[rows["RSSTRESC"] == "PD"]
         progression_day = float(pd_rows["RSDY"].min()) if len(pd_rows) else float("nan")
+        documented = progression_day
     else:
         progression_day = _confirmed_iupd_day(rows)
+        unconfirmed = rows[rows["RSSTRESC"].isin(["iUPD", "iCPD"])]
+        documented = float(unconfirmed["RSDY"].min()) if len(unconfirmed) else float("nan")
     assessments = [Assessment(float(d), float(v), str(r)) for d, v, r in
                    zip(rows["RSDY"], rows["VISITNUM"], rows["RSSTRESC"], strict=True)]
     outcome = derive_pfs(assessments, progression_day, study_day(str(dm_row["DTHDTC"]), start), cuts[0], cuts[1],
-                         protocol)
+                         protocol, documented)
     trtsdt = sas_date(start)
     return {"USUBJID": subject, "PARAMCD": code, "AVAL": outcome.day, "CNSR": float(outcome.cnsr),
             "EVNTDESC": outcome.evntdesc, "CNSDTDSC": outcome.cnsdtdsc, "SRCDOM": outcome.srcdom,

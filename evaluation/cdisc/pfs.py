@@ -9,7 +9,8 @@ anticancer medicinal products* (PFS/DFS, 2012). Days are CDISC study days (day 1
 Order of the rules (first that applies wins):
 
 1. A **cut** ends the usable follow-up before any event: the start of a new anticancer therapy (CM) or an
-   investigator-recorded (clinical) progression (CE) that precedes radiological progression. A cut strictly
+   investigator-recorded (clinical) progression (CE) that precedes any radiological documentation of
+   progression (RECIST: the PD; iRECIST: the first iUPD, confirmed or not). A cut strictly
    before the first event (or with no event at all) censors at the last adequate assessment on or before the
    cut day (an assessment on the day new therapy starts is taken before it). The earliest cut wins; on the
    same day, new therapy is reported.
@@ -107,7 +108,7 @@ def _day(value: float | None) -> float:
 
 def derive_pfs(assessments: list[Assessment], progression_day: float | None, death_day: float | None,
                new_therapy_day: float | None, clinical_pd_day: float | None,
-               protocol: StudyProtocol) -> TteOutcome:
+               protocol: StudyProtocol, documented_day: float | None = None) -> TteOutcome:
     """Event or censoring of one subject by the rules of this module.
 
     Parameters
@@ -120,6 +121,9 @@ def derive_pfs(assessments: list[Assessment], progression_day: float | None, dea
         CMSTDTC of a new anticancer therapy) and ``clinical_pd_day`` (CE: investigator-recorded progression).
     protocol : StudyProtocol
         Schedule and windows for the missed-assessment rule.
+    documented_day : float or None
+        First radiological documentation of progression, against which a clinical progression is judged
+        (iRECIST: the first iUPD, even if never confirmed); default ``progression_day``.
 
     Returns
     -------
@@ -128,11 +132,12 @@ def derive_pfs(assessments: list[Assessment], progression_day: float | None, dea
     """
     progression, death, therapy, clinical = (_day(v) for v in (progression_day, death_day, new_therapy_day,
                                                                clinical_pd_day))
+    documented = min(progression, _day(documented_day))
     events = [(d, name, dom) for d, name, dom in ((progression, "PROGRESSION", "RS"), (death, "DEATH", "DM"))
               if d < math.inf]
     event = min(events, key=lambda e: (e[0], e[1] != "PROGRESSION")) if events else None
-    # a clinical progression matters only when it precedes the radiological one
-    cuts = [(d, code) for d, code in ((therapy, 3), (clinical if clinical < progression else math.inf, 5))
+    # a clinical progression matters only when it precedes any radiological documentation of progression
+    cuts = [(d, code) for d, code in ((therapy, 3), (clinical if clinical < documented else math.inf, 5))
             if d < math.inf]
     if cuts:
         cut_day, code = min(cuts)

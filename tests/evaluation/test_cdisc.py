@@ -24,6 +24,9 @@ COURSES = {
     "0001": [("T0", -5, 50.0), ("T1", 63, 30.0), ("T2", 105, 28.0), ("FU1", 168, 27.0)],  # PR, confirmed
     "0002": [("T0", -3, 40.0), ("T1", 63, 44.0), ("T2", 105, 55.0), ("FU1", 147, 62.0)],  # SD, PD/iUPD -> iCPD
     "0003": [("T0", -4, 60.0), ("T1", 62, 58.0), ("T2", 104, 57.0)],  # SD, death day 150
+}
+# subjects whose CRF records a new therapy (CM) or an investigator PD date (CE); see _source(cuts=True)
+CUT_COURSES = {
     "0004": [("T0", -4, 40.0), ("T1", 63, 41.0), ("T2", 105, 42.0), ("FU1", 168, 60.0)],  # new therapy day 150
     "0005": [("T0", -4, 40.0), ("T1", 63, 41.0), ("T2", 105, 42.0), ("FU1", 168, 60.0)],  # clinical PD day 100
 }
@@ -32,11 +35,13 @@ NEW_THERAPY_DAY = {"0004": 150}
 PD_DAY = {"0002": 105, "0005": 100}
 
 
-def _source(root: Path) -> Path:
+def _source(root: Path, cuts: bool = False) -> Path:
+    """A one-site cohort folder; ``cuts`` adds subjects 0004/0005 and the CRF dates that fill CM and CE."""
+    courses = COURSES | (CUT_COURSES if cuts else {})
     site = root / "S01"
     site.mkdir(parents=True)
     reads = []
-    for sid, course in COURSES.items():
+    for sid, course in courses.items():
         for visit, ady, diam in course:
             for reader, delta in (("R1", 0.0), ("R2", 0.4)):
                 reads.append({"USUBJID": f"FEDRESP-S01-{sid}", "VISIT": visit, "ADY": ady, "LESIONID": "L01",
@@ -46,20 +51,22 @@ def _source(root: Path) -> Path:
     def iso(days: dict[str, int], sid: str) -> str:
         return (START + timedelta(days=days[sid] - 1)).isoformat() if sid in days else ""
 
-    pd.DataFrame({
-        "USUBJID": [f"FEDRESP-S01-{s}" for s in COURSES], "SUBJID": list(COURSES), "SITEID": "S01",
-        "AGE": [61, 70, 55, 66, 59], "SEX": ["M", "F", "M", "F", "M"], "FIRST_DOSE_DATE": START.isoformat(),
-        "DEATH_DATE": [iso({"0003": 150}, s) for s in COURSES],
-        "NEW_THERAPY_DATE": [iso(NEW_THERAPY_DAY, s) for s in COURSES],
-        "PD_DATE": [iso(PD_DAY, s) for s in COURSES],
-    }).to_csv(site / "crf.csv", index=False)
+    crf = pd.DataFrame({
+        "USUBJID": [f"FEDRESP-S01-{s}" for s in courses], "SUBJID": list(courses), "SITEID": "S01",
+        "AGE": [61, 70, 55, 66, 59][: len(courses)], "SEX": ["M", "F", "M", "F", "M"][: len(courses)],
+        "FIRST_DOSE_DATE": START.isoformat(), "DEATH_DATE": [iso({"0003": 150}, s) for s in courses],
+    })
+    if cuts:
+        crf["NEW_THERAPY_DATE"] = [iso(NEW_THERAPY_DAY, s) for s in courses]
+        crf["PD_DATE"] = [iso(PD_DAY, s) for s in courses]
+    crf.to_csv(site / "crf.csv", index=False)
     return root
 
 
 @pytest.fixture(scope="module", params=["en", "zh"])
 def package(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp(f"cdisc_{request.param}")
-    paths = export_cdisc(_source(root / "src"), root / "out", labels=request.param)
+    paths = export_cdisc(_source(root / "src", cuts=True), root / "out", labels=request.param)
     return paths | {"_labels": Path(request.param)}
 
 
@@ -99,7 +106,7 @@ def test_every_file_follows_the_naming_length_and_label_rules(package: dict[str,
 
 def test_identifiers_are_consistent_across_datasets(package: dict[str, Path]) -> None:
     dm = _read(package["dm"])
-    assert len(dm) == len(COURSES) and dm["USUBJID"].is_unique
+    assert len(dm) == len(COURSES) + len(CUT_COURSES) and dm["USUBJID"].is_unique
     for name in DATASETS:
         assert set(_read(package[name])["USUBJID"]) <= set(dm["USUBJID"])
     adsl = _read(package["adsl"])
@@ -247,7 +254,7 @@ def test_cli_exports_and_bad_source_exits_2(tmp_path: Path) -> None:
 
     from fedresponse.cli import app
 
-    src = _source(tmp_path / "src")
+    src = _source(tmp_path / "src", cuts=True)
     result = CliRunner().invoke(app, ["export-cdisc", str(src), "--out", str(tmp_path / "out"), "--labels", "zh"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "out").glob("*.xpt")) == sorted(f"{d}.xpt" for d in DATASETS)
@@ -352,3 +359,17 @@ def test_every_censoring_reason_has_its_own_code_and_texts() -> None:
     assert sorted(CENSORING) == [1, 2, 3, 4, 5]
     assert len({e for e, _ in CENSORING.values()}) == len({c for _, c in CENSORING.values()}) == len(CENSORING)
     assert all(len(e.encode()) <= 200 and len(c.encode()) <= 200 for e, c in CENSORING.values())
+
+
+@pytest.mark.parametrize(
+    ("clinical_pd", "expected"),
+    [(150, (105, 5)), (168, (231, 1)), (200, (231, 1))],  # iUPD at 168 never confirmed; CE before/after it
+)
+def test_clinical_progression_is_judged_against_the_first_iupd(clinical_pd: float, expected: tuple[int, int]) -> None:
+    from evaluation.cdisc.pfs import Assessment, derive_pfs
+    from evaluation.protocol import load_protocol
+
+    course = [(63, 1, "iSD"), (105, 2, "iSD"), (168, 3, "iUPD"), (231, 4, "iUPD")]
+    outcome = derive_pfs([Assessment(float(d), float(v), r) for d, v, r in course], NAN, NAN, NAN, clinical_pd,
+                         load_protocol(), documented_day=168)
+    assert (outcome.day, outcome.cnsr) == expected
