@@ -149,15 +149,37 @@ def train_federated(cohort: Path, keys: Path, out: Path, config_path: Path | Non
 
 
 def _centralized_fusion(centralized: Path | None) -> dict[str, Any] | None:
-    """The centralized run's ``fusion`` AUC and CI per mode (``metrics.json`` of ``fedresponse train``)."""
-    path = centralized / "metrics.json" if centralized is not None else None
-    if path is None or not path.exists():
+    """The centralized run's fusion AUC and DeLong CI per mode, against the same reference as the federated one.
+
+    Both sides are judged against the predictions' ``LABEL`` (the primary early responder label, the
+    :mod:`evaluation.metrics` convention), from the centralized run's out-of-fold ``predictions.csv``
+    (a centralized run holds the pooled data by definition). Its training ``metrics.json`` figures, where
+    the full model is judged against its own durable-benefit label, are kept under ``metrics_json``.
+    """
+    if centralized is None or not centralized.is_dir():
         return None
-    metrics = json.loads(path.read_text(encoding="utf-8"))
-    modes = {mode: {"auc": metrics[mode]["fusion"]["auc"], "auc_ci": metrics[mode]["fusion"]["auc_ci"]}
-             for mode in ("early", "full") if mode in metrics and "fusion" in metrics[mode]}
-    return {"run": str(centralized), "model": "fusion", **modes,
-            "evaluation": "patient-level stratified CV, out-of-fold (metrics.json)"}
+    import pandas as pd
+
+    from evaluation.metrics import read_predictions
+    from evaluation.stats import delong_auc_ci
+
+    out: dict[str, Any] = {"run": str(centralized), "model": "fusion",
+                           "evaluation": "patient-level stratified CV, out-of-fold, all patients; reference LABEL"}
+    paths = sorted(centralized.rglob("predictions.csv"))
+    rows = pd.concat([read_predictions(p) for p in paths]) if paths else None
+    for mode in ("early", "full"):
+        part = rows[rows["MODE"] == mode] if rows is not None else None
+        if part is not None and part["LABEL"].nunique() == 2:
+            auc, ci = delong_auc_ci(part["LABEL"].to_numpy(int), part["SCORE"].to_numpy(float))
+            out[mode] = {"auc": auc, "auc_ci": list(ci), "n": len(part)}
+    path = centralized / "metrics.json"
+    if path.exists():
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        fusion = {mode: metrics[mode]["fusion"] for mode in ("early", "full") if "fusion" in metrics.get(mode, {})}
+        out["metrics_json"] = {mode: {"auc": block["auc"], "auc_ci": block["auc_ci"],
+                                      "reference": "the mode's own label (full: durable benefit)"}
+                               for mode, block in fusion.items()}
+    return out
 
 
 def _json_ready(value: Any) -> Any:
@@ -194,7 +216,8 @@ def pooled_summary(run: Path, centralized: Path | None = None, keys: Path | None
     PI / a site holding ``KEYDIR/site/secret.ctx`` (in simulation this process plays that role; the server
     never can). :func:`evaluation.pooled.pooled_metrics` turns the sum into AUC (binned, DeLong CI),
     sensitivity/specificity at the sites' agreed cut-offs, ORR, PFS — per mode, on the sites' held-out test
-    patients. ``centralized`` (a centralized run of the same stores) adds its ``fusion`` AUC and CI per mode.
+    patients. ``centralized`` (a centralized run of the same stores) adds its fusion AUC and CI per mode against
+    the same reference label (:func:`_centralized_fusion`).
     Returns the comparison, or None when the run has no pooled aggregate (a task without a test split).
     """
     from evaluation.pooled import AggregateLayout, PlainCodec, pool, pooled_metrics
@@ -215,7 +238,7 @@ def pooled_summary(run: Path, centralized: Path | None = None, keys: Path | None
     (run / "pooled_metrics.json").write_text(json.dumps(_json_ready(metrics), indent=1, allow_nan=False),
                                              encoding="utf-8")
     federated: dict[str, Any] = {"run": str(run), "model": "fusion (federated)", "n_test": summed.total_examples,
-                                 "evaluation": metrics["evaluation"] + ", binned DeLong CI"}
+                                 "evaluation": metrics["evaluation"] + ", binned DeLong CI; reference LABEL"}
     for mode in ("early", "full"):
         block = metrics[mode]
         federated[mode] = {"auc": block["auc"], "auc_ci": block["auc_ci"], "cutoff": block["cutoff"],

@@ -15,9 +15,9 @@ once per forward pass (tested against one-at-a-time gradients in ``tests/fl_clie
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
@@ -99,7 +99,7 @@ def mode_dataset(dataset: TensorDataset, mode: str) -> TensorDataset:
 
 def unlabelled_full(records: list[PatientRecord]) -> int:
     """How many records have no full-mode label (they train the early model and the full PFS/pseudo heads)."""
-    count = sum(1 for r in records if torch.isnan(torch.tensor(float(r.responder["full"]))))
+    count = sum(1 for r in records if math.isnan(float(r.responder["full"])))
     if count:
         log.info("%d of %d training patients have no full-mode label: full responder term masked", count,
                  len(records))

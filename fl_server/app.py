@@ -264,6 +264,7 @@ def _pool_evaluation(grid: Grid, settings: ServerSettings, round_: int, replies:
         log.info("the sites sent no evaluation aggregates (their task has no train/test split): no pooled metrics")
         return
     exp = pooling.expectation(round_, layout, info, settings.encoding)
+    log.info("pooled evaluation, phase 'score': adding %d encrypted training-histogram vector(s)", len(histograms))
     first = aggregate_round(histograms, errors, len(replies) + len(errors), exp, ctx, settings.min_updates)
     assert first.global_model is not None
     audit.append("fl.evaluation.histograms_added", why="pooled cut-offs (encrypted training-patient histograms)",
@@ -277,6 +278,7 @@ def _pool_evaluation(grid: Grid, settings: ServerSettings, round_: int, replies:
         log.warning("pooled evaluation: aggregate of %s refused: %s", site, reason)
     records = [r["aggregate"] for site, r in second.items() if "aggregate" in r and site not in refused]
     exp = pooling.expectation(round_, pooling.aggregate_layout(), info, settings.encoding)
+    log.info("pooled evaluation, phase 'pool': adding %d encrypted held-out aggregate(s)", len(records))
     report = aggregate_round(records, second_errors, len(nodes), exp, ctx, settings.min_updates)
     report.rejected.update(refused)
     assert report.global_model is not None

@@ -113,12 +113,14 @@ def test_pooled_evaluation_equals_the_union_of_the_sites(tmp_path: Path, keydir:
         pooled = aggregate_round([u.to_record() for _, u in second.values()], [], 3, exp, public, 3)
         assert pooled.global_model is not None and refused == {}
         pooling.save_pooled_aggregate(tmp_path / "run", pooled.global_model, cutoffs)
-    (tmp_path / "central").mkdir()
-    (tmp_path / "central" / "metrics.json").write_text(json.dumps(
-        {m: {"fusion": {"auc": 0.7, "auc_ci": [0.6, 0.8]}} for m in ("early", "full")}))
-    comparison = pooled_summary(tmp_path / "run", tmp_path / "central", keydir)
-    assert comparison is not None
     union = pd.concat(frames.values())
+    central = tmp_path / "central"
+    (central / "sites" / "S01").mkdir(parents=True)  # a centralized run: out-of-fold rows of every patient
+    union.drop(columns="SPLIT").to_csv(central / "sites" / "S01" / "predictions.csv", index=False)
+    (central / "metrics.json").write_text(json.dumps(
+        {m: {"fusion": {"auc": 0.7, "auc_ci": [0.6, 0.8]}} for m in ("early", "full")}))
+    comparison = pooled_summary(tmp_path / "run", central, keydir)
+    assert comparison is not None
     metrics = json.loads((tmp_path / "run" / "pooled_metrics.json").read_text())
     assert metrics["n_test"] == comparison["federated"]["n_test"] == len(union[union.SPLIT == "test"]) // 2
     for mode in ("early", "full"):
@@ -134,10 +136,15 @@ def test_pooled_evaluation_equals_the_union_of_the_sites(tmp_path: Path, keydir:
                                       "tn": int((~called & (test.LABEL == 0)).sum()),
                                       "fn": int((~called & (test.LABEL == 1)).sum())}
         assert comparison["federated"][mode]["auc"] == block["auc"]
+        every = union[union.MODE == mode]  # the centralized side, judged against the same LABEL
+        assert comparison["centralized"][mode]["auc"] == pytest.approx(roc_auc_score(every.LABEL, every.SCORE))
+        assert comparison["centralized"]["metrics_json"][mode]["auc"] == 0.7
     saved = json.loads((tmp_path / "run" / "cutoffs.json").read_text())
     assert {m: saved[m] for m in ("early", "full")} == cutoffs and saved["sites"] == sorted(SITES)
     line = comparison_line(comparison)
-    assert "full AUC federated" in line and "centralized 0.700 (0.600–0.800)" in line
+    central_full = comparison["centralized"]["full"]
+    assert f"full AUC federated {comparison['federated']['full']['auc']:.3f}" in line
+    assert f"centralized {central_full['auc']:.3f} ({central_full['auc_ci'][0]:.3f}–" in line
     with pytest.raises(FileNotFoundError, match="KEYDIR"):
         pooled_summary(tmp_path / "run", keys=None)
 
