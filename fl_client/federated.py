@@ -13,6 +13,10 @@ One round at a site (:func:`site_round`):
 The data path is injected: ``SiteData`` holds one site's in-memory training set (any torch ``Dataset``);
 ``train_fn`` is the models helper's :func:`fl_client.train.fit` through :func:`fit_adapter`, or any
 function with the :data:`TrainFn` signature.
+
+After the last round a task's ``evaluate_fn`` scores the site's patients (rows kept at the site) and its
+``split`` drives the encrypted pooled evaluation (:mod:`fl_client.pooled_evaluation`). The product task,
+:func:`fusion_task`, trains the early and full networks in one DP-SGD run (:mod:`fl_client.two_mode`).
 """
 
 from __future__ import annotations
