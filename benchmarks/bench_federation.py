@@ -1,7 +1,8 @@
 """Per-round cost of federated training: plaintext FedAvg vs DP only vs HE only vs DP+HE.
 
 Runs the product round in-process (no network transport): each site trains the fusion network on
-its synthetic model inputs (``tests/models/model_records.py``), encodes its update (float32 or CKKS),
+its synthetic model inputs (``tests/models/model_records.py``; early and full networks in one DP-SGD run,
+as the product task does), encodes its update (float32 or CKKS),
 the server validates and aggregates, each site decodes the aggregate and loads it. Sites would run
 in parallel, so the round's critical path is ``max(site train + encode) + aggregate + max(decode)``.
 Reported at the demo model size (``configs/model.yaml``) and at a wider network with ≈ 10× the
@@ -70,6 +71,13 @@ def _dims(task: Any) -> InputDims:
     return InputDims(int(task.data.train.tensors[0].shape[-1]), N_GLOBAL, N_CLINICAL, groups)
 
 
+def _wide_model(dims: InputDims) -> Any:
+    """The product task's early + full pair (one DP-SGD run trains both), each network ≈ 10× wider."""
+    from fl_client.two_mode import EarlyFullNet
+
+    return EarlyFullNet(build_model("fusion", 2, dims, WIDE), build_model("fusion", 3, dims, WIDE))
+
+
 def _round(root: Path, names: list[str], keys: SiteKeys, public: Any, mode: str, wide: bool,
            tag: str) -> dict[str, Any]:
     settings = ClientSettings(mode=mode, local_epochs=1, batch_size=16, noise_multiplier=1.0, epsilon_budget=1e6)
@@ -77,7 +85,7 @@ def _round(root: Path, names: list[str], keys: SiteKeys, public: Any, mode: str,
     for site in names:
         task = fusion_task(site, root / site, settings)
         if wide:
-            task.model_fn = lambda dims=_dims(task): build_model("fusion", 2, dims, WIDE)
+            task.model_fn = lambda dims=_dims(task): _wide_model(dims)
         began = time.perf_counter()
         updates.append(site_round(1, task.model_fn, task.data, None, settings, keys, root / "state" / tag / site,
                                   task.train_fn))
@@ -90,7 +98,7 @@ def _round(root: Path, names: list[str], keys: SiteKeys, public: Any, mode: str,
     assert report.global_model is not None
     for site in names:
         task = fusion_task(site, root / site, settings)
-        model = build_model("fusion", 2, _dims(task), WIDE) if wide else task.model_fn()
+        model = _wide_model(_dims(task)) if wide else task.model_fn()
         began = time.perf_counter()
         apply_global_model(model, report.global_model, keys)
         decode_times.append(time.perf_counter() - began)
