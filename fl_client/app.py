@@ -130,7 +130,7 @@ def handle_evaluate(msg: Message, spec: NodeSpec, settings: ClientSettings, task
     ``score`` (default): load the final global model, score the site's patients (rows stay at the site),
     reply with site-level scalars and the *encrypted* training-patient score histograms. ``pool``: decrypt
     the server's sum of those histograms, fix the cut-offs, reply with them and the *encrypted* aggregate
-    of the held-out test patients. Nothing patient-level and no plaintext count leaves the site.
+    of the held-out test patients. Nothing patient-level leaves the site, and in the CKKS modes no plaintext count.
     """
     from fl_client.pooled_evaluation import pool_phase, score_phase
 
