@@ -26,16 +26,17 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "models"))
 
 from evaluation.protocol import configs_dir  # noqa: E402
-from fl_client.centralized import PooledCohort, evaluate_modes, node_padding  # noqa: E402
+from fl_client.centralized import NEURAL, PooledCohort, evaluate_modes, node_padding  # noqa: E402
 from fl_client.featurize import stale_columns  # noqa: E402
 from fl_client.train import Standardizer, load_site_inputs, to_dataset, train_epoch  # noqa: E402
-from models.config import ModelSettings, build_model, load_model_config  # noqa: E402
+from models.config import DIAGNOSTIC_KINDS, ModelSettings, build_model, load_model_config  # noqa: E402
 
 
 def _cohort(args: argparse.Namespace) -> tuple[PooledCohort, float | None, str]:
@@ -106,9 +107,12 @@ def speed(cohort: PooledCohort, settings: ModelSettings, n_patients: int, epochs
               f"{plain_epoch:14.2f} {dp_epoch:11.2f}")
 
 
-def accuracy(cohort: PooledCohort, settings: ModelSettings, oracle: float | None, seed: int) -> None:
+def accuracy(cohort: PooledCohort, settings: ModelSettings, oracle: float | None, seed: int,
+             diagnostics: bool = False) -> None:
     start = time.perf_counter()
-    metrics, _ = evaluate_modes(cohort.records, cohort.dims, settings, torch.device("cpu"), seed)
+    kinds = NEURAL + (tuple(DIAGNOSTIC_KINDS) if diagnostics else ())
+    metrics, _ = evaluate_modes(cohort.records, cohort.dims, settings, torch.device("cpu"), seed, kinds=kinds,
+                                delta_columns=cohort.radiomics_columns)
     print(f"\nHeld-out AUC ({settings.evaluation.cv_folds}-fold patient CV; LOSO in brackets), "
           f"{len(cohort.records)} patients, {settings.train.epochs} epochs, {time.perf_counter() - start:.0f} s")
     print(f"{'mode':6s} {'model':24s} {'AUC':>6s} {'95 % CI':>13s} {'sens':>5s} {'spec':>5s} {'C-index':>8s} "
@@ -129,6 +133,18 @@ def accuracy(cohort: PooledCohort, settings: ModelSettings, oracle: float | None
               f"{metrics['early']['fusion']['auc'] - oracle:+.3f}")
 
 
+def _override(settings: ModelSettings, assignments: list[str]) -> ModelSettings:
+    """Apply ``SECTION.KEY=VALUE`` overrides (YAML-parsed values) and re-validate."""
+    data = settings.model_dump()
+    for item in assignments:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        if section not in data or name not in data[section]:
+            raise SystemExit(f"--set {item!r}: unknown preset; use one of model.*, train.*, evaluation.*")
+        data[section][name] = yaml.safe_load(value)
+    return ModelSettings.model_validate(data)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cohort", type=Path, help="Folder holding model_inputs.pt per site (+ truth/oracle.json).")
@@ -140,10 +156,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on 2 cores).")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--speed-only", action="store_true")
+    parser.add_argument("--accuracy-only", action="store_true", help="Skip the speed test.")
+    parser.add_argument("--diagnostics", action="store_true",
+                        help="Also fit the halves of the fusion model: its wide path alone, its deep part alone.")
+    parser.add_argument("--config", type=Path, help="Model presets to use instead of configs/model.yaml.")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="Override one preset, e.g. train.lr=0.001 or model.dropout=0.2 (repeatable; tuning).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
-    settings = load_model_config(configs_dir() / "model.yaml")
+    settings = _override(load_model_config(args.config or configs_dir() / "model.yaml"), args.set)
     if args.epochs:
         settings = settings.model_copy(update={"train": settings.train.model_copy(update={"epochs": args.epochs})})
     if args.folds:
@@ -152,9 +174,11 @@ def main() -> None:
     cohort, oracle, source = _cohort(args)
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), "
           f"CUDA: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}; data: {source}")
-    speed(cohort, settings, args.speed_patients, args.speed_epochs)
+    print(f"presets: model {settings.model.model_dump()} train {settings.train.model_dump()}")
+    if not args.accuracy_only:
+        speed(cohort, settings, args.speed_patients, args.speed_epochs)
     if not args.speed_only:
-        accuracy(cohort, settings, oracle, args.seed)
+        accuracy(cohort, settings, oracle, args.seed, args.diagnostics)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from sklearn.preprocessing import StandardScaler
 
 from evaluation.stats import delong_auc_ci, youden_cutoff
 from evaluation.survival import concordance
+from fl_client.featurize import MEASUREMENT_GROUPS
 from fl_client.interpret import Attributions, attribution_rows, integrated_gradients, plot_node_maps
 from fl_client.train import (
     MODE_TIMEPOINTS,
@@ -113,10 +114,15 @@ def site_folds(records: list[PatientRecord]) -> Iterator[tuple[list[int], list[i
         yield [i for i, r in enumerate(records) if r.site != site], [i for i, r in enumerate(records) if r.site == site]
 
 
-def delta_features(records: list[PatientRecord], mode: str) -> np.ndarray:
-    """Delta-radiomics: global features at each later time point minus baseline, (N, (T − 1) · G)."""
+def delta_features(records: list[PatientRecord], mode: str, columns: list[int] | None = None) -> np.ndarray:
+    """Delta-radiomics: global features at each later time point minus baseline, (N, (T − 1) · G').
+
+    ``columns`` selects the image-derived columns (G' of them; default all): the baseline is *delta-
+    radiomics*, so the readers' measurement group is left out (:attr:`PooledCohort.radiomics_columns`).
+    """
     t = MODE_TIMEPOINTS[mode]
-    return np.stack([(r.globals_[1:t] - r.globals_[:1]).flatten().numpy() for r in records])
+    index = slice(None) if columns is None else columns
+    return np.stack([(r.globals_[1:t, index] - r.globals_[:1, index]).flatten().numpy() for r in records])
 
 
 def _cutoff(labels: list[float] | np.ndarray, scores: np.ndarray) -> float:
@@ -141,14 +147,16 @@ def _neural_fold(
     return out["response"], out["risk"], cut
 
 
-def _logreg_fold(train: list[PatientRecord], test: list[PatientRecord], mode: str) -> tuple[np.ndarray, float]:
-    x_train, y_train = delta_features(train, mode), np.array([r.responder[mode] for r in train])
+def _logreg_fold(
+    train: list[PatientRecord], test: list[PatientRecord], mode: str, columns: list[int] | None
+) -> tuple[np.ndarray, float]:
+    x_train, y_train = delta_features(train, mode, columns), np.array([r.responder[mode] for r in train])
     if y_train.min() == y_train.max():
         return np.full(len(test), float(y_train[0])), 0.5
     model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
     model.fit(x_train, y_train)
     cut = _cutoff(y_train, model.predict_proba(x_train)[:, 1])
-    return model.predict_proba(delta_features(test, mode))[:, 1], cut
+    return model.predict_proba(delta_features(test, mode, columns))[:, 1], cut
 
 
 def recist_t1_scores(records: list[PatientRecord]) -> np.ndarray:
@@ -168,15 +176,17 @@ def cross_fit(
     device: torch.device,
     seed: int,
     kinds: tuple[str, ...] = NEURAL,
+    delta_columns: list[int] | None = None,
 ) -> dict[str, OutOfFold]:
-    """Out-of-fold predictions of every model and baseline over ``folds``."""
+    """Out-of-fold predictions of every model and baseline over ``folds`` (``delta_columns``: the global
+    columns of the delta-radiomics baseline, default all)."""
     results = {name: OutOfFold() for name in (*kinds, *BASELINES)}
     for index, (train_idx, test_idx) in enumerate(folds):
         train, test = [records[i] for i in train_idx], [records[i] for i in test_idx]
         for kind in kinds:
             score, risk, cut = _neural_fold(kind, train, test, mode, dims, settings, device, seed + index)
             results[kind].add(test, mode, score, risk, cut)
-        score, cut = _logreg_fold(train, test, mode)
+        score, cut = _logreg_fold(train, test, mode, delta_columns)
         results["logreg_delta_radiomics"].add(test, mode, score, None, cut)
         results["recist_t1"].add(test, mode, recist_t1_scores(test), None, 1.0)
         log.info("%s mode, fold %d/%d done (%d train, %d test)", mode, index + 1, len(folds), len(train), len(test))
@@ -233,10 +243,15 @@ def evaluate_modes(
     device: torch.device,
     seed: int,
     modes: tuple[str, ...] = ("early", "full"),
+    kinds: tuple[str, ...] = NEURAL,
+    delta_columns: list[int] | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, OutOfFold]]]:
     """Metrics per scheme, mode and model, and the patient-CV out-of-fold results (for predictions.csv).
 
-    Each mode uses the records with a defined label in that mode; the leakage guard runs first.
+    Each mode uses the records with a defined label in that mode; the leakage guard runs first. ``kinds``
+    are the networks fitted per fold (default :data:`NEURAL`; benchmarks add the diagnostic ``wide`` and
+    ``deep`` halves of the fusion model, :data:`models.config.DIAGNOSTIC_KINDS`); ``delta_columns`` as in
+    :func:`cross_fit`.
     """
     metrics: dict[str, Any] = {}
     cv_results: dict[str, dict[str, OutOfFold]] = {}
@@ -245,11 +260,13 @@ def evaluate_modes(
         labelled = records_for(records, mode)
         assert_no_label_leakage(labelled, mode)
         folds = list(patient_folds(labelled, mode, settings.evaluation.cv_folds, seed))
-        cv_results[mode] = cross_fit(labelled, mode, folds, dims, settings, device, seed)
+        cv_results[mode] = cross_fit(labelled, mode, folds, dims, settings, device, seed, kinds, delta_columns)
         metrics[mode] = {name: summarize(oof) for name, oof in cv_results[mode].items()}
-        metrics[mode]["cutoff_fusion"] = float(np.median(cv_results[mode]["fusion"].cutoff))
+        if "fusion" in cv_results[mode]:
+            metrics[mode]["cutoff_fusion"] = float(np.median(cv_results[mode]["fusion"].cutoff))
         if settings.evaluation.leave_one_site_out and n_sites >= 2:
-            loso = cross_fit(labelled, mode, list(site_folds(labelled)), dims, settings, device, seed)
+            loso = cross_fit(labelled, mode, list(site_folds(labelled)), dims, settings, device, seed, kinds,
+                             delta_columns)
             metrics.setdefault("leave_one_site_out", {})[mode] = {name: summarize(o) for name, o in loso.items()}
     return metrics, cv_results
 
@@ -262,6 +279,11 @@ class PooledCohort:
     global_names: list[str]
     global_groups: list[str]
     clinical_names: list[str]
+
+    @property
+    def radiomics_columns(self) -> list[int]:
+        """Global columns derived from the images (every group but the readers' measurements)."""
+        return [i for i, group in enumerate(self.global_groups) if group not in MEASUREMENT_GROUPS]
 
     @property
     def dims(self) -> InputDims:
@@ -325,7 +347,8 @@ def run_centralized(
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     try:
         start = time.perf_counter()
-        metrics, cv_results = evaluate_modes(cohort.records, cohort.dims, settings, device, seed)
+        metrics, cv_results = evaluate_modes(cohort.records, cohort.dims, settings, device, seed,
+                                             delta_columns=cohort.radiomics_columns)
         extra = {mode: _final_model(cohort, mode, settings, device, seed, tmp) for mode in cv_results}
         for site, rows in _site_predictions(cv_results, cohort.records, extra).items():
             _write_csv(tmp / "sites" / site / "predictions.csv", rows)

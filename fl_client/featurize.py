@@ -3,7 +3,7 @@
 Plain functions over tables and graphs; the entry point (``fedresponse train``) reads the store and
 calls :func:`site_inputs`. Everything stays at the site.
 
-Per time point, the global trajectory ``(T, G)`` has six feature groups (node columns looked up by name
+Per time point, the global trajectory ``(T, G)`` has these feature groups (node columns looked up by name
 in :data:`radiomics.node_features.NODE_FEATURES`):
 
 - ``volume``: log tumour volume (mL) and its log ratio to T0;
@@ -18,7 +18,12 @@ in :data:`radiomics.node_features.NODE_FEATURES`):
   tumour centroid (mm), radius of gyration (mm) and anisotropy ``1 − λ_min/λ_max`` of the weighted
   centroid covariance. A coarse, graph-only shape descriptor: no image is re-read;
 - ``dhi``: the Dynamic Heterogeneity Index of the interval ending at that time point (0 at T0) when a
-  DHI table is given (``radiomics dhi``), else left out.
+  DHI table is given (``radiomics dhi``), else left out;
+- ``recist`` (:func:`measurement_trajectory`, not radiomics): the readers' reference measurements of
+  *all* target lesions at that visit (``assessment/visits.csv``) — log(1 + SLD in mm), SLD change from
+  baseline as a fraction, and a new-lesion flag. The images cover one lesion; the label (SLD at T2,
+  no new lesion) is about all of them, and these are known at the visit itself, so they are inputs
+  of the mode that contains the visit and nothing later.
 
 Labels, from the dynamic-iRECIST reference (``assessment/reference.csv``, ``visits.csv``):
 
@@ -79,8 +84,37 @@ def clinical_vector(row: pd.Series) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32)
 
 
-def global_names(with_dhi: bool) -> tuple[list[str], list[str]]:
-    """Names and groups of the global trajectory columns, in the column order of :func:`global_trajectory`."""
+MEASUREMENT_NAMES = ("log_sld_mm", "sld_change_base", "new_lesion")
+#: Groups that are not image features (left out of the delta-radiomics baseline).
+MEASUREMENT_GROUPS = ("recist",)
+_VISITS = ("T0", "T1", "T2")
+
+
+def measurement_trajectory(visits: pd.DataFrame) -> torch.Tensor:
+    """The (3, 3) ``recist`` group of one subject from its rows of ``assessment/visits.csv``.
+
+    Columns :data:`MEASUREMENT_NAMES` at T0, T1, T2: ``log(1 + SLD_MM)``, ``PCHG_BASE / 100`` (0 at T0)
+    and ``NEWLES == "Y"``. A visit whose SLD was not evaluable carries the previous visit's values
+    forward (0 change at T0); the response call itself is never an input.
+    """
+    rows = visits.set_index("VISIT")
+    out = torch.zeros(len(_VISITS), len(MEASUREMENT_NAMES))
+    for t, visit in enumerate(_VISITS):
+        row = rows.loc[visit] if visit in rows.index else None
+        sld = pd.to_numeric(pd.Series([None if row is None else row.get("SLD_MM")]), errors="coerce").iloc[0]
+        change = pd.to_numeric(pd.Series([None if row is None else row.get("PCHG_BASE")]), errors="coerce").iloc[0]
+        if t and (pd.isna(sld) or pd.isna(change)):
+            out[t, :2] = out[t - 1, :2]
+        else:
+            out[t, 0] = math.log1p(float(sld)) if pd.notna(sld) else 0.0
+            out[t, 1] = float(change) / 100.0 if t and pd.notna(change) else 0.0
+        out[t, 2] = float(row is not None and str(row.get("NEWLES", "")) == "Y")
+    return out
+
+
+def global_names(with_dhi: bool, with_measurements: bool = True) -> tuple[list[str], list[str]]:
+    """Names and groups of the global trajectory columns: those of :func:`global_trajectory`, then (as
+    :func:`site_inputs` writes them) those of :func:`measurement_trajectory`."""
     names = ["log_volume_ml", "log_volume_ratio_t0"] + [f"tumour_{s}" for s in _STAT_NAMES]
     names += [f"tumour_{t}" for t in _TEXTURE]
     names += [f"subregion_sd_{s}" for s in _DISPERSION] + ["empty_subregion_fraction", *_SHAPE_NAMES]
@@ -88,6 +122,8 @@ def global_names(with_dhi: bool) -> tuple[list[str], list[str]]:
     groups += ["heterogeneity"] * (len(_DISPERSION) + 1) + ["shape"] * len(_SHAPE_NAMES)
     if with_dhi:
         names, groups = [*names, "dhi"], [*groups, "dhi"]
+    if with_measurements:
+        names, groups = [*names, *MEASUREMENT_NAMES], [*groups, *MEASUREMENT_GROUPS * len(MEASUREMENT_NAMES)]
     return names, groups
 
 
@@ -211,7 +247,8 @@ def site_inputs(
         labels = _labels(refs.loc[usubjid], float(own["ADY"].max()), float(graph.days[2]), durable_day)
         dhi_values = None if dhi_by is None else dhi_by.get(usubjid, [0.0, 0.0, 0.0])
         records.append(PatientRecord(
-            usubjid=usubjid, site=site, graph=graph, globals_=global_trajectory(graph, dhi_values),
+            usubjid=usubjid, site=site, graph=graph,
+            globals_=torch.cat([global_trajectory(graph, dhi_values), measurement_trajectory(own)], dim=-1),
             clinical=clinical_vector(crf_rows.loc[usubjid]), recist_t1=str(t1.iloc[0]) if len(t1) else None,
             **labels,  # type: ignore[arg-type]
         ))
@@ -228,12 +265,17 @@ def site_inputs(
 def stale_columns(inputs: SiteInputs) -> str | None:
     """Why ``inputs`` (read from an existing ``model_inputs.pt``) does not match this featurizer, or None.
 
-    A file written by an older featurizer has other global columns (names, groups or width); training on
-    it would silently mislabel columns, so callers re-featurize the store or refuse it.
+    Stale: the columns do not match their own names and groups (the first featurizer wrote 20 columns
+    under 17 names), or the file comes from this featurizer (first column ``log_volume_ml``) but an older
+    version of it (other names). Training on such a file would silently mislabel columns, so callers
+    re-featurize the store or refuse it. Inputs with columns of their own (e.g. tests' synthetic records)
+    are left alone when they are consistent.
     """
     names, groups = global_names("dhi" in inputs.global_names)
-    width = int(inputs.records[0].globals_.shape[-1]) if inputs.records else len(names)
-    if (inputs.global_names, inputs.global_groups, width) != (names, groups, len(names)):
+    width = int(inputs.records[0].globals_.shape[-1]) if inputs.records else len(inputs.global_names)
+    ours = inputs.global_names[:1] == names[:1]
+    consistent = len(inputs.global_names) == len(inputs.global_groups) == width
+    if not consistent or (ours and (inputs.global_names, inputs.global_groups) != (names, groups)):
         return (f"site {inputs.site}: its model inputs have {width} global columns named {inputs.global_names}, "
                 f"this featurizer writes {len(names)} ({names})")
     return None

@@ -14,12 +14,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.exceptions import ModelConfigError
-from models.fusion import BRANCHES, FusionNet
+from models.fusion import BRANCHES, DEEP_BRANCHES, FusionNet
 
 MODEL_KINDS: dict[str, tuple[str, ...]] = {
     "fusion": BRANCHES,
     "stgcn": ("stgcn",),
     "transformer": ("transformer",),
+}
+#: Diagnostic kinds, not part of ``metrics.json``: the fusion model's own linear (``wide``) path alone, and
+#: the fusion model without it (the deep branches alone), to show what each half contributes.
+DIAGNOSTIC_KINDS: dict[str, tuple[str, ...]] = {
+    "wide": ("wide",),
+    "deep": DEEP_BRANCHES,
 }
 
 
@@ -34,6 +40,8 @@ class NetworkSettings(_Frozen):
     embed_dim: int = Field(default=64, ge=2)
     hidden: int = Field(default=64, ge=1)
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    wide_gain: float = Field(default=1.0, gt=0.0)
+    deep_gain: float = Field(default=1.0, gt=0.0)
 
 
 class LossWeightSettings(_Frozen):
@@ -96,19 +104,23 @@ class InputDims:
 
 
 def build_model(kind: str, n_timepoints: int, dims: InputDims, settings: NetworkSettings) -> FusionNet:
-    """The network ``kind`` (``fusion``, ``stgcn`` or ``transformer``) for a mode with ``n_timepoints`` scans."""
-    if kind not in MODEL_KINDS:
-        raise ModelConfigError(f"model kind must be one of {sorted(MODEL_KINDS)}, but was {kind!r}")
+    """The network ``kind`` (``fusion``, ``stgcn`` or ``transformer``; diagnostics ``wide`` and ``deep``) for a
+    mode with ``n_timepoints`` scans."""
+    kinds = MODEL_KINDS | DIAGNOSTIC_KINDS
+    if kind not in kinds:
+        raise ModelConfigError(f"model kind must be one of {sorted(kinds)}, but was {kind!r}")
     return FusionNet(
         node_features=dims.node_features,
         global_features=dims.global_features,
         clinical_features=dims.clinical_features,
         n_timepoints=n_timepoints,
-        branches=MODEL_KINDS[kind],
+        branches=kinds[kind],
         groups=[list(g) for g in dims.groups],
         stgcn_channels=settings.stgcn_channels,
         d_model=settings.d_model,
         embed_dim=settings.embed_dim,
         hidden=settings.hidden,
         dropout=settings.dropout,
+        wide_gain=settings.wide_gain,
+        deep_gain=settings.deep_gain,
     )

@@ -13,6 +13,17 @@ Heads (all return one value per patient):
 The same class builds the single-branch baselines (``branches=("stgcn",)`` or ``("transformer",)``),
 so "each branch alone" differs from the fused model by nothing but the missing inputs.
 
+Wide & deep (Cheng et al., DLRS 2016): the ``wide`` branch is a linear map of the decomposition's
+components — level ``g(t0)``, the slope per interval (per 30 days) and, in full mode, the curvature
+(:func:`models.decomposition.divided_differences`) of the global features and of the sub-region-pooled
+node features — and of the clinical covariates, straight to the three heads, *added* to the deep heads'
+outputs. Its response output alone is a logistic regression on level, change per day and covariates (the
+baseline family the deep model has to beat); the deep heads start at zero (their weights and biases are
+initialised to 0), so training starts from that linear model and the deep branches add to it only what
+lowers the loss — under weight decay, a deep contribution that does not pay for itself decays back
+towards zero. Everything stays per sample (linear layers, no batch statistics), so Opacus per-sample
+gradients remain exact.
+
 Mode: ``n_timepoints = 2`` is early mode (T0 + T1), ``3`` full mode (T0–T2). The caller slices its
 inputs with :func:`models.batching.densify` so later scans never reach the network.
 """
@@ -25,11 +36,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from models.decomposition import DecompositionTransformer
-from models.exceptions import ModelConfigError
+from models.decomposition import DecompositionTransformer, divided_differences
+from models.exceptions import ModelConfigError, ModelInputError
 from models.stgcn import STGCN
 
-BRANCHES = ("stgcn", "transformer", "clinical")
+BRANCHES = ("stgcn", "transformer", "clinical", "wide")
+DEEP_BRANCHES = ("stgcn", "transformer", "clinical")
 
 
 class HeadOutputs(NamedTuple):
@@ -38,6 +50,59 @@ class HeadOutputs(NamedTuple):
     response: Tensor
     risk: Tensor
     pseudo: Tensor
+
+
+class WidePath(nn.Module):
+    """Linear (response, risk, pseudo) outputs from the trajectory's components and the clinical covariates.
+
+    The trajectory is the global features (B, T, G) beside the node features pooled over each time
+    point's valid sub-regions (B, T, F) — the plain mean read-out of the graph, so the linear model also
+    sees every sub-region (the global features weight them by volume and summarise fewer columns).
+
+    Parameters
+    ----------
+    global_features, clinical_features : int
+        G and C.
+    n_timepoints : int
+        T; the input width is ``S · (G + F) + C`` with ``S = 1 + (T − 1) + max(T − 2, 0)`` slots (level,
+        slopes, curvature) and C clinical columns.
+    node_features : int
+        F; 0 leaves the pooled node features out.
+    gain : float
+        Constant factor on the linear outputs. Adam's step is invariant to the gradient's scale, so the
+        gain multiplies the wide path's effective learning rate by ``gain`` without a second optimizer —
+        Cheng et al. train the wide part with its own, faster optimizer for the same reason: a linear
+        model over many weak inputs converges slowly at the deep part's learning rate. The weights start
+        at 0 (the model starts at the base rate; AdamW's decay pulls unused weights back to 0).
+    """
+
+    def __init__(
+        self, global_features: int, clinical_features: int, n_timepoints: int, gain: float = 1.0, node_features: int = 0
+    ) -> None:
+        super().__init__()
+        slots = 1 + max(n_timepoints - 1, 0) + max(n_timepoints - 2, 0)
+        self.node_features = node_features
+        self.linear = nn.Linear(slots * (global_features + node_features) + clinical_features, 3)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        self.gain = float(gain)
+
+    def forward(
+        self, globals_: Tensor, days: Tensor, clinical: Tensor, x: Tensor | None = None,
+        node_valid: Tensor | None = None,
+    ) -> Tensor:
+        """``globals_`` (B, T, G), ``days`` (B, T), ``clinical`` (B, C), and with ``node_features`` > 0 ``x``
+        (B, T, V, F) and ``node_valid`` (B, T, V) → (B, 3) linear head outputs."""
+        trajectory = globals_
+        if self.node_features:
+            if x is None or node_valid is None:
+                raise ModelInputError("this wide path pools node features: pass x and node_valid")
+            valid = node_valid.unsqueeze(-1)
+            pooled = (x * valid).sum(2) / valid.sum(2).clamp(min=1.0)  # (B, T, F): mean over valid sub-regions
+            trajectory = torch.cat([globals_, pooled], dim=-1)
+        components = [component.flatten(1) for _, component, _ in divided_differences(trajectory, days)]
+        out: Tensor = self.linear(torch.cat([*components, clinical], dim=-1)) * self.gain
+        return out
 
 
 class FusionNet(nn.Module):
@@ -50,12 +115,18 @@ class FusionNet(nn.Module):
     n_timepoints : int
         2 (early mode) or 3 (full mode).
     branches : sequence of str
-        Subset of :data:`BRANCHES`; default all three.
+        Subset of :data:`BRANCHES`; default all four (three deep branches and the linear ``wide`` path).
     groups : sequence of sequence of int, optional
         Feature groups of the global features (see :class:`DecompositionTransformer`).
     stgcn_channels : tuple of int
     d_model, embed_dim, hidden : int
     dropout : float
+    wide_gain : float
+        See :class:`WidePath`.
+    deep_gain : float
+        Constant factor on the deep heads' outputs when the wide path is present (ignored without it, so
+        the single-branch baselines train as before); below 1 it slows what the deep part can add per Adam
+        step (the counterpart of ``wide_gain``), a brake against the deep branches fitting the residual noise.
     """
 
     def __init__(
@@ -71,6 +142,8 @@ class FusionNet(nn.Module):
         embed_dim: int = 64,
         hidden: int = 64,
         dropout: float = 0.1,
+        wide_gain: float = 1.0,
+        deep_gain: float = 1.0,
     ) -> None:
         super().__init__()
         unknown = set(branches) - set(BRANCHES)
@@ -78,6 +151,7 @@ class FusionNet(nn.Module):
             raise ModelConfigError(f"branches must be a non-empty subset of {BRANCHES}, but was {tuple(branches)}")
         self.branches = tuple(b for b in BRANCHES if b in branches)
         self.n_timepoints = n_timepoints
+        self.deep_gain = float(deep_gain) if "wide" in branches else 1.0  # a brake only beside the wide path
         self.stgcn: STGCN | None = None
         self.transformer: DecompositionTransformer | None = None
         self.clinical: nn.Module | None = None
@@ -93,15 +167,25 @@ class FusionNet(nn.Module):
         if "clinical" in branches:
             self.clinical = nn.Sequential(nn.Linear(clinical_features, embed_dim // 2), nn.GELU())
             width += embed_dim // 2
-        self.trunk = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout))
-        self.head_response = nn.Linear(hidden, 1)
-        self.head_risk = nn.Linear(hidden, 1)
-        self.head_pseudo = nn.Linear(hidden, 1)
+        self.wide: WidePath | None = None
+        if "wide" in branches:
+            self.wide = WidePath(global_features, clinical_features, n_timepoints, wide_gain, node_features)
+        self.trunk: nn.Module | None = None
+        self.head_response: nn.Linear | None = None
+        self.head_risk: nn.Linear | None = None
+        self.head_pseudo: nn.Linear | None = None
+        if width:
+            self.trunk = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout))
+            self.head_response, self.head_risk, self.head_pseudo = (nn.Linear(hidden, 1) for _ in range(3))
+            if self.wide is not None:  # wide & deep: start from the linear model, the deep part must earn its keep
+                for head in (self.head_response, self.head_risk, self.head_pseudo):
+                    nn.init.zeros_(head.weight)
+                    nn.init.zeros_(head.bias)
 
     def embed(
         self, x: Tensor, adjacency: Tensor, node_valid: Tensor, days: Tensor, globals_: Tensor, clinical: Tensor
     ) -> Tensor:
-        """Concatenated branch embeddings (B, width)."""
+        """Concatenated deep-branch embeddings (B, width); width 0 for a wide-only model."""
         parts = []
         if self.stgcn is not None:
             parts.append(self.stgcn(x, adjacency, node_valid, days))
@@ -109,16 +193,18 @@ class FusionNet(nn.Module):
             parts.append(self.transformer(globals_, days))
         if self.clinical is not None:
             parts.append(self.clinical(clinical))
-        return torch.cat(parts, dim=-1)
+        return torch.cat(parts, dim=-1) if parts else globals_.new_zeros(globals_.shape[0], 0)
 
     def forward(
         self, x: Tensor, adjacency: Tensor, node_valid: Tensor, days: Tensor, globals_: Tensor, clinical: Tensor
     ) -> HeadOutputs:
         """Heads from ``x`` (B, T, V, F), ``adjacency`` (B, K, V, V), ``node_valid`` (B, T, V), ``days`` (B, T),
-        ``globals_`` (B, T, G) and ``clinical`` (B, C)."""
-        h = self.trunk(self.embed(x, adjacency, node_valid, days, globals_, clinical))
-        return HeadOutputs(
-            response=self.head_response(h).squeeze(-1),
-            risk=self.head_risk(h).squeeze(-1),
-            pseudo=self.head_pseudo(h).squeeze(-1),
-        )
+        ``globals_`` (B, T, G) and ``clinical`` (B, C): deep heads plus the wide path, each (B,)."""
+        outputs = globals_.new_zeros(globals_.shape[0], 3)
+        if self.trunk is not None:
+            h = self.trunk(self.embed(x, adjacency, node_valid, days, globals_, clinical))
+            heads = (self.head_response, self.head_risk, self.head_pseudo)
+            outputs = torch.cat([head(h) for head in heads if head is not None], dim=-1) * self.deep_gain
+        if self.wide is not None:
+            outputs = outputs + self.wide(globals_, days, clinical, x, node_valid)
+        return HeadOutputs(response=outputs[:, 0], risk=outputs[:, 1], pseudo=outputs[:, 2])

@@ -50,6 +50,16 @@ def _one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+def _with_deep_heads(model: torch.nn.Module) -> torch.nn.Module:
+    """Wide & deep zero-initialises the deep heads (training starts from the linear path); give them weights
+    so that the deep branches' inputs really reach the outputs in tests of what the model can see."""
+    generator = torch.Generator().manual_seed(11)
+    for head in (model.head_response, model.head_risk, model.head_pseudo):
+        with torch.no_grad():
+            head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * 0.5)
+    return model
+
+
 def test_patient_folds_are_disjoint_stratified_and_cover_everyone() -> None:
     records = make_records(40, seed=0)
     folds = list(patient_folds(records, "early", 4, seed=1))
@@ -101,7 +111,8 @@ def test_attributions_are_complete() -> None:
     records = make_records(4, seed=2)
     data = to_dataset(records, "full", 12, Standardizer.fit(records, "full"))
     torch.manual_seed(0)
-    model = build_model("fusion", 3, InputDims.from_group_names(6, GLOBAL_GROUPS, N_CLINICAL), TINY.model)
+    model = _with_deep_heads(build_model("fusion", 3, InputDims.from_group_names(6, GLOBAL_GROUPS, N_CLINICAL),
+                                         TINY.model))
     attr = integrated_gradients(model, data, torch.device("cpu"), steps=64)
     inputs = list(data.tensors[:6])
     with torch.no_grad():
@@ -112,6 +123,7 @@ def test_attributions_are_complete() -> None:
     np.testing.assert_allclose(total, (logit - base).numpy(), atol=2e-3)
     padding = data.tensors[2].numpy() == 0
     assert np.all(attr.nodes[padding] == 0)  # absent sub-regions get no credit
+    assert np.abs(attr.nodes).sum() > 0  # …and present ones do: the deep branches reach the logit
 
 
 @pytest.fixture(scope="module")

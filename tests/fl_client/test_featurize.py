@@ -13,10 +13,12 @@ from torch_geometric.data import Data
 
 from fl_client.featurize import (
     CLINICAL_NAMES,
+    MEASUREMENT_NAMES,
     _labels,
     clinical_vector,
     global_names,
     global_trajectory,
+    measurement_trajectory,
     shape_descriptors,
     site_inputs,
 )
@@ -46,7 +48,7 @@ def _graph(usubjid: str = "FEDRESP-S01-0001") -> Data:
 
 def test_global_trajectory_by_hand() -> None:
     g = global_trajectory(_graph(), dhi=[0.0, 0.2, 0.4])
-    names, groups = global_names(True)
+    names, groups = global_names(True, with_measurements=False)
     assert g.shape == (3, len(names)) and len(groups) == len(names)
     col = {n: i for i, n in enumerate(names)}
     torch.testing.assert_close(g[:, col["log_volume_ml"]], torch.log(torch.tensor([10.0, 5.0, 2.5])))
@@ -67,10 +69,11 @@ def test_global_trajectory_by_hand() -> None:
 def test_every_global_column_is_named_and_grouped() -> None:
     g = global_trajectory(_graph(), dhi=[0.0, 0.2, 0.4])
     for with_dhi, width in ((True, g.shape[1]), (False, g.shape[1] - 1)):
-        names, groups = global_names(with_dhi)
+        names, groups = global_names(with_dhi, with_measurements=False)
         assert len(names) == len(groups) == width == len(set(names))
-    assert global_trajectory(_graph()).shape[1] == len(global_names(False)[0])
-    assert {"volume", "intensity", "texture", "heterogeneity", "shape"} <= set(global_names(False)[1])
+        assert global_names(with_dhi)[0] == [*names, *MEASUREMENT_NAMES]
+    assert global_trajectory(_graph()).shape[1] == len(global_names(False, with_measurements=False)[0])
+    assert {"volume", "intensity", "texture", "heterogeneity", "shape", "recist"} <= set(global_names(False)[1])
 
 
 def test_shape_descriptors_match_numpy_weighted_covariance() -> None:
@@ -147,8 +150,12 @@ def _tables(usubjid: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.
     crf = pd.DataFrame([{"USUBJID": usubjid, "AGE": 70, "SEX": "M"}])
     reference = pd.DataFrame([{"USUBJID": usubjid, "RESPONDER": "Y", "IPFS_DAYS": 300, "IPFS_EVENT": 0,
                                "IPFS_SOURCE": "CENSORED_LAST_ASSESSMENT", "PSEUDOPROG": "N"}])
-    visits = pd.DataFrame([{"USUBJID": usubjid, "VISIT": v, "ADY": d, "RECIST_OVR": r}
-                           for v, d, r in [("T0", -7, ""), ("T1", 62, "PR"), ("T2", 104, "PR"), ("FU1", 167, "PR")]])
+    visits = pd.DataFrame([{"USUBJID": usubjid, "VISIT": v, "ADY": d, "RECIST_OVR": r, "SLD_MM": sld,
+                            "PCHG_BASE": pchg, "NEWLES": new}
+                           for v, d, r, sld, pchg, new in [("T0", -7, "", 50.0, None, None),
+                                                           ("T1", 62, "PR", 30.0, -40.0, "N"),
+                                                           ("T2", 104, "PR", 25.0, -50.0, "N"),
+                                                           ("FU1", 167, "PR", 25.0, -50.0, "N")]])
     dhi = pd.DataFrame([{"USUBJID": usubjid, "FROM": "T0", "TO": "T1", "DHI": 0.3},
                         {"USUBJID": usubjid, "FROM": "T1", "TO": "T2", "DHI": float("nan")}])
     return crf, reference, visits, dhi
@@ -160,8 +167,11 @@ def test_site_inputs_assembles_and_skips() -> None:
     assert [r.usubjid for r in inputs.records] == ["FEDRESP-S01-0001"]  # 0099 has no CRF/reference
     record = inputs.records[0]
     assert record.recist_t1 == "PR" and record.label_day["early"] == 167.0
-    assert record.globals_[:, -1].tolist() == pytest.approx([0.0, 0.3, 0.0])  # NaN DHI interval → 0
-    assert inputs.global_names[-1] == "dhi" and inputs.clinical_names == list(CLINICAL_NAMES)
+    col = {n: i for i, n in enumerate(inputs.global_names)}
+    assert record.globals_[:, col["dhi"]].tolist() == pytest.approx([0.0, 0.3, 0.0])  # NaN DHI interval → 0
+    assert inputs.global_names[-3:] == list(MEASUREMENT_NAMES) and inputs.clinical_names == list(CLINICAL_NAMES)
+    assert record.globals_.shape == (3, len(inputs.global_names))
+    assert record.globals_[:, col["sld_change_base"]].tolist() == pytest.approx([0.0, -0.4, -0.5])
 
 
 def test_site_without_any_usable_subject_is_an_error() -> None:
@@ -180,8 +190,30 @@ def test_model_inputs_of_an_older_featurizer_are_detected_and_refused_outside_a_
     assert stale_columns(current) is None
     names, groups = current.global_names[:17], current.global_groups[:17]  # the 17 names of the first featurizer
     old = SiteInputs("S01", current.records, names, groups, current.clinical_names)
-    assert "17 global columns" not in (stale_columns(old) or "")
-    assert "23 global columns" in (stale_columns(old) or "")
+    assert "26 global columns" in (stale_columns(old) or "")  # 22 image columns, dhi, 3 measurements
+    renamed = [f"c{i}" for i in range(len(current.global_names))]  # consistent columns of one's own: accepted
+    assert stale_columns(SiteInputs("S01", current.records, renamed, current.global_groups, [])) is None
+    without_recist = SiteInputs("S01", [], current.global_names[:-3], current.global_groups[:-3], [])
+    assert "global columns" in (stale_columns(without_recist) or "")  # ours, but an older version
     save_site_inputs(old, tmp_path / "model_inputs.pt")
     with pytest.raises(ModelInputError, match="re-run the featurize step"):
         _current(tmp_path / "model_inputs.pt", "cpu", 0, 183)
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ([("T0", 50.0, None, None), ("T1", 30.0, -40.0, "N"), ("T2", 60.0, 20.0, "Y")],
+         [[math.log1p(50), 0, 0], [math.log1p(30), -0.4, 0], [math.log1p(60), 0.2, 1]]),
+        # T1 not evaluable (NE): the T0 values carry forward; a new lesion is still recorded
+        ([("T0", 40.0, None, None), ("T1", None, None, "Y"), ("T2", 20.0, -50.0, "N")],
+         [[math.log1p(40), 0, 0], [math.log1p(40), 0, 1], [math.log1p(20), -0.5, 0]]),
+        # T2 row absent (a later visit only): carried forward from T1
+        ([("T0", 10.0, None, None), ("T1", 5.0, -50.0, "N")],
+         [[math.log1p(10), 0, 0], [math.log1p(5), -0.5, 0], [math.log1p(5), -0.5, 0]]),
+    ],
+)
+def test_measurement_trajectory(rows: list[tuple[str, float | None, float | None, str | None]],
+                                expected: list[list[float]]) -> None:
+    visits = pd.DataFrame([{"VISIT": v, "SLD_MM": s, "PCHG_BASE": p, "NEWLES": n} for v, s, p, n in rows])
+    np.testing.assert_allclose(measurement_trajectory(visits).numpy(), np.array(expected), rtol=1e-6, atol=1e-7)

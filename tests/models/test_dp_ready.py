@@ -10,7 +10,7 @@ from opacus import GradSampleModule
 from opacus.validators import ModuleValidator
 
 from models.decomposition import DecompositionTransformer
-from models.fusion import FusionNet
+from models.fusion import BRANCHES, FusionNet
 from models.stgcn import STGCN
 
 GROUPS = [[0, 1], [2, 3, 4]]
@@ -28,9 +28,15 @@ def _inputs(batch: int, t: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
     return x, adjacency, node_valid, days, globals_, clinical
 
 
-def _fusion(t: int) -> FusionNet:
+def _fusion(t: int, branches: tuple[str, ...] = BRANCHES) -> FusionNet:
     torch.manual_seed(0)
-    return FusionNet(4, 5, 3, t, groups=GROUPS, stgcn_channels=(8, 16), d_model=8, embed_dim=8, hidden=8, dropout=0.0)
+    model = FusionNet(4, 5, 3, t, branches=branches, groups=GROUPS, stgcn_channels=(8, 16), d_model=8, embed_dim=8,
+                      hidden=8, dropout=0.0)
+    heads = [model.head_response, model.head_risk, model.head_pseudo, model.wide.linear if model.wide else None]
+    for head in heads:
+        if head is not None:  # wide & deep zero-initialises the heads and the wide path: give them weights
+            torch.nn.init.normal_(head.weight, std=0.5)  # so every parameter has a non-trivial per-sample gradient
+    return model
 
 
 def _objective(outputs: FusionNet | tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -46,9 +52,9 @@ def test_opacus_validator_finds_nothing_to_fix(t: int) -> None:
     assert list(model.buffers()) == []  # fixed adjacency is an input, never a buffer
 
 
-@pytest.mark.parametrize("t", [2, 3])
-def test_per_sample_gradients_equal_one_at_a_time(t: int) -> None:
-    model = _fusion(t)
+@pytest.mark.parametrize(("t", "branches"), [(2, BRANCHES), (3, BRANCHES), (3, ("wide",))])
+def test_per_sample_gradients_equal_one_at_a_time(t: int, branches: tuple[str, ...]) -> None:
+    model = _fusion(t, branches)
     reference = copy.deepcopy(model)
     inputs = _inputs(4, t)
     wrapped = GradSampleModule(model, batch_first=True, loss_reduction="sum")
@@ -61,6 +67,8 @@ def test_per_sample_gradients_equal_one_at_a_time(t: int) -> None:
         for (name, p_batch), p_ref in zip(model.named_parameters(), reference.parameters(), strict=True):
             assert p_batch.grad_sample is not None, name
             torch.testing.assert_close(p_batch.grad_sample[i], p_ref.grad, rtol=1e-4, atol=1e-5, msg=name)
+    for name, p in model.named_parameters():  # every parameter, the wide path's included, was really tested
+        assert p.grad_sample.abs().sum() > 0, name
 
 
 def test_sample_gradients_do_not_depend_on_other_samples() -> None:
