@@ -108,16 +108,16 @@ def speed(cohort: PooledCohort, settings: ModelSettings, n_patients: int, epochs
 
 
 def accuracy(cohort: PooledCohort, settings: ModelSettings, oracle: float | None, seed: int,
-             diagnostics: bool = False) -> None:
+             diagnostics: bool = False, modes: tuple[str, ...] = ("early", "full")) -> None:
     start = time.perf_counter()
     kinds = NEURAL + (tuple(DIAGNOSTIC_KINDS) if diagnostics else ())
-    metrics, _ = evaluate_modes(cohort.records, cohort.dims, settings, torch.device("cpu"), seed, kinds=kinds,
-                                delta_columns=cohort.radiomics_columns)
+    metrics, _ = evaluate_modes(cohort.records, cohort.dims, settings, torch.device("cpu"), seed, modes=modes,
+                                kinds=kinds, delta_columns=cohort.radiomics_columns)
     print(f"\nHeld-out AUC ({settings.evaluation.cv_folds}-fold patient CV; LOSO in brackets), "
           f"{len(cohort.records)} patients, {settings.train.epochs} epochs, {time.perf_counter() - start:.0f} s")
     print(f"{'mode':6s} {'model':24s} {'AUC':>6s} {'95 % CI':>13s} {'sens':>5s} {'spec':>5s} {'C-index':>8s} "
           f"{'LOSO AUC':>9s} {'vs fusion':>9s}")
-    for mode in ("early", "full"):
+    for mode in modes:
         fused = metrics[mode]["fusion"]["auc"]
         for name, row in metrics[mode].items():
             if not isinstance(row, dict):
@@ -159,6 +159,7 @@ def main() -> None:
     parser.add_argument("--accuracy-only", action="store_true", help="Skip the speed test.")
     parser.add_argument("--diagnostics", action="store_true",
                         help="Also fit the halves of the fusion model: its wide path alone, its deep part alone.")
+    parser.add_argument("--modes", default="early,full", help="Modes to evaluate (comma-separated).")
     parser.add_argument("--config", type=Path, help="Model presets to use instead of configs/model.yaml.")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="Override one preset, e.g. train.lr=0.001 or model.dropout=0.2 (repeatable; tuning).")
@@ -178,7 +179,7 @@ def main() -> None:
     if not args.accuracy_only:
         speed(cohort, settings, args.speed_patients, args.speed_epochs)
     if not args.speed_only:
-        accuracy(cohort, settings, oracle, args.seed, args.diagnostics)
+        accuracy(cohort, settings, oracle, args.seed, args.diagnostics, tuple(args.modes.split(",")))
 
 
 if __name__ == "__main__":
