@@ -128,9 +128,25 @@ def accuracy(cohort: PooledCohort, settings: ModelSettings, oracle: float | None
                   f"{row['sensitivity']:5.2f} {row['specificity']:5.2f} "
                   f"{'' if c_index is None else f'{c_index:.3f}':>8s} {'' if loso is None else f'{loso:.3f}':>9s} "
                   f"{row['auc'] - fused:+9.3f}")
-    if oracle is not None:
+    if oracle is not None and "early" in metrics:
         print(f"oracle (early, generator's Bayes-optimal) AUC {oracle:.3f}; fusion early − oracle = "
               f"{metrics['early']['fusion']['auc'] - oracle:+.3f}")
+
+
+def subset_oracle(cohort: PooledCohort, truth: Path) -> None:
+    """The generator's per-subject oracle (``truth/subjects.csv`` ``ORACLE_EARLY_P``) on exactly the evaluated
+    patients, against the pipeline's reference label (what the models are scored on) and the truth label."""
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    subjects = pd.read_csv(truth / "subjects.csv").set_index("USUBJID")
+    ids = [r.usubjid for r in cohort.records if r.usubjid in subjects.index]
+    p = subjects.loc[ids, "ORACLE_EARLY_P"].to_numpy()
+    label = [r.responder["early"] for r in cohort.records if r.usubjid in subjects.index]
+    agree = float((subjects.loc[ids, "RESPONDER"].to_numpy() == label).mean())
+    print(f"oracle on the {len(ids)} evaluated patients: AUC {roc_auc_score(label, p):.3f} against the reference "
+          f"label, {roc_auc_score(subjects.loc[ids, 'RESPONDER'], p):.3f} against the truth label "
+          f"(reference = truth for {agree:.1%})")
 
 
 def _override(settings: ModelSettings, assignments: list[str]) -> ModelSettings:
@@ -178,6 +194,8 @@ def main() -> None:
     print(f"presets: model {settings.model.model_dump()} train {settings.train.model_dump()}")
     if not args.accuracy_only:
         speed(cohort, settings, args.speed_patients, args.speed_epochs)
+    if args.cohort is not None and (args.cohort / "truth" / "subjects.csv").exists():
+        subset_oracle(cohort, args.cohort / "truth")
     if not args.speed_only:
         accuracy(cohort, settings, oracle, args.seed, args.diagnostics, tuple(args.modes.split(",")))
 
