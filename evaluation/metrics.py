@@ -1,10 +1,20 @@
 """``metrics.json``: per-site statistics (computed at each site) and pooled statistics (from aggregates only).
 
 Inputs are the site-local ``predictions.csv`` files (``USUBJID, MODE, SCORE, LABEL, PFS_DAYS, PFS_EVENT``,
-optionally ``DHI``), optionally the site's response assessment (``subjects.csv``, ``visits.csv`` of
+optionally ``DHI`` and ``SPLIT``), optionally the site's response assessment (``subjects.csv``, ``visits.csv`` of
 :mod:`evaluation.response`) and the cut-offs fixed on training data. The site is read from the USUBJID
 (``STUDYID-SITEID-NNNN``). Patient rows are only ever read per site; the pooled block is computed from the
 sum of the sites' aggregate vectors (:mod:`evaluation.pooled`).
+
+Which patients judge the model (``SPLIT``): a federated site scores *all* its patients with the final
+global model and marks each row ``train`` (the patient trained the model) or ``test`` (held out by the
+site's seeded 75/25 split). When the column is present, every statistic that uses the score — AUC,
+sensitivity/specificity/PPV/NPV/accuracy, Brier and calibration, KM and log-rank by predicted group, the
+C-index of the full score, model-vs-reference kappa — is computed on the ``test`` rows only (``n_heldout``
+says how many), per site and pooled. Statistics of the reference endpoint that do not use the score (ORR,
+PFS overall and by reference response, DHI, reader agreement, CONSORT) keep every analysed patient. Without
+the column every row counts as held-out: a centralized run writes out-of-fold scores (each patient scored by
+a model that did not train on it).
 """
 
 from __future__ import annotations
@@ -40,6 +50,9 @@ from evaluation.survival import concordance, cox_hazard_ratio, exact_logrank, ka
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS: tuple[str, ...] = ("USUBJID", "MODE", "SCORE", "LABEL", "PFS_DAYS", "PFS_EVENT")
+SPLIT_VALUES: tuple[str, ...] = ("train", "test")
+HELDOUT_BASIS = "held-out patients of each site (seeded 75/25 split; training patients excluded)"
+ALL_BASIS = "all analysed patients (no SPLIT column: scores are out-of-fold, as a centralized run writes them)"
 
 
 @dataclass(frozen=True)
@@ -72,8 +85,29 @@ def read_predictions(path: Path) -> pd.DataFrame:
         raise EvaluationInputError(
             f"{path} row {row + 2}: SCORE must be a probability in [0, 1], but was {frame['SCORE'].iloc[row]!r}"
         )
+    if "SPLIT" in frame.columns:
+        _check_split(frame, path)
     frame["SITEID"] = frame["USUBJID"].astype(str).map(site_of)
     return frame
+
+
+def _check_split(frame: pd.DataFrame, path: Path) -> None:
+    """``SPLIT`` holds only ``train``/``test``, one value per subject across its rows."""
+    values = frame["SPLIT"].astype(str).str.strip()
+    bad = ~values.isin(SPLIT_VALUES)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise EvaluationInputError(
+            f"{path} row {row + 2}: SPLIT must be one of {list(SPLIT_VALUES)}, but was {frame['SPLIT'].iloc[row]!r}; "
+            "mark each patient 'train' (it trained the model) or 'test' (held out), or drop the column"
+        )
+    frame["SPLIT"] = values
+    mixed = frame.groupby("USUBJID")["SPLIT"].nunique()
+    if (mixed > 1).any():
+        raise EvaluationInputError(
+            f"{path}: subject {mixed[mixed > 1].index[0]!r} is both 'train' and 'test' in SPLIT; a patient is either "
+            "held out or not, in every mode"
+        )
 
 
 def site_of(usubjid: str) -> str:
@@ -90,9 +124,27 @@ def _wide(pred: pd.DataFrame) -> pd.DataFrame:
     if missing or wide.isna().any().any():
         raise EvaluationInputError(f"every subject needs one SCORE per mode {list(MODES)}; missing {missing or 'rows'}")
     first = pred.drop_duplicates("USUBJID").set_index("USUBJID").loc[wide.index]
-    for column in ("LABEL", "PFS_DAYS", "PFS_EVENT") + (("DHI",) if "DHI" in pred.columns else ()):
+    optional = tuple(c for c in ("DHI", "SPLIT") if c in pred.columns)
+    for column in ("LABEL", "PFS_DAYS", "PFS_EVENT", *optional):
         wide[column] = first[column]
     return wide
+
+
+def heldout_mask(wide: pd.DataFrame) -> np.ndarray:
+    """Subjects whose scores may judge the model: ``SPLIT == "test"``, or every subject without the column.
+
+    Returns
+    -------
+    ndarray of bool, shape (n_subjects,)
+    """
+    if "SPLIT" not in wide.columns:
+        return np.ones(len(wide), dtype=bool)
+    return (wide["SPLIT"].astype(str) == "test").to_numpy()
+
+
+def has_split(data: SiteData) -> bool:
+    """Whether the site's predictions mark training and held-out patients (``SPLIT``)."""
+    return "SPLIT" in data.predictions.columns
 
 
 def orr_counts(subjects: pd.DataFrame | None, visits: pd.DataFrame | None, labels: pd.Series) -> dict[str, int]:
@@ -127,6 +179,11 @@ def orr_counts(subjects: pd.DataFrame | None, visits: pd.DataFrame | None, label
 
 def _mode_block(y: np.ndarray, s: np.ndarray, cutoff: float, t: np.ndarray, e: np.ndarray) -> dict[str, Any]:
     block: dict[str, Any] = {"cutoff": cutoff, "n": int(y.size), "n_responders": int(y.sum())}
+    if y.size == 0:  # a site with no held-out patient: nothing judges the model here
+        log.warning("no held-out patient at a site: its model statistics are empty")
+        empty = ("auc", "auc_ci", "brier", *(f"{n}{ci}" for n in ("sensitivity", "specificity", "ppv", "npv",
+                                                                   "accuracy") for ci in ("", "_ci")))
+        return block | dict.fromkeys(empty) | {"confusion": {"tp": 0, "fp": 0, "tn": 0, "fn": 0}}
     if 0 < y.sum() < y.size:
         auc, ci = delong_auc_ci(y, s)
         block.update(auc=auc, auc_ci=list(ci))
@@ -147,11 +204,30 @@ def _mode_block(y: np.ndarray, s: np.ndarray, cutoff: float, t: np.ndarray, e: n
 
 
 def site_metrics(data: SiteData, cutoffs: Mapping[str, float]) -> dict[str, Any]:
-    """Exact (patient-level) statistics of one site, computed at the site."""
+    """Exact (patient-level) statistics of one site, computed at the site.
+
+    Model statistics (per mode, ``c_index_full``) rest on the held-out subjects (:func:`heldout_mask`,
+    ``n_heldout`` of them); the reference endpoints (ORR, PFS, DHI, responder HR) on all ``n`` subjects.
+    """
     wide = _wide(data.predictions)
     y = wide["LABEL"].to_numpy(int)
     t, e = wide["PFS_DAYS"].to_numpy(float), wide["PFS_EVENT"].to_numpy(int)
-    out: dict[str, Any] = {m: _mode_block(y, wide[m].to_numpy(float), float(cutoffs[m]), t, e) for m in MODES}
+    h = heldout_mask(wide)  # the model is judged on held-out patients only; reference endpoints on all
+    out: dict[str, Any] = {m: _mode_block(y[h], wide[m].to_numpy(float)[h], float(cutoffs[m]), t[h], e[h])
+                           for m in MODES}
+    out["n_heldout"] = int(h.sum())
+    out["model_basis"] = HELDOUT_BASIS if has_split(data) else ALL_BASIS
+    if e[h].sum() and h.sum() > 1:
+        out["c_index_full"] = concordance(t[h], e[h], wide["full"].to_numpy(float)[h])
+    out.update(_reference_endpoints(data, wide))
+    return out
+
+
+def _reference_endpoints(data: SiteData, wide: pd.DataFrame) -> dict[str, Any]:
+    """ORR, median PFS, DHI AUC/HR and the responder HR of every analysed subject (no model score used)."""
+    y = wide["LABEL"].to_numpy(int)
+    t, e = wide["PFS_DAYS"].to_numpy(float), wide["PFS_EVENT"].to_numpy(int)
+    out: dict[str, Any] = {}
     counts = orr_counts(data.subjects, data.visits, wide["LABEL"])
     props = {k: proportion_ci(counts[k], counts["n"], method="clopper-pearson") for k in ORR_KEYS[1:]}
     out["orr"], out["orr_ci"] = props["recist_confirmed"].estimate, [props["recist_confirmed"].low,
@@ -170,7 +246,6 @@ def site_metrics(data: SiteData, cutoffs: Mapping[str, float]) -> dict[str, Any]
     if e.sum() and 0 < y.sum() < y.size:
         hr, hci, p = cox_hazard_ratio(t, e, y)
         out["hr_responder"], out["hr_responder_ci"], out["hr_responder_p"] = hr, list(hci), p
-        out["c_index_full"] = concordance(t, e, wide["full"].to_numpy(float))
     out["n"] = int(y.size)
     return out
 
@@ -189,6 +264,45 @@ def site_inputs(data: SiteData, cutoffs: Mapping[str, float]) -> SiteInputs:
     )
 
 
+def site_evaluation_aggregate(data: SiteData, cutoffs: Mapping[str, float],
+                              layout: AggregateLayout | None = None) -> np.ndarray:
+    """The site's aggregate vector for ``metrics.json``'s pooled block.
+
+    The per-mode (model) blocks count the held-out subjects only (:func:`heldout_mask`); the reference blocks
+    (KM overall and by reference response, ORR, DHI) every analysed subject. Without ``SPLIT`` this is
+    :func:`evaluation.pooled.site_aggregate` of all rows.
+
+    Returns
+    -------
+    ndarray, shape (layout.size,)
+    """
+    layout = layout or AggregateLayout()
+    every = site_aggregate(site_inputs(data, cutoffs), layout)
+    if not has_split(data):
+        return every
+    held = data.predictions[data.predictions["SPLIT"] == "test"].reset_index(drop=True)
+    if held.empty:
+        heldout = np.zeros(layout.size)
+    else:
+        heldout = site_aggregate(site_inputs(SiteData(data.site, held, data.subjects, data.visits), cutoffs), layout)
+    start = 0
+    for name, n in layout.blocks():
+        if name.split(".", 1)[0] in MODES:
+            every[start:start + n] = heldout[start:start + n]
+        start += n
+    return every
+
+
+def _basis(sites: list[SiteData]) -> str:
+    split = [d.site for d in sites if has_split(d)]
+    if len(split) == len(sites):
+        return HELDOUT_BASIS
+    if not split:
+        return ALL_BASIS
+    rest = [d.site for d in sites if not has_split(d)]
+    return f"held-out patients at {', '.join(split)} (SPLIT column); all analysed patients at {', '.join(rest)}"
+
+
 def compute_metrics(
     sites: list[SiteData],
     cutoffs: Mapping[str, float],
@@ -203,8 +317,9 @@ def compute_metrics(
     layout = layout or AggregateLayout()
     codec = codec or PlainCodec()
     per_site = {d.site: site_metrics(d, cutoffs) for d in sites}
-    summed = pool([site_aggregate(site_inputs(d, cutoffs), layout) for d in sites], codec, layout)
+    summed = pool([site_evaluation_aggregate(d, cutoffs, layout) for d in sites], codec, layout)
     pooled = pooled_metrics(summed, cutoffs, layout)
+    pooled["n_heldout"] = pooled["full"]["n"]  # subjects in the summed model blocks (held-out where SPLIT says)
     pooled.update(pooled_dhi_hazard_ratio(sites, codec))
     log.info("pooled %d site(s), %d subject(s) with %s", len(sites), pooled["n"], type(codec).__name__)
     return {
@@ -212,6 +327,7 @@ def compute_metrics(
         "sites": per_site,
         "cutoffs": dict(cutoffs),
         "cutoff_source": cutoff_source,
+        "model_basis": _basis(sites),
         "pooling": {"codec": type(codec).__name__, "layout_digest": layout.digest, "score_bins": layout.score_bins,
                     "pfs_grid_days": [layout.pfs_grid_days[0], layout.pfs_grid_days[1] - layout.pfs_grid_days[0],
                                       layout.pfs_grid_days[-1]]},

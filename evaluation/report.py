@@ -92,7 +92,18 @@ def _summary(metrics: dict[str, Any]) -> str:
         f'<div class="label">{html.escape(label)}<br>95 % CI {ci}</div></div>'
         for label, v, ci in cards
     )
-    return f'<div class="headline">{html_cards}</div><p>Cut-offs: {_fmt(metrics["cutoff_source"])}.</p>'
+    return (f'<div class="headline">{html_cards}</div><p>Cut-offs: {_fmt(metrics["cutoff_source"])}.</p>'
+            + _basis_note(metrics))
+
+
+def _basis_note(metrics: dict[str, Any]) -> str:
+    """Which patients the model statistics rest on, in words (the headline must not hide training patients)."""
+    p = metrics["pooled"]
+    basis = metrics.get("model_basis", "all analysed patients")
+    return (f'<p id="model-basis">Model statistics (AUC, sensitivity, specificity, calibration, predicted-group KM, '
+            f"model-vs-reference κ) rest on {_fmt(p.get('n_heldout', p['n']))} {_fmt(basis)}; reference "
+            f"endpoints (ORR, PFS, DHI, reader agreement, participant flow) on all {_fmt(p['n'])} analysed "
+            "patients.</p>")
 
 
 def _primary(metrics: dict[str, Any]) -> str:
@@ -100,15 +111,34 @@ def _primary(metrics: dict[str, Any]) -> str:
     for name, block in _blocks(metrics):
         for mode in MODES:
             b = block[mode]
-            rows.append([name, mode, _fmt(b["auc"]), _ci(b["auc_ci"]), _fmt(b["cutoff"]), _fmt(b["sensitivity"]),
+            rows.append([name, mode, _fmt(b.get("n")), _fmt(b["auc"]), _ci(b["auc_ci"]), _fmt(b["cutoff"]),
+                         _fmt(b["sensitivity"]),
                          _ci(b["sensitivity_ci"]), _fmt(b["specificity"]), _ci(b["specificity_ci"]), _fmt(b["ppv"]),
                          _fmt(b["npv"]), _fmt(b["accuracy"])])
-    header = ["block", "mode", "AUC", "95 % CI (DeLong)", "cut-off", "sens.", "95 % CI (Wilson)", "spec.",
-              "95 % CI (Wilson)", "PPV", "NPV", "accuracy"]
+    header = ["block", "mode", "n (model)", "AUC", "95 % CI (DeLong)", "cut-off", "sens.", "95 % CI (Wilson)",
+              "spec.", "95 % CI (Wilson)", "PPV", "NPV", "accuracy"]
     bound = max(metrics["pooled"][m]["auc_binning_bound"] for m in MODES)
-    return _table(header, rows) + (f'<p class="method">Pooled AUC from {metrics["pooling"]["score_bins"]}-bin score '
-                                   f"histograms; binning error at most {bound:.4f} (half the share of "
-                                   "responder/non-responder pairs sharing a bin).</p>")
+    return (f'<p class="method">Basis: {_fmt(metrics.get("model_basis", "all analysed patients"))}.</p>'
+            + _table(header, rows) + (f'<p class="method">Pooled AUC from {metrics["pooling"]["score_bins"]}-bin score '
+                                      f"histograms; binning error at most {bound:.4f} (half the share of "
+                                      "responder/non-responder pairs sharing a bin).</p>")
+            + _heldout_pooled(metrics.get("pooled_heldout")))
+
+
+def _heldout_pooled(block: dict[str, Any] | None) -> str:
+    """The federation's own encrypted pooled evaluation (``RUN/pooled_aggregate.ckks``), decrypted or not."""
+    if not block:
+        return ""
+    if block.get("status") != "decrypted":
+        return (f'<p class="note" id="pooled-heldout">{_fmt(block.get("note"))}</p>')
+    rows = [[m, _fmt(block[m].get("n")), _fmt(block[m]["auc"]), _ci(block[m]["auc_ci"]),
+             _fmt(block[m]["auc_binning_bound"], 4), _fmt(block[m]["cutoff"]), _fmt(block[m]["sensitivity"]),
+             _fmt(block[m]["specificity"])] for m in MODES]
+    table = _table(["mode", "n held-out", "AUC", "95 % CI (binned DeLong)", "binning bound", "cut-off", "sens.",
+                    "spec."], rows)
+    return (f'<h3 id="pooled-heldout">Federated pooled evaluation, decrypted by the key holder</h3>{table}'
+            f'<p class="method">{_fmt(block.get("evaluation"))}; sites {_fmt(", ".join(block.get("sites", [])))}; '
+            f'source {_fmt(block.get("source"))}; written {_fmt(", ".join(block.get("written", [])))}.</p>')
 
 
 def _survival(metrics: dict[str, Any]) -> str:
@@ -146,10 +176,12 @@ def _dhi(metrics: dict[str, Any]) -> str:
 def _agreement(metrics: dict[str, Any]) -> str:
     agree = metrics.get("agreement", {})
     bar = load_protocol().agreement.icc_min
-    rows = [[name, _fmt(a.get("kappa_full")), _ci(a.get("kappa_full_ci")), _fmt(a.get("icc")), _ci(a.get("icc_ci")),
+    rows = [[name, _fmt(a.get("kappa_full")), _ci(a.get("kappa_full_ci")), _fmt(a.get("kappa_n")),
+             _fmt(a.get("icc")), _ci(a.get("icc_ci")),
              "yes" if a.get("icc_meets_required") else ("no" if "icc" in a else "–"), _fmt(a.get("ba_bias_mm"), 1),
              _ci(a.get("ba_loa_mm"), 1), _fmt(a.get("n_pairs"))] for name, a in sorted(agree.items())]
-    return _table(["site", "Cohen κ model (full) vs reference", "95 % CI", "readers' ICC(2,1), baseline SLD",
+    return _table(["site", "Cohen κ model (full) vs reference", "95 % CI", "κ patients (model basis)",
+                   "readers' ICC(2,1), baseline SLD",
                    "95 % CI (McGraw–Wong)", f"ICC ≥ {bar:g} (protocol)", "Bland–Altman bias (mm)",
                    "95 % limits of agreement", "reader pairs"], rows)
 
@@ -200,9 +232,17 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_evaluation(inputs: RunInputs, out: Path, codec: AggregateCodec | None = None) -> dict[str, Path]:
-    """Compute, draw and write ``metrics.json``, ``figures/`` and ``report.html`` under ``out`` atomically."""
+def write_evaluation(inputs: RunInputs, out: Path, codec: AggregateCodec | None = None,
+                     heldout: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Compute, draw and write ``metrics.json``, ``figures/`` and ``report.html`` under ``out`` atomically.
+
+    ``heldout`` is the federation's encrypted pooled evaluation as the key holder read it (``status``
+    ``decrypted`` with per-mode ``auc``/``auc_ci``/``cutoff``/... and ``n_test``, or ``encrypted`` with a
+    ``note``); it is kept as ``metrics.json``'s ``pooled_heldout`` and shown beside the site-scored figures.
+    """
     metrics = compute_metrics(inputs.sites, inputs.cutoffs, codec=codec, cutoff_source=inputs.cutoff_source)
+    if heldout is not None:
+        metrics["pooled_heldout"] = heldout
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

@@ -16,7 +16,7 @@ from evaluation import figures as figs
 from evaluation import figures_patients as pfigs
 from evaluation.agreement import bland_altman, cohen_kappa, icc_a1
 from evaluation.evaluate import RunInputs, reader_sld
-from evaluation.metrics import SiteData
+from evaluation.metrics import SiteData, has_split
 from evaluation.pooled import MODES
 from evaluation.protocol import load_protocol
 
@@ -71,7 +71,8 @@ def _pooled_figures(d: _Drawer, metrics: dict[str, Any]) -> None:
     d.add("calibration", "calibration_full", "Pooled reliability diagram, full mode (10 equal-width bins).",
           figs.calibration_figure(cal["observed"], cal["predicted"], cal["count"], pooled["full"]["brier"]))
     for name, groups, caption in (
-        ("km_predicted", pooled["full"]["km_called"], "Pooled KM by predicted group (full mode, training cut-off)."),
+        ("km_predicted", pooled["full"]["km_called"], "Pooled KM by predicted group (full mode, training cut-off; "
+         f"{pooled['n_heldout']} patients the model statistics rest on)."),
         ("km_reference", pooled["km_reference"], "Pooled KM by reference response (dynamic iRECIST label)."),
     ):
         curves_km, at_risk = _km_curves(groups)
@@ -83,11 +84,14 @@ def _pooled_figures(d: _Drawer, metrics: dict[str, Any]) -> None:
 
 def _site_agreement(site: SiteData, reads: pd.DataFrame | None, cutoffs: dict[str, float]) -> dict[str, Any]:
     """Model vs reference (Cohen's κ) and, with double reads, readers' baseline SLD ICC(2,1) and Bland–Altman."""
-    wide = site.predictions.pivot_table(index="USUBJID", columns="MODE", values="SCORE", aggfunc="first")
-    labels = site.predictions.drop_duplicates("USUBJID").set_index("USUBJID")["LABEL"].loc[wide.index]
-    called = (wide["full"] >= cutoffs["full"]).astype(int)
-    kappa = cohen_kappa(labels.tolist(), called.tolist(), labels=[0, 1])
-    out: dict[str, Any] = {"kappa_full": kappa.kappa, "kappa_full_ci": [kappa.ci_low, kappa.ci_high]}
+    held = site.predictions[site.predictions["SPLIT"] == "test"] if has_split(site) else site.predictions
+    out: dict[str, Any] = {"kappa_n": int(held["USUBJID"].nunique())}  # κ judges the model: held-out rows only
+    if len(held):
+        wide = held.pivot_table(index="USUBJID", columns="MODE", values="SCORE", aggfunc="first")
+        labels = held.drop_duplicates("USUBJID").set_index("USUBJID")["LABEL"].loc[wide.index]
+        called = (wide["full"] >= cutoffs["full"]).astype(int)
+        kappa = cohen_kappa(labels.tolist(), called.tolist(), labels=[0, 1])
+        out.update(kappa_full=kappa.kappa, kappa_full_ci=[kappa.ci_low, kappa.ci_high])
     if reads is not None and "READER" in reads.columns:
         sld = reader_sld(reads)
         if sld.shape[1] >= 2 and len(sld) >= 3:

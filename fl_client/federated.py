@@ -278,11 +278,16 @@ def _audit_sent(site_dir: Path, update: ModelUpdate, received: GlobalModel | Non
         who=f"site:{update.meta.site}", details=details)
 
 
-def write_site_predictions(path: Path, rows: list[str]) -> None:
-    """Write ``predictions.csv`` rows (``USUBJID,MODE,SCORE,LABEL,PFS_DAYS,PFS_EVENT``) atomically at the site."""
+def write_site_predictions(path: Path, rows: list[str], split: bool = False) -> None:
+    """Write ``predictions.csv`` rows (``USUBJID,MODE,SCORE,LABEL,PFS_DAYS,PFS_EVENT``) atomically at the site.
+
+    ``split``: the rows end with a ``SPLIT`` field (``train``/``test``, :mod:`evaluation.metrics`), so the
+    report judges the model on the held-out patients only.
+    """
     from evaluation.atomic import write_text_atomic
 
-    text = "USUBJID,MODE,SCORE,LABEL,PFS_DAYS,PFS_EVENT\n" + "\n".join(rows) + "\n"
+    header = "USUBJID,MODE,SCORE,LABEL,PFS_DAYS,PFS_EVENT" + (",SPLIT" if split else "")
+    text = header + "\n" + "\n".join(rows) + "\n"
     write_text_atomic(path, lambda stream: stream.write(text))
 
 
@@ -297,7 +302,8 @@ def fusion_task(site: str, site_input: Path | None, settings: ClientSettings) ->
     privacy budget is spent once per round). Standardisation is fitted per mode on the site's own training
     patients (nothing pooled); a seeded 75/25 patient split keeps a local test set. After the last round
     every patient of the site is scored in both modes and the rows stay at the site
-    (``site_dir/predictions.csv``, the :mod:`evaluation.metrics` layout, ``LABEL`` the primary early label);
+    (``site_dir/predictions.csv``, the :mod:`evaluation.metrics` layout, ``LABEL`` the primary early label,
+    ``SPLIT`` train/test);
     only ``n``/``n_test`` and the encrypted pooled-evaluation vectors (:mod:`fl_client.pooled_evaluation`)
     go back.
     """
@@ -332,10 +338,13 @@ def fusion_task(site: str, site_input: Path | None, settings: ClientSettings) ->
         scores = {mode: predict(getattr(net, mode), to_dataset(inputs.records, mode, v_max, scalers[mode]), device)
                   ["response"] for mode in TWO_MODES}
         # every patient of the site scored by the final global model in both modes (the evaluation layout:
-        # one LABEL per subject, the primary early label); the rows stay at the site
+        # one LABEL per subject, the primary early label); the rows stay at the site. SPLIT marks the
+        # patients that trained the model, so the report judges it on the held-out ones only
+        trained = {r.usubjid for r in train_records}
         rows = [f"{r.usubjid},{mode},{float(scores[mode][i]):.6f},{int(r.responder['early'])},{r.pfs_days:g},"
-                f"{int(r.pfs_event)}" for mode in TWO_MODES for i, r in enumerate(inputs.records)]
-        write_site_predictions(site_dir / "predictions.csv", rows)
+                f"{int(r.pfs_event)},{'train' if r.usubjid in trained else 'test'}"
+                for mode in TWO_MODES for i, r in enumerate(inputs.records)]
+        write_site_predictions(site_dir / "predictions.csv", rows, split=True)
         return {"n_test": float(len(test_records))}
 
     def model_fn() -> nn.Module:
