@@ -6,6 +6,7 @@ with :func:`build_model`, so a federated model and its centralized ceiling are t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.exceptions import ModelConfigError
 from models.fusion import BRANCHES, DEEP_BRANCHES, FusionNet
+
+log = logging.getLogger(__name__)
 
 MODEL_KINDS: dict[str, tuple[str, ...]] = {
     "fusion": BRANCHES,
@@ -42,6 +45,8 @@ class NetworkSettings(_Frozen):
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     wide_gain: float = Field(default=1.0, gt=0.0)
     deep_gain: float = Field(default=1.0, gt=0.0)
+    wide_groups: tuple[str, ...] | None = None  # global groups read by the wide path; None: all
+    wide_nodes: bool = True  # the wide path also reads the node features pooled over valid sub-regions
 
 
 class LossWeightSettings(_Frozen):
@@ -93,6 +98,7 @@ class InputDims:
     global_features: int
     clinical_features: int
     groups: tuple[tuple[int, ...], ...]
+    group_names: tuple[str, ...] = ()  # name of each entry of ``groups`` (empty when unknown)
 
     @staticmethod
     def from_group_names(node_features: int, group_names: Sequence[str], clinical_features: int) -> InputDims:
@@ -100,7 +106,20 @@ class InputDims:
         order: dict[str, list[int]] = {}
         for index, name in enumerate(group_names):
             order.setdefault(name, []).append(index)
-        return InputDims(node_features, len(group_names), clinical_features, tuple(tuple(v) for v in order.values()))
+        return InputDims(node_features, len(group_names), clinical_features, tuple(tuple(v) for v in order.values()),
+                         tuple(order))
+
+    def columns_of(self, names: Sequence[str] | None) -> list[int] | None:
+        """Global column indices of the groups ``names`` (None: all). When the data has none of these
+        groups (e.g. synthetic records with other group names) the wide path reads every column, logged."""
+        if names is None:
+            return None
+        picked = [i for name, cols in zip(self.group_names, self.groups, strict=False) if name in names for i in cols]
+        if not picked:
+            log.warning("none of the wide groups %s in the data's groups %s: the wide path reads every global column",
+                        list(names), list(self.group_names))
+            return None
+        return sorted(picked)
 
 
 def build_model(kind: str, n_timepoints: int, dims: InputDims, settings: NetworkSettings) -> FusionNet:
@@ -123,4 +142,6 @@ def build_model(kind: str, n_timepoints: int, dims: InputDims, settings: Network
         dropout=settings.dropout,
         wide_gain=settings.wide_gain,
         deep_gain=settings.deep_gain,
+        wide_columns=dims.columns_of(settings.wide_groups),
+        wide_nodes=settings.wide_nodes,
     )

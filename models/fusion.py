@@ -68,6 +68,8 @@ class WidePath(nn.Module):
         slopes, curvature) and C clinical columns.
     node_features : int
         F; 0 leaves the pooled node features out.
+    columns : sequence of int, optional
+        The global columns the wide path reads (default all G); the input width then counts these only.
     gain : float
         Constant factor on the linear outputs. Adam's step is invariant to the gradient's scale, so the
         gain multiplies the wide path's effective learning rate by ``gain`` without a second optimizer —
@@ -77,12 +79,16 @@ class WidePath(nn.Module):
     """
 
     def __init__(
-        self, global_features: int, clinical_features: int, n_timepoints: int, gain: float = 1.0, node_features: int = 0
+        self, global_features: int, clinical_features: int, n_timepoints: int, gain: float = 1.0,
+        node_features: int = 0, columns: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         slots = 1 + max(n_timepoints - 1, 0) + max(n_timepoints - 2, 0)
+        self.columns = list(range(global_features)) if columns is None else [int(c) for c in columns]
+        if any(c < 0 or c >= global_features for c in self.columns):
+            raise ModelConfigError(f"wide columns must lie in [0, {global_features}), but were {self.columns}")
         self.node_features = node_features
-        self.linear = nn.Linear(slots * (global_features + node_features) + clinical_features, 3)
+        self.linear = nn.Linear(slots * (len(self.columns) + node_features) + clinical_features, 3)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
         self.gain = float(gain)
@@ -93,7 +99,7 @@ class WidePath(nn.Module):
     ) -> Tensor:
         """``globals_`` (B, T, G), ``days`` (B, T), ``clinical`` (B, C), and with ``node_features`` > 0 ``x``
         (B, T, V, F) and ``node_valid`` (B, T, V) → (B, 3) linear head outputs."""
-        trajectory = globals_
+        trajectory = globals_[..., self.columns]
         if self.node_features:
             if x is None or node_valid is None:
                 raise ModelInputError("this wide path pools node features: pass x and node_valid")
@@ -127,6 +133,10 @@ class FusionNet(nn.Module):
         Constant factor on the deep heads' outputs when the wide path is present (ignored without it, so
         the single-branch baselines train as before); below 1 it slows what the deep part can add per Adam
         step (the counterpart of ``wide_gain``), a brake against the deep branches fitting the residual noise.
+    wide_columns : sequence of int, optional
+        Global columns of the wide path (default all).
+    wide_nodes : bool
+        Whether the wide path also reads the node features pooled over the valid sub-regions.
     """
 
     def __init__(
@@ -144,6 +154,8 @@ class FusionNet(nn.Module):
         dropout: float = 0.1,
         wide_gain: float = 1.0,
         deep_gain: float = 1.0,
+        wide_columns: Sequence[int] | None = None,
+        wide_nodes: bool = True,
     ) -> None:
         super().__init__()
         unknown = set(branches) - set(BRANCHES)
@@ -169,7 +181,8 @@ class FusionNet(nn.Module):
             width += embed_dim // 2
         self.wide: WidePath | None = None
         if "wide" in branches:
-            self.wide = WidePath(global_features, clinical_features, n_timepoints, wide_gain, node_features)
+            self.wide = WidePath(global_features, clinical_features, n_timepoints, wide_gain,
+                                 node_features if wide_nodes else 0, wide_columns)
         self.trunk: nn.Module | None = None
         self.head_response: nn.Linear | None = None
         self.head_risk: nn.Linear | None = None

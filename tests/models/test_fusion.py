@@ -124,3 +124,21 @@ def test_gains_scale_the_two_halves() -> None:
     assert FusionNet(6, 9, 5, 2, branches=("stgcn",), deep_gain=0.25).deep_gain == 1.0
     with pytest.raises(ValueError, match="greater than 0"):
         NetworkSettings(wide_gain=0.0)
+
+
+@pytest.mark.parametrize(
+    ("wide_groups", "expected"),
+    [(None, [0, 1, 2, 3, 4, 5, 6, 7, 8]), (("b",), [4, 5, 6, 7, 8]), (("a", "zz"), [0, 1, 2, 3]),
+     (("zz",), [0, 1, 2, 3, 4, 5, 6, 7, 8])],  # none present: every column (synthetic records), logged
+)
+def test_wide_groups_select_the_wide_columns(wide_groups: tuple[str, ...] | None, expected: list[int]) -> None:
+    dims = InputDims.from_group_names(6, ["a"] * 4 + ["b"] * 5, 5)
+    model = build_model("fusion", 2, dims, NetworkSettings(wide_groups=wide_groups, wide_nodes=False))
+    assert model.wide is not None and model.wide.columns == expected and model.wide.node_features == 0
+    assert model.wide.linear.in_features == 2 * len(expected) + 5
+    torch.nn.init.normal_(model.wide.linear.weight)
+    batch = list(_batch(2))
+    out = model.wide(batch[4], batch[3], batch[5])
+    unused = [c for c in range(9) if c not in expected]
+    batch[4][..., unused] += 100.0  # columns outside the wide groups do not reach the wide path
+    torch.testing.assert_close(model.wide(batch[4], batch[3], batch[5]), out)
