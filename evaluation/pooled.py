@@ -332,7 +332,7 @@ def _mode_metrics(blocks: Mapping[str, NDArray[np.float64]], mode: str, cutoff: 
         "auc_ci": list(normal_ci(auc, var)) if np.isfinite(auc) else [float("nan")] * 2,
         "auc_binning_bound": auc_binning_bound(blocks[f"{mode}.hist_pos"], blocks[f"{mode}.hist_neg"]),
         "cutoff": cutoff,
-        "n": int(n),
+        "n": int(np.rint(n)),  # the brier block is not rounded after decryption (CKKS noise ~1e-7)
         "sensitivity": bm.sensitivity.estimate,
         "sensitivity_ci": [bm.sensitivity.low, bm.sensitivity.high],
         "specificity": bm.specificity.estimate,
