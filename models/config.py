@@ -6,6 +6,7 @@ with :func:`build_model`, so a federated model and its centralized ceiling are t
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,10 +117,16 @@ class InputDims:
             return None
         picked = [i for name, cols in zip(self.group_names, self.groups, strict=False) if name in names for i in cols]
         if not picked:
-            log.warning("none of the wide groups %s in the data's groups %s: the wide path reads every global column",
-                        list(names), list(self.group_names))
+            _warn_wide_fallback(tuple(names), self.group_names)
             return None
         return sorted(picked)
+
+
+@functools.lru_cache(maxsize=16)
+def _warn_wide_fallback(names: tuple[str, ...], present: tuple[str, ...]) -> None:
+    """Once per combination (every fold builds a model)."""
+    log.warning("none of the wide groups %s in the data's groups %s: the wide path reads every global column",
+                list(names), list(present))
 
 
 def build_model(kind: str, n_timepoints: int, dims: InputDims, settings: NetworkSettings) -> FusionNet:
