@@ -1,7 +1,8 @@
 """A site's part in the encrypted pooled evaluation of the final federated model (plain functions).
 
 After the last round every site scores its own patients with the final global model and keeps the rows
-(``site_dir/predictions.csv``, the :mod:`evaluation.metrics` layout). What leaves the site are two
+(``site_dir/predictions.csv``, the :mod:`evaluation.metrics` layout, ``SPLIT`` marking training and held-out
+patients so that ``fedresponse evaluate`` judges the model on the held-out ones). What leaves the site are two
 encrypted site-level vectors, each through the one packing code of :mod:`privacy.update` /
 :mod:`privacy.ckks` and wrapped as a :class:`privacy.update.ModelUpdate` (so the server validates and
 adds it exactly like a model update):
@@ -104,6 +105,11 @@ def held_out_aggregate(site: str, predictions: pd.DataFrame, test_ids: list[str]
     from evaluation.metrics import SiteData, site_inputs
 
     rows = _rows(predictions, test_ids, "test").reset_index(drop=True)
+    if "SPLIT" in rows.columns and (rows["SPLIT"] != "test").any():
+        # only when the site has no held-out patient (the task then evaluates on its training patients)
+        log.warning("site %s: %d of the pooled 'test' subjects are marked SPLIT=train in predictions.csv; the pooled "
+                    "held-out aggregate includes training patients", site, rows.loc[rows["SPLIT"] != "test",
+                                                                                     "USUBJID"].nunique())
     return site_aggregate(site_inputs(SiteData(site, rows), cutoffs), layout or AggregateLayout())
 
 
