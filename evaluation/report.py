@@ -101,7 +101,7 @@ def _basis_note(metrics: dict[str, Any]) -> str:
     p = metrics["pooled"]
     basis = metrics.get("model_basis", "all analysed patients")
     return (f'<p id="model-basis">Model statistics (AUC, sensitivity, specificity, calibration, predicted-group KM, '
-            f"model-vs-reference κ) rest on {_fmt(p.get('n_heldout', p['n']))} {_fmt(basis)}; reference "
+            f"model-vs-reference κ) rest on {_fmt(p.get('n_heldout', p['n']))} patients — {_fmt(basis)}; reference "
             f"endpoints (ORR, PFS, DHI, reader agreement, participant flow) on all {_fmt(p['n'])} analysed "
             "patients.</p>")
 

@@ -118,7 +118,7 @@ def test_pooled_model_block_rests_on_the_held_out_rows(split_run: Path, split_me
     assert metrics["model_basis"] == HELDOUT_BASIS
     text = " ".join(report.split())
     assert "held-out patients of each site (seeded 75/25 split" in text
-    assert f"rest on {n_test} held-out patients" in text
+    assert f"rest on {n_test} patients — held-out patients of each site" in text
 
 
 def test_without_split_every_row_judges_the_model(split_run: Path, tmp_path: Path) -> None:
