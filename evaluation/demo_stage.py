@@ -73,15 +73,21 @@ def _evaluate_federated(ctx: DemoContext, run: Path, centralized: dict[str, Any]
     """``fedresponse evaluate`` of the federated run into ``evaluation_federated/`` (no screenshot)."""
     from evaluation.evaluate import load_run
     from evaluation.report import write_evaluation
-    from fedresponse.commands.evaluate import _ckks_codec
+    from fedresponse.commands.evaluate import _ckks_codec, heldout_line, key_holder_evaluation
 
     keys = ctx.artifacts.get("ckks_keys")
     inputs = load_run(run, ctx.cohort if ctx.cohort.is_dir() else None, assessments, dhi_tables=dhi)
-    paths = write_evaluation(inputs, ctx.out / "evaluation_federated", codec=_ckks_codec(keys) if keys else None)
+    # the demo plays the PI (key holder): `fedresponse evaluate RUN --keys KEYDIR` decrypts the pooled aggregate
+    heldout = key_holder_evaluation(run, Path(keys) if keys else None)
+    paths = write_evaluation(inputs, ctx.out / "evaluation_federated", codec=_ckks_codec(keys) if keys else None,
+                             heldout=heldout)
     line = federated_line(json.loads(paths["metrics"].read_text(encoding="utf-8")), centralized)
     ctx.console.print(line)
-    return {"federated PI report": str(paths["report"]), "federated metrics.json": str(paths["metrics"]),
-            "federated vs centralized (pooled, all patients)": line}
+    produced = {"federated PI report": str(paths["report"]), "federated metrics.json": str(paths["metrics"]),
+                "federated vs centralized (pooled; federated on held-out patients)": line}
+    if heldout is not None:
+        produced["federated pooled held-out AUC"] = heldout_line(heldout)
+    return produced
 
 
 def federated_line(federated: dict[str, Any], centralized: dict[str, Any]) -> str:
