@@ -36,7 +36,13 @@ def _small(t: int) -> FusionNet:
 
 def _net() -> EarlyFullNet:
     torch.manual_seed(0)
-    return EarlyFullNet(_small(2), _small(3))
+    net = EarlyFullNet(_small(2), _small(3))
+    for model in (net.early, net.full):  # wide & deep zero-initialises the heads and the wide path: give them
+        heads = [model.head_response, model.head_risk, model.head_pseudo, model.wide.linear if model.wide else None]
+        for head in heads:  # weights, so every parameter has a non-trivial per-sample gradient to compare
+            if head is not None:
+                torch.nn.init.normal_(head.weight, std=0.5)
+    return net
 
 
 def _batch(n: int, seed: int = 0) -> list[torch.Tensor]:
@@ -80,6 +86,8 @@ def test_per_sample_gradients_equal_one_at_a_time() -> None:
         for (name, p_batch), p_ref in zip(net.named_parameters(), reference.parameters(), strict=True):
             assert p_batch.grad_sample is not None, name
             torch.testing.assert_close(p_batch.grad_sample[i], p_ref.grad, rtol=1e-4, atol=1e-5, msg=name)
+    nonzero = [n for n, p in net.named_parameters() if p.grad_sample is not None and p.grad_sample.abs().max() > 0]
+    assert len(nonzero) == len(list(net.parameters())), "a parameter with all-zero per-sample gradients proves nothing"
 
 
 def test_loss_is_both_modes_and_masks_unknown_full_labels() -> None:
