@@ -14,7 +14,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))  # the shared synthetic records
-from model_records import GLOBAL_GROUPS, N_CLINICAL, make_records
+from model_records import GLOBAL_GROUPS, N_CLINICAL, make_records, with_deep_heads
 
 import fl_client.centralized as centralized
 from evaluation.metrics import read_predictions
@@ -48,16 +48,6 @@ def _one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def _with_deep_heads(model: torch.nn.Module) -> torch.nn.Module:
-    """Wide & deep zero-initialises the deep heads (training starts from the linear path); give them weights
-    so that the deep branches' inputs really reach the outputs in tests of what the model can see."""
-    generator = torch.Generator().manual_seed(11)
-    for head in (model.head_response, model.head_risk, model.head_pseudo):
-        with torch.no_grad():
-            head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * 0.5)
-    return model
 
 
 def test_patient_folds_are_disjoint_stratified_and_cover_everyone() -> None:
@@ -111,7 +101,7 @@ def test_attributions_are_complete() -> None:
     records = make_records(4, seed=2)
     data = to_dataset(records, "full", 12, Standardizer.fit(records, "full"))
     torch.manual_seed(0)
-    model = _with_deep_heads(build_model("fusion", 3, InputDims.from_group_names(6, GLOBAL_GROUPS, N_CLINICAL),
+    model = with_deep_heads(build_model("fusion", 3, InputDims.from_group_names(6, GLOBAL_GROUPS, N_CLINICAL),
                                          TINY.model))
     attr = integrated_gradients(model, data, torch.device("cpu"), steps=64)
     inputs = list(data.tensors[:6])

@@ -14,7 +14,7 @@ from opacus.data_loader import DPDataLoader
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))  # the shared synthetic records
-from model_records import GLOBAL_GROUPS, N_CLINICAL, make_records
+from model_records import GLOBAL_GROUPS, N_CLINICAL, make_records, with_deep_heads
 
 from fl_client.train import (
     FIELDS,
@@ -62,22 +62,12 @@ def test_leakage_guard_compares_label_day_with_last_input_scan(mode: str, label_
         assert_no_label_leakage([record], mode)
 
 
-def _with_deep_heads(model: torch.nn.Module) -> torch.nn.Module:
-    """Wide & deep zero-initialises the deep heads (training starts from the linear path); give them weights
-    so that the deep branches' inputs really reach the outputs in tests of what the model can see."""
-    generator = torch.Generator().manual_seed(11)
-    for head in (model.head_response, model.head_risk, model.head_pseudo):
-        with torch.no_grad():
-            head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * 0.5)
-    return model
-
-
 def test_early_mode_predictions_ignore_everything_at_t2() -> None:
     """No early-mode input carries T2: rewriting T2 images/features/days leaves early predictions unchanged."""
     records = make_records(12, seed=1)
     scaler = Standardizer.fit(records, "early")
     torch.manual_seed(0)
-    model = _with_deep_heads(build_model("fusion", 2, DIMS, SMALL))
+    model = with_deep_heads(build_model("fusion", 2, DIMS, SMALL))
     before = predict(model, to_dataset(records, "early", 12, scaler), CPU)
     for r in records:
         r.graph.x[2] = torch.randn_like(r.graph.x[2]) * 50

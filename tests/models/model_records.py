@@ -78,3 +78,13 @@ def make_records(n: int, seed: int, sites: int = 3) -> list[PatientRecord]:
             )
         )
     return records
+
+
+def with_deep_heads(model: torch.nn.Module, seed: int = 11, std: float = 0.5) -> torch.nn.Module:
+    """Wide & deep zero-initialises the deep heads (training starts from the linear path); give them weights
+    so that the deep branches' inputs really reach the outputs in tests of what the model can see."""
+    generator = torch.Generator().manual_seed(seed)
+    for head in (model.head_response, model.head_risk, model.head_pseudo):
+        with torch.no_grad():
+            head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * std)
+    return model
