@@ -241,7 +241,7 @@ def _reference_endpoints(data: SiteData, wide: pd.DataFrame) -> dict[str, Any]:
         out["dhi_auc"], dci = delong_auc_ci(y, dhi)
         out["dhi_auc_ci"] = list(dci)
         if e.sum() and np.ptp(dhi) > 0:
-            hr, hci, p = cox_hazard_ratio(t, e, dhi)
+            hr, hci, p = cox_hazard_ratio(t, e, dhi / dhi_hr_unit())
             out["dhi_hr"], out["dhi_hr_ci"], out["dhi_hr_p"] = hr, list(hci), p
     if e.sum() and 0 < y.sum() < y.size:
         hr, hci, p = cox_hazard_ratio(t, e, y)
@@ -335,14 +335,22 @@ def compute_metrics(
     }
 
 
+def dhi_hr_unit() -> float:
+    """The DHI increment hazard ratios are reported per (``configs/study.yaml`` ``heterogeneity.dhi_hr_unit``)."""
+    from evaluation.protocol import load_protocol
+
+    return load_protocol().heterogeneity.dhi_hr_unit
+
+
 def pooled_dhi_hazard_ratio(sites: list[SiteData], codec: AggregateCodec) -> dict[str, Any]:
-    """Pooled Cox HR of PFS per unit DHI, site-stratified, from the sites' encrypted score/information sums.
+    """Pooled Cox HR of PFS per ``dhi_hr_unit`` of DHI, site-stratified, from the sites' encrypted score/information
+    sums.
 
     Returns ``dhi_hr``, ``dhi_hr_ci``, ``dhi_hr_p``, ``dhi_hr_method`` and ``dhi_hr_iterations`` (all None
     when a site has no DHI or the model cannot be fitted; the reason is logged).
     """
     empty: dict[str, Any] = {"dhi_hr": None, "dhi_hr_ci": None, "dhi_hr_p": None, "dhi_hr_method": COX_POOLED_METHOD,
-                             "dhi_hr_iterations": None}
+                             "dhi_hr_iterations": None, "dhi_hr_unit": dhi_hr_unit()}
     strata = []
     for data in sites:
         wide = _wide(data.predictions)
@@ -351,11 +359,12 @@ def pooled_dhi_hazard_ratio(sites: list[SiteData], codec: AggregateCodec) -> dic
             return empty
         keep = np.isfinite(wide["DHI"].to_numpy(float))
         strata.append(SiteSurvival.of(wide["PFS_DAYS"].to_numpy(float)[keep], wide["PFS_EVENT"].to_numpy(int)[keep],
-                                      wide["DHI"].to_numpy(float)[keep]))
+                                      wide["DHI"].to_numpy(float)[keep] / dhi_hr_unit()))
     try:
         fit = fit_pooled_cox(strata, codec)
     except PooledStatisticsError as exc:
         log.warning("pooled DHI HR not estimable: %s", exc)
         return empty
     return {"dhi_hr": float(fit.hr[0]), "dhi_hr_ci": [float(fit.hr_low[0]), float(fit.hr_high[0])],
-            "dhi_hr_p": float(fit.p[0]), "dhi_hr_method": COX_POOLED_METHOD, "dhi_hr_iterations": fit.iterations}
+            "dhi_hr_p": float(fit.p[0]), "dhi_hr_method": COX_POOLED_METHOD, "dhi_hr_iterations": fit.iterations,
+            "dhi_hr_unit": dhi_hr_unit()}

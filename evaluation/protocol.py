@@ -71,6 +71,12 @@ class Agreement(_Frozen):
     icc_min: float = Field(gt=0, le=1)
 
 
+class Heterogeneity(_Frozen):
+    """How the DHI is reported: hazard ratios per ``dhi_hr_unit`` of DHI (a DHI of 1 is far outside its range)."""
+
+    dhi_hr_unit: float = Field(gt=0)
+
+
 class StudyProtocol(_Frozen):
     """Typed view of ``configs/study.yaml``."""
 
@@ -83,6 +89,7 @@ class StudyProtocol(_Frozen):
     recist: Recist
     irecist: Irecist
     agreement: Agreement
+    heterogeneity: Heterogeneity
     data_cutoff_day: int = Field(gt=0)
 
     @property

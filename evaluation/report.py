@@ -166,11 +166,13 @@ def _dhi(metrics: dict[str, Any]) -> str:
     note = (f'<p class="method">Pooled DHI AUC from histograms over the agreed DHI range; binning error at most '
             f"{bound:.4f}.</p>") if bound is not None else ""
     method = metrics["pooled"].get("dhi_hr_method")
+    unit = metrics["pooled"].get("dhi_hr_unit") or 1.0
     if method:
         steps = metrics["pooled"].get("dhi_hr_iterations")
         done = f" ({steps} Newton steps)" if steps else " (not estimable on these data)"
-        note += f'<p class="method">Pooled HR per unit DHI: {html.escape(method)}{done}. Site rows: site-local Cox.</p>'
-    return _table(["block", "DHI AUC", "95 % CI (DeLong)", "Cox HR per unit DHI", "95 % CI"], rows) + note
+        note += (f'<p class="method">Pooled HR per {unit:g} DHI: {html.escape(method)}{done}. Site rows: site-local '
+                 "Cox.</p>")
+    return _table(["block", "DHI AUC", "95 % CI (DeLong)", f"Cox HR per {unit:g} DHI", "95 % CI"], rows) + note
 
 
 def _agreement(metrics: dict[str, Any]) -> str:
