@@ -111,7 +111,8 @@ def _ci(pair: list[object] | None, digits: int = 2) -> str:
 def headline(metrics: dict[str, Any]) -> str:
     """One line of the pooled headline numbers (as in metrics.json; ``inf`` = median not reached)."""
     p = metrics["pooled"]
-    return (f"pooled AUC full {_num(p['full']['auc'])} ({_ci(p['full']['auc_ci'])}), early {_num(p['early']['auc'])}; "
-            f"sens {_num(p['full']['sensitivity'])}, spec {_num(p['full']['specificity'])}; "
+    return (f"pooled AUC early {_num(p['early']['auc'])} ({_ci(p['early']['auc_ci'])}), full {_num(p['full']['auc'])} "
+            f"({_ci(p['full']['auc_ci'])}); full-mode sens {_num(p['full']['sensitivity'])}, "
+            f"spec {_num(p['full']['specificity'])}; "
             f"ORR {_num(p['orr'])} ({_ci(p['orr_ci'])}); median PFS {_num(p['median_pfs_days'], 0)} d "
             f"({_ci(p['median_pfs_ci'], 0)}) [{metrics['pooling']['codec']}]")

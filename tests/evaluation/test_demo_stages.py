@@ -37,7 +37,8 @@ def test_evaluate_stage_writes_report_screenshot_and_headline(synthetic_run: dic
     ctx = DemoContext(out=root, seed=1, console=Console(quiet=True), artifacts=artifacts)
     produced = evaluate_stage.run(ctx)
     metrics = json.loads(Path(produced["metrics.json"]).read_text())
-    assert f"pooled AUC full {metrics['pooled']['full']['auc']:.2f}" in produced["headline"]
+    assert f"pooled AUC early {metrics['pooled']['early']['auc']:.2f}" in produced["headline"]
+    assert f"full {metrics['pooled']['full']['auc']:.2f}" in produced["headline"]
     assert Path(produced["PI report"]).exists()
     if "report screenshot" in produced:
         assert Path(produced["report screenshot"]).stat().st_size > 50_000
