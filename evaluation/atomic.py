@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 
 def replace_directory(staged: Path, out: Path) -> None:
@@ -31,10 +31,20 @@ def write_text_atomic(path: Path, write: Callable[[TextIO], object], *, newline:
 
     A crash leaves either the previous file or the complete new one, never a truncated file.
     """
+    _write_atomic(path, "w", write, newline)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """:func:`write_text_atomic` for bytes (serialized ciphertexts, checkpoints)."""
+    _write_atomic(path, "wb", lambda stream: stream.write(data), None)
+
+
+def _write_atomic(path: Path, mode: str, write: Callable[[Any], object], newline: str | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline=newline) as stream:
+        binary = "b" in mode
+        with os.fdopen(handle, mode, encoding=None if binary else "utf-8", newline=newline) as stream:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())

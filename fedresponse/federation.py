@@ -220,6 +220,7 @@ def pooled_summary(run: Path, centralized: Path | None = None, keys: Path | None
     the same reference label (:func:`_centralized_fusion`).
     Returns the comparison, or None when the run has no pooled aggregate (a task without a test split).
     """
+    from evaluation.atomic import write_text_atomic
     from evaluation.pooled import AggregateLayout, PlainCodec, pool, pooled_metrics
     from fl_server.pooling import AGGREGATE_META, load_pooled_aggregate
     from privacy.update import decode_vector
@@ -235,8 +236,8 @@ def pooled_summary(run: Path, centralized: Path | None = None, keys: Path | None
     metrics = pooled_metrics(pool([vector], PlainCodec(), layout), cutoffs, layout)
     metrics.update(n_test=summed.total_examples, sites=summed.contributors,
                    evaluation="held-out test patients of each site (seeded 75/25 split), encrypted site aggregates")
-    (run / "pooled_metrics.json").write_text(json.dumps(_json_ready(metrics), indent=1, allow_nan=False),
-                                             encoding="utf-8")
+    write_text_atomic(run / "pooled_metrics.json",
+                      lambda stream: json.dump(_json_ready(metrics), stream, indent=1, allow_nan=False))
     federated: dict[str, Any] = {"run": str(run), "model": "fusion (federated)", "n_test": summed.total_examples,
                                  "evaluation": metrics["evaluation"] + ", binned DeLong CI; reference LABEL"}
     for mode in ("early", "full"):
@@ -244,7 +245,7 @@ def pooled_summary(run: Path, centralized: Path | None = None, keys: Path | None
         federated[mode] = {"auc": block["auc"], "auc_ci": block["auc_ci"], "cutoff": block["cutoff"],
                            "auc_binning_bound": block["auc_binning_bound"]}
     comparison = _json_ready({"federated": federated, "centralized": _centralized_fusion(centralized)})
-    (run / "comparison.json").write_text(json.dumps(comparison, indent=2, allow_nan=False), encoding="utf-8")
+    write_text_atomic(run / "comparison.json", lambda stream: json.dump(comparison, stream, indent=2, allow_nan=False))
     return dict(comparison)
 
 

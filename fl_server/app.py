@@ -22,6 +22,7 @@ from typing import Any
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
+from evaluation.atomic import write_text_atomic
 from fl_server import pooling
 from fl_server.checkpoint import load_latest, save_checkpoint
 from fl_server.strategy import NotEnoughUpdates, RoundReport, aggregate_round
@@ -165,10 +166,7 @@ def _write_privacy_summary(settings: ServerSettings, rows: list[LedgerRow]) -> N
     summary = {"delta": next(iter(latest.values())).delta if latest else None,
                "sites": {site: {"epsilon": row.epsilon, "budget": settings.epsilon_budget, "rounds": row.round,
                                 "accountant": row.accountant} for site, row in sorted(latest.items())}}
-    path = settings.run_dir / "privacy.json"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(path)
+    write_text_atomic(settings.run_dir / "privacy.json", lambda stream: json.dump(summary, stream, indent=1))
 
 
 def serve(grid: Grid, settings: ServerSettings) -> list[RoundReport]:
@@ -242,10 +240,8 @@ def _final_evaluation(grid: Grid, settings: ServerSettings, global_model: Global
                    if k != "site" and isinstance(v, int | float) and not isinstance(v, bool)}
         # NaN (e.g. an AUC on a one-class local test set) is written as null: strict JSON
         metrics[site] = {k: (None if isinstance(v, float) and v != v else v) for k, v in scalars.items()}
-    path = settings.run_dir / "site_metrics.json"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True))
-    tmp.replace(path)
+    write_text_atomic(settings.run_dir / "site_metrics.json",
+                      lambda stream: json.dump(metrics, stream, indent=1, sort_keys=True))
     log.info("final evaluation: %s", metrics)
     try:
         _pool_evaluation(grid, settings, global_model.round, replies, errors, keys, audit)

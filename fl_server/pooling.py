@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from evaluation.atomic import write_bytes_atomic, write_text_atomic
 from evaluation.pooled import MODES, AggregateLayout
 from fl_server.validation import Expectation
 from privacy.ckks import CkksParameters, KeyInfo
@@ -92,15 +91,6 @@ def agreed_cutoffs(reported: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str,
     return dict(zip(MODES, agreed, strict=True)), refused
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-        tmp = Path(handle.name)
-    os.replace(tmp, path)
-
-
 def save_pooled_aggregate(run_dir: Path, summed: GlobalModel, cutoffs: Mapping[str, float]) -> Path:
     """Write the encrypted pooled aggregate, its index and ``cutoffs.json`` (each file atomically).
 
@@ -112,13 +102,13 @@ def save_pooled_aggregate(run_dir: Path, summed: GlobalModel, cutoffs: Mapping[s
     for chunk in summed.chunks:
         offsets.append([position, len(chunk)])
         position += len(chunk)
-    _write_atomic(run_dir / AGGREGATE_BIN, b"".join(summed.chunks))
+    write_bytes_atomic(run_dir / AGGREGATE_BIN, b"".join(summed.chunks))
     meta = {k: v for k, v in summed.to_record().items() if k != "chunks"}
     index = {"aggregate": meta, "offsets": offsets, "cutoffs": dict(cutoffs), "blob": AGGREGATE_BIN,
              "n_test": summed.total_examples}
-    _write_atomic(run_dir / CUTOFFS, json.dumps({**dict(cutoffs), "source": CUTOFF_SOURCE,
-                                                 "sites": summed.contributors}, indent=2).encode())
-    _write_atomic(run_dir / AGGREGATE_META, json.dumps(index, indent=1).encode())
+    cutoff_doc = {**dict(cutoffs), "source": CUTOFF_SOURCE, "sites": summed.contributors}
+    write_text_atomic(run_dir / CUTOFFS, lambda stream: json.dump(cutoff_doc, stream, indent=2))
+    write_text_atomic(run_dir / AGGREGATE_META, lambda stream: json.dump(index, stream, indent=1))
     log.info("pooled aggregate of %s written to %s (%d bytes, encrypted)", ", ".join(summed.contributors),
              run_dir / AGGREGATE_BIN, position)
     return run_dir / AGGREGATE_META

@@ -120,12 +120,10 @@ def site_dhi(store_dir: Path, out: Path, seed: int = 0, device: str = "auto") ->
     Columns: ``USUBJID, LESIONID, FROM, TO, DAYS, ITH_FROM, ITH_TO, DELTA_ITH, JSD, DHI, STATUS``.
     Returns the number of rows and the skipped subjects with the reason.
     """
-    import os
-    import tempfile
-
     import pandas as pd
     import torch
 
+    from evaluation.atomic import write_text_atomic
     from fl_client.store import SiteStore
     from radiomics.dhi import dhi_intervals, habitat_states
     from radiomics.exceptions import RadiomicsError
@@ -148,15 +146,8 @@ def site_dhi(store_dir: Path, out: Path, seed: int = 0, device: str = "auto") ->
                          "DAYS": iv.days, "ITH_FROM": states[iv.start].ith, "ITH_TO": states[iv.end].ith,
                          "DELTA_ITH": iv.delta_ith, "JSD": iv.jsd, "DHI": iv.dhi, "STATUS": iv.status})
     columns = ["USUBJID", "LESIONID", "FROM", "TO", "DAYS", "ITH_FROM", "ITH_TO", "DELTA_ITH", "JSD", "DHI", "STATUS"]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    try:
-        pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    table = pd.DataFrame(rows, columns=columns)
+    write_text_atomic(out, lambda stream: table.to_csv(stream, index=False), newline="")
     return len(rows), skipped
 
 
