@@ -105,7 +105,7 @@ class WidePath(nn.Module):
                 raise ModelInputError("this wide path pools node features: pass x and node_valid")
             valid = node_valid.unsqueeze(-1)
             pooled = (x * valid).sum(2) / valid.sum(2).clamp(min=1.0)  # (B, T, F): mean over valid sub-regions
-            trajectory = torch.cat([globals_, pooled], dim=-1)
+            trajectory = torch.cat([trajectory, pooled], dim=-1)  # the chosen global columns, then the pool
         components = [component.flatten(1) for _, component, _ in divided_differences(trajectory, days)]
         out: Tensor = self.linear(torch.cat([*components, clinical], dim=-1)) * self.gain
         return out

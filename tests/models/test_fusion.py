@@ -142,3 +142,23 @@ def test_wide_groups_select_the_wide_columns(wide_groups: tuple[str, ...] | None
     unused = [c for c in range(9) if c not in expected]
     batch[4][..., unused] += 100.0  # columns outside the wide groups do not reach the wide path
     torch.testing.assert_close(model.wide(batch[4], batch[3], batch[5]), out)
+
+
+@pytest.mark.parametrize(("columns", "t"), [([0, 4], 2), ([1, 2, 8], 3), (None, 3)])
+def test_wide_path_with_pooled_nodes_reads_a_subset_of_global_columns(columns: list[int] | None, t: int) -> None:
+    """``wide_nodes`` with chosen columns: the input width counts the chosen columns plus the pooled nodes
+    (it used to concatenate every global column and crash on the shape)."""
+    model = FusionNet(6, 9, 5, t, branches=("wide",), wide_columns=columns, wide_nodes=True).eval()
+    assert model.wide is not None
+    slots = 1 + (t - 1) + max(t - 2, 0)
+    assert model.wide.linear.in_features == slots * (len(columns or range(9)) + 6) + 5
+    torch.nn.init.normal_(model.wide.linear.weight, generator=torch.Generator().manual_seed(0))
+    batch = _batch(t)
+    out = model(*batch)
+    assert out.response.shape == (5,) and torch.isfinite(out.response).all()
+    if columns is not None:  # an unread global column cannot move the output
+        unread = next(c for c in range(9) if c not in columns)
+        shifted = batch[4].clone()
+        shifted[..., unread] += 5.0
+        again = model(*batch[:4], shifted, batch[5])
+        assert torch.allclose(out.response, again.response)
