@@ -202,7 +202,9 @@ def make_cohort(workdir: Path, patients_per_site: int, preset: str, seed: int) -
                     "--seed", str(seed), "--preset", preset], check=True)
     env = {**os.environ, "FEDRESPONSE_REID_PASSPHRASE": "benchmark-only-passphrase"}
     stores = []
-    for site in sorted(p.name for p in cohort.iterdir() if p.is_dir() and p.name.startswith("S")):
+    from synth.cohort import cohort_sites
+
+    for site in cohort_sites(cohort):
         store = workdir / "stores" / site
         subprocess.run([*cli, "ingest", str(cohort / site), "--site", site, "--out", str(store)], check=True, env=env)
         stores.append(store)

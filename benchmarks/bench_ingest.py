@@ -133,7 +133,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench_ingest_"))
     try:
         cohort = _cohort(args, work)
-        sites = sorted(p.name for p in cohort.iterdir() if p.is_dir() and p.name.startswith("S"))
+        from synth.cohort import cohort_sites
+
+        sites = cohort_sites(cohort)
         header = (f"{'site':4} {'slices':>6} {'wall s':>7} {'cpu s':>6} {'sl/s':>6} {'sl/cpu-s':>8} "
                   f"{'base sl/s':>9} {'ratio':>6} {'peak+ MB':>8} {'series MB':>9} {'site px MB':>10}")
         print(header)

@@ -7,6 +7,7 @@ the first dose, there is no day 0.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -77,11 +78,55 @@ class Heterogeneity(_Frozen):
     dhi_hr_unit: float = Field(gt=0)
 
 
+class Populations(_Frozen):
+    """The analysis populations (one definition; :mod:`evaluation.populations` derives the flags per site).
+
+    ``efficacy_visits`` are the protocol scans an efficacy (model-evaluation) subject must have;
+    ``efficacy_needs_reference`` requires a dynamic-iRECIST reference label; ``endpoint_fields`` maps a
+    per-endpoint flag (``PFSFL``) to the CRF fields whose unresolved HARD query removes a subject from that
+    endpoint only (with the reason recorded) instead of from the study; ``orr_denominator`` is the flag whose
+    subjects form the protocol's ORR denominator (``ITTFL``: all enrolled).
+    """
+
+    efficacy_visits: tuple[str, ...] = Field(min_length=1)
+    efficacy_needs_reference: bool = True
+    endpoint_fields: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    orr_denominator: str = Field(default="ITTFL", pattern=r"^(ITTFL|ELIGFL|EFFFL)$")
+
+    @model_validator(mode="after")
+    def _known_flags(self) -> Populations:
+        unknown = sorted(set(self.endpoint_fields) - {"PFSFL"})
+        if unknown:
+            raise ValueError(f"populations.endpoint_fields: unknown endpoint flag(s) {unknown}; known: ['PFSFL']")
+        return self
+
+
+class Statistics(_Frozen):
+    """Disclosure and estimability limits of the reported statistics.
+
+    ``min_cell_size``: a site contributes to a pooled statistic only when each of its cells (e.g. responders
+    and non-responders, events) holds at least this many subjects; ``min_patients_estimate``: fewer analysed
+    subjects than this and an estimate is reported as not estimable.
+    """
+
+    min_cell_size: int = Field(ge=1)
+    min_patients_estimate: int = Field(ge=1)
+
+
+class Registration(_Frozen):
+    """The trial registration the protocol implements (registry, number, registered public title)."""
+
+    registry: str
+    number: str = Field(min_length=1)
+    public_title: str
+
+
 class StudyProtocol(_Frozen):
     """Typed view of ``configs/study.yaml``."""
 
     study_id: str = Field(pattern=r"^[A-Z][A-Z0-9]{1,11}$")
     title: str
+    registration: Registration
     cycle_length_days: int = Field(gt=0)
     timepoints: dict[str, Timepoint]
     follow_up: FollowUp
@@ -90,12 +135,35 @@ class StudyProtocol(_Frozen):
     irecist: Irecist
     agreement: Agreement
     heterogeneity: Heterogeneity
+    populations: Populations
+    statistics: Statistics
     data_cutoff_day: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _efficacy_visits_known(self) -> StudyProtocol:
+        unknown = [v for v in self.populations.efficacy_visits if v not in self.timepoints]
+        if unknown:
+            raise ValueError(f"populations.efficacy_visits {unknown} are not protocol time points "
+                             f"{sorted(self.timepoints)}; list visits of `timepoints`")
+        return self
 
     @property
     def visits(self) -> list[str]:
         """Protocol imaging visits in time order (``["T0", "T1", "T2"]``)."""
         return sorted(self.timepoints, key=lambda name: self.timepoints[name].visitnum)
+
+
+#: A SITEID is site configuration (``S01``, ``QY``, ``ZJU1``): 2-8 capitals or digits, so that
+#: USUBJID = STUDYID-SITEID-NNNN splits unambiguously on ``-``.
+SITE_CODE_PATTERN = r"^[A-Z0-9]{2,8}$"
+
+
+def check_site_code(site: str) -> str:
+    """Return ``site`` if it is a valid SITEID, else raise ``ValueError`` saying what a SITEID may be."""
+    if not isinstance(site, str) or not re.fullmatch(SITE_CODE_PATTERN, site):
+        raise ValueError(f"site code must be 2-8 capital letters or digits (e.g. S01, QY), but was {site!r}; "
+                         "set it in the site configuration or pass --site")
+    return site
 
 
 def configs_dir() -> Path:

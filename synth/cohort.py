@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from evaluation.protocol import load_protocol
+from evaluation.protocol import check_site_code, load_protocol
 from synth.dicom_writer import SCANNERS
 from synth.identity import hospital_for_site, patient_identity
 from synth.outcomes import enrol_site, quotas
@@ -51,8 +51,21 @@ class CohortSummary:
     oracle_auc: float
 
 
-def site_ids(n_sites: int) -> list[str]:
-    return [f"S{k + 1:02d}" for k in range(n_sites)]
+def site_ids(n_sites: int, codes: list[str] | None = None) -> list[str]:
+    """SITEIDs of the cohort: ``codes`` (validated, one per site) or ``S01, S02, ...``."""
+    if codes is None:
+        return [f"S{k + 1:02d}" for k in range(n_sites)]
+    if len(codes) != n_sites or len(set(codes)) != len(codes):
+        raise ValueError(f"--site-codes must name {n_sites} distinct sites, but was {codes!r}")
+    return [check_site_code(code) for code in codes]
+
+
+def cohort_sites(cohort: Path) -> list[str]:
+    """SITEIDs of a written cohort, from its ``cohort.json`` (site folders are named by them)."""
+    meta = cohort / "cohort.json"
+    if not meta.exists():
+        raise FileNotFoundError(f"{cohort} holds no cohort.json; pass a folder written by `fedresponse synth`")
+    return [str(s) for s in json.loads(meta.read_text(encoding="utf-8"))["sites"]]
 
 
 def _patients_per_site(preset: Preset, n_sites: int, patients_per_site: int | None) -> list[int]:
@@ -67,7 +80,7 @@ def _patients_per_site(preset: Preset, n_sites: int, patients_per_site: int | No
 
 
 def plan_cohort(
-    n_sites: int, patients_per_site: int | None, seed: int, preset: Preset
+    n_sites: int, patients_per_site: int | None, seed: int, preset: Preset, site_codes: list[str] | None = None,
 ) -> dict[str, list[Patient]]:
     """Enrol every site (no pixels): a dict site → patients in SUBJID order."""
     if n_sites < 1:
@@ -76,7 +89,7 @@ def plan_cohort(
     counts = _patients_per_site(preset, n_sites, patients_per_site)
     responders = quotas(counts, preset.responder_fraction)
     plan: dict[str, list[Patient]] = {}
-    for k, site in enumerate(site_ids(n_sites)):
+    for k, site in enumerate(site_ids(n_sites, site_codes)):
         rng = np.random.default_rng([seed, k, 1])
         plan[site] = enrol_site(rng, site, k, n_sites, counts[k], responders[k], protocol.study_id,
                                 preset.max_primary_mm, protocol.data_cutoff_day)
@@ -127,12 +140,13 @@ def write_csv(path: Path, rows: Iterable[dict[str, object]], columns: list[str] 
 def synthesize(
     out: Path, n_sites: int, patients_per_site: int | None, seed: int, preset_name: str = "quick",
     workers: int | None = None, on_patient: Callable[[], None] | None = None, force: bool = False,
+    site_codes: list[str] | None = None,
 ) -> CohortSummary:
     """Generate the cohort into ``out`` (see docs/cohort.md); refuses to overwrite unless ``force``."""
     preset = get_preset(preset_name)
     if out.exists() and any(out.iterdir()) and not force:
         raise FileExistsError(f"{out} exists and is not empty; choose another folder or pass --force")
-    plan = plan_cohort(n_sites, patients_per_site, seed, preset)
+    plan = plan_cohort(n_sites, patients_per_site, seed, preset, site_codes)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:

@@ -21,6 +21,8 @@ def synth(
     preset: str = typer.Option("quick", "--preset", help="quick (tests, demo) or trial (500 patients)."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Worker processes (default: CPU cores)."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    site_codes: str = typer.Option("", "--site-codes", help="Comma-separated SITEIDs, one per site "
+                                                              "(2-8 capitals/digits; default S01, S02, ...)."),
 ) -> None:
     """Synthesize PACS exports, annotations, CRF and reads for N sites (see docs/cohort.md)."""
     from synth.cohort import plan_cohort, synthesize
@@ -29,7 +31,8 @@ def synth(
     console = Console()
     try:
         preset_obj = get_preset(preset)
-        n_total = sum(len(p) for p in plan_cohort(sites, patients_per_site, seed, preset_obj).values())
+        codes = [c.strip() for c in site_codes.split(",") if c.strip()] or None
+        n_total = sum(len(p) for p in plan_cohort(sites, patients_per_site, seed, preset_obj, codes).values())
     except ValueError as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from error
@@ -39,7 +42,7 @@ def synth(
         task = progress.add_task("render", total=n_total)
         try:
             summary = synthesize(out, sites, patients_per_site, seed, preset, workers=workers,
-                                 on_patient=lambda: progress.advance(task), force=force)
+                                 on_patient=lambda: progress.advance(task), force=force, site_codes=codes)
         except FileExistsError as error:
             console.print(f"[red]error:[/] {error}")
             raise typer.Exit(2) from error

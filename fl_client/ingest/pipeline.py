@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 import pydicom
 
-from evaluation.protocol import StudyProtocol, configs_dir, load_protocol
+from evaluation.protocol import StudyProtocol, check_site_code, configs_dir, load_protocol
 from fl_client.crf.checks import ELIGIBILITY_COLUMNS, QUERY_COLUMNS, eligibility, run_checks
 from fl_client.crf.dvp import DataValidationPlan, load_dvp
 from fl_client.exceptions import IngestError
@@ -58,7 +58,7 @@ class IngestConfig:
     Attributes
     ----------
     site : str
-        SITEID, ``S`` + two digits.
+        SITEID: 2-8 capitals or digits (:func:`evaluation.protocol.check_site_code`), e.g. ``S01``, ``QY``.
     passphrase : str
         Protects the re-identification key (held by the PI).
     who, why : str
@@ -113,8 +113,10 @@ class IngestSummary:
 def _validate(src: Path, out: Path, config: IngestConfig) -> Path:
     if not src.is_dir():
         raise IngestError(f"source {src} is not a folder; pass the site's export folder (holding pacs/)")
-    if not config.site or not (len(config.site) == 3 and config.site[0] == "S" and config.site[1:].isdigit()):
-        raise IngestError(f"site must look like S01, but was {config.site!r}")
+    try:
+        check_site_code(config.site)
+    except ValueError as exc:
+        raise IngestError(str(exc)) from None
     key_file = (config.key_file or out.resolve().parent / f"{config.site}.reid.enc").resolve()
     if key_file.is_relative_to(out.resolve()):
         raise IngestError(f"the re-identification key {key_file} must be written outside the store {out}")

@@ -84,7 +84,8 @@ def test_store_errors_say_what_to_do(store: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "env", "message"), [
-    (["--site", "site1"], {"FEDRESPONSE_REID_PASSPHRASE": PASSPHRASE}, "site must look like S01"),
+    (["--site", "site1"], {"FEDRESPONSE_REID_PASSPHRASE": PASSPHRASE}, "site code must be 2-8 capital letters"),
+    (["--site", "S-1"], {"FEDRESPONSE_REID_PASSPHRASE": PASSPHRASE}, "but was 'S-1'"),
     (["--site", "S01"], {"FEDRESPONSE_REID_PASSPHRASE": ""}, "no re-identification passphrase"),
 ])
 def test_cli_fatal_errors_exit_non_zero_with_the_remedy(tmp_path: Path, args: list[str], env: dict[str, str],
