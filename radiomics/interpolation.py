@@ -10,15 +10,32 @@ and masks, always interpolated linearly, are kept where the partial volume is at
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import torch
 
-if TYPE_CHECKING:
-    from radiomics.preprocess import IbsiSettings
-
 Spacing = tuple[float, float, float]
 Interpolation = Literal["linear", "cubic"]
+
+
+class ResampleSettings(Protocol):
+    """What :func:`resample` reads of a configuration (:class:`radiomics.preprocess.IbsiSettings` has it).
+
+    A protocol rather than an import of ``IbsiSettings``, so that ``preprocess`` → ``interpolation`` is the
+    only direction between the two modules (no import cycle).
+    """
+
+    @property
+    def new_spacing(self) -> tuple[float | None, float | None, float | None] | None: ...
+
+    @property
+    def interpolation(self) -> Interpolation: ...
+
+    @property
+    def mask_threshold(self) -> float: ...
+
+    @property
+    def round_intensities(self) -> bool: ...
 
 
 def aligned_grid(n: int, spacing: float, new_spacing: float) -> tuple[int, torch.Tensor]:
@@ -161,7 +178,7 @@ def _apply_windowed(volume: torch.Tensor, matrices: list[torch.Tensor | None], r
     return apply_separable(volume[:, index[0], index[1], index[2]], mats)
 
 
-def resample(image: torch.Tensor, mask: torch.Tensor, spacing: Spacing, settings: IbsiSettings,
+def resample(image: torch.Tensor, mask: torch.Tensor, spacing: Spacing, settings: ResampleSettings,
              margin_mm: float | None = None) -> tuple[torch.Tensor, torch.Tensor, Spacing]:
     """Interpolate image and mask onto the IBSI-aligned grid of ``settings.new_spacing``.
 
@@ -173,8 +190,9 @@ def resample(image: torch.Tensor, mask: torch.Tensor, spacing: Spacing, settings
         ``(B, Z, Y, X)`` bool ROI mask.
     spacing : tuple of float
         ``(z, y, x)`` voxel size in mm.
-    settings : IbsiSettings
-        Gives target spacing, image interpolation, rounding and the mask partial-volume threshold.
+    settings : ResampleSettings
+        An :class:`~radiomics.preprocess.IbsiSettings`; gives target spacing, image interpolation, rounding and
+        the mask partial-volume threshold.
     margin_mm : float, optional
         Evaluate only the part of the new grid within this margin of the ROIs (the grid itself, and hence
         every value, stays that of the whole image). ``None`` interpolates the whole image.
