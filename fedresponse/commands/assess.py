@@ -4,7 +4,9 @@ Two forms:
 
 - ``fedresponse assess --measurements reads.csv --out DIR`` on a lesion-measurement table;
 - ``fedresponse assess STORE`` on a site store written by ``fedresponse ingest`` (reads
-  ``measurements.parquet`` and ``crf.parquet``, writes ``STORE/assessment/``, audits to ``STORE/audit.jsonl``).
+  ``measurements.parquet`` and ``crf.parquet``, writes ``STORE/assessment/``, audits to ``STORE/audit.jsonl``)
+  and derives the site's analysis populations into ``STORE/assessment/populations.csv``
+  (:mod:`evaluation.populations`, docs/store.md).
 """
 
 from __future__ import annotations
@@ -68,7 +70,31 @@ def store_inputs(store: Path, measure: bool = True) -> tuple[Any, Any, Any, Path
     return measurements, events, automated, store / "assessment", store / "audit.jsonl"
 
 
-def _summary(console: Console, run: Any) -> None:
+def store_populations(store: Path, folder: Path, protocol: Any) -> Any:
+    """Derive the site's analysis populations (:mod:`evaluation.populations`) from the store's enrolment,
+    eligibility, query listing and protocol scans and the assessment's reference labels; write
+    ``folder/populations.csv`` atomically and return the table."""
+    import pandas as pd
+
+    from evaluation.populations import POPULATIONS_FILE, derive_populations
+    from evaluation.response.engine import write_csv_atomic
+    from fl_client.store import SiteStore
+
+    site = SiteStore(store)
+    subjects, crf = site.subjects(), site.crf()
+    enrolled = [*subjects["USUBJID"].astype(str), *crf["USUBJID"].astype(str)]
+    scans = site.visits()
+    scans = scans[scans["VISIT"].isin(protocol.visits) & scans["CT_PATH"].astype(str).ne("")]
+    reference_path = folder / "reference.csv"
+    reference = pd.read_csv(reference_path, dtype=str, keep_default_na=False) if reference_path.exists() else None
+    site_id = str(subjects["SITEID"].iloc[0]) if len(subjects) else store.name
+    table = derive_populations(site_id, enrolled, site.eligibility(), site.queries(), scans, reference,
+                               protocol.populations)
+    write_csv_atomic(table, folder / POPULATIONS_FILE)
+    return table
+
+
+def _summary(console: Console, run: Any, populations: Any = None) -> None:
     table = Table(title=f"Response assessment → {run.out}")
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -84,6 +110,9 @@ def _summary(console: Console, run: Any) -> None:
         if "visit_kappa" in inter:
             table.add_row("visit-response kappa", f"{inter['visit_kappa']:.3f}")
         table.add_row("adjudication rate", f"{run.agreement['adjudication_rate']:.1%}")
+    if populations is not None:
+        for flag in ("ITTFL", "ELIGFL", "EFFFL", "PFSFL"):
+            table.add_row(f"population {flag}", str(int((populations[flag] == "Y").sum())))
     table.add_row("pending adjudication", str(len(run.pending)))
     table.add_row("locked", "yes" if run.locked else "no")
     if run.changes:
@@ -119,6 +148,7 @@ def assess(
     if (store is None) == (measurements is None):
         console.print("[bold red]assess:[/] give either a STORE or --measurements IN.csv (not both)")
         raise typer.Exit(code=2)
+    populations = None
     try:
         events = automated = None
         if store is not None:
@@ -136,10 +166,12 @@ def assess(
             allow_nontarget_only=allow_nontarget_only, audit=AuditLog(audit_log or default_audit),
             who=who or getpass.getuser(), why=reason or None, lock=lock, automated=automated,
         )
+        if store is not None:
+            populations = store_populations(store, folder, load_protocol(protocol_file))
     except (EvaluationError, AuditLogError, FlClientError, FileNotFoundError) as exc:
         console.print(f"[bold red]assess failed:[/] {exc}")
         raise typer.Exit(code=1) from exc
-    _summary(console, run)
+    _summary(console, run, populations)
 
 
 def register(app: typer.Typer) -> None:

@@ -39,7 +39,13 @@ def _store(root: Path) -> Path:
     labels[((i - 45) / 9.0) ** 2 + ((j - 45) / 8.0) ** 2 <= 1, 4:6] = 2    # node, short axis 16 mm
     nib.save(nib.Nifti1Image(labels, np.diag([1.0, 1.0, 2.0, 1.0])), folder / "labels.nii.gz")
     (folder / "labels.json").write_text(json.dumps({"labels": {"1": "T1", "2": "N1"}, "source": "NIFTI"}))
-    pd.DataFrame([{"USUBJID": S, "VISIT": "T0", "VISITNUM": 0, "ADY": -7,
+    pd.DataFrame({"USUBJID": [S], "SUBJID": ["0001"], "SITEID": ["S01"], "HAS_IMAGES": [True]}
+                 ).to_parquet(root / "subjects.parquet")
+    pd.DataFrame({"USUBJID": [S], "ELIGIBLE": [True], "REASONS": [""]}).to_parquet(root / "eligibility.parquet")
+    pd.DataFrame({"QUERY_ID": ["Q00001"], "USUBJID": [S], "FIELD": ["DEATH_DATE"], "VALUE": ["x"],
+                  "RULE_ID": ["DAT-VALID"], "SEVERITY": ["SOFT"], "MESSAGE": ["m"]}
+                 ).to_parquet(root / "queries.parquet")
+    pd.DataFrame([{"USUBJID": S, "VISIT": "T0", "VISITNUM": 0, "ADY": -7, "CT_PATH": f"images/{S}/T0/ct.nii.gz",
                    "LABEL_PATH": f"images/{S}/T0/labels.nii.gz", "LABELS_JSON": f"images/{S}/T0/labels.json"}]
                  ).to_parquet(root / "visits.parquet")
     return root
@@ -57,6 +63,11 @@ def test_store_form(tmp_path: Path) -> None:
     log = AuditLog(store / "audit.jsonl")
     assert [e.action for e in log.entries()] == ["assessment.lock"] and verify_chain(log.path) == []
     assert "automated_vs_readers" in json.loads((out / "agreement.json").read_text())
+    pop = pd.read_csv(out / "populations.csv", keep_default_na=False)  # only T0 was scanned: not in EFFFL
+    assert pop.loc[0, ["USUBJID", "SITEID", "ITTFL", "ELIGFL", "EFFFL", "PFSFL"]].tolist() == [S, "S01", "Y", "Y",
+                                                                                               "N", "N"]
+    assert pop.loc[0, "EXCLREAS"] == "no protocol CT at T1, T2"
+    assert "population EFFFL" in result.output
 
 
 def test_not_a_store_is_refused(tmp_path: Path) -> None:
