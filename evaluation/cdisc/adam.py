@@ -101,16 +101,13 @@ def make_adrs(adsl: pd.DataFrame, rs: pd.DataFrame, protocol: StudyProtocol, eva
 
 
 def _confirmed_iupd_day(rows: pd.DataFrame) -> float:
-    """Study day of the iUPD that the first iCPD confirmed (the first iUPD of the run before it)."""
-    values = rows["RSSTRESC"].astype(str).tolist()
-    days = rows["RSDY"].tolist()
-    if "iCPD" not in values:
-        return float("nan")
-    k = values.index("iCPD")
-    start = k
-    while start > 0 and values[start - 1] == "iUPD":
-        start -= 1
-    return float(days[start]) if start < k else float(days[k])
+    """Study day of the confirmed progression by the one iRECIST dating rule
+    (:func:`evaluation.response.irecist.progression_event_day`: the first iUPD of the run the iCPD closed)."""
+    from evaluation.response.irecist import progression_event_day
+
+    ordered = rows.sort_values("RSDY")
+    day, _ = progression_event_day(ordered["RSDY"].astype(int).tolist(), ordered["RSSTRESC"].astype(str).tolist())
+    return float("nan") if day is None else float(day)
 
 
 def _first_day(frame: pd.DataFrame | None, subject: str, column: str, start: str) -> float:

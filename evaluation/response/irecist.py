@@ -135,3 +135,34 @@ class IrecistTrack:
                 self.icpd_ady, self.confirmed_iupd_ady = f.ady, p.ady
             return "iCPD"
         return "iUPD"
+
+
+def progression_event_day(days: list[int], responses: list[str]) -> tuple[int | None, int | None]:
+    """The one dating rule of a confirmed iRECIST progression (reference labels, featurizer, ADRS, ADTTE).
+
+    Seymour 2017: when an iUPD is confirmed, the date of progression is the date the iUPD was *first*
+    documented. The event day is therefore the first iUPD of the run that ended in the first iCPD — the
+    run since the last resetting response (iSD, iPR, iCR, NON-iCR/NON-iUPD); NE visits do not break it,
+    and neither does a fresh iUPD after an expired confirmation window (the disease met progression at
+    every assessment since the first one).
+
+    Parameters
+    ----------
+    days, responses : list
+        Study days and iRECIST overall responses of the post-baseline assessments, in time order.
+
+    Returns
+    -------
+    (event_day, open_day)
+        ``event_day``: day of the first iUPD of the confirmed run (None without an iCPD); ``open_day``:
+        the first iUPD day of a run still unconfirmed at the last assessment (None otherwise).
+    """
+    first: int | None = None
+    for ady, response in zip(days, responses, strict=True):
+        if response == "iUPD" and first is None:
+            first = int(ady)
+        elif response in RESETTING:
+            first = None
+        elif response == "iCPD":
+            return (first if first is not None else int(ady)), None
+    return None, first

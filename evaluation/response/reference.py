@@ -27,7 +27,7 @@ import pandas as pd
 from evaluation.protocol import StudyProtocol
 from evaluation.response.bor import IRECIST, confirmed_best_overall_response
 from evaluation.response.engine import Assessment
-from evaluation.response.irecist import RESETTING
+from evaluation.response.irecist import progression_event_day
 
 log = logging.getLogger(__name__)
 
@@ -83,19 +83,6 @@ def irc_vs_investigator(subjects: pd.DataFrame, events: pd.DataFrame) -> dict[st
     }
 
 
-def confirmed_iupd_day(days: list[int], responses: list[str], window_high: int) -> tuple[int | None, int | None]:
-    """Replay the iRECIST sequence: the day of the iUPD that was confirmed, and of an iUPD still open at the end."""
-    pending: int | None = None
-    for ady, response in zip(days, responses, strict=True):
-        if response == "iUPD" and (pending is None or ady - pending > window_high):
-            pending = ady
-        elif response in RESETTING:
-            pending = None
-        elif response == "iCPD":
-            return pending, None
-    return None, pending
-
-
 def _responder(days: list[int], responses: list[str], cibor: str) -> tuple[str, str]:
     if cibor in {"iCR", "iPR"}:
         return "Y", "Y"
@@ -104,32 +91,40 @@ def _responder(days: list[int], responses: list[str], cibor: str) -> tuple[str, 
     return "N", ""
 
 
-def _pfs(
-    adequate: list[int], progression: int | None, label: str, death: float, new_therapy: float, max_gap: int
-) -> tuple[int, int, str]:
-    """(days, event, source) per DOMAIN §6 from the adequate assessment days and the progression day."""
-    candidates = [(progression, label)] if progression is not None else []
-    if not np.isnan(death):
-        candidates.append((int(death), "DEATH"))
-    event_day, source = min(candidates) if candidates else (None, "")
-    horizon = event_day if event_day is not None else max(adequate, default=1)
-    if not np.isnan(new_therapy) and new_therapy <= horizon:
-        before = [d for d in adequate if d < new_therapy]
-        return (max(before) if before else 1), 0, "CENSORED_NEW_THERAPY"
-    if event_day is None:
-        if not adequate:
-            return 1, 0, "CENSORED_NO_ASSESSMENT"
-        return max(adequate), 0, "CENSORED_LAST_ASSESSMENT"
-    last = max((d for d in adequate if d < event_day), default=1)
-    if event_day - last > max_gap:
-        return last, 0, "CENSORED_MISSED_VISITS"
-    return event_day, 1, source
+def _visitnum(visit: str, ady: int, protocol: StudyProtocol) -> float:
+    """VISITNUM as SDTM numbers it (protocol visits, then ``FUn``); an unscheduled visit takes the number of the
+    latest scheduled visit whose target day it follows (for the missed-assessment rule only)."""
+    from evaluation.cdisc.sdtm import visitnum
+    from evaluation.exceptions import CdiscExportError
+
+    try:
+        return visitnum(visit, protocol)
+    except CdiscExportError:
+        before = [tp.visitnum for tp in protocol.timepoints.values() if tp.target_day <= ady]
+        return float(max(before, default=0))
+
+
+def _pfs(follow: pd.DataFrame, column: str, progression: int | None, documented: int | None, death: float,
+         new_therapy: float, clinical: float, protocol: StudyProtocol) -> tuple[int, int, str]:
+    """(days, event, source) of one criterion through the ADTTE rules (:func:`evaluation.cdisc.pfs.derive_pfs`):
+    the reference labels and ADTTE derive PFS with one code."""
+    from evaluation.cdisc.pfs import CENSORING, Assessment, derive_pfs
+
+    assessments = [Assessment(float(d), _visitnum(str(v), int(d), protocol), str(r)) for d, v, r in
+                   zip(follow["ADY"], follow["VISIT"], follow[column], strict=True)]
+    outcome = derive_pfs(assessments, progression, death, new_therapy, clinical, protocol, documented)
+    if outcome.cnsr == 0:
+        return int(outcome.day), 1, ("DEATH" if outcome.srcdom == "DM" else "PD" if column == "RECIST_OVR" else "ICPD")
+    source = {1: "CENSORED_LAST_ASSESSMENT", 2: "CENSORED_NO_ASSESSMENT", 3: "CENSORED_NEW_THERAPY",
+              4: "CENSORED_MISSED_VISITS", 5: "CENSORED_CLINICAL_PD"}
+    assert set(source) == set(CENSORING), "a censoring code of evaluation.cdisc.pfs has no PFS_SOURCE name"
+    return int(outcome.day), 0, source[outcome.cnsr]
 
 
 def _event_day(events: pd.DataFrame, subject: str, column: str) -> float:
     """The event's study day, or ``nan``; a day before the first dose is a CRF error (the data validation
     plan queries it) and is left out of PFS with a warning rather than producing a negative survival time."""
-    if subject not in events.index or pd.isna(events.at[subject, column]):
+    if column not in events.columns or subject not in events.index or pd.isna(events.at[subject, column]):
         return float("nan")
     day = float(events.at[subject, column])
     if day < 1:
@@ -153,8 +148,6 @@ def reference_labels(
         ``USUBJID, DEATH_ADY, NEWTHER_ADY`` (see :func:`events_from_crf`); without it PFS uses imaging only.
     """
     rules = protocol.recist
-    high = protocol.irecist.confirm_window_days[1]
-    max_gap = 2 * protocol.follow_up.interval_days + protocol.follow_up.window_days
     known = events.set_index("USUBJID") if events is not None else pd.DataFrame(columns=list(EVENT_COLUMNS[1:]))
     pseudo = assessment.subjects.set_index("USUBJID")["PSEUDOPROG"]
     rows = []
@@ -164,16 +157,14 @@ def reference_labels(
         cibor = confirmed_best_overall_response(days, responses, IRECIST, rules.sd_min_days, rules.confirm_min_days,
                                                 nontarget_only=bool((follow["TRGRESP"] == "NA").all()))
         responder, confirmed = _responder(days, responses, cibor)
-        progression, open_iupd = confirmed_iupd_day(days, responses, high)
-        death, therapy = (_event_day(known, str(subject), c) for c in ("DEATH_ADY", "NEWTHER_ADY"))
+        progression, open_iupd = progression_event_day(days, responses)
+        death, therapy, clinical = (_event_day(known, str(subject), c) for c in ("DEATH_ADY", "NEWTHER_ADY",
+                                                                                 "INV_PD_ADY"))
         recist = visits[visits["RECIST_OVR"] != ""].sort_values("ADY")
-        r_days = recist["ADY"].astype(int).tolist()
-        r_resp = recist["RECIST_OVR"].astype(str).tolist()
-        first_pd = next((d for d, r in zip(r_days, r_resp, strict=True) if r == "PD"), None)
-        pfs = _pfs([d for d, r in zip(r_days, r_resp, strict=True) if r != "NE"], first_pd, "PD", death, therapy,
-                   max_gap)
-        ipfs = _pfs([d for d, r in zip(days, responses, strict=True) if r != "NE"], progression, "ICPD", death,
-                    therapy, max_gap)
+        first_pd = next((int(d) for d, r in zip(recist["ADY"], recist["RECIST_OVR"], strict=True) if r == "PD"), None)
+        pfs = _pfs(recist, "RECIST_OVR", first_pd, first_pd, death, therapy, clinical, protocol)
+        first_iupd = next((d for d, r in zip(days, responses, strict=True) if r in ("iUPD", "iCPD")), None)
+        ipfs = _pfs(follow, "IRECIST_OVR", progression, first_iupd, death, therapy, clinical, protocol)
         rows.append({
             "USUBJID": subject, "CIBOR": cibor, "RESPONDER": responder, "RESP_CONFIRMED": confirmed,
             "PSEUDOPROG": pseudo.get(subject, "N"), "PFS_DAYS": pfs[0], "PFS_EVENT": pfs[1], "PFS_SOURCE": pfs[2],

@@ -71,8 +71,10 @@ def test_pseudoprogression_is_carried() -> None:
     ("death", "therapy", "expected"),
     [
         (150.0, None, (150, 1, "DEATH")),                           # death 46 days after the last scan
-        (104 + 133, None, (237, 1, "DEATH")),                       # exactly 2 intervals + window later
-        (104 + 134, None, (104, 0, "CENSORED_MISSED_VISITS")),      # ≥ 2 missed visits → censor
+        # ADTTE's rule (evaluation.cdisc.pfs): FU1 and FU2 missed when the event lies after FU2's latest on-time
+        # day, 104 + (230 − 104) + 7 + 7 = 244 (each of the two visits at the late end of its window)
+        (104 + 140, None, (244, 1, "DEATH")),
+        (104 + 141, None, (104, 0, "CENSORED_MISSED_VISITS")),      # ≥ 2 missed visits → censor
         (None, 90.0, (62, 0, "CENSORED_NEW_THERAPY")),              # new therapy before the progression
         (None, None, (104, 0, "CENSORED_LAST_ASSESSMENT")),
     ],
@@ -119,3 +121,27 @@ def test_irc_versus_investigator_direction_and_size() -> None:
     assert (result["both"], result["irc_earlier"], result["irc_later"]) == (2, 1, 1)
     assert result["median_day_difference"] == pytest.approx(((62 - 73) + (104 - 100)) / 2)
     assert result["investigator_only"] == 1 and result["irc_only"] == 0
+
+
+@pytest.mark.parametrize(
+    ("responses", "expected"),
+    [
+        (["iSD", "iUPD", "iCPD"], (104, None)),
+        (["iUPD", "iUPD", "iCPD"], (62, None)),            # a fresh iUPD after an expired window: first iUPD dates it
+        (["iUPD", "NE", "iCPD"], (62, None)),              # NE keeps the run
+        (["iUPD", "iSD", "iUPD", "iCPD"], (167, None)),    # a reset starts a new run
+        (["iUPD", "iSD", "iUPD"], (None, 167)),            # still open at the end
+        (["iSD", "iPR", "iPR"], (None, None)),
+    ],
+)
+def test_one_dating_rule_for_a_confirmed_iupd(responses: list[str], expected: tuple) -> None:
+    """Seymour 2017: a confirmed progression is dated at the first iUPD; the reference, the featurizer (IPFS_DAYS)
+    and ADTTE IPFS all use :func:`evaluation.response.irecist.progression_event_day`."""
+    from evaluation.cdisc.adam import _confirmed_iupd_day
+    from evaluation.response.irecist import progression_event_day
+
+    days = [62, 104, 167, 230][: len(responses)]
+    assert progression_event_day(days, responses) == expected
+    rows = pd.DataFrame({"RSDY": days, "RSSTRESC": responses})
+    assert _confirmed_iupd_day(rows) == (expected[0] if expected[0] is not None else pytest.approx(float("nan"),
+                                                                                                    nan_ok=True))
