@@ -8,8 +8,11 @@ Where things are looked for (documented in ``docs/report.md``):
 - ``RUN/cutoffs.json`` — ``{"early": c, "full": c}`` fixed on training data (else 0.5, said in the report);
 - ``RUN/**/privacy_ledger.csv`` (:mod:`privacy.accounting` format; ε of each site's last round) and
   ``RUN/privacy.json`` — ``{"delta": d, "sites": {"S01": {"epsilon": e, "budget": b}}}`` (optional);
-- ``--cohort COHORT`` (optional) — a cohort/site folder with ``crf.csv`` (CONSORT flow) and ``reads.csv``
-  (reader agreement).
+- ``RUN/**/populations.csv`` or ``ASSESSMENT/populations.csv`` — each site's analysis populations
+  (:mod:`evaluation.populations`, written by ``fedresponse assess STORE``): statistics use the efficacy
+  population (EFFFL; PFS: PFSFL), the ORR denominator is all enrolled (ITTFL), CONSORT is
+  :func:`evaluation.populations.consort_counts` of these flags;
+- ``--cohort COHORT`` (optional) — a cohort/site folder with ``reads.csv`` (reader agreement).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from typing import Any
 import pandas as pd
 
 from evaluation.exceptions import EvaluationInputError
-from evaluation.metrics import SiteData, read_predictions
+from evaluation.metrics import SiteData, read_predictions, site_of
+from evaluation.populations import POPULATIONS_FILE, consort_counts, read_populations
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +116,15 @@ def load_run(run: Path, cohort: Path | None = None, assessments: Sequence[Path] 
     folders = [run, *assessments]
     subjects = _read_optional_csv(_final_tables(folders, "subjects.csv"))
     visits = _read_optional_csv(_final_tables(folders, "visits.csv"))
+    populations = _populations(folders)
     sites = []
     for site, rows in predictions.groupby("SITEID", sort=True):
-        ids = set(rows["USUBJID"])
         sites.append(SiteData(
             site=str(site),
             predictions=rows.reset_index(drop=True),
-            subjects=None if subjects is None else subjects[subjects["USUBJID"].isin(ids)].reset_index(drop=True),
-            visits=None if visits is None else visits[visits["USUBJID"].isin(ids)].reset_index(drop=True),
+            subjects=_of_site(subjects, str(site)),  # every assessed subject: ORR over all enrolled needs them
+            visits=_of_site(visits, str(site)),
+            populations=_of_site(populations, str(site)),
         ))
     cutoffs, source = _cutoffs(run)
     privacy = _privacy(run)
@@ -128,9 +133,33 @@ def load_run(run: Path, cohort: Path | None = None, assessments: Sequence[Path] 
             values.setdefault("budget", float(epsilon_budget))
     attributions = _read_optional_csv(sorted(run.rglob("attributions_full.csv")))
     inputs = RunInputs(run, sites, cutoffs, source, privacy=privacy, attributions=attributions)
+    if populations is not None:
+        inputs.consort = {site: consort_counts(rows) for site, rows in populations.groupby("SITEID", sort=True)}
     if cohort is not None:
         _add_cohort(inputs, cohort)
     return inputs
+
+
+def _of_site(frame: pd.DataFrame | None, site: str) -> pd.DataFrame | None:
+    if frame is None:
+        return None
+    return frame[frame["USUBJID"].astype(str).map(site_of) == site].reset_index(drop=True)
+
+
+def _populations(folders: Sequence[Path]) -> pd.DataFrame | None:
+    """Every site's ``populations.csv`` under ``folders`` (one per site; the last found wins, with a warning)."""
+    paths = _final_tables(folders, POPULATIONS_FILE)
+    if not paths:
+        log.warning("no %s under %s: statistics use every predicted subject and CONSORT is not drawn; run "
+                    "`fedresponse assess STORE` and pass --assessment STORE/assessment", POPULATIONS_FILE,
+                    ", ".join(str(f) for f in folders))
+        return None
+    frame = pd.concat([read_populations(p) for p in paths], ignore_index=True)
+    duplicated = frame["USUBJID"].duplicated(keep="last")
+    if duplicated.any():
+        log.warning("%d subject(s) appear in more than one populations.csv; the last one read is used",
+                    int(duplicated.sum()))
+    return frame[~duplicated].reset_index(drop=True)
 
 
 def patient_dhi(tables: Sequence[Path]) -> pd.DataFrame:
@@ -156,43 +185,13 @@ def _site_dirs(cohort: Path) -> list[Path]:
 
 
 def _add_cohort(inputs: RunInputs, cohort: Path) -> None:
+    """Reader tables (``reads.csv``) of the cohort's sites; the CONSORT flow comes from the populations."""
     site_dirs = _site_dirs(cohort)
     if not site_dirs:
         raise EvaluationInputError(f"{cohort} holds no crf.csv (neither itself nor in site folders)")
-    analysed = {d.site: set(d.predictions["USUBJID"]) for d in inputs.sites}
-    inputs.consort = {}
     for folder in site_dirs:
-        crf = pd.read_csv(folder / "crf.csv", dtype=str, keep_default_na=False)
-        site = folder.name
-        inputs.consort[site] = consort_counts(crf, analysed.get(site, set()))
         if (folder / "reads.csv").exists():
-            inputs.reads[site] = pd.read_csv(folder / "reads.csv", keep_default_na=False, na_values=[""])
-
-
-EXCLUSION_RULES: dict[str, tuple[str, str]] = {
-    "prior RT of target lesion": ("PRIOR_RT_TARGET", "Y"),
-    "other malignancy": ("OTHER_MALIGNANCY", "Y"),
-    "organ insufficiency": ("ORGAN_FUNCTION", "INSUFFICIENT"),
-}
-
-
-def consort_counts(crf: pd.DataFrame, analysed: set[str]) -> dict[str, Any]:
-    """Screened → excluded (by protocol reason; else "not analysed") → analysed, from a site's CRF."""
-    excluded: dict[str, int] = {}
-    remaining = crf
-    for reason, (column, value) in EXCLUSION_RULES.items():
-        if column in remaining.columns:
-            hit = remaining[column].astype(str).str.upper() == value
-            excluded[reason] = int(hit.sum())
-            remaining = remaining[~hit]
-    if "ECOG" in remaining.columns:
-        ecog = pd.to_numeric(remaining["ECOG"], errors="coerce")
-        hit = ecog > 1
-        excluded["ECOG > 1"] = int(hit.sum())
-        remaining = remaining[~hit.to_numpy()]
-    not_analysed = int((~remaining["USUBJID"].isin(analysed)).sum()) if analysed else 0
-    excluded["eligible, not analysed (QC/data)"] = not_analysed
-    return {"screened": len(crf), "excluded": excluded, "analysed": int(len(remaining) - not_analysed)}
+            inputs.reads[folder.name] = pd.read_csv(folder / "reads.csv", keep_default_na=False, na_values=[""])
 
 
 def reader_sld(reads: pd.DataFrame, visit: str = "T0") -> pd.DataFrame:

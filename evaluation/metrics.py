@@ -31,11 +31,11 @@ import pandas as pd
 from evaluation.exceptions import EvaluationInputError, PooledStatisticsError
 from evaluation.pooled import (
     MODES,
-    ORR_KEYS,
     AggregateCodec,
     AggregateLayout,
     PlainCodec,
     SiteInputs,
+    orr_summary,
     pool,
     pooled_metrics,
     site_aggregate,
@@ -43,7 +43,7 @@ from evaluation.pooled import (
 from evaluation.pooled_cox import METHOD as COX_POOLED_METHOD
 from evaluation.pooled_cox import SiteSurvival, fit_pooled_cox
 from evaluation.stats import METHODS as STATS_METHODS
-from evaluation.stats import binary_metrics, brier_score, delong_auc_ci, proportion_ci
+from evaluation.stats import binary_metrics, brier_score, delong_auc_ci
 from evaluation.survival import METHODS as SURVIVAL_METHODS
 from evaluation.survival import concordance, cox_hazard_ratio, exact_logrank, kaplan_meier, median_survival, risk_table
 
@@ -63,6 +63,7 @@ class SiteData:
     predictions: pd.DataFrame
     subjects: pd.DataFrame | None = None
     visits: pd.DataFrame | None = None
+    populations: pd.DataFrame | None = None  # the site's populations.csv (evaluation.populations)
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
@@ -130,6 +131,28 @@ def _wide(pred: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
+def analysed(data: SiteData) -> pd.DataFrame:
+    """One row per analysed subject (:func:`_wide`), restricted to the efficacy population ``EFFFL`` when the
+    site's populations are known, with a boolean ``PFSFL`` column (PFS statistics use those rows only).
+
+    A prediction of a subject outside ``EFFFL`` (training should not have scored it) is left out with a warning.
+    """
+    wide = _wide(data.predictions)
+    if data.populations is None:
+        wide["PFSFL"] = True
+        return wide
+    from evaluation.populations import members
+
+    efficacy = members(data.populations, "EFFFL")
+    outside = wide.index[~wide.index.isin(efficacy)]
+    if len(outside):
+        log.warning("site %s: %d predicted subject(s) are not in the efficacy population EFFFL (e.g. %s); left out",
+                    data.site, len(outside), outside[0])
+    wide = wide[wide.index.isin(efficacy)].copy()
+    wide["PFSFL"] = wide.index.isin(members(data.populations, "PFSFL"))
+    return wide
+
+
 def heldout_mask(wide: pd.DataFrame) -> np.ndarray:
     """Subjects whose scores may judge the model: ``SPLIT == "test"``, or every subject without the column.
 
@@ -147,29 +170,42 @@ def has_split(data: SiteData) -> bool:
     return "SPLIT" in data.predictions.columns
 
 
-def orr_counts(subjects: pd.DataFrame | None, visits: pd.DataFrame | None, labels: pd.Series) -> dict[str, int]:
+def orr_counts(subjects: pd.DataFrame | None, visits: pd.DataFrame | None, labels: pd.Series,
+               enrolled: set[str] | None = None) -> dict[str, int]:
     """Responder counts per ORR definition (RECIST 1.1 / iRECIST, unconfirmed / confirmed) and ``n``.
 
-    Without a response assessment the reference label stands in for every definition.
+    The plain keys (:data:`evaluation.pooled.ORR_KEYS`) count the analysed subjects (``labels.index``); the
+    ``itt_`` keys (:data:`evaluation.pooled.ORR_ITT_KEYS`) count every enrolled subject (``enrolled``, the
+    protocol's ORR denominator; an enrolled subject without a response assessment is a non-responder).
+    Without ``enrolled`` the ITT counts equal the analysed ones. Without a response assessment the reference
+    label stands in for every definition.
     """
+    analysed_ids = set(labels.index.astype(str))
+    counts = _responders(subjects, visits, labels, analysed_ids)
+    counts["n"] = int(labels.size)
+    itt = _responders(subjects, visits, labels, enrolled) if enrolled is not None else dict(counts)
+    itt["n"] = len(enrolled) if enrolled is not None else int(labels.size)
+    return counts | {f"itt_{k}": v for k, v in itt.items()}
+
+
+def _responders(subjects: pd.DataFrame | None, visits: pd.DataFrame | None, labels: pd.Series,
+                ids: set[str]) -> dict[str, int]:
     if subjects is None:
-        k = int(labels.sum())
-        return {"n": int(labels.size), "recist_unconfirmed": k, "recist_confirmed": k,
-                "irecist_unconfirmed": k, "irecist_confirmed": k}
+        k = int(labels[labels.index.isin(ids)].sum())
+        return dict.fromkeys(("recist_unconfirmed", "recist_confirmed", "irecist_unconfirmed", "irecist_confirmed"), k)
     from evaluation.protocol import load_protocol
     from evaluation.response.bor import IRECIST, RECIST, confirmed_best_overall_response
 
     rules = load_protocol().recist
-    sub = subjects[subjects["USUBJID"].isin(labels.index)]
+    sub = subjects[subjects["USUBJID"].isin(ids)]
     confirmed_i = 0
     if visits is not None:
-        for _, rows in visits[visits["USUBJID"].isin(labels.index)].groupby("USUBJID"):
-            rows = rows[rows["IRECIST_OVR"].astype(str) != ""].sort_values("ADY")
+        for _, rows in visits[visits["USUBJID"].isin(ids)].groupby("USUBJID"):
+            rows = rows[rows["IRECIST_OVR"].fillna("").astype(str) != ""].sort_values("ADY")
             best = confirmed_best_overall_response(rows["ADY"].astype(int).tolist(), rows["IRECIST_OVR"].tolist(),
                                                    IRECIST, rules.sd_min_days, rules.confirm_min_days)
             confirmed_i += best in (IRECIST.cr, IRECIST.pr)
     return {
-        "n": int(labels.size),
         "recist_unconfirmed": int(sub["BOR"].isin([RECIST.cr, RECIST.pr]).sum()),
         "recist_confirmed": int(sub["CBOR"].isin([RECIST.cr, RECIST.pr]).sum()),
         "irecist_unconfirmed": int(sub["IBOR"].isin([IRECIST.cr, IRECIST.pr]).sum()),
@@ -177,7 +213,18 @@ def orr_counts(subjects: pd.DataFrame | None, visits: pd.DataFrame | None, label
     }
 
 
-def _mode_block(y: np.ndarray, s: np.ndarray, cutoff: float, t: np.ndarray, e: np.ndarray) -> dict[str, Any]:
+def _enrolled(data: SiteData) -> set[str] | None:
+    if data.populations is None:
+        return None
+    from evaluation.populations import members
+
+    return members(data.populations, "ITTFL")
+
+
+def _mode_block(y: np.ndarray, s: np.ndarray, cutoff: float, t: np.ndarray, e: np.ndarray,
+                pfs: np.ndarray | None = None) -> dict[str, Any]:
+    """Model statistics of one mode; ``pfs`` marks the subjects whose PFS may be used (PFSFL)."""
+    pfs = np.ones(y.size, dtype=bool) if pfs is None else pfs
     block: dict[str, Any] = {"cutoff": cutoff, "n": int(y.size), "n_responders": int(y.sum())}
     if y.size == 0:  # a site with no held-out patient: nothing judges the model here
         log.warning("no held-out patient at a site: its model statistics are empty")
@@ -196,9 +243,9 @@ def _mode_block(y: np.ndarray, s: np.ndarray, cutoff: float, t: np.ndarray, e: n
         block[f"{name}_ci"] = None if np.isnan(prop.estimate) else [prop.low, prop.high]
     block["confusion"] = {"tp": bm.tp, "fp": bm.fp, "tn": bm.tn, "fn": bm.fn}
     block["brier"] = brier_score(y, s)
-    called = s >= cutoff
+    called = (s >= cutoff)[pfs]
     if 0 < called.sum() < called.size:
-        chi2, p = exact_logrank(t, e, called)
+        chi2, p = exact_logrank(t[pfs], e[pfs], called)
         block.update(logrank_called_chi2=chi2, logrank_called_p=p)
     return block
 
@@ -209,16 +256,18 @@ def site_metrics(data: SiteData, cutoffs: Mapping[str, float]) -> dict[str, Any]
     Model statistics (per mode, ``c_index_full``) rest on the held-out subjects (:func:`heldout_mask`,
     ``n_heldout`` of them); the reference endpoints (ORR, PFS, DHI, responder HR) on all ``n`` subjects.
     """
-    wide = _wide(data.predictions)
+    wide = analysed(data)
     y = wide["LABEL"].to_numpy(int)
     t, e = wide["PFS_DAYS"].to_numpy(float), wide["PFS_EVENT"].to_numpy(int)
+    p = wide["PFSFL"].to_numpy(bool)
     h = heldout_mask(wide)  # the model is judged on held-out patients only; reference endpoints on all
-    out: dict[str, Any] = {m: _mode_block(y[h], wide[m].to_numpy(float)[h], float(cutoffs[m]), t[h], e[h])
+    out: dict[str, Any] = {m: _mode_block(y[h], wide[m].to_numpy(float)[h], float(cutoffs[m]), t[h], e[h], p[h])
                            for m in MODES}
     out["n_heldout"] = int(h.sum())
     out["model_basis"] = HELDOUT_BASIS if has_split(data) else ALL_BASIS
-    if e[h].sum() and h.sum() > 1:
-        out["c_index_full"] = concordance(t[h], e[h], wide["full"].to_numpy(float)[h])
+    hp = h & p
+    if e[hp].sum() and hp.sum() > 1:
+        out["c_index_full"] = concordance(t[hp], e[hp], wide["full"].to_numpy(float)[hp])
     out.update(_reference_endpoints(data, wide))
     return out
 
@@ -226,25 +275,22 @@ def site_metrics(data: SiteData, cutoffs: Mapping[str, float]) -> dict[str, Any]
 def _reference_endpoints(data: SiteData, wide: pd.DataFrame) -> dict[str, Any]:
     """ORR, median PFS, DHI AUC/HR and the responder HR of every analysed subject (no model score used)."""
     y = wide["LABEL"].to_numpy(int)
-    t, e = wide["PFS_DAYS"].to_numpy(float), wide["PFS_EVENT"].to_numpy(int)
-    out: dict[str, Any] = {}
-    counts = orr_counts(data.subjects, data.visits, wide["LABEL"])
-    props = {k: proportion_ci(counts[k], counts["n"], method="clopper-pearson") for k in ORR_KEYS[1:]}
-    out["orr"], out["orr_ci"] = props["recist_confirmed"].estimate, [props["recist_confirmed"].low,
-                                                                      props["recist_confirmed"].high]
-    out["orr_all"] = {k: {"k": p.k, "n": p.n, "estimate": p.estimate, "ci": [p.low, p.high]} for k, p in props.items()}
+    keep = wide["PFSFL"].to_numpy(bool)  # PFS statistics: the PFS population only
+    t, e, yp = wide["PFS_DAYS"].to_numpy(float)[keep], wide["PFS_EVENT"].to_numpy(int)[keep], y[keep]
+    out: dict[str, Any] = orr_summary(orr_counts(data.subjects, data.visits, wide["LABEL"], _enrolled(data)))
     median, ci = median_survival(kaplan_meier(risk_table(t, e)))
     out["median_pfs_days"], out["median_pfs_ci"] = median, list(ci)
+    out["n_pfs"] = int(keep.sum())
     out["dhi_auc"] = None
     if "DHI" in wide.columns and 0 < y.sum() < y.size:
         dhi = wide["DHI"].to_numpy(float)
         out["dhi_auc"], dci = delong_auc_ci(y, dhi)
         out["dhi_auc_ci"] = list(dci)
-        if e.sum() and np.ptp(dhi) > 0:
-            hr, hci, p = cox_hazard_ratio(t, e, dhi / dhi_hr_unit())
+        if e.sum() and np.ptp(dhi[keep]) > 0:
+            hr, hci, p = cox_hazard_ratio(t, e, dhi[keep] / dhi_hr_unit())
             out["dhi_hr"], out["dhi_hr_ci"], out["dhi_hr_p"] = hr, list(hci), p
-    if e.sum() and 0 < y.sum() < y.size:
-        hr, hci, p = cox_hazard_ratio(t, e, y)
+    if e.sum() and 0 < yp.sum() < yp.size:
+        hr, hci, p = cox_hazard_ratio(t, e, yp)
         out["hr_responder"], out["hr_responder_ci"], out["hr_responder_p"] = hr, list(hci), p
     out["n"] = int(y.size)
     return out
@@ -252,15 +298,16 @@ def _reference_endpoints(data: SiteData, wide: pd.DataFrame) -> dict[str, Any]:
 
 def site_inputs(data: SiteData, cutoffs: Mapping[str, float]) -> SiteInputs:
     """The site's inputs to its aggregate vector."""
-    wide = _wide(data.predictions)
+    wide = analysed(data)
     return SiteInputs(
         labels=wide["LABEL"].to_numpy(int),
         pfs_days=wide["PFS_DAYS"].to_numpy(float),
         pfs_event=wide["PFS_EVENT"].to_numpy(int),
         scores={m: wide[m].to_numpy(float) for m in MODES},
         cutoffs=cutoffs,
-        orr_counts=orr_counts(data.subjects, data.visits, wide["LABEL"]),
+        orr_counts=orr_counts(data.subjects, data.visits, wide["LABEL"], _enrolled(data)),
         dhi=wide["DHI"].to_numpy(float) if "DHI" in wide.columns else None,
+        pfs_included=wide["PFSFL"].to_numpy(bool),
     )
 
 
@@ -284,7 +331,8 @@ def site_evaluation_aggregate(data: SiteData, cutoffs: Mapping[str, float],
     if held.empty:
         heldout = np.zeros(layout.size)
     else:
-        heldout = site_aggregate(site_inputs(SiteData(data.site, held, data.subjects, data.visits), cutoffs), layout)
+        heldout = site_aggregate(site_inputs(SiteData(data.site, held, data.subjects, data.visits, data.populations),
+                                             cutoffs), layout)
     start = 0
     for name, n in layout.blocks():
         if name.split(".", 1)[0] in MODES:
@@ -353,11 +401,11 @@ def pooled_dhi_hazard_ratio(sites: list[SiteData], codec: AggregateCodec) -> dic
                              "dhi_hr_iterations": None, "dhi_hr_unit": dhi_hr_unit()}
     strata = []
     for data in sites:
-        wide = _wide(data.predictions)
+        wide = analysed(data)
         if "DHI" not in wide.columns:
             log.info("pooled DHI HR skipped: site %s reports no DHI", data.site)
             return empty
-        keep = np.isfinite(wide["DHI"].to_numpy(float))
+        keep = np.isfinite(wide["DHI"].to_numpy(float)) & wide["PFSFL"].to_numpy(bool)
         strata.append(SiteSurvival.of(wide["PFS_DAYS"].to_numpy(float)[keep], wide["PFS_EVENT"].to_numpy(int)[keep],
                                       wide["DHI"].to_numpy(float)[keep] / dhi_hr_unit()))
     try:

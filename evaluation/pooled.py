@@ -8,7 +8,10 @@ Each site turns its patient-level predictions into a fixed-layout vector of coun
   cut-off fixed on training data, the Brier sum, and calibration counts/sums over 10 bins;
 - numbers at risk and PFS events on a fixed day grid, overall, per predicted group and per reference
   response (Kaplan–Meier, median PFS, log-rank);
-- ORR counts (analysed, responders by RECIST 1.1 / iRECIST, confirmed / unconfirmed).
+- ORR counts (analysed, responders by RECIST 1.1 / iRECIST, confirmed / unconfirmed), for the analysed
+  (EFFFL) and the enrolled (ITTFL, the protocol's denominator) subjects.
+
+Survival blocks count the PFS population (``SiteInputs.pfs_included``, PFSFL) only.
 
 The vectors are combined through an :class:`AggregateCodec` seam — ``encrypt`` at the site, ``add`` at the
 server (no secret key), ``decrypt`` back at a site key holder. :class:`CkksCodec` plugs in
@@ -37,6 +40,10 @@ from evaluation.survival import RiskTable, kaplan_meier, logrank, median_surviva
 
 MODES: tuple[str, ...] = ("early", "full")
 ORR_KEYS: tuple[str, ...] = ("n", "recist_unconfirmed", "recist_confirmed", "irecist_unconfirmed", "irecist_confirmed")
+#: The same counts over every enrolled subject (ITTFL): the protocol's ORR denominator.
+ORR_ITT_KEYS: tuple[str, ...] = tuple(f"itt_{k}" for k in ORR_KEYS)
+ORR_DENOMINATOR = "all enrolled (ITTFL; protocol: ORR = (CR + PR) / all enrolled)"
+ORR_ANALYSED = "analysed (EFFFL: the efficacy population)"
 CALIBRATION_BINS = 10
 
 
@@ -69,6 +76,7 @@ class AggregateLayout:
             out += [(f"{mode}.brier", 2), (f"{mode}.calibration", 3 * CALIBRATION_BINS)]
             out += [(f"{mode}.km_called_pos", 2 * k), (f"{mode}.km_called_neg", 2 * k)]
         out += [("km_all", 2 * k), ("km_ref_pos", 2 * k), ("km_ref_neg", 2 * k), ("orr", len(ORR_KEYS))]
+        out += [("orr_itt", len(ORR_ITT_KEYS))]
         out += [("dhi.hist_pos", self.dhi_bins), ("dhi.hist_neg", self.dhi_bins)]
         return out
 
@@ -106,9 +114,12 @@ class SiteInputs:
     cutoffs : dict mode -> float
         Cut-offs fixed on training data.
     orr_counts : dict, optional
-        ``ORR_KEYS`` -> count; default uses the reference label for all four responder counts.
+        ``ORR_KEYS`` (and ``ORR_ITT_KEYS``) -> count; default uses the reference label for all four responder
+        counts, and the analysed counts for the ITT ones.
     dhi : ndarray, shape (n,), optional
         Dynamic Heterogeneity Index per subject (per 100 days).
+    pfs_included : ndarray of bool, shape (n,), optional
+        Subjects in the PFS population (PFSFL); default all. Survival blocks count only these.
     """
 
     labels: NDArray[np.int_]
@@ -118,6 +129,12 @@ class SiteInputs:
     cutoffs: Mapping[str, float]
     orr_counts: Mapping[str, int] | None = None
     dhi: NDArray[np.float64] | None = None
+    pfs_included: NDArray[np.bool_] | None = None
+
+    def pfs_mask(self) -> NDArray[np.bool_]:
+        """Boolean mask of the PFS population, shape (n,)."""
+        n = np.asarray(self.labels).size
+        return np.ones(n, dtype=bool) if self.pfs_included is None else np.asarray(self.pfs_included, dtype=bool)
 
 
 def _risk_counts(days: NDArray[np.float64], event: NDArray[np.int_], grid: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -147,7 +164,8 @@ def _mode_blocks(inputs: SiteInputs, mode: str, layout: AggregateLayout) -> list
         np.bincount(cal_idx, weights=s, minlength=CALIBRATION_BINS),
     ]
     grid = np.asarray(layout.pfs_grid_days)
-    t, e = inputs.pfs_days, inputs.pfs_event
+    keep = inputs.pfs_mask()
+    t, e, called = inputs.pfs_days[keep], inputs.pfs_event[keep], called[keep]
     return [
         _histogram(s[y == 1], layout.score_bins),
         _histogram(s[y == 0], layout.score_bins),
@@ -171,11 +189,16 @@ def site_aggregate(inputs: SiteInputs, layout: AggregateLayout | None = None) ->
     for mode in MODES:
         parts += _mode_blocks(inputs, mode, layout)
     grid = np.asarray(layout.pfs_grid_days)
-    parts.append(_risk_counts(inputs.pfs_days, inputs.pfs_event, grid))
+    keep = inputs.pfs_mask()
+    t, e, yp = inputs.pfs_days[keep], inputs.pfs_event[keep], y[keep]
+    parts.append(_risk_counts(t, e, grid))
     for cls in (1, 0):
-        parts.append(_risk_counts(inputs.pfs_days[y == cls], inputs.pfs_event[y == cls], grid))
-    orr = inputs.orr_counts or {key: int(y.sum()) for key in ORR_KEYS[1:]} | {"n": int(y.size)}
+        parts.append(_risk_counts(t[yp == cls], e[yp == cls], grid))
+    orr = dict(inputs.orr_counts or {key: int(y.sum()) for key in ORR_KEYS[1:]} | {"n": int(y.size)})
+    for key in ORR_KEYS:
+        orr.setdefault(f"itt_{key}", orr[key])  # enrolment unknown: the analysed subjects stand in
     parts.append(np.asarray([orr[key] for key in ORR_KEYS], dtype=np.float64))
+    parts.append(np.asarray([orr[key] for key in ORR_ITT_KEYS], dtype=np.float64))
     parts += _dhi_blocks(inputs, y, layout)
     vector = np.concatenate(parts)
     assert vector.size == layout.size, "block lengths drifted from AggregateLayout.blocks()"
@@ -276,9 +299,17 @@ def sum_encrypted(vectors: Sequence[NDArray[np.float64]], codec: AggregateCodec,
 
 
 def _round_counts(vector: NDArray[np.float64], layout: AggregateLayout) -> NDArray[np.float64]:
+    """Round every decrypted count to an integer: all blocks but the real-valued sums — the Brier sum of squares
+    and the calibration score sums (the calibration block's subject and responder counts are counts; left
+    unrounded, CKKS noise on an empty bin gave observed rates like −18.98 and 4.91)."""
     out, start = vector.copy(), 0
     for name, n in layout.blocks():
-        if not name.endswith((".brier", ".calibration")):
+        if name.endswith(".brier"):
+            out[start + 1] = np.round(out[start + 1])  # (sum of squared errors, n)
+        elif name.endswith(".calibration"):
+            counts = 2 * CALIBRATION_BINS  # (count, responders) per bin; then the score sums
+            out[start : start + counts] = np.round(out[start : start + counts])
+        else:
             out[start : start + n] = np.round(out[start : start + n])
         start += n
     return out
@@ -382,11 +413,8 @@ def pooled_metrics(summed: NDArray[np.float64], cutoffs: Mapping[str, float],
     blocks = layout.unpack(np.asarray(summed, dtype=np.float64))
     out: dict[str, Any] = {mode: _mode_metrics(blocks, mode, float(cutoffs[mode]), layout) for mode in MODES}
     orr = dict(zip(ORR_KEYS, (int(v) for v in blocks["orr"]), strict=True))
-    props = {key: proportion_ci(orr[key], orr["n"], method="clopper-pearson") for key in ORR_KEYS[1:]}
-    out["orr"] = props["recist_confirmed"].estimate
-    out["orr_ci"] = [props["recist_confirmed"].low, props["recist_confirmed"].high]
-    out["orr_all"] = {key: {"k": p.k, "n": p.n, "estimate": p.estimate, "ci": [p.low, p.high]}
-                      for key, p in props.items()}
+    orr |= dict(zip(ORR_ITT_KEYS, (int(v) for v in blocks["orr_itt"]), strict=True))
+    out.update(orr_summary(orr))
     km = kaplan_meier(risk_table_from_block(blocks["km_all"], layout))
     median, ci = median_survival(km)
     out["median_pfs_days"], out["median_pfs_ci"] = median, list(ci)
@@ -404,6 +432,31 @@ def pooled_metrics(summed: NDArray[np.float64], cutoffs: Mapping[str, float],
     out["dhi_auc_ci"] = list(normal_ci(dhi_auc, dhi_var)) if has_dhi else None
     out["dhi_auc_binning_bound"] = auc_binning_bound(dhi_pos, dhi_neg) if has_dhi else None
     return out
+
+
+def orr_summary(counts: Mapping[str, int]) -> dict[str, Any]:
+    """The ORR entries of ``metrics.json`` (site and pooled blocks alike) from ``ORR_KEYS`` + ``ORR_ITT_KEYS`` counts.
+
+    ``orr``/``orr_ci``/``orr_n``: RECIST 1.1 confirmed ORR over all enrolled (the protocol's denominator,
+    ``orr_denominator`` says so), Clopper–Pearson 95 % CI; ``orr_analysed``/``orr_analysed_ci``/``orr_analysed_n``
+    the same over the analysed (efficacy) population, shown beside it; ``orr_all`` (enrolled) and
+    ``orr_all_analysed`` every definition as ``{"k", "n", "estimate", "ci"}``.
+    """
+    def props(prefix: str) -> dict[str, Any]:
+        return {key: proportion_ci(int(counts[f"{prefix}{key}"]), int(counts[f"{prefix}n"]), method="clopper-pearson")
+                for key in ORR_KEYS[1:]}
+
+    itt, analysed = props("itt_"), props("")
+    return {
+        "orr": itt["recist_confirmed"].estimate, "orr_ci": [itt["recist_confirmed"].low, itt["recist_confirmed"].high],
+        "orr_n": int(counts["itt_n"]), "orr_denominator": ORR_DENOMINATOR,
+        "orr_analysed": analysed["recist_confirmed"].estimate,
+        "orr_analysed_ci": [analysed["recist_confirmed"].low, analysed["recist_confirmed"].high],
+        "orr_analysed_n": int(counts["n"]), "orr_analysed_basis": ORR_ANALYSED,
+        "orr_all": {k: {"k": p.k, "n": p.n, "estimate": p.estimate, "ci": [p.low, p.high]} for k, p in itt.items()},
+        "orr_all_analysed": {k: {"k": p.k, "n": p.n, "estimate": p.estimate, "ci": [p.low, p.high]}
+                             for k, p in analysed.items()},
+    }
 
 
 def score_histograms(labels: NDArray[np.int_], scores: NDArray[np.float64],

@@ -1,7 +1,8 @@
 """A small seeded run directory in exactly the formats ``fedresponse evaluate`` reads (test fixture only).
 
 Writes, under ``run/``: per site ``sites/SXX/predictions.csv``, ``subjects.csv`` and ``visits.csv`` (the
-response module's columns), ``cutoffs.json``, ``privacy_ledger.csv`` (privacy.accounting columns) and
+response module's columns), ``populations.csv`` (evaluation.populations: the predicted subjects in EFFFL and
+PFSFL, the three screening failures enrolled but not eligible), ``cutoffs.json``, ``privacy_ledger.csv`` (privacy.accounting columns) and
 ``privacy.json`` (budgets); under ``cohort/SXX/``: ``crf.csv`` (a few screening failures) and ``reads.csv``
 (two readers' baseline target lesions).
 """
@@ -125,6 +126,7 @@ def make_run(root: Path, seed: int = 0, n_sites: int = 2, n_per_site: int = 20, 
         pd.DataFrame(visits).to_csv(folder / "visits.csv", index=False)
         pd.DataFrame(subjects).to_csv(folder / "subjects.csv", index=False)
         _cohort_site(cohort / site, site, ids, visits, rng)
+        _populations(folder, site, ids)
         for rnd in (1, 2, 3):
             ledger.append(
                 {
@@ -143,6 +145,17 @@ def make_run(root: Path, seed: int = 0, n_sites: int = 2, n_per_site: int = 20, 
     (run / "privacy.json").write_text(json.dumps({"delta": 1e-5, "sites": budgets}))
     (run / "cutoffs.json").write_text(json.dumps({"early": 0.5, "full": 0.48}))
     return {"run": run, "cohort": cohort}
+
+
+def _populations(folder: Path, site: str, ids: list[str]) -> None:
+    failed = {"0900": "not eligible: inclusion: ECOG must be 0 or 1",
+              "0901": "not eligible: exclusion: radiotherapy of the target lesion before baseline",
+              "0902": "not eligible: exclusion: other malignancy"}
+    rows = [{"USUBJID": u, "SITEID": site, "ITTFL": "Y", "ELIGFL": "Y", "EFFFL": "Y", "PFSFL": "Y", "EXCLREAS": ""}
+            for u in ids]
+    rows += [{"USUBJID": f"FEDRESP-{site}-{n}", "SITEID": site, "ITTFL": "Y", "ELIGFL": "N", "EFFFL": "N",
+              "PFSFL": "N", "EXCLREAS": why} for n, why in failed.items()]
+    pd.DataFrame(rows).to_csv(folder / "populations.csv", index=False)
 
 
 def _cohort_site(folder: Path, site: str, ids: list[str], visits: list[dict], rng: np.random.Generator) -> None:

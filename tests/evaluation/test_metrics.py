@@ -14,9 +14,10 @@ from lifelines.utils import median_survival_times
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 from statsmodels.stats.proportion import proportion_confint
 
-from evaluation.evaluate import consort_counts, load_run
+from evaluation.evaluate import load_run
 from evaluation.exceptions import EvaluationInputError
 from evaluation.metrics import read_predictions
+from evaluation.populations import consort_counts, read_populations
 from evaluation.protocol import load_protocol
 
 
@@ -58,8 +59,12 @@ def test_site_blocks_match_sklearn_lifelines_statsmodels(synthetic_run: dict[str
         assert block["median_pfs_ci"] == [c if np.isfinite(c) else "inf" for c in ci]
         subjects = pd.read_csv(path.parent / "subjects.csv")
         k = int(subjects["CBOR"].isin(["CR", "PR"]).sum())
-        assert block["orr"] == pytest.approx(k / len(subjects))
-        assert block["orr_ci"] == pytest.approx(list(proportion_confint(k, len(subjects), method="beta")))
+        enrolled = len(pd.read_csv(path.parent / "populations.csv"))  # protocol: ORR over all enrolled (ITTFL)
+        assert (block["orr_n"], block["orr_analysed_n"]) == (enrolled, len(subjects)) and enrolled == len(subjects) + 3
+        assert block["orr"] == pytest.approx(k / enrolled)
+        assert block["orr_ci"] == pytest.approx(list(proportion_confint(k, enrolled, method="beta")))
+        assert block["orr_analysed"] == pytest.approx(k / len(subjects))
+        assert block["orr_analysed_ci"] == pytest.approx(list(proportion_confint(k, len(subjects), method="beta")))
         assert block["dhi_auc"] == pytest.approx(roc_auc_score(rows["LABEL"], rows["DHI"]))
         kappa = cohen_kappa_score(rows["LABEL"], (rows["SCORE"] >= cut["full"]).astype(int))
         assert metrics["agreement"][site]["kappa_full"] == pytest.approx(kappa)
@@ -96,14 +101,20 @@ def test_pooled_block_matches_the_union_within_binning(synthetic_run: dict[str, 
     assert metrics["pooling"]["codec"] == "PlainCodec"
 
 
-def test_consort_counts_screening_failures(synthetic_run: dict[str, Path]) -> None:
-    crf = pd.read_csv(synthetic_run["cohort"] / "S01" / "crf.csv", dtype=str, keep_default_na=False)
-    analysed = set(pd.read_csv(synthetic_run["run"] / "sites" / "S01" / "predictions.csv")["USUBJID"])
-    flow = consort_counts(crf, analysed)
-    assert flow["screened"] == 17 and flow["analysed"] == 14
-    assert flow["excluded"]["prior RT of target lesion"] == 1
-    assert flow["excluded"]["other malignancy"] == 1
-    assert flow["excluded"]["ECOG > 1"] == 1
+def test_consort_comes_from_the_populations(synthetic_run: dict[str, Path], evaluated: dict) -> None:
+    """CONSORT totals = population flags = the N under the statistics (one definition, evaluation.populations)."""
+    metrics = json.loads(evaluated["metrics"].read_text())
+    inputs = load_run(synthetic_run["run"])
+    assert inputs.consort is not None
+    for site, flow in inputs.consort.items():
+        pop = read_populations(synthetic_run["run"] / "sites" / site)
+        assert flow == consort_counts(pop)
+        assert flow["enrolled"] == 17 and flow["eligible"] == flow["analysed"] == 14
+        assert flow["excluded"] == {"exclusion: other malignancy": 1, "inclusion: ECOG must be 0 or 1": 1,
+                                    "exclusion: radiotherapy of the target lesion before baseline": 1}
+        assert metrics["sites"][site]["n"] == flow["analysed"] and metrics["sites"][site]["orr_n"] == flow["enrolled"]
+    assert metrics["pooled"]["n"] == sum(f["analysed"] for f in inputs.consort.values())
+    assert metrics["pooled"]["orr_n"] == sum(f["enrolled"] for f in inputs.consort.values())
 
 
 def test_privacy_block_reads_the_last_ledger_round(synthetic_run: dict[str, Path]) -> None:
