@@ -216,8 +216,12 @@ def site_inputs(
     visits: pd.DataFrame,
     dhi: pd.DataFrame | None = None,
     durable_day: int = 183,
+    populations: pd.DataFrame | None = None,
 ) -> SiteInputs:
     """Assemble :class:`SiteInputs` for the patients that have a graph, a CRF row and reference labels.
+
+    With ``populations`` (the site's ``assessment/populations.csv``, :mod:`evaluation.populations`) only the
+    efficacy population (``EFFFL == "Y"``) is featurized: training and evaluation use one set of patients.
 
     Parameters
     ----------
@@ -229,7 +233,16 @@ def site_inputs(
         ``radiomics dhi`` table (``USUBJID, FROM, TO, DHI``).
     durable_day : int
         Landmark of the full-mode durable-benefit label (study day).
+    populations : DataFrame, optional
+        ``USUBJID, EFFFL, ...``: patients outside EFFFL are left out (logged with their count).
     """
+    if populations is not None:
+        efficacy = set(populations.loc[populations["EFFFL"] == "Y", "USUBJID"].astype(str))
+        outside = [g for g in graphs if str(g.usubjid) not in efficacy]
+        if outside:
+            log.info("site %s: %d patient(s) outside the efficacy population EFFFL not featurized (e.g. %s)", site,
+                     len(outside), outside[0].usubjid)
+        graphs = [g for g in graphs if str(g.usubjid) in efficacy]
     crf_rows = crf.set_index("USUBJID")
     refs = reference.set_index("USUBJID")
     dhi_by = _dhi_table(dhi)
