@@ -22,7 +22,7 @@ primary one first; the full text stays in ``eligibility.parquet`` / ``queries.pa
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +199,16 @@ def consort_counts(pop: pd.DataFrame) -> dict[str, Any]:
             "eligible": int((enrolled["ELIGFL"] == "Y").sum()), "analysed": int((enrolled["EFFFL"] == "Y").sum()),
             "by_reason_not_analysed": dict(sorted(not_analysed.items())),
             "pfs_analysed": int((enrolled["PFSFL"] == "Y").sum())}
+
+
+def stores_populations(src: Path | Sequence[Path]) -> pd.DataFrame | None:
+    """Every site store's ``assessment/populations.csv`` under ``src`` (a store, a folder of stores, or a list),
+    concatenated; None when no store there has one (e.g. a synthesized cohort, which has no stores)."""
+    if not isinstance(src, Path):
+        frames = [f for one in src if (f := stores_populations(one)) is not None]
+        return pd.concat(frames, ignore_index=True) if frames else None
+    stores = [src] if (src / "store.json").exists() else sorted(
+        p for p in src.iterdir() if p.is_dir() and (p / "store.json").exists()) if src.is_dir() else []
+    found = [read_populations(s / "assessment" / POPULATIONS_FILE) for s in stores
+             if (s / "assessment" / POPULATIONS_FILE).exists()]
+    return pd.concat(found, ignore_index=True) if found else None

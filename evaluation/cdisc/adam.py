@@ -1,7 +1,14 @@
 """ADaM ADSL, ADRS and ADTTE, derived **only from the SDTM datasets** (DM, RS, CM, CE) so that a reviewer can
 regenerate them from the submitted raw data with this program (DOMAIN §3, traceability).
 
-- ADSL: one row per DM subject; ``TRTSDT`` = RFSTDTC as a SAS date; ``EFFFL`` = has a post-baseline response.
+- ADSL: one row per DM subject; ``TRTSDT`` = RFSTDTC as a SAS date; ``TRT01P`` = ARM, ``TRT01A`` = ACTARM (empty
+  for a subject never treated). Population flags ``ITTFL, ELIGFL, EFFFL, PFSFL`` and ``EXCLREAS`` are the sites'
+  ``populations.csv`` (:mod:`evaluation.populations`, the one definition) when given; regenerated from SDTM
+  alone they are ``ITTFL = Y``, ``ELIGFL = EFFFL =`` has a post-baseline response, and ``PFSFL = EFFFL``
+  without a death dated before the first dose.
+- ADTTE rows exist only for ``PFSFL = Y`` subjects with a first dose: every row has ``STARTDT``/``ADT`` and
+  ``AVAL ≥ 1``; a subject left out says why in ADSL ``EXCLREAS`` (e.g. a death before the first dose, an open
+  hard query of the data validation plan).
 - ADRS (primary evaluator): per visit ``OVR`` (RECIST 1.1) and ``IOVR`` (iRECIST) copied from RS; per subject
   ``BOR``/``CBOR`` (RECIST 1.1 unconfirmed/confirmed) and ``IBOR``/``ICBOR`` (iRECIST) from
   :mod:`evaluation.response.bor` applied to those RS rows.
@@ -46,15 +53,44 @@ def study_day(iso: str, start: str) -> float:
     return float(delta + 1 if delta >= 0 else delta)
 
 
-def make_adsl(dm: pd.DataFrame, rs: pd.DataFrame) -> pd.DataFrame:
-    """ADSL from DM (and RS for the efficacy flag)."""
-    responded = set(rs["USUBJID"])
-    return pd.DataFrame({
+def make_adsl(dm: pd.DataFrame, rs: pd.DataFrame, populations: pd.DataFrame | None = None) -> pd.DataFrame:
+    """ADSL from DM (and RS for the regenerated efficacy flag; ``populations`` for the study's flags)."""
+    trtsdt = dm["RFSTDTC"].fillna("").astype(str).map(sas_date).astype(np.float64)
+    actarm = dm["ACTARM"] if "ACTARM" in dm.columns else np.where(trtsdt.notna(), dm["ARM"], "")
+    adsl = pd.DataFrame({
         "STUDYID": dm["STUDYID"], "USUBJID": dm["USUBJID"], "SUBJID": dm["SUBJID"], "SITEID": dm["SITEID"],
         "AGE": dm["AGE"], "AGEU": dm["AGEU"], "SEX": dm["SEX"], "ARMCD": dm["ARMCD"], "ARM": dm["ARM"],
-        "TRTSDT": dm["RFSTDTC"].map(sas_date).astype(np.float64), "ITTFL": "Y",
-        "EFFFL": np.where(dm["USUBJID"].isin(responded), "Y", "N"), "DTHFL": dm["DTHFL"],
+        "TRT01P": dm["ARM"], "TRT01A": actarm, "TRTSDT": trtsdt, "DTHFL": dm["DTHFL"],
     })
+    flags = _population_flags(dm, rs, trtsdt) if populations is None else _given_flags(adsl, populations)
+    return pd.concat([adsl.reset_index(drop=True), flags.reset_index(drop=True)], axis=1)
+
+
+def _population_flags(dm: pd.DataFrame, rs: pd.DataFrame, trtsdt: pd.Series) -> pd.DataFrame:
+    """The flags as far as SDTM alone can say (regeneration without the sites' populations.csv)."""
+    responded = dm["USUBJID"].isin(set(rs["USUBJID"])).to_numpy()
+    death = dm["DTHDTC"].fillna("").astype(str).map(sas_date).to_numpy(np.float64)
+    early_death = np.isfinite(death) & (death < trtsdt.to_numpy(np.float64))
+    reasons = np.where(~responded, "no post-baseline response", np.where(
+        early_death, "PFS: death dated before the first dose (open hard query)", ""))
+    yn = {True: "Y", False: "N"}
+    return pd.DataFrame({"ITTFL": "Y", "ELIGFL": [yn[bool(r)] for r in responded],
+                         "EFFFL": [yn[bool(r)] for r in responded],
+                         "PFSFL": [yn[bool(r and not d)] for r, d in zip(responded, early_death, strict=True)],
+                         "EXCLREAS": reasons})
+
+
+def _given_flags(adsl: pd.DataFrame, populations: pd.DataFrame) -> pd.DataFrame:
+    """The sites' population flags, one per ADSL subject; a DM subject without one is refused."""
+    from evaluation.exceptions import CdiscExportError
+
+    pop = populations.drop_duplicates("USUBJID", keep="last").set_index("USUBJID")
+    missing = sorted(set(adsl["USUBJID"]) - set(pop.index))
+    if missing:
+        raise CdiscExportError(f"{len(missing)} DM subject(s) have no population flags (e.g. {missing[0]}); run "
+                               "`fedresponse assess STORE` so that STORE/assessment/populations.csv covers every one")
+    rows = pop.loc[adsl["USUBJID"], ["ITTFL", "ELIGFL", "EFFFL", "PFSFL", "EXCLREAS"]]
+    return rows.fillna("").astype(str).reset_index(drop=True)
 
 
 def primary_evaluator(rs: pd.DataFrame) -> str:
@@ -136,25 +172,32 @@ def _tte_row(subject: str, dm_row: pd.Series, rows: pd.DataFrame, code: str, cut
     outcome = derive_pfs(assessments, progression_day, study_day(str(dm_row["DTHDTC"]), start), cuts[0], cuts[1],
                          protocol, documented)
     trtsdt = sas_date(start)
+    if not outcome.day >= 1:  # derive_pfs never dates before day 1; guard the ADTTE contract (AVAL ≥ 1)
+        raise ValueError(f"{subject} {code}: AVAL {outcome.day} < 1; the first-dose date or an event date is wrong")
     return {"USUBJID": subject, "PARAMCD": code, "AVAL": outcome.day, "CNSR": float(outcome.cnsr),
             "EVNTDESC": outcome.evntdesc, "CNSDTDSC": outcome.cnsdtdsc, "SRCDOM": outcome.srcdom,
             "SRCVAR": outcome.srcvar, "STARTDT": trtsdt, "ADT": trtsdt + outcome.day - 1}
 
 
 def make_adtte(dm: pd.DataFrame, rs: pd.DataFrame, evaluator: str, protocol: StudyProtocol,
-               cm: pd.DataFrame | None = None, ce: pd.DataFrame | None = None) -> pd.DataFrame:
+               cm: pd.DataFrame | None = None, ce: pd.DataFrame | None = None,
+               adsl: pd.DataFrame | None = None) -> pd.DataFrame:
     """ADTTE with PFS (RECIST 1.1) and IPFS (iRECIST) per subject, censored by :mod:`evaluation.cdisc.pfs`
-    (new anticancer therapy from CM, investigator-recorded progression from CE, missed assessments)."""
+    (new anticancer therapy from CM, investigator-recorded progression from CE, missed assessments).
+
+    Only subjects with ``PFSFL = Y`` in ``adsl`` (default: every DM subject) and a first dose get rows."""
     mine = rs[(rs["RSEVALID"] == evaluator)]
+    included = set(dm["USUBJID"]) if adsl is None else set(adsl.loc[adsl["PFSFL"] == "Y", "USUBJID"])
     rows = []
-    for _, dm_row in dm.iterrows():
+    for _, dm_row in dm[dm["USUBJID"].isin(included) & dm["RFSTDTC"].fillna("").astype(str).ne("")].iterrows():
         subject = dm_row["USUBJID"]
         start = str(dm_row["RFSTDTC"])
         cuts = (_first_day(cm, subject, "CMSTDTC", start), _first_day(ce, subject, "CESTDTC", start))
         own = mine[mine["USUBJID"] == subject].sort_values("VISITNUM")
         for criterion, code in (("RECIST 1.1", "PFS"), ("iRECIST", "IPFS")):
             rows.append(_tte_row(subject, dm_row, own[own["RSCAT"] == criterion], code, cuts, protocol))
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows, columns=["USUBJID", "PARAMCD", "AVAL", "CNSR", "EVNTDESC", "CNSDTDSC", "SRCDOM",
+                                        "SRCVAR", "STARTDT", "ADT"])
     frame["PARAM"] = frame["PARAMCD"].map({"PFS": "Progression-Free Survival (days)",
                                            "IPFS": "iRECIST Progression-Free Survival (days)"})
     frame.insert(0, "STUDYID", dm["STUDYID"].iloc[0])
@@ -163,10 +206,12 @@ def make_adtte(dm: pd.DataFrame, rs: pd.DataFrame, evaluator: str, protocol: Stu
     return frame[order]
 
 
-def make_adam(sdtm: dict[str, pd.DataFrame], protocol: StudyProtocol) -> dict[str, pd.DataFrame]:
-    """ADSL, ADRS and ADTTE from the SDTM tables (as written or as read back from XPT)."""
+def make_adam(sdtm: dict[str, pd.DataFrame], protocol: StudyProtocol,
+              populations: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """ADSL, ADRS and ADTTE from the SDTM tables (as written or as read back from XPT), with the sites'
+    population flags (``populations.csv`` rows of every site) when given."""
     dm, rs = sdtm["dm"], sdtm["rs"]
     evaluator = primary_evaluator(rs)
-    adsl = make_adsl(dm, rs)
-    adtte = make_adtte(dm, rs, evaluator, protocol, sdtm.get("cm"), sdtm.get("ce"))
+    adsl = make_adsl(dm, rs, populations)
+    adtte = make_adtte(dm, rs, evaluator, protocol, sdtm.get("cm"), sdtm.get("ce"), adsl)
     return {"adsl": adsl, "adrs": make_adrs(adsl, rs, protocol, evaluator), "adtte": adtte}

@@ -20,6 +20,7 @@ from evaluation.cdisc.labels import labels_for
 from evaluation.cdisc.sdtm import SiteSource, make_sdtm
 from evaluation.cdisc.xpt import Variable, write_xpt
 from evaluation.exceptions import CdiscExportError
+from evaluation.populations import stores_populations
 from evaluation.protocol import StudyProtocol, load_protocol
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def export_cdisc(src: Path | Sequence[Path], out: Path, labels: str = "en", enco
     protocol = protocol or load_protocol()
     dataset_labels, variable_labels = labels_for(labels)
     sdtm = make_sdtm(read_sources(src), protocol)
-    adam = make_adam(sdtm, protocol)
+    adam = make_adam(sdtm, protocol, stores_populations(src))  # the sites' flags (evaluation.populations)
     # An events domain without records (no subject started new therapy, say) is not submitted.
     datasets = {name: _numeric(frame) for name, frame in {**sdtm, **adam}.items() if len(frame)}
     out.parent.mkdir(parents=True, exist_ok=True)
