@@ -57,7 +57,8 @@ def test_flags_come_from_the_populations_when_given() -> None:
     pop = pd.DataFrame({"USUBJID": IDS, "SITEID": "S01", "ITTFL": "Y", "ELIGFL": ["Y", "Y", "N", "N"],
                         "EFFFL": ["Y", "Y", "N", "N"], "PFSFL": ["Y", "N", "N", "N"],
                         "EXCLREAS": ["", "PFS: open hard query (ORD-DOSE-DEATH on DEATH_DATE)",
-                                     "not eligible: exclusion: other malignancy", "not eligible: unresolved hard query"]})
+                                     "not eligible: exclusion: other malignancy",
+                                     "not eligible: unresolved hard query"]})
     adam = make_adam({"dm": _dm(), "rs": _rs()}, PROTOCOL, pop)
     adsl = adam["adsl"].set_index("USUBJID")
     for flag in ("ITTFL", "ELIGFL", "EFFFL", "PFSFL", "EXCLREAS"):
