@@ -51,7 +51,7 @@ def _cohort(args: argparse.Namespace) -> tuple[PooledCohort, float | None, str]:
         raise SystemExit(f"no model_inputs.pt under {args.cohort}; featurize the sites first")
     stale = [reason for s in sites if (reason := stale_columns(s)) is not None]
     if stale:
-        raise SystemExit(f"{stale[0]}; re-featurize (fedresponse.commands.train.featurize_store) and point --cohort "
+        raise SystemExit(f"{stale[0]}; re-featurize (fedresponse.featurize.featurize_store) and point --cohort "
                          "at the new files")
     oracle_path = args.cohort / "truth" / "oracle.json"
     oracle = json.loads(oracle_path.read_text())["early_oracle_auc"] if oracle_path.exists() else None

@@ -208,7 +208,7 @@ RENDERERS = {"summary": _summary, "primary": _primary, "survival": _survival, "o
 
 def render_html(metrics: dict[str, Any], figures: list[FigureEntry], inputs: RunInputs) -> str:
     """The report as one self-contained HTML string."""
-    from fedresponse import __version__
+    from importlib.metadata import version  # the distribution's version: evaluation never imports the CLI
 
     parts = []
     for sid, title in SECTIONS:
@@ -220,7 +220,7 @@ def render_html(metrics: dict[str, Any], figures: list[FigureEntry], inputs: Run
         title="Response prediction — evaluation report", run=html.escape(str(inputs.run)),
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), n_sites=len(inputs.sites),
         n_subjects=metrics["pooled"]["n"], codec=html.escape(metrics["pooling"]["codec"]),
-        sections="\n".join(parts), version=__version__,
+        sections="\n".join(parts), version=version("fedresponse"),
     )
 
 

@@ -1,8 +1,9 @@
 """The demo pipeline: every stage that exists, in order, on a freshly synthesized ``quick`` cohort.
 
-A stage is a plain function ``run(ctx: DemoContext) -> dict[str, str]`` living next to the
-capability it demonstrates; it returns a mapping of "what" → "where" that the demo prints at the end.
-Each capability adds one line to :data:`STAGES` (``"name", "module:function"``).
+A stage is a plain function ``run(ctx: DemoContext) -> dict[str, str]``, one module per stage in
+:mod:`fedresponse.stages` (the CLI package: library packages never import the demo); it returns a mapping
+of "what" → "where" that the demo prints at the end. Each capability adds one line to :data:`STAGES`
+(``"name", "module:function"``).
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ log = logging.getLogger(__name__)
 # (stage name, "module:function"). Stages run in this order; a later stage may read what an
 # earlier one recorded in ``ctx.artifacts``.
 STAGES: list[tuple[str, str]] = [
-    ("synth", "synth.demo_stage:run"),
-    ("ingest", "fl_client.ingest.demo_stage:run"),
-    ("assess", "evaluation.response.demo_stage:run"),
-    ("subregion-graphs", "fedresponse.commands.radiomics_graphs:demo_stage"),
-    ("train (centralized)", "fedresponse.commands.train:demo_stage"),
-    ("train (federated)", "fedresponse.federation:demo_stage"),
-    ("evaluate", "evaluation.demo_stage:run"),
-    ("export-cdisc", "evaluation.cdisc.demo_stage:run"),
+    ("synth", "fedresponse.stages.synth:run"),
+    ("ingest", "fedresponse.stages.ingest:run"),
+    ("assess", "fedresponse.stages.assess:run"),
+    ("subregion-graphs", "fedresponse.stages.graphs:run"),
+    ("train (centralized)", "fedresponse.stages.train_centralized:run"),
+    ("train (federated)", "fedresponse.stages.train_federated:run"),
+    ("evaluate", "fedresponse.stages.evaluate:run"),
+    ("export-cdisc", "fedresponse.stages.export_cdisc:run"),
 ]
 
 

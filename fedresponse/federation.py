@@ -106,7 +106,7 @@ def site_inputs(cohort: Path) -> dict[str, Path]:
 
 def _featurize_stores(cohort: Path, seed: int) -> dict[str, Path]:
     """Each assessed site store under ``cohort`` prepares its own ``model_inputs.pt`` (inside the store)."""
-    from fedresponse.commands.train import featurize_store
+    from fedresponse.featurize import featurize_store
 
     stores = sorted(p.parent for p in cohort.rglob("store.json") if (p.parent / "assessment").is_dir())
     paths = [featurize_store(store, seed=seed) for store in stores]
@@ -291,36 +291,3 @@ def train_command(cohort: Path, keys: Path | None, out: Path, config_path: Path 
     console.print(f"run written to [cyan]{out}[/] (privacy_ledger.csv, rounds.jsonl, checkpoints/, sites/, "
                   "cutoffs.json, pooled_aggregate.ckks, pooled_metrics.json, comparison.json)")
     return 0
-
-
-def demo_stage(ctx: Any) -> dict[str, str]:
-    """Demo stage ``train(federated)``: a short simulated DP+HE run (early and full models) on the demo cohort.
-
-    Uses the featurize stage's ``model_inputs:<SITE>`` artifacts, else the ``model_inputs.pt`` files under
-    ``ctx.out``, else featurizes the assessed site stores; writes ``ctx.out/ckks_keys`` and ``ctx.out/federated``
-    and records ``run:federated`` (a complete, evaluable run) and ``ckks_keys`` in ``ctx.artifacts``; prints the
-    pooled early and full AUC against ``run:centralized`` when recorded.
-    """
-    from privacy.ckks import write_key_files
-
-    # the featurize stage's files when it ran; else every assessed site store featurizes itself in place
-    inputs = {key.split(":", 1)[1]: Path(path) for key, path in ctx.artifacts.items()
-              if key.startswith("model_inputs:")} or None
-    keys, run = ctx.out / "ckks_keys", ctx.out / "federated"  # ctx.out/keys holds the PI's re-identification keys
-    write_key_files(keys, overwrite=True)
-    centralized = ctx.artifacts.get("run:centralized")
-    reports = train_federated(ctx.out, keys, run, overrides={"num-server-rounds": 2, "local-epochs": 1,
-                                                             "seed": int(ctx.seed)}, inputs=inputs,
-                              centralized=Path(centralized) if centralized else None)
-    ctx.artifacts["run:federated"] = run
-    ctx.artifacts["ckks_keys"] = keys
-    last = reports[-1] if reports else None
-    summary = ", ".join(f"{r.site} ε={r.epsilon:.2f}" for r in last.ledger) if last else "no rounds"
-    out = {"privacy ledger": str(run / "privacy_ledger.csv"), "rounds": str(run / "rounds.jsonl"),
-           "site metrics": str(run / "site_metrics.json"), f"after round {last.round if last else 0}": summary}
-    if (run / "comparison.json").exists():
-        line = comparison_line(json.loads((run / "comparison.json").read_text(encoding="utf-8")))
-        ctx.console.print(line)
-        out.update({"pooled metrics (encrypted pooling)": str(run / "pooled_metrics.json"),
-                    "comparison": str(run / "comparison.json"), "federated vs centralized": line})
-    return out

@@ -57,7 +57,7 @@ def evaluate(
     except (EvaluationError, PrivacyError, FileNotFoundError) as exc:
         console.print(f"[bold red]evaluate failed:[/] {exc}")
         raise typer.Exit(code=2) from exc
-    from evaluation.demo_stage import headline
+    from fedresponse.headline import headline
 
     console.print(f"[green]report[/] {paths['report']}")
     console.print(headline(json.loads(paths["metrics"].read_text(encoding="utf-8"))))

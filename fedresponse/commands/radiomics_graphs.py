@@ -17,7 +17,6 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from fedresponse.demo import DemoContext
     from radiomics.graphs import TimePointImage
 
 log = logging.getLogger(__name__)
@@ -176,28 +175,6 @@ def dhi(
     console.print(f"wrote {n} DHI intervals to [cyan]{out}[/]")
     for usubjid, why in skipped:
         console.print(f"[yellow]skipped[/] {usubjid}: {why}")
-
-
-def demo_stage(ctx: DemoContext) -> dict[str, str]:
-    """Demo stage ``subregion-graphs``: per site store, the graphs and the DHI table.
-
-    Reads the ``store:<SITE>`` artifacts of the ingest stage; records ``graphs:<SITE>`` and ``dhi:<SITE>``.
-    """
-    produced: dict[str, str] = {}
-    stores = sorted((k.split(":", 1)[1], v) for k, v in ctx.artifacts.items() if k.startswith("store:"))
-    for site, store in stores:
-        graph_file = ctx.out / "radiomics" / site / "subregion_graphs.pt"
-        dhi_file = ctx.out / "radiomics" / site / "dhi.csv"
-        n_graphs, skipped = build_site_graphs(store, graph_file)
-        n_rows, _ = site_dhi(store, dhi_file, seed=ctx.seed)
-        ctx.console.print(f"{site}: {n_graphs} sub-region graphs, {n_rows} DHI intervals, {len(skipped)} skipped")
-        for usubjid, why in skipped:
-            ctx.console.print(f"  [yellow]skipped[/] {usubjid}: {why}")
-        ctx.artifacts[f"graphs:{site}"] = graph_file
-        ctx.artifacts[f"dhi:{site}"] = dhi_file
-        produced[f"sub-region graphs {site}"] = str(graph_file)
-        produced[f"DHI per interval {site}"] = str(dhi_file)
-    return produced
 
 
 def add_to(radiomics_app: typer.Typer) -> None:

@@ -16,12 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fedresponse.featurize import pooled_cohort
+
 if TYPE_CHECKING:
     import torch
-
-    from fedresponse.demo import DemoContext
-    from fl_client.centralized import PooledCohort
-    from fl_client.train import SiteInputs
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +34,7 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _oracle_auc(cohort: Path) -> float | None:
+def oracle_auc(cohort: Path) -> float | None:
     path = cohort / "truth" / "oracle.json"
     if not path.exists():
         return None
@@ -45,90 +43,7 @@ def _oracle_auc(cohort: Path) -> float | None:
     return None if value is None else float(value)
 
 
-def featurize_store(
-    store_dir: Path, out: Path | None = None, device: str = "auto", seed: int = 0, graphs_file: Path | None = None,
-    dhi_file: Path | None = None, durable_day: int = 183,
-) -> Path:
-    """Write a site store's ``model_inputs.pt`` (default ``STORE/model_inputs.pt``).
-
-    Uses the store's assessment (``STORE/assessment/reference.csv``, ``visits.csv``; `fedresponse assess`)
-    and the sub-region graphs and DHI table (default ``STORE/radiomics/``; built here when absent).
-    """
-    import pandas as pd
-
-    from fedresponse.commands.radiomics_graphs import build_site_graphs, site_dhi
-    from fl_client.featurize import site_inputs
-    from fl_client.store import SiteStore
-    from fl_client.train import save_site_inputs
-    from models.exceptions import ModelInputError
-    from radiomics.graphs import load_graphs
-
-    assessment = store_dir / "assessment"
-    if not (assessment / "reference.csv").exists():
-        raise ModelInputError(
-            f"{store_dir} has no assessment/reference.csv; run `fedresponse assess {store_dir}` first"
-        )
-    graphs_file = graphs_file or store_dir / "radiomics" / "subregion_graphs.pt"
-    dhi_file = dhi_file or store_dir / "radiomics" / "dhi.csv"
-    if not graphs_file.exists():
-        build_site_graphs(store_dir, graphs_file, device)
-    if not dhi_file.exists():
-        site_dhi(store_dir, dhi_file, seed=seed, device=device)
-    read = {"keep_default_na": False, "na_values": [""]}
-    store = SiteStore(store_dir)
-    inputs = site_inputs(store.site, load_graphs(graphs_file), store.crf(), pd.read_csv(assessment / "reference.csv",
-                         **read), pd.read_csv(assessment / "visits.csv", **read), pd.read_csv(dhi_file), durable_day)
-    out = out or store_dir / "model_inputs.pt"
-    save_site_inputs(inputs, out)
-    log.info("site %s: model inputs of %d patients written to %s", store.site, len(inputs.records), out)
-    return out
-
-
-def _pooled(cohort: Path, device: str = "auto", seed: int = 0, durable_day: int = 183) -> PooledCohort:
-    from fl_client.centralized import PooledCohort
-    from models.exceptions import ModelInputError
-
-    paths = sorted(cohort.rglob("model_inputs.pt"))
-    if not paths:  # featurize every assessed site store found under the folder
-        stores = sorted(p.parent for p in cohort.rglob("store.json") if (p.parent / "assessment").is_dir())
-        paths = [featurize_store(s, device=device, seed=seed, durable_day=durable_day) for s in stores]
-    if not paths:
-        raise ModelInputError(
-            f"no model_inputs.pt and no assessed site store under {cohort}; run ingest and assess for each site "
-            "first, see docs/models.md"
-        )
-    sites = [_current(p, device, seed, durable_day) for p in paths]
-    first = sites[0]
-    for other in sites[1:]:
-        if (other.global_names, other.clinical_names) != (first.global_names, first.clinical_names):
-            raise ModelInputError(
-                f"site {other.site} has different feature columns than site {first.site}; featurize every site "
-                "with the same radiomics configuration"
-            )
-    records = [r for site in sites for r in site.records]
-    return PooledCohort(records, first.global_names, first.global_groups, first.clinical_names)
-
-
-def _current(path: Path, device: str, seed: int, durable_day: int) -> SiteInputs:
-    """Load ``path``; a file written by an older featurizer is re-featurized when it sits in its site store
-    (graphs and DHI are reused, so this is cheap) and refused otherwise."""
-    from fl_client.featurize import stale_columns
-    from fl_client.train import load_site_inputs
-    from models.exceptions import ModelInputError
-
-    inputs = load_site_inputs(path)
-    reason = stale_columns(inputs)
-    if reason is None:
-        return inputs
-    if (path.parent / "store.json").exists() and (path.parent / "assessment").is_dir():
-        log.warning("%s; re-featurizing %s", reason, path.parent)
-        return load_site_inputs(featurize_store(path.parent, out=path, device=device, seed=seed,
-                                                durable_day=durable_day))
-    raise ModelInputError(f"{reason}; re-run the featurize step (fedresponse.commands.train.featurize_store) "
-                          f"for {path}")
-
-
-def _print_metrics(console: Console, metrics: dict[str, object]) -> None:
+def print_metrics(console: Console, metrics: dict[str, object]) -> None:
     table = Table(title="Held-out AUC (patient-level CV)")
     for column in ("mode", "model", "AUC", "95 % CI", "sens", "spec", "C-index", "n"):
         table.add_column(column)
@@ -176,56 +91,14 @@ def train(
         settings = load_model_config(config or configs_dir() / "model.yaml")
         if epochs is not None:
             settings = settings.model_copy(update={"train": settings.train.model_copy(update={"epochs": epochs})})
-        pooled = _pooled(cohort, device, seed, settings.evaluation.durable_benefit_day)
-        metrics = run_centralized(pooled, out, settings, _device(device), seed, _oracle_auc(cohort))
+        pooled = pooled_cohort(cohort, device, seed, settings.evaluation.durable_benefit_day)
+        metrics = run_centralized(pooled, out, settings, _device(device), seed, oracle_auc(cohort))
     except (ModelInputError, ModelConfigError, FileExistsError) as exc:
         console.print(f"[bold red]train failed:[/] {exc}")
         raise typer.Exit(code=1) from exc
-    _print_metrics(console, metrics)
+    print_metrics(console, metrics)
     console.print(f"run written to [cyan]{out}[/]")
 
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
-
-
-def demo_stage(ctx: DemoContext) -> dict[str, str]:
-    """Demo stage ``train (centralized)``: featurize every assessed site, then the pooled evaluation.
-
-    Reuses the ``radiomics`` stage's graphs and DHI tables when it ran (artifacts ``graphs:`` / ``dhi:``),
-    else builds them at the same place. Artifacts: ``model_inputs:<SITE>``, ``run:centralized``.
-    """
-    import torch
-
-    from evaluation.protocol import configs_dir
-    from fl_client.centralized import run_centralized
-    from models.config import load_model_config
-
-    settings = load_model_config(configs_dir() / "model.yaml")
-    settings = settings.model_copy(update={
-        "train": settings.train.model_copy(update={"epochs": 15}),
-        "evaluation": settings.evaluation.model_copy(update={"cv_folds": 3}),
-    })
-    produced: dict[str, str] = {}
-    for key, store in sorted(ctx.artifacts.items()):
-        site = key.split(":", 1)[1]
-        if not key.startswith("store:") or f"assessment:{site}" not in ctx.artifacts:
-            continue
-        radiomics_dir = ctx.out / "radiomics" / site
-        path = featurize_store(
-            store, out=ctx.out / "model_inputs" / site / "model_inputs.pt", device="auto", seed=ctx.seed,
-            graphs_file=ctx.artifacts.get(f"graphs:{site}", radiomics_dir / "subregion_graphs.pt"),
-            dhi_file=ctx.artifacts.get(f"dhi:{site}", radiomics_dir / "dhi.csv"),
-            durable_day=settings.evaluation.durable_benefit_day,
-        )
-        ctx.artifacts[f"model_inputs:{site}"] = path
-        produced[f"model inputs {site}"] = str(path)
-    run = ctx.out / "runs" / "centralized"
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    metrics = run_centralized(_pooled(ctx.out / "model_inputs"), run, settings, device, ctx.seed,
-                              _oracle_auc(ctx.cohort))
-    _print_metrics(ctx.console, metrics)
-    ctx.artifacts["run:centralized"] = run
-    produced["centralized metrics"] = str(run / "metrics.json")
-    produced["attributions (S01, early)"] = str(run / "sites" / "S01" / "attributions_early.png")
-    return produced

@@ -1,4 +1,6 @@
-"""The evaluate and export-cdisc demo stages on seeded inputs (the demo runs them on the quick cohort)."""
+"""The evaluate and export-cdisc demo stages (``fedresponse.stages``) on seeded inputs (the demo runs them on the
+quick cohort). Here rather than under tests/fedresponse/ because they use this folder's fixtures (``synthetic_run``,
+``test_cdisc._source``)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from evaluation import demo_stage as evaluate_stage
-from evaluation.cdisc import demo_stage as cdisc_stage
 from fedresponse.demo import DemoContext
+from fedresponse.stages import evaluate as evaluate_stage
+from fedresponse.stages import export_cdisc as cdisc_stage
 
 
 def test_export_cdisc_stage_reads_the_cohort(tmp_path: Path) -> None:

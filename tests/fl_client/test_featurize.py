@@ -181,7 +181,7 @@ def test_site_without_any_usable_subject_is_an_error() -> None:
 
 
 def test_model_inputs_of_an_older_featurizer_are_detected_and_refused_outside_a_store(tmp_path: Path) -> None:
-    from fedresponse.commands.train import _current
+    from fedresponse.featurize import current_inputs
     from fl_client.featurize import stale_columns
     from fl_client.train import SiteInputs, save_site_inputs
 
@@ -197,7 +197,7 @@ def test_model_inputs_of_an_older_featurizer_are_detected_and_refused_outside_a_
     assert "global columns" in (stale_columns(without_recist) or "")  # ours, but an older version
     save_site_inputs(old, tmp_path / "model_inputs.pt")
     with pytest.raises(ModelInputError, match="re-run the featurize step"):
-        _current(tmp_path / "model_inputs.pt", "cpu", 0, 183)
+        current_inputs(tmp_path / "model_inputs.pt", "cpu", 0, 183)
 
 
 @pytest.mark.parametrize(

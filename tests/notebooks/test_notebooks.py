@@ -28,9 +28,9 @@ pytestmark = pytest.mark.slow
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``fedresponse synth OUT --preset quick --sites 2 --patients-per-site 6``, then the ingest and assess
     demo stages: ``study/cohort`` and ``study/stores/<SITE>`` (with ``assessment/``)."""
-    from evaluation.response import demo_stage as assess_stage
     from fedresponse.demo import DemoContext
-    from fl_client.ingest import demo_stage as ingest_stage
+    from fedresponse.stages import assess as assess_stage
+    from fedresponse.stages import ingest as ingest_stage
     from synth.cohort import synthesize
 
     ctx = DemoContext(out=tmp_path_factory.mktemp("nb_study"), seed=SEED, console=Console(quiet=True))

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fedresponse.headline import fmt_ci, fmt_num, headline
+
 if TYPE_CHECKING:
     from fedresponse.demo import DemoContext
 
@@ -94,25 +96,7 @@ def federated_line(federated: dict[str, Any], centralized: dict[str, Any]) -> st
     """``pooled AUC early: federated a (lo–hi) vs centralized b (lo–hi); full: …`` from two metrics.json."""
     def auc(metrics: dict[str, Any], mode: str) -> str:
         block = metrics["pooled"][mode]
-        return f"{_num(block['auc'], 3)} ({_ci(block['auc_ci'], 3)})"
+        return f"{fmt_num(block['auc'], 3)} ({fmt_ci(block['auc_ci'], 3)})"
 
     return "pooled AUC " + "; ".join(f"{mode}: federated {auc(federated, mode)} vs centralized "
                                      f"{auc(centralized, mode)}" for mode in ("early", "full"))
-
-
-def _num(value: object, digits: int = 2) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def _ci(pair: list[object] | None, digits: int = 2) -> str:
-    return "–" if not pair else f"{_num(pair[0], digits)}–{_num(pair[1], digits)}"
-
-
-def headline(metrics: dict[str, Any]) -> str:
-    """One line of the pooled headline numbers (as in metrics.json; ``inf`` = median not reached)."""
-    p = metrics["pooled"]
-    return (f"pooled AUC early {_num(p['early']['auc'])} ({_ci(p['early']['auc_ci'])}), full {_num(p['full']['auc'])} "
-            f"({_ci(p['full']['auc_ci'])}); full-mode sens {_num(p['full']['sensitivity'])}, "
-            f"spec {_num(p['full']['specificity'])}; "
-            f"ORR {_num(p['orr'])} ({_ci(p['orr_ci'])}); median PFS {_num(p['median_pfs_days'], 0)} d "
-            f"({_ci(p['median_pfs_ci'], 0)}) [{metrics['pooling']['codec']}]")

@@ -1,4 +1,4 @@
-"""Demo stage 1: a fresh ``quick`` cohort of 3 sites × 12 patients."""
+"""Demo stage ``synth``: a fresh ``quick`` cohort of 3 sites × 12 patients."""
 
 from __future__ import annotations
 

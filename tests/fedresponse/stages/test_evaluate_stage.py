@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.demo_stage import federated_line, find_run
+from fedresponse.stages.evaluate import federated_line, find_run
 
 
 @pytest.mark.parametrize(("artifacts", "expected"), [
