@@ -70,6 +70,12 @@ class EvaluationInputError(EvaluationError, ValueError):
     """An input table or array is malformed (wrong shape, labels, missing column, impossible value)."""
 
 
+class NotEstimableError(EvaluationError):
+    """A statistic cannot be estimated from these data (a class of one patient, a Cox model that does not
+    converge, a median not reached). ``metrics.json`` reports it as ``<key>: null`` with the reason in
+    ``<key>_not_estimable`` (docs/report.md), never as a number."""
+
+
 class PooledStatisticsError(EvaluationError):
     """Site aggregates cannot be combined (different bin edges, layouts or versions)."""
 

@@ -28,13 +28,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evaluation.exceptions import EvaluationInputError, PooledStatisticsError
+from evaluation.exceptions import EvaluationInputError, NotEstimableError, PooledStatisticsError
 from evaluation.pooled import (
     MODES,
     AggregateCodec,
     AggregateLayout,
     PlainCodec,
     SiteInputs,
+    median_block,
     orr_summary,
     pool,
     pooled_metrics,
@@ -43,9 +44,9 @@ from evaluation.pooled import (
 from evaluation.pooled_cox import METHOD as COX_POOLED_METHOD
 from evaluation.pooled_cox import SiteSurvival, fit_pooled_cox
 from evaluation.stats import METHODS as STATS_METHODS
-from evaluation.stats import binary_metrics, brier_score, delong_auc_ci
+from evaluation.stats import auc_estimate, binary_metrics, brier_score
 from evaluation.survival import METHODS as SURVIVAL_METHODS
-from evaluation.survival import concordance, cox_hazard_ratio, exact_logrank, kaplan_meier, median_survival, risk_table
+from evaluation.survival import concordance, cox_hazard_ratio, exact_logrank, kaplan_meier, risk_table
 
 log = logging.getLogger(__name__)
 
@@ -230,17 +231,16 @@ def _mode_block(y: np.ndarray, s: np.ndarray, cutoff: float, t: np.ndarray, e: n
         log.warning("no held-out patient at a site: its model statistics are empty")
         empty = ("auc", "auc_ci", "brier", *(f"{n}{ci}" for n in ("sensitivity", "specificity", "ppv", "npv",
                                                                    "accuracy") for ci in ("", "_ci")))
-        return block | dict.fromkeys(empty) | {"confusion": {"tp": 0, "fp": 0, "tn": 0, "fn": 0}}
-    if 0 < y.sum() < y.size:
-        auc, ci = delong_auc_ci(y, s)
-        block.update(auc=auc, auc_ci=list(ci))
-    else:
-        block.update(auc=None, auc_ci=None)
+        reasons = {f"{k}_not_estimable": "no held-out patient at this site" for k in empty if not k.endswith("_ci")}
+        return block | dict.fromkeys(empty) | reasons | {"confusion": {"tp": 0, "fp": 0, "tn": 0, "fn": 0}}
+    estimate(block, "auc", lambda: auc_estimate(y, s, min_patients_estimate()))
     bm = binary_metrics(y, s, cutoff)
     for name in ("sensitivity", "specificity", "ppv", "npv", "accuracy"):
         prop = getattr(bm, name)
         block[name] = None if np.isnan(prop.estimate) else prop.estimate
         block[f"{name}_ci"] = None if np.isnan(prop.estimate) else [prop.low, prop.high]
+        if np.isnan(prop.estimate):
+            block[f"{name}_not_estimable"] = f"empty denominator ({name} of 0 subjects)"
     block["confusion"] = {"tp": bm.tp, "fp": bm.fp, "tn": bm.tn, "fn": bm.fn}
     block["brier"] = brier_score(y, s)
     called = (s >= cutoff)[pfs]
@@ -266,8 +266,12 @@ def site_metrics(data: SiteData, cutoffs: Mapping[str, float]) -> dict[str, Any]
     out["n_heldout"] = int(h.sum())
     out["model_basis"] = HELDOUT_BASIS if has_split(data) else ALL_BASIS
     hp = h & p
-    if e[hp].sum() and hp.sum() > 1:
+    if e[hp].sum() and hp.sum() >= min_patients_estimate():
         out["c_index_full"] = concordance(t[hp], e[hp], wide["full"].to_numpy(float)[hp])
+    else:
+        out["c_index_full"] = None
+        out["c_index_full_not_estimable"] = (f"{int(hp.sum())} held-out PFS subject(s) with {int(e[hp].sum())} "
+                                             f"event(s); needs >= {min_patients_estimate()} and an event")
     out.update(_reference_endpoints(data, wide))
     return out
 
@@ -278,22 +282,52 @@ def _reference_endpoints(data: SiteData, wide: pd.DataFrame) -> dict[str, Any]:
     keep = wide["PFSFL"].to_numpy(bool)  # PFS statistics: the PFS population only
     t, e, yp = wide["PFS_DAYS"].to_numpy(float)[keep], wide["PFS_EVENT"].to_numpy(int)[keep], y[keep]
     out: dict[str, Any] = orr_summary(orr_counts(data.subjects, data.visits, wide["LABEL"], _enrolled(data)))
-    median, ci = median_survival(kaplan_meier(risk_table(t, e)))
-    out["median_pfs_days"], out["median_pfs_ci"] = median, list(ci)
+    out.update(median_block(kaplan_meier(risk_table(t, e))) if t.size else
+               {"median_pfs_days": None, "median_pfs_ci": None, "median_pfs_days_not_estimable": "no PFS subject"})
     out["n_pfs"] = int(keep.sum())
     out["dhi_auc"] = None
-    if "DHI" in wide.columns and 0 < y.sum() < y.size:
+    if "DHI" in wide.columns:
         dhi = wide["DHI"].to_numpy(float)
-        out["dhi_auc"], dci = delong_auc_ci(y, dhi)
-        out["dhi_auc_ci"] = list(dci)
-        if e.sum() and np.ptp(dhi[keep]) > 0:
-            hr, hci, p = cox_hazard_ratio(t, e, dhi[keep] / dhi_hr_unit())
-            out["dhi_hr"], out["dhi_hr_ci"], out["dhi_hr_p"] = hr, list(hci), p
-    if e.sum() and 0 < yp.sum() < yp.size:
-        hr, hci, p = cox_hazard_ratio(t, e, yp)
-        out["hr_responder"], out["hr_responder_ci"], out["hr_responder_p"] = hr, list(hci), p
+        estimate(out, "dhi_auc", lambda: auc_estimate(y, dhi, min_patients_estimate()))
+        estimate(out, "dhi_hr", lambda: _cox(t, e, dhi[keep] / dhi_hr_unit()))
+    estimate(out, "hr_responder", lambda: _cox(t, e, yp))
     out["n"] = int(y.size)
     return out
+
+
+def _cox(t: np.ndarray, e: np.ndarray, x: np.ndarray) -> tuple[float, tuple[float, float], float]:
+    if t.size < min_patients_estimate():
+        raise NotEstimableError(f"{t.size} PFS subject(s), fewer than the protocol's minimum of "
+                                f"{min_patients_estimate()}")
+    if not e.sum():
+        raise NotEstimableError("no PFS event")
+    if np.ptp(x) == 0:
+        raise NotEstimableError("the covariate does not vary (one group only)")
+    return cox_hazard_ratio(t, e, x)
+
+
+def estimate(block: dict[str, Any], key: str, compute: Any) -> None:
+    """Put ``compute()`` — ``(value, (low, high))`` or ``(value, (low, high), p)`` — under ``key``, ``key_ci``
+    (and ``key_p``); when it raises :class:`NotEstimableError` the values are null and ``key_not_estimable``
+    holds the reason (the one convention of ``metrics.json``, docs/report.md)."""
+    try:
+        value, ci, *rest = compute()
+    except NotEstimableError as exc:
+        block.update({key: None, f"{key}_ci": None, f"{key}_not_estimable": str(exc)})
+        if key.endswith("hr") or key.startswith("hr"):
+            block[f"{key}_p"] = None
+        return
+    ci = list(ci)
+    block.update({key: value, f"{key}_ci": None if any(np.isnan(c) for c in ci) else ci})
+    if rest:
+        block[f"{key}_p"] = rest[0]
+
+
+def min_patients_estimate() -> int:
+    """Fewer analysed subjects than this and a site estimate is not estimable (``statistics.min_patients_estimate``)."""
+    from evaluation.protocol import load_protocol
+
+    return load_protocol().statistics.min_patients_estimate
 
 
 def site_inputs(data: SiteData, cutoffs: Mapping[str, float]) -> SiteInputs:
@@ -404,7 +438,7 @@ def pooled_dhi_hazard_ratio(sites: list[SiteData], codec: AggregateCodec) -> dic
         wide = analysed(data)
         if "DHI" not in wide.columns:
             log.info("pooled DHI HR skipped: site %s reports no DHI", data.site)
-            return empty
+            return empty | {"dhi_hr_not_estimable": f"site {data.site} reports no DHI"}
         keep = np.isfinite(wide["DHI"].to_numpy(float)) & wide["PFSFL"].to_numpy(bool)
         strata.append(SiteSurvival.of(wide["PFS_DAYS"].to_numpy(float)[keep], wide["PFS_EVENT"].to_numpy(int)[keep],
                                       wide["DHI"].to_numpy(float)[keep] / dhi_hr_unit()))
@@ -412,7 +446,7 @@ def pooled_dhi_hazard_ratio(sites: list[SiteData], codec: AggregateCodec) -> dic
         fit = fit_pooled_cox(strata, codec)
     except PooledStatisticsError as exc:
         log.warning("pooled DHI HR not estimable: %s", exc)
-        return empty
+        return empty | {"dhi_hr_not_estimable": str(exc)}
     return {"dhi_hr": float(fit.hr[0]), "dhi_hr_ci": [float(fit.hr_low[0]), float(fit.hr_high[0])],
             "dhi_hr_p": float(fit.p[0]), "dhi_hr_method": COX_POOLED_METHOD, "dhi_hr_iterations": fit.iterations,
             "dhi_hr_unit": dhi_hr_unit()}

@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 
 from evaluation.exceptions import PooledStatisticsError
 from evaluation.stats import binary_metrics_from_counts, normal_ci, proportion_ci
-from evaluation.survival import RiskTable, kaplan_meier, logrank, median_survival
+from evaluation.survival import RiskTable, kaplan_meier, logrank, median_or_reason
 
 MODES: tuple[str, ...] = ("early", "full")
 ORR_KEYS: tuple[str, ...] = ("n", "recist_unconfirmed", "recist_confirmed", "irecist_unconfirmed", "irecist_confirmed")
@@ -350,6 +350,7 @@ def risk_table_from_block(block: NDArray[np.float64], layout: AggregateLayout) -
 def _mode_metrics(blocks: Mapping[str, NDArray[np.float64]], mode: str, cutoff: float,
                   layout: AggregateLayout) -> dict[str, Any]:
     auc, var = binned_auc(blocks[f"{mode}.hist_pos"], blocks[f"{mode}.hist_neg"])
+    classes = (int(blocks[f"{mode}.hist_pos"].sum()), int(blocks[f"{mode}.hist_neg"].sum()))
     tp, fp, tn, fn = (int(v) for v in blocks[f"{mode}.confusion"])
     bm = binary_metrics_from_counts(tp, fp, tn, fn, cutoff)
     sse, n = blocks[f"{mode}.brier"]
@@ -358,9 +359,13 @@ def _mode_metrics(blocks: Mapping[str, NDArray[np.float64]], mode: str, cutoff: 
     pos = risk_table_from_block(blocks[f"{mode}.km_called_pos"], layout)
     neg = risk_table_from_block(blocks[f"{mode}.km_called_neg"], layout)
     chi2, p = logrank(pos, neg) if pos.at_risk[0] and neg.at_risk[0] else (float("nan"), float("nan"))
+    estimable = min(classes) >= 2
     return {
-        "auc": auc,
-        "auc_ci": list(normal_ci(auc, var)) if np.isfinite(auc) else [float("nan")] * 2,
+        "auc": auc if estimable else None,
+        "auc_ci": list(normal_ci(auc, var)) if estimable else None,
+        **({} if estimable else {"auc_not_estimable": f"DeLong variance needs at least 2 subjects in each class, "
+                                                      f"but had {classes[0]} responder(s) and {classes[1]} "
+                                                      "non-responder(s)"}),
         "auc_binning_bound": auc_binning_bound(blocks[f"{mode}.hist_pos"], blocks[f"{mode}.hist_neg"]),
         "cutoff": cutoff,
         "n": int(np.rint(n)),  # the brier block is not rounded after decryption (CKKS noise ~1e-7)
@@ -416,8 +421,7 @@ def pooled_metrics(summed: NDArray[np.float64], cutoffs: Mapping[str, float],
     orr |= dict(zip(ORR_ITT_KEYS, (int(v) for v in blocks["orr_itt"]), strict=True))
     out.update(orr_summary(orr))
     km = kaplan_meier(risk_table_from_block(blocks["km_all"], layout))
-    median, ci = median_survival(km)
-    out["median_pfs_days"], out["median_pfs_ci"] = median, list(ci)
+    out.update(median_block(km))
     out["km"] = _km_json(km.table)
     ref_pos = risk_table_from_block(blocks["km_ref_pos"], layout)
     ref_neg = risk_table_from_block(blocks["km_ref_neg"], layout)
@@ -432,6 +436,14 @@ def pooled_metrics(summed: NDArray[np.float64], cutoffs: Mapping[str, float],
     out["dhi_auc_ci"] = list(normal_ci(dhi_auc, dhi_var)) if has_dhi else None
     out["dhi_auc_binning_bound"] = auc_binning_bound(dhi_pos, dhi_neg) if has_dhi else None
     return out
+
+
+def median_block(km: Any) -> dict[str, Any]:
+    """``median_pfs_days``, ``median_pfs_ci`` (Brookmeyer–Crowley; a limit not reached is ``inf``) and, when the
+    median is not reached, ``median_pfs_days: None`` with ``median_pfs_days_not_estimable`` (site and pooled)."""
+    median, ci, reason = median_or_reason(km)
+    return {"median_pfs_days": median, "median_pfs_ci": list(ci)} | (
+        {"median_pfs_days_not_estimable": reason} if reason else {})
 
 
 def orr_summary(counts: Mapping[str, int]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats as _sps
 
-from evaluation.exceptions import EvaluationInputError
+from evaluation.exceptions import EvaluationInputError, NotEstimableError
 
 CIMethod = Literal["wilson", "clopper-pearson"]
 
@@ -150,13 +150,35 @@ def delong_auc_ci(y_true: ArrayLike, scores: ArrayLike, alpha: float = 0.05) -> 
     (low, high) : tuple of float
         Normal-approximation limits ``auc ± z * sqrt(var_DeLong)``, clipped to [0, 1].
 
+    With fewer than two subjects in a class the DeLong variance (ddof = 1) does not exist and the limits are
+    NaN (:func:`auc_estimate` says why).
+
     References
     ----------
     DeLong, DeLong & Clarke-Pearson, Biometrics 44:837 (1988); Sun & Xu, IEEE SPL 21:1389 (2014).
     """
     _check_alpha(alpha)
     auc, v10, v01 = delong_placements(y_true, scores)
+    if min(v10.size, v01.size) < 2:  # the DeLong variance (ddof = 1) does not exist: no interval, not 0-width
+        return auc, (float("nan"), float("nan"))
     return auc, normal_ci(auc, delong_variance(v10, v01), alpha)
+
+
+def auc_estimate(y_true: ArrayLike, scores: ArrayLike, min_patients: int = 1,
+                 alpha: float = 0.05) -> tuple[float, tuple[float, float]]:
+    """:func:`delong_auc_ci`, or :class:`NotEstimableError` with the reason when the data cannot carry it.
+
+    Not estimable: one class absent, fewer than 2 subjects in a class (no DeLong variance), or fewer than
+    ``min_patients`` subjects (``configs/study.yaml`` ``statistics.min_patients_estimate``).
+    """
+    y = np.asarray(y_true)
+    positives, negatives = int(np.sum(y == 1)), int(np.sum(y == 0))
+    if y.size < min_patients:
+        raise NotEstimableError(f"{y.size} subject(s), fewer than the protocol's minimum of {min_patients}")
+    if min(positives, negatives) < 2:
+        raise NotEstimableError(f"DeLong variance needs at least 2 subjects in each class, but had {positives} "
+                                f"responder(s) and {negatives} non-responder(s)")
+    return delong_auc_ci(y_true, scores, alpha)
 
 
 def normal_ci(estimate: float, variance: float, alpha: float = 0.05) -> tuple[float, float]:

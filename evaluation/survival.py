@@ -18,12 +18,13 @@ interval; Brookmeyer & Crowley, Biometrics 38:29 (1982); Mantel (1966) / Peto & 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats as _sps
 
-from evaluation.exceptions import EvaluationInputError
+from evaluation.exceptions import EvaluationInputError, NotEstimableError
 
 METHODS: dict[str, str] = {
     "km": "Kaplan–Meier product-limit estimate; pointwise 95 % CI from Greenwood's variance on the log(−log) scale",
@@ -217,20 +218,57 @@ def cox_hazard_ratio(
         Wald ``1 - alpha`` limits.
     p : float
         Wald p-value.
+
+    Raises
+    ------
+    NotEstimableError
+        The fit does not converge (lifelines' convergence warning, or |log HR| > :data:`MAX_ABS_LOG_HR`).
     """
     import pandas as pd
-    from lifelines import CoxPHFitter
 
     t, e = _validate_survival(durations, events)
     x = np.asarray(covariate, dtype=np.float64)
     if x.shape != t.shape or np.ptp(x) == 0 or e.sum() == 0:
         raise EvaluationInputError("Cox regression needs a varying covariate and at least one event")
     frame = pd.DataFrame({"T": t, "E": e, "X": x})
-    fitter = CoxPHFitter(alpha=alpha).fit(frame, duration_col="T", event_col="E")
-    beta, se = float(fitter.params_["X"]), float(fitter.standard_errors_["X"])
+    beta, se, fitter = _fit_cox(frame, alpha)
     z = float(_sps.norm.ppf(1.0 - alpha / 2.0))
     p = float(fitter.summary.loc["X", "p"])
     return float(np.exp(beta)), (float(np.exp(beta - z * se)), float(np.exp(beta + z * se))), p
+
+
+#: |log HR| beyond this (HR outside 1e-4..1e4) means monotone likelihood: the fit ran off to infinity.
+MAX_ABS_LOG_HR = 9.2
+
+
+def _fit_cox(frame: Any, alpha: float) -> tuple[float, float, Any]:
+    """(beta, se, fitter), or :class:`NotEstimableError` when the Newton–Raphson fit does not converge."""
+    import warnings
+
+    from lifelines import CoxPHFitter
+    from lifelines.exceptions import ConvergenceError, ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        try:
+            fitter = CoxPHFitter(alpha=alpha).fit(frame, duration_col="T", event_col="E")
+        except (ConvergenceError, ConvergenceWarning) as exc:
+            raise NotEstimableError(f"the Cox model did not converge: {str(exc).splitlines()[0]}") from exc
+    beta, se = float(fitter.params_["X"]), float(fitter.standard_errors_["X"])
+    if not (np.isfinite(beta) and np.isfinite(se)) or abs(beta) > MAX_ABS_LOG_HR:
+        raise NotEstimableError(f"the Cox model did not converge (log HR {beta:.3g}, SE {se:.3g}: monotone likelihood, "
+                                "e.g. no event in one group)")
+    return beta, se, fitter
+
+
+def median_or_reason(km: KaplanMeier) -> tuple[float | None, tuple[float, float], str | None]:
+    """:func:`median_survival` for ``metrics.json``: ``(median, ci, None)``, or ``(None, ci, reason)`` when the
+    Kaplan–Meier curve never reaches 0.5 (a median not reached is not estimable, never a number)."""
+    median, ci = median_survival(km)
+    if np.isfinite(median):
+        return median, ci, None
+    lowest = float(km.survival.min()) if km.survival.size else 1.0
+    return None, ci, f"median not reached: the Kaplan–Meier estimate stays at or above {lowest:.2f}"
 
 
 def concordance(durations: ArrayLike, events: ArrayLike, scores: ArrayLike) -> float:
