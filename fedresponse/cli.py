@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 
 import typer
 from rich.logging import RichHandler
@@ -38,15 +39,36 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
-    """Set up logging once, at the entry point."""
+#: Our packages: their INFO lines are the progress a user reads.
+OWN_PACKAGES: tuple[str, ...] = ("fedresponse", "synth", "fl_client", "fl_server", "privacy", "models", "radiomics",
+                                 "evaluation")
+
+
+def configure_logging(verbose: bool) -> None:
+    """Our packages log at INFO (DEBUG with ``verbose``); third-party libraries only from WARNING unless ``verbose``.
+
+    Libraries such as highdicom log hundreds of INFO lines per synthesized cohort ("copy attributes ...");
+    the root logger's level keeps them out. Flower sets its own logger to DEBUG with its own console handler
+    (and reads ``FLWR_LOG_LEVEL`` at import, also in the simulation's worker processes), so it is capped
+    separately.
+    """
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(message)s",
         handlers=[RichHandler(show_path=False, rich_tracebacks=True)],
         force=True,
     )
+    for name in OWN_PACKAGES:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not verbose:
+        os.environ.setdefault("FLWR_LOG_LEVEL", "WARNING")
+    logging.getLogger("flwr").setLevel(logging.DEBUG if verbose else logging.WARNING)  # DEBUG: Flower's default
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging, third-party INFO too.")) -> None:
+    """Set up logging once, at the entry point."""
+    configure_logging(verbose)
 
 
 def _register_commands() -> None:
