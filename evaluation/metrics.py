@@ -46,7 +46,7 @@ from evaluation.pooled_cox import SiteSurvival, fit_pooled_cox
 from evaluation.stats import METHODS as STATS_METHODS
 from evaluation.stats import auc_estimate, binary_metrics, brier_score
 from evaluation.survival import METHODS as SURVIVAL_METHODS
-from evaluation.survival import concordance, cox_hazard_ratio, exact_logrank, kaplan_meier, risk_table
+from evaluation.survival import concordance, cox_hazard_ratio, exact_logrank, kaplan_meier, landmark, risk_table
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +291,43 @@ def _reference_endpoints(data: SiteData, wide: pd.DataFrame) -> dict[str, Any]:
         estimate(out, "dhi_auc", lambda: auc_estimate(y, dhi, min_patients_estimate()))
         estimate(out, "dhi_hr", lambda: _cox(t, e, dhi[keep] / dhi_hr_unit()))
     estimate(out, "hr_responder", lambda: _cox(t, e, yp))
+    out.update(_landmark_endpoints(t, e, response_at_landmark(data, wide)[keep]))
     out["n"] = int(y.size)
+    return out
+
+
+LANDMARK_VISIT = "T1"
+
+
+def landmark_day() -> float:
+    """Study day of the T1 landmark: the end of the protocol's T1 window (every T1 response is known by then)."""
+    from evaluation.protocol import load_protocol
+
+    return float(load_protocol().timepoints[LANDMARK_VISIT].window[1])
+
+
+def response_at_landmark(data: SiteData, wide: pd.DataFrame) -> np.ndarray:
+    """Per analysed subject: 1 when the iRECIST response at T1 is iCR/iPR, 0 otherwise, NaN when unknown (no
+    assessment, NE). Shape (n,), aligned with ``wide``."""
+    out = np.full(len(wide), np.nan)
+    if data.visits is None or "VISIT" not in data.visits.columns:
+        return out
+    column = "IRECIST_OVR" if "IRECIST_OVR" in data.visits.columns else "RECIST_OVR"
+    t1 = data.visits[data.visits["VISIT"] == LANDMARK_VISIT].drop_duplicates("USUBJID").set_index("USUBJID")[column]
+    calls = t1.reindex(wide.index).fillna("").astype(str)
+    known = ~calls.isin(["", "NE"])
+    out[known.to_numpy()] = calls[known].isin(["iCR", "iPR", "CR", "PR"]).to_numpy(float)
+    return out
+
+
+def _landmark_endpoints(t: np.ndarray, e: np.ndarray, response: np.ndarray) -> dict[str, Any]:
+    """PFS by response at the T1 landmark, from the landmark on (no guarantee-time bias; docs/report.md)."""
+    day = landmark_day()
+    lt, le, group, kept = landmark(t, e, response, day) if t.size else (t, e, np.zeros(0, bool), np.zeros(0, bool))
+    out: dict[str, Any] = {"landmark_day": day, "landmark_n": int(kept.sum())}
+    estimate(out, "hr_landmark_t1", lambda: _cox(lt, le, group.astype(float)))
+    if 0 < group.sum() < group.size and le.sum():
+        out["logrank_landmark_chi2"], out["logrank_landmark_p"] = exact_logrank(lt, le, group)
     return out
 
 
@@ -342,6 +378,8 @@ def site_inputs(data: SiteData, cutoffs: Mapping[str, float]) -> SiteInputs:
         orr_counts=orr_counts(data.subjects, data.visits, wide["LABEL"], _enrolled(data)),
         dhi=wide["DHI"].to_numpy(float) if "DHI" in wide.columns else None,
         pfs_included=wide["PFSFL"].to_numpy(bool),
+        landmark_response=response_at_landmark(data, wide),
+        landmark_day=landmark_day(),
     )
 
 

@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 
 from evaluation.exceptions import PooledStatisticsError
 from evaluation.stats import binary_metrics_from_counts, normal_ci, proportion_ci
-from evaluation.survival import RiskTable, kaplan_meier, logrank, median_or_reason
+from evaluation.survival import RiskTable, kaplan_meier, landmark, logrank, median_or_reason
 
 MODES: tuple[str, ...] = ("early", "full")
 ORR_KEYS: tuple[str, ...] = ("n", "recist_unconfirmed", "recist_confirmed", "irecist_unconfirmed", "irecist_confirmed")
@@ -76,7 +76,7 @@ class AggregateLayout:
             out += [(f"{mode}.brier", 2), (f"{mode}.calibration", 3 * CALIBRATION_BINS)]
             out += [(f"{mode}.km_called_pos", 2 * k), (f"{mode}.km_called_neg", 2 * k)]
         out += [("km_all", 2 * k), ("km_ref_pos", 2 * k), ("km_ref_neg", 2 * k), ("orr", len(ORR_KEYS))]
-        out += [("orr_itt", len(ORR_ITT_KEYS))]
+        out += [("orr_itt", len(ORR_ITT_KEYS)), ("km_landmark_pos", 2 * k), ("km_landmark_neg", 2 * k)]
         out += [("dhi.hist_pos", self.dhi_bins), ("dhi.hist_neg", self.dhi_bins)]
         return out
 
@@ -120,6 +120,8 @@ class SiteInputs:
         Dynamic Heterogeneity Index per subject (per 100 days).
     pfs_included : ndarray of bool, shape (n,), optional
         Subjects in the PFS population (PFSFL); default all. Survival blocks count only these.
+    landmark_response : ndarray, shape (n,), optional
+        Response at the T1 landmark (1/0, NaN unknown) for the landmark blocks; ``landmark_day`` its study day.
     """
 
     labels: NDArray[np.int_]
@@ -130,6 +132,8 @@ class SiteInputs:
     orr_counts: Mapping[str, int] | None = None
     dhi: NDArray[np.float64] | None = None
     pfs_included: NDArray[np.bool_] | None = None
+    landmark_response: NDArray[np.float64] | None = None
+    landmark_day: float = 0.0
 
     def pfs_mask(self) -> NDArray[np.bool_]:
         """Boolean mask of the PFS population, shape (n,)."""
@@ -199,10 +203,21 @@ def site_aggregate(inputs: SiteInputs, layout: AggregateLayout | None = None) ->
         orr.setdefault(f"itt_{key}", orr[key])  # enrolment unknown: the analysed subjects stand in
     parts.append(np.asarray([orr[key] for key in ORR_KEYS], dtype=np.float64))
     parts.append(np.asarray([orr[key] for key in ORR_ITT_KEYS], dtype=np.float64))
+    parts += _landmark_blocks(inputs, keep, grid)
     parts += _dhi_blocks(inputs, y, layout)
     vector = np.concatenate(parts)
     assert vector.size == layout.size, "block lengths drifted from AggregateLayout.blocks()"
     return vector
+
+
+def _landmark_blocks(inputs: SiteInputs, keep: NDArray[np.bool_],
+                     grid: NDArray[np.float64]) -> list[NDArray[np.float64]]:
+    """Risk tables from the T1 landmark on, by response at T1 (:func:`evaluation.survival.landmark`)."""
+    if inputs.landmark_response is None:
+        return [np.zeros(2 * grid.size), np.zeros(2 * grid.size)]
+    t, e, group, _ = landmark(inputs.pfs_days[keep], inputs.pfs_event[keep],
+                              np.asarray(inputs.landmark_response, dtype=np.float64)[keep], inputs.landmark_day)
+    return [_risk_counts(t[group], e[group], grid), _risk_counts(t[~group], e[~group], grid)]
 
 
 def _dhi_blocks(inputs: SiteInputs, y: NDArray[np.int_], layout: AggregateLayout) -> list[NDArray[np.float64]]:
@@ -428,6 +443,7 @@ def pooled_metrics(summed: NDArray[np.float64], cutoffs: Mapping[str, float],
     out["km_reference"] = {"responder": _km_json(ref_pos), "non-responder": _km_json(ref_neg)}
     chi2, p = logrank(ref_pos, ref_neg) if ref_pos.at_risk[0] and ref_neg.at_risk[0] else (float("nan"),) * 2
     out["logrank_reference_chi2"], out["logrank_reference_p"] = chi2, p
+    out.update(_landmark_metrics(blocks, layout))
     out["n"] = orr["n"]
     dhi_pos, dhi_neg = blocks["dhi.hist_pos"], blocks["dhi.hist_neg"]
     dhi_auc, dhi_var = binned_auc(dhi_pos, dhi_neg)
@@ -435,6 +451,22 @@ def pooled_metrics(summed: NDArray[np.float64], cutoffs: Mapping[str, float],
     out["dhi_auc"] = dhi_auc if has_dhi else None
     out["dhi_auc_ci"] = list(normal_ci(dhi_auc, dhi_var)) if has_dhi else None
     out["dhi_auc_binning_bound"] = auc_binning_bound(dhi_pos, dhi_neg) if has_dhi else None
+    return out
+
+
+def _landmark_metrics(blocks: Mapping[str, NDArray[np.float64]], layout: AggregateLayout) -> dict[str, Any]:
+    """KM and log-rank by response at the T1 landmark, from the landmark on (no guarantee-time bias)."""
+    pos = risk_table_from_block(blocks["km_landmark_pos"], layout)
+    neg = risk_table_from_block(blocks["km_landmark_neg"], layout)
+    out: dict[str, Any] = {"landmark_n": int(pos.at_risk[0] + neg.at_risk[0]),
+                           "km_landmark": {"responder": _km_json(pos), "non-responder": _km_json(neg)}}
+    if pos.at_risk[0] and neg.at_risk[0] and (pos.events.sum() + neg.events.sum()):
+        out["logrank_landmark_chi2"], out["logrank_landmark_p"] = logrank(pos, neg)
+    else:
+        events = int(pos.events.sum() + neg.events.sum())
+        out |= {"logrank_landmark_chi2": None, "logrank_landmark_p": None,
+                "logrank_landmark_not_estimable": f"responders at risk {int(pos.at_risk[0])}, non-responders "
+                                                  f"{int(neg.at_risk[0])}, events {events}"}
     return out
 
 

@@ -277,3 +277,33 @@ def concordance(durations: ArrayLike, events: ArrayLike, scores: ArrayLike) -> f
 
     t, e = _validate_survival(durations, events)
     return float(concordance_index(t, np.asarray(scores, dtype=np.float64), e))
+
+
+def landmark(
+    durations: ArrayLike, events: ArrayLike, responder: ArrayLike, landmark_day: float
+) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.bool_], NDArray[np.bool_]]:
+    """Landmark analysis of survival by achieved response (Anderson, Cain & Gelber, J Clin Oncol 1983).
+
+    Comparing survival by a response that is only known later favours responders (they had to survive long
+    enough to respond: guarantee-time bias). The landmark method fixes the response status at a landmark day
+    and follows only the subjects still event-free and in follow-up then, from the landmark on.
+
+    Parameters
+    ----------
+    durations, events : array_like, shape (n,)
+        PFS in days from the first dose, 1 = event.
+    responder : array_like, shape (n,)
+        Response status known at the landmark (1/0); NaN when unknown (left out).
+    landmark_day : float
+        Study day of the landmark (the protocol's T1 window end).
+
+    Returns
+    -------
+    time, event, group, kept
+        Time since the landmark (days) and event of the kept subjects, their response group (True =
+        responder), and the boolean mask (shape (n,)) of who was kept.
+    """
+    t, e = _validate_survival(durations, events)
+    r = np.asarray(responder, dtype=np.float64)
+    kept = (t > landmark_day) & np.isfinite(r)
+    return t[kept] - landmark_day, e[kept], r[kept] == 1, kept

@@ -16,7 +16,8 @@ from statsmodels.stats.proportion import proportion_confint
 
 from evaluation.evaluate import load_run
 from evaluation.exceptions import EvaluationInputError
-from evaluation.metrics import read_predictions
+from evaluation.metrics import SiteData, compute_metrics, read_predictions
+from evaluation.pooled import AggregateLayout
 from evaluation.populations import consort_counts, read_populations
 from evaluation.protocol import load_protocol
 
@@ -202,3 +203,48 @@ def test_dhi_tables_are_averaged_per_patient_and_joined(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("USUBJID,VALUE\nx,1\n")
     with pytest.raises(EvaluationInputError, match="lacks USUBJID/DHI"):
         patient_dhi([tmp_path / "bad.csv"])
+
+
+
+def _landmark_site(site: str, rng: np.random.Generator, n: int = 24) -> SiteData:
+    ids = [f"FEDRESP-{site}-{i:04d}" for i in range(1, n + 1)]
+    responder = rng.integers(0, 2, n)
+    t = np.ceil(rng.exponential(np.where(responder == 1, 300.0, 150.0))) + 1
+    e = (rng.uniform(size=n) < 0.8).astype(int)
+    preds = pd.DataFrame([{"USUBJID": u, "MODE": m, "SCORE": float(rng.uniform()), "LABEL": int(r),
+                           "PFS_DAYS": float(d), "PFS_EVENT": int(v)}
+                          for u, r, d, v in zip(ids, responder, t, e, strict=True) for m in ("early", "full")])
+    calls = np.where(responder == 1, "iPR", "iSD").astype(object)
+    calls[:2] = ["NE", "iUPD"]  # unknown at T1 (left out) and a progression at T1
+    visits = pd.DataFrame({"USUBJID": ids, "VISIT": "T1", "ADY": 62, "IRECIST_OVR": calls, "RECIST_OVR": ""})
+    return SiteData(site, preds.assign(SITEID=site), visits=visits)
+
+
+def test_landmark_at_t1_matches_lifelines() -> None:
+    """Survival by response at the T1 landmark: only subjects event-free after the T1 window end, followed from it,
+    response fixed at T1 (no guarantee-time bias); site and pooled log-rank/Cox against lifelines."""
+    from lifelines.statistics import logrank_test
+
+    rng = np.random.default_rng(7)
+    sites = [_landmark_site("S01", rng), _landmark_site("S02", rng)]
+    exact = AggregateLayout(pfs_grid_days=tuple(float(d) for d in range(0, 2000)))  # 1-day grid: pooled KM is exact
+    metrics = compute_metrics(sites, {"early": 0.5, "full": 0.5}, layout=exact)
+    day = float(load_protocol().timepoints["T1"].window[1])
+    kept = []
+    for data in sites:
+        rows = data.predictions.query("MODE == 'full'").merge(data.visits, on="USUBJID")
+        rows = rows[(rows["PFS_DAYS"] > day) & (rows["IRECIST_OVR"] != "NE")].assign(
+            R=lambda f: f["IRECIST_OVR"].isin(["iCR", "iPR"]), T=lambda f: f["PFS_DAYS"] - day)
+        kept.append(rows)
+        site = metrics["sites"][data.site]
+        assert site["landmark_day"] == day and site["landmark_n"] == len(rows)
+        test = logrank_test(rows.loc[rows.R, "T"], rows.loc[~rows.R, "T"], rows.loc[rows.R, "PFS_EVENT"],
+                            rows.loc[~rows.R, "PFS_EVENT"])
+        assert site["logrank_landmark_chi2"] == pytest.approx(test.test_statistic)
+        cox = CoxPHFitter().fit(rows.assign(X=rows["R"].astype(float))[["T", "PFS_EVENT", "X"]], "T", "PFS_EVENT")
+        assert site["hr_landmark_t1"] == pytest.approx(float(np.exp(cox.params_["X"])), rel=1e-4)
+    union = pd.concat(kept)
+    assert metrics["pooled"]["landmark_n"] == len(union)
+    test = logrank_test(union.loc[union.R, "T"], union.loc[~union.R, "T"], union.loc[union.R, "PFS_EVENT"],
+                        union.loc[~union.R, "PFS_EVENT"])
+    assert metrics["pooled"]["logrank_landmark_chi2"] == pytest.approx(test.test_statistic, rel=1e-6)
