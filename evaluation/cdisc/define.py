@@ -1,17 +1,38 @@
-"""define.xml (Define-XML 2.0 metadata of every dataset and variable) and the reviewer's guide."""
+"""define.xml (Define-XML 2.1: one for SDTM, one for ADaM) and the reviewer's guide.
+
+Each define describes the datasets as written — every ItemRef/ItemDef from the columns of the exported frame,
+its metadata (origin, codelist, method) from :mod:`evaluation.cdisc.metadata`, which refuses an undocumented
+variable. ``CreationDateTime`` is the time of export. Validated against the Define-XML 2.1 XSDs shipped by
+odmlib in ``tests/evaluation/test_cdisc_define.py``.
+"""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
+from datetime import datetime
 
 import pandas as pd
 
+from evaluation.cdisc.metadata import (
+    ADAMIG_VERSION,
+    CODELISTS,
+    CT_VERSION,
+    METHODS,
+    SDTMIG_VERSION,
+    Codelist,
+    VarMeta,
+    check_terms,
+    is_adam,
+    variable_meta,
+)
 from evaluation.cdisc.xpt import Variable
 
 ODM_NS = "http://www.cdisc.org/ns/odm/v1.3"
-DEF_NS = "http://www.cdisc.org/ns/def/v2.0"
+DEF_NS = "http://www.cdisc.org/ns/def/v2.1"
 XLINK_NS = "http://www.w3.org/1999/xlink"
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+DEFINE_VERSION = "2.1.0"
 CLASSES = {"dm": "SPECIAL PURPOSE", "tu": "FINDINGS", "tr": "FINDINGS", "rs": "FINDINGS", "cm": "INTERVENTIONS",
            "ce": "EVENTS",
            "adsl": "SUBJECT LEVEL ANALYSIS DATASET", "adrs": "BASIC DATA STRUCTURE",
@@ -23,61 +44,200 @@ STRUCTURE = {"dm": "One record per subject", "tu": "One record per identified le
              "ce": "One record per investigator-reported progression per subject",
              "adsl": "One record per subject", "adrs": "One record per subject per parameter per visit",
              "adtte": "One record per subject per parameter"}
+#: key variables (ItemRef KeySequence) of each dataset
+KEYS = {"dm": ("STUDYID", "USUBJID"), "tu": ("STUDYID", "USUBJID", "TUEVALID", "TULNKID"),
+        "tr": ("STUDYID", "USUBJID", "TREVALID", "TRLNKID", "VISITNUM", "TRTESTCD"),
+        "rs": ("STUDYID", "USUBJID", "RSEVALID", "RSCAT", "VISITNUM", "RSTESTCD"),
+        "cm": ("STUDYID", "USUBJID", "CMSEQ"), "ce": ("STUDYID", "USUBJID", "CESEQ"),
+        "adsl": ("STUDYID", "USUBJID"), "adrs": ("STUDYID", "USUBJID", "PARAMCD", "VISITNUM"),
+        "adtte": ("STUDYID", "USUBJID", "PARAMCD")}
+ROLES = {"STUDYID": "Identifier", "DOMAIN": "Identifier", "USUBJID": "Identifier", "SUBJID": "Topic",
+         "VISITNUM": "Timing", "VISIT": "Timing"}
 
 
-def _data_type(var: Variable, frame: pd.DataFrame) -> str:
+def _el(parent: ET.Element, tag: str, attrs: Mapping[str, str] | None = None, ns: str = ODM_NS) -> ET.Element:
+    return ET.SubElement(parent, f"{{{ns}}}{tag}", dict(attrs or {}))
+
+
+def _description(parent: ET.Element, text: str, language: str, tag: str = "Description") -> None:
+    _el(_el(parent, tag), "TranslatedText", {XML_LANG: language}).text = text
+
+
+def _data_type(dataset: str, var: Variable, frame: pd.DataFrame, meta: VarMeta) -> tuple[str, dict[str, str]]:
+    """Define DataType of a variable and its Length/SignificantDigits/DisplayFormat attributes."""
     if var.kind == "char":
-        return "text"
-    values = frame[var.name].dropna()
-    return "integer" if len(values) and (values == values.round()).all() else "float"
+        if var.name.endswith("DTC"):
+            return "date", {}
+        return "text", {"Length": str(var.length)}
+    values = pd.to_numeric(frame[var.name], errors="coerce").dropna()
+    if meta.sas_date:
+        return "integer", {"Length": "8", f"{{{DEF_NS}}}DisplayFormat": var.display_format or "DATE9."}
+    digits = max([len(str(int(abs(v)))) for v in values] + [1])
+    if len(values) and (values == values.round()).all():
+        return "integer", {"Length": str(digits)}
+    decimals = max(len(f"{abs(v):.10g}".split(".")[1]) if "." in f"{abs(v):.10g}" else 0 for v in values)
+    return "float", {"Length": str(digits + decimals + 1), "SignificantDigits": str(max(decimals, 1))}
+
+
+def _codelist_oid(dataset: str, key: str) -> str:
+    return f"CL.{dataset.upper()}.{key}" if CODELISTS[key].terms is None else f"CL.{key}"
+
+
+def _codelist(mdv: ET.Element, oid: str, codelist: Codelist, used: dict[str, str], language: str,
+              ct_standard: str) -> None:
+    attrs = {"OID": oid, "Name": codelist.name, "DataType": codelist.data_type}
+    if codelist.nci:
+        attrs[f"{{{DEF_NS}}}StandardOID"] = ct_standard
+    element = _el(mdv, "CodeList", attrs)
+    if codelist.terms is None:  # sponsor parameter codes: the values found, decoded by their name variable
+        for value, decode in sorted(used.items()):
+            item = _el(element, "CodeListItem", {"CodedValue": value})
+            _description(item, decode, language, tag="Decode")
+    else:
+        terms = [t for t in codelist.terms if t in used] or list(codelist.terms)
+        for term in terms:
+            item = _el(element, "EnumeratedItem", {"CodedValue": term})
+            if codelist.terms[term]:
+                _el(item, "Alias", {"Context": "nci:ExtCodeID", "Name": codelist.terms[term]})
+    if codelist.nci:
+        _el(element, "Alias", {"Context": "nci:ExtCodeID", "Name": codelist.nci})
+
+
+def _used_values(dataset: str, column: str, frame: pd.DataFrame, codelist: Codelist) -> dict[str, str]:
+    """Coded value → decode (the paired name variable, or the value itself) of the non-null values."""
+    rows = frame[frame[column].notna() & (frame[column].astype(str) != "")]
+    if codelist.decode and codelist.decode in frame.columns:
+        return {str(k): str(v) for k, v in zip(rows[column], rows[codelist.decode], strict=True)}
+    out = {}
+    for value in rows[column]:
+        text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+        out[text] = text
+    return out
+
+
+def _origin(item: ET.Element, meta: VarMeta, language: str) -> None:
+    attrs = {"Type": meta.origin}
+    if meta.origin in ("Collected", "Derived", "Assigned") and meta.source:
+        attrs["Source"] = meta.source
+    origin = _el(item, "Origin", attrs, ns=DEF_NS)
+    if meta.origin == "Predecessor":
+        _description(origin, meta.source, language)
+
+
+class _Define:
+    """Accumulates the parts of one MetaDataVersion in schema order."""
+
+    def __init__(self, language: str) -> None:
+        self.language = language
+        self.items: list[ET.Element] = []
+        self.codelists: dict[str, tuple[Codelist, dict[str, str]]] = {}
+        self.methods: set[str] = set()
+        self.comments: dict[str, str] = {}
+
+    def item(self, name: str, var: Variable, frame: pd.DataFrame) -> tuple[ET.Element, VarMeta]:
+        meta = variable_meta(name, var.name)
+        data_type, extra = _data_type(name, var, frame, meta)
+        oid = f"IT.{name.upper()}.{var.name}"
+        attrs = {"OID": oid, "Name": var.name, "SASFieldName": var.name, "DataType": data_type, **extra}
+        if meta.note:
+            attrs[f"{{{DEF_NS}}}CommentOID"] = f"COM.{name.upper()}.{var.name}"
+            self.comments[attrs[f"{{{DEF_NS}}}CommentOID"]] = meta.note
+        item = ET.Element(f"{{{ODM_NS}}}ItemDef", attrs)
+        _description(item, var.label, self.language)
+        if meta.codelist:
+            codelist = CODELISTS[meta.codelist]
+            cl_oid = _codelist_oid(name, meta.codelist)
+            _el(item, "CodeListRef", {"CodeListOID": cl_oid})
+            known = self.codelists.setdefault(cl_oid, (codelist, {}))[1]
+            known.update(_used_values(name, var.name, frame, codelist))
+        _origin(item, meta, self.language)
+        self.items.append(item)
+        return item, meta
+
+
+def _group(mdv: ET.Element, name: str, frame: pd.DataFrame, variables: list[Variable], label: str,
+           parts: _Define, standard: str) -> None:
+    adam = is_adam(name)
+    attrs = {"OID": f"IG.{name.upper()}", "Name": name.upper(), "Repeating": "No" if name in ("dm", "adsl") else
+             "Yes", "IsReferenceData": "No", "SASDatasetName": name.upper(), "Purpose": "Analysis" if adam else
+             "Tabulation", f"{{{DEF_NS}}}Structure": STRUCTURE[name], f"{{{DEF_NS}}}ArchiveLocationID":
+             f"LF.{name.upper()}", f"{{{DEF_NS}}}StandardOID": standard}
+    if not adam:
+        attrs = {**attrs, "Domain": name.upper()}
+    group = _el(mdv, "ItemGroupDef", attrs)
+    _description(group, label, parts.language)
+    keys = KEYS.get(name, ())
+    for order, var in enumerate(variables, start=1):
+        _, meta = parts.item(name, var, frame)
+        complete = bool(frame[var.name].notna().all() and (frame[var.name].astype(str) != "").all())
+        ref = {"ItemOID": f"IT.{name.upper()}.{var.name}", "OrderNumber": str(order),
+               "Mandatory": "Yes" if meta.required and complete else "No"}
+        if var.name in keys:
+            ref["KeySequence"] = str(keys.index(var.name) + 1)
+        if meta.method and meta.origin == "Derived":
+            ref["MethodOID"] = f"MT.{meta.method}"
+            parts.methods.add(meta.method)
+        if not adam:
+            ref["Role"] = ROLES.get(var.name, "Record Qualifier")
+        _el(group, "ItemRef", ref)
+    _el(group, "Class", {"Name": CLASSES[name]}, ns=DEF_NS)
+    leaf = _el(group, "leaf", {"ID": f"LF.{name.upper()}", f"{{{XLINK_NS}}}href": f"{name}.xpt"}, ns=DEF_NS)
+    _el(leaf, "title", ns=DEF_NS).text = f"{name}.xpt"
 
 
 def define_xml(datasets: Mapping[str, pd.DataFrame], variables: Mapping[str, list[Variable]],
-               dataset_labels: Mapping[str, str], study_id: str, language: str) -> bytes:
-    """Define-XML 2.0 document (UTF-8) describing ``datasets`` as written."""
+               dataset_labels: Mapping[str, str], study_id: str, language: str, created: datetime,
+               guide: str = "../reviewers_guide.md") -> bytes:
+    """Define-XML 2.1 document (UTF-8) of ``datasets`` — all SDTM or all ADaM — as written.
+
+    ``created`` is the export time (``CreationDateTime``); ``guide`` the reviewer's guide's path relative to
+    the define (a SupplementalDoc). Raises :class:`CdiscExportError` when a variable has no metadata or a
+    controlled variable holds a value outside its codelist.
+    """
+    kinds = {is_adam(n) for n in datasets}
+    if len(kinds) != 1:
+        raise ValueError(f"a define describes SDTM or ADaM datasets, not both: {sorted(datasets)}")
+    adam = kinds.pop()
+    for name, frame in datasets.items():
+        check_terms(name, frame)
     ET.register_namespace("", ODM_NS)
     ET.register_namespace("def", DEF_NS)
     ET.register_namespace("xlink", XLINK_NS)
-    odm = ET.Element(f"{{{ODM_NS}}}ODM", {"FileType": "Snapshot", "FileOID": f"define.{study_id}",
-                                           "ODMVersion": "1.3.2", "CreationDateTime": "2026-01-01T00:00:00",
-                                           f"{{{DEF_NS}}}Context": "Submission"})
-    study = ET.SubElement(odm, f"{{{ODM_NS}}}Study", {"OID": study_id})
-    glob = ET.SubElement(study, f"{{{ODM_NS}}}GlobalVariables")
+    ig_name, ig_version = ("ADaMIG", ADAMIG_VERSION) if adam else ("SDTMIG", SDTMIG_VERSION)
+    odm = ET.Element(f"{{{ODM_NS}}}ODM", {
+        "FileType": "Snapshot", "FileOID": f"DEFINE.{study_id}.{ig_name}", "ODMVersion": "1.3.2",
+        "CreationDateTime": created.isoformat(timespec="seconds"), "Originator": "fedresponse",
+        "SourceSystem": "fedresponse export-cdisc", f"{{{DEF_NS}}}Context": "Submission"})
+    study = _el(odm, "Study", {"OID": f"STUDY.{study_id}"})
+    glob = _el(study, "GlobalVariables")
     for tag, text in (("StudyName", study_id), ("StudyDescription", study_id), ("ProtocolName", study_id)):
-        ET.SubElement(glob, f"{{{ODM_NS}}}{tag}").text = text
-    mdv = ET.SubElement(study, f"{{{ODM_NS}}}MetaDataVersion", {
-        "OID": "MDV.1", "Name": f"{study_id} SDTM/ADaM", f"{{{DEF_NS}}}DefineVersion": "2.0.0"})
-    items: dict[str, ET.Element] = {}
+        _el(glob, tag).text = text
+    mdv = _el(study, "MetaDataVersion", {"OID": f"MDV.{study_id}.{ig_name}", "Name": f"{study_id} {ig_name} "
+                                         f"{ig_version}", f"{{{DEF_NS}}}DefineVersion": DEFINE_VERSION})
+    standards = _el(mdv, "Standards", ns=DEF_NS)
+    _el(standards, "Standard", {"OID": "STD.IG", "Name": ig_name, "Type": "IG", "Version": ig_version,
+                                "Status": "Final"}, ns=DEF_NS)
+    _el(standards, "Standard", {"OID": "STD.CT", "Name": "CDISC/NCI", "Type": "CT", "PublishingSet": "ADaM" if adam
+                                else "SDTM", "Version": CT_VERSION, "Status": "Final"}, ns=DEF_NS)
+    supplemental = _el(mdv, "SupplementalDoc", ns=DEF_NS)
+    _el(supplemental, "DocumentRef", {"leafID": "LF.GUIDE"}, ns=DEF_NS)
+    parts = _Define(language)
     for name, frame in datasets.items():
-        is_adam = name.startswith("ad")
-        group = ET.SubElement(mdv, f"{{{ODM_NS}}}ItemGroupDef", {
-            "OID": f"IG.{name.upper()}", "Name": name.upper(), "Repeating": "No" if name in ("dm", "adsl") else "Yes",
-            "SASDatasetName": name.upper(), "Purpose": "Analysis" if is_adam else "Tabulation",
-            f"{{{DEF_NS}}}Structure": STRUCTURE[name], f"{{{DEF_NS}}}Class": CLASSES[name],
-            f"{{{DEF_NS}}}ArchiveLocationID": f"LF.{name.upper()}", **({} if is_adam else {"Domain": name.upper()}),
-        })
-        _description(group, dataset_labels[name], language)
-        for order, var in enumerate(variables[name], start=1):
-            oid = f"IT.{name.upper()}.{var.name}"
-            ET.SubElement(group, f"{{{ODM_NS}}}ItemRef", {"ItemOID": oid, "OrderNumber": str(order),
-                                                          "Mandatory": "Yes" if var.name in ("STUDYID", "USUBJID")
-                                                          else "No"})
-            item = ET.Element(f"{{{ODM_NS}}}ItemDef", {"OID": oid, "Name": var.name, "SASFieldName": var.name,
-                                                       "DataType": _data_type(var, frame), "Length": str(var.length)})
-            _description(item, var.label, language)
-            items[oid] = item
-        leaf = ET.SubElement(group, f"{{{DEF_NS}}}leaf", {"ID": f"LF.{name.upper()}", f"{{{XLINK_NS}}}href":
-                                                           f"{name}.xpt"})
-        ET.SubElement(leaf, f"{{{DEF_NS}}}title").text = f"{name}.xpt"
-    for item in items.values():
+        _group(mdv, name, frame, variables[name], dataset_labels[name], parts, "STD.IG")
+    for item in parts.items:
         mdv.append(item)
+    for oid, (codelist, used) in sorted(parts.codelists.items()):
+        _codelist(mdv, oid, codelist, used, language, "STD.CT")
+    for key in sorted(parts.methods):
+        method = METHODS[key]
+        element = _el(mdv, "MethodDef", {"OID": f"MT.{key}", "Name": method.name, "Type": method.kind})
+        _description(element, method.description, "en")
+    for oid, text in sorted(parts.comments.items()):
+        _description(_el(mdv, "CommentDef", {"OID": oid}, ns=DEF_NS), text, "en")
+    leaf = _el(mdv, "leaf", {"ID": "LF.GUIDE", f"{{{XLINK_NS}}}href": guide}, ns=DEF_NS)
+    _el(leaf, "title", ns=DEF_NS).text = "Data reviewer's guide"
     ET.indent(odm)
     return ET.tostring(odm, encoding="utf-8", xml_declaration=True)
-
-
-def _description(parent: ET.Element, text: str, language: str) -> None:
-    desc = ET.SubElement(parent, f"{{{ODM_NS}}}Description")
-    ET.SubElement(desc, f"{{{ODM_NS}}}TranslatedText", {"xml:lang": language}).text = text
 
 
 def _cnsr_table() -> str:
@@ -89,10 +249,16 @@ def _cnsr_table() -> str:
     return "\n".join(rows)
 
 
-def reviewers_guide(datasets: Mapping[str, pd.DataFrame], study_id: str, evaluator: str, encoding: str) -> str:
+def reviewers_guide(datasets: Mapping[str, pd.DataFrame], study_id: str, evaluator: str, encoding: str,
+                    populations_given: bool = False) -> str:
     """The data reviewer's guide (Markdown): what each dataset holds, how ADaM is derived, how to re-run it."""
-    counts = "\n".join(f"| {name}.xpt | {len(frame)} | {frame.shape[1]} | {STRUCTURE[name]} |"
-                       for name, frame in datasets.items())
+    counts = "\n".join(f"| {'adam' if is_adam(name) else 'sdtm'}/{name}.xpt | {len(frame)} | {frame.shape[1]} | "
+                       f"{STRUCTURE[name]} |" for name, frame in datasets.items())
+    flags = ("the sites' analysis-population flags (`evaluation.populations`, derived at each site from its "
+             "eligibility assessment, unresolved HARD edit-check queries and image QC — data SDTM does not "
+             "carry; shipped as `adam/programs/populations.csv`)" if populations_given else
+             "derived from SDTM alone (no site store held analysis-population flags): ITTFL = Y, ELIGFL = EFFFL = "
+             "has a post-baseline response, PFSFL = EFFFL without a death dated before the first dose")
     return f"""# Data reviewer's guide — study {study_id}
 
 ## Datasets
@@ -101,30 +267,44 @@ def reviewers_guide(datasets: Mapping[str, pd.DataFrame], study_id: str, evaluat
 {counts}
 
 All files are SAS transport version 5 (one dataset per file, file name = dataset name), character variables
-sized to their longest value, labels ≤ 40 bytes ({encoding}). `define.xml` (Define-XML 2.0) describes every
-variable. USUBJID is identical across datasets (`STUDYID-SITEID-NNNN`); no direct identifier is present.
+sized to their longest value, labels ≤ 40 bytes ({encoding}). `sdtm/define.xml` (SDTMIG {SDTMIG_VERSION}) and
+`adam/define.xml` (ADaMIG {ADAMIG_VERSION}), both Define-XML 2.1, describe every variable: origin, controlled
+terminology (codelists), derivation (MethodDef). USUBJID is identical across datasets (`STUDYID-SITEID-NNNN`);
+no direct identifier is present. All dates are the de-identified site stores' dates, shifted per patient;
+`--DTC` of an assessment = RFSTDTC + its study day. ADaM numeric dates are SAS dates with format DATE9.
 
 ## SDTM
-- **DM** from the site CRF extracts (single arm: PD-1/PD-L1 inhibitor + chemotherapy).
-- **TU/TR** from the blinded independent readers' lesion measurements (TREVALID = reader id): LDIAM for
-  non-nodal targets, SAXIS for nodes (mm), TUMSTATE for lesions followed by status only.
+- **DM** from the site CRF extracts (single arm: PD-1/PD-L1 inhibitor + chemotherapy; COUNTRY = CHN).
+  RFSTDTC = RFXSTDTC = first dose; RFICDTC = consent; RFENDTC = RFPENDTC = death or last contact; the CRF
+  does not collect RACE or the last dose date (RFXENDTC): both are submitted null.
+- **TU/TR** from the blinded independent readers' lesion measurements (TUEVAL/TREVAL = INDEPENDENT ASSESSOR,
+  --EVALID = reader id, --METHOD = CT SCAN): LDIAM for non-nodal lesions, SAXIS for nodes (mm), TUMSTATE for
+  lesions followed by status only; a lesion the reader could not evaluate is TRSTAT = NOT DONE.
 - **CM** start of a new anticancer therapy (CRF NEW_THERAPY_DATE); **CE** investigator-reported progression
   (CRF PD_DATE). Each is submitted only when it has records.
 - **RS** overall response per post-baseline visit and evaluator, RECIST 1.1 (RSCAT "RECIST 1.1") and
-  iRECIST (RSCAT "iRECIST"), computed by the platform's response engine from TR-level measurements.
+  iRECIST (RSCAT "iRECIST"), computed by the platform's response engine from TR-level measurements;
+  RSEVAL = ADJUDICATION COMMITTEE for the adjudicated assessment (RSEVALID = FINAL).
 
-## ADaM (derived from SDTM only)
+## ADaM
 - Analysis evaluator: **{evaluator}** (`FINAL` = the adjudicated assessment of `fedresponse assess`, exported
   when every site store holds one; otherwise the first reader id).
-- **ADSL**: one row per DM subject; TRTSDT = RFSTDTC; EFFFL = Y when RS holds a post-baseline response.
+- **ADSL**: one row per DM subject; TRTSDT = RFXSTDTC; TRT01P = ARM, TRT01A = ACTARM; ITTFL/ELIGFL/EFFFL/PFSFL
+  and EXCLREAS are {flags}.
 - **ADRS**: OVR/IOVR copied from RS (SRCSEQ = RSSEQ); BOR/CBOR/IBOR/ICBOR by RECIST 1.1 §4.4 (SD ≥ 42 days
   after the first dose, confirmation ≥ 28 days later) and iRECIST.
-- **ADTTE**: PFS = first RECIST PD (RSDY) or death (DTHDTC); IPFS = date of the iUPD confirmed by iCPD, or
-  death. AVAL = ADT − STARTDT + 1 days. Censoring (FDA 2018 Appendix 3 table A; EMA PFS appendix), one CNSR
-  code per reason, EVNTDESC/CNSDTDSC naming it:
+- **ADTTE** (PFSFL = Y subjects with a first dose): PFS = first RECIST PD (RSDY) or death (DTHDTC); IPFS =
+  the confirmed iUPD, or death. AVAL = ADT − STARTDT + 1 days. Censoring (FDA 2018 Appendix 3 table A; EMA
+  PFS appendix), one CNSR code per reason, EVNTDESC/CNSDTDSC naming it:
 {_cnsr_table()}
 
-## Programs
-`programs/` holds the derivation code (`adam.py`, `sdtm.py`); running `fedresponse export-cdisc` on the same
-source regenerates every file byte for byte.
+## Programs (traceability)
+`adam/programs/` holds the code that derived ADaM — `adam.py` and the modules it uses, shipped as they ran —
+with the protocol (`study.yaml`, and the same values as `study.json`, read by `study_protocol.py`). With only
+pandas and pyreadstat installed, from the package folder:
+
+    python adam/programs/derive_adam.py sdtm adam regenerated
+
+regenerates ADSL, ADRS and ADTTE from `sdtm/*.xpt` into `regenerated/*.csv` and compares each with
+`adam/*.xpt` (exit status 0 and "MATCHES" when identical).
 """

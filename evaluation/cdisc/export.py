@@ -1,6 +1,10 @@
-"""``fedresponse export-cdisc SRC --out DIR``: read a site store or a synthesized cohort, write SDTM and ADaM
-as XPT v5, define.xml, the reviewer's guide and the derivation programs — into a temporary folder that
-replaces ``DIR`` only when everything is written.
+"""``fedresponse export-cdisc SRC --out DIR``: read site stores or a synthesized cohort, write the submission
+package — into a temporary folder that replaces ``DIR`` only when everything is written::
+
+    DIR/sdtm/   dm.xpt tu.xpt tr.xpt rs.xpt [cm.xpt ce.xpt]   define.xml (Define-XML 2.1, SDTMIG 3.4)
+    DIR/adam/   adsl.xpt adrs.xpt adtte.xpt                    define.xml (Define-XML 2.1, ADaMIG 1.3)
+    DIR/adam/programs/   standalone regeneration programs + study.yaml/study.json (evaluation.cdisc.traceability)
+    DIR/reviewers_guide.md
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +22,9 @@ from evaluation.atomic import replace_directory
 from evaluation.cdisc.adam import make_adam, primary_evaluator
 from evaluation.cdisc.define import define_xml, reviewers_guide
 from evaluation.cdisc.labels import labels_for
+from evaluation.cdisc.metadata import is_adam, sas_date_formats
 from evaluation.cdisc.sdtm import SiteSource, make_sdtm
+from evaluation.cdisc.traceability import write_programs
 from evaluation.cdisc.xpt import Variable, write_xpt
 from evaluation.exceptions import CdiscExportError
 from evaluation.populations import stores_populations
@@ -27,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SDTM_ORDER = ("dm", "tu", "tr", "rs", "cm", "ce")
 ADAM_ORDER = ("adsl", "adrs", "adtte")
+SDTM_DIR, ADAM_DIR, PROGRAMS_DIR = "sdtm", "adam", "adam/programs"
 
 
 def _site_source(folder: Path) -> SiteSource:
@@ -68,34 +76,41 @@ def _numeric(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def export_cdisc(src: Path | Sequence[Path], out: Path, labels: str = "en", encoding: str = "utf-8",
-                 protocol: StudyProtocol | None = None) -> dict[str, Path]:
-    """Write the submission package; return ``{dataset: path}`` plus ``define`` and ``guide``."""
+                 protocol: StudyProtocol | None = None, created: datetime | None = None) -> dict[str, Path]:
+    """Write the submission package; return ``{dataset: path}`` plus ``define_sdtm``, ``define_adam`` (and
+    ``define`` = the SDTM one), ``programs`` and ``guide``. ``created``: the export time written as the
+    defines' ``CreationDateTime`` (default: now, UTC)."""
     protocol = protocol or load_protocol()
+    created = created or datetime.now(UTC)
     dataset_labels, variable_labels = labels_for(labels)
     sdtm = make_sdtm(read_sources(src), protocol)
-    adam = make_adam(sdtm, protocol, stores_populations(src))  # the sites' flags (evaluation.populations)
+    populations = stores_populations(src)  # the sites' flags (evaluation.populations)
+    adam = make_adam(sdtm, protocol, populations)
     # An events domain without records (no subject started new therapy, say) is not submitted.
     datasets = {name: _numeric(frame) for name, frame in {**sdtm, **adam}.items() if len(frame)}
+    language = "zh" if labels == "zh" else "en"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        written: dict[str, list[Variable]] = {}
-        for name, frame in datasets.items():
-            written[name] = write_xpt(tmp / f"{name}.xpt", frame, dataset_labels[name], variable_labels, encoding)
-        language = "zh" if labels == "zh" else "en"
-        (tmp / "define.xml").write_bytes(define_xml(datasets, written, dataset_labels, protocol.study_id, language))
-        guide = reviewers_guide(datasets, protocol.study_id, primary_evaluator(sdtm["rs"]), encoding)
+        for part, adam_part in ((SDTM_DIR, False), (ADAM_DIR, True)):
+            chosen = {n: f for n, f in datasets.items() if is_adam(n) == adam_part}
+            written: dict[str, list[Variable]] = {}
+            for name, frame in chosen.items():
+                formats = sas_date_formats(name, [str(c) for c in frame.columns])
+                written[name] = write_xpt(tmp / part / f"{name}.xpt", frame, dataset_labels[name], variable_labels,
+                                          encoding, formats, created.replace(tzinfo=None))
+            define = define_xml(chosen, written, dataset_labels, protocol.study_id, language, created)
+            (tmp / part / "define.xml").write_bytes(define)
+        guide = reviewers_guide(datasets, protocol.study_id, primary_evaluator(sdtm["rs"]), encoding,
+                                populations is not None)
         (tmp / "reviewers_guide.md").write_text(guide, encoding="utf-8")
-        programs = tmp / "programs"
-        programs.mkdir()
-        for module in ("sdtm.py", "adam.py", "pfs.py"):
-            shutil.copy2(Path(__file__).with_name(module), programs / module)
+        write_programs(tmp / PROGRAMS_DIR, protocol, populations)
         replace_directory(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("CDISC package written to %s: %s", out, ", ".join(f"{k} ({len(v)})" for k, v in datasets.items()))
-    paths = {name: out / f"{name}.xpt" for name in datasets}
-    return paths | {"define": out / "define.xml", "guide": out / "reviewers_guide.md"}
-
-
+    paths = {name: out / (ADAM_DIR if is_adam(name) else SDTM_DIR) / f"{name}.xpt" for name in datasets}
+    defines = {"define_sdtm": out / SDTM_DIR / "define.xml", "define_adam": out / ADAM_DIR / "define.xml"}
+    return paths | defines | {"define": defines["define_sdtm"], "programs": out / PROGRAMS_DIR,
+                              "guide": out / "reviewers_guide.md"}

@@ -1,9 +1,12 @@
 """SDTM DM, TU, TR and RS from a site's CRF extract and its independent readers' lesion measurements.
 
-- DM: one row per subject of the CRF (single-arm study: PD-1/PD-L1 inhibitor + chemotherapy).
-- TU: one row per lesion and evaluator, at the visit the lesion was first recorded (TUTESTCD ``TUMIDENT``).
+- DM: one row per subject of the CRF (single-arm study: PD-1/PD-L1 inhibitor + chemotherapy), with the
+  SDTMIG 3.4 required and expected variables (reference dates, actual arm, country of the protocol).
+- TU: one row per lesion and evaluator, at the visit the lesion was first recorded (TUTESTCD ``TUMIDENT``,
+  TUMETHOD ``CT SCAN``).
 - TR: one row per lesion, visit and evaluator: ``LDIAM`` (non-nodal long axis) / ``SAXIS`` (nodal short
-  axis) in mm for measured lesions, ``TUMSTATE`` for lesions assessed by status only.
+  axis) in mm for measured lesions, ``TUMSTATE`` for lesions assessed by status only; a lesion the reader
+  could not evaluate (``NE``) is ``TRSTAT = NOT DONE`` with ``TRREASND = NOT EVALUABLE``.
 - CM: one row per subject whose CRF records a new anticancer therapy (``NEW_THERAPY_DATE`` → CMSTDTC).
 - CE: one row per subject whose CRF records an investigator progression date (``PD_DATE`` → CESTDTC); ADTTE
   compares it with the radiological progression of RS (clinical progression, :mod:`evaluation.cdisc.pfs`).
@@ -12,11 +15,15 @@
   the final adjudicated assessment of ``fedresponse assess`` (``RSEVALID = FINAL``) when every site has one.
 
 Visit numbers come from the protocol (T0/T1/T2 = its VISITNUMs); follow-up ``FUn`` gets ``T2 + n``.
+Dates (``--DTC``) are ISO 8601 and come from the source's own dates: the store's CRF dates are already
+shifted per patient (de-identification), and the date of an assessment is RFSTDTC moved by its study day
+(:func:`dtc_of_day`), so no export step can bring back a real date.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -26,10 +33,17 @@ from evaluation.protocol import StudyProtocol
 
 ARMCD = "CIO"
 ARM = "PD-1/PD-L1 inhibitor + chemotherapy"
+#: DM COUNTRY (ISO 3166-1 alpha-3): every site of the registered multi-centre study (ChiCTR) is in China
+COUNTRY = "CHN"
 EVALUATOR = "INDEPENDENT ASSESSOR"
-ADJUDICATED = "ADJUDICATOR"
+ADJUDICATED = "ADJUDICATION COMMITTEE"  # SDTMIG --EVAL example value (Evaluator codelist C78735)
 FINAL = "FINAL"
+METHOD = "CT SCAN"  # Method codelist (C85492)
 CATEGORY_CT = {"TARGET": "TARGET", "NONTARGET": "NON-TARGET", "NEW": "NEW"}
+#: collected lesion status (docs/cohort.md) -> TRSTRESC of TRTESTCD TUMSTATE; NE is a measurement not done
+STATUS_CT = {"ABSENT": "ABSENT", "PRESENT": "PRESENT", "INCREASED": "INCREASED",
+             "UNEQUIVOCAL_PROGRESSION": "UNEQUIVOCAL PROGRESSION"}
+NOT_EVALUABLE = "NE"
 
 
 @dataclass(frozen=True)
@@ -59,19 +73,47 @@ def _seq(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     return frame
 
 
-def make_dm(crf: pd.DataFrame, study_id: str) -> pd.DataFrame:
-    """DM from the CRF extract."""
+def dtc_of_day(start: str, day: float) -> str:
+    """ISO 8601 date of CDISC study day ``day`` (no day 0) relative to ``start`` (RFSTDTC); ``""`` if unknown."""
+    if not start or day is None or pd.isna(day):
+        return ""
+    offset = int(day) - 1 if day > 0 else int(day)
+    return (date.fromisoformat(start) + timedelta(days=offset)).isoformat()
+
+
+def _dates(crf: pd.DataFrame, column: str) -> np.ndarray:
+    """A CRF date column as ISO strings (``""`` when absent or missing)."""
+    values = crf[column] if column in crf.columns else pd.Series([""] * len(crf), index=crf.index)
+    return values.fillna("").astype(str).str.strip().to_numpy()
+
+
+def _dtc(frame: pd.DataFrame, starts: dict[str, str], day_column: str) -> list[str]:
+    return [dtc_of_day(starts.get(s, ""), d) for s, d in zip(frame["USUBJID"], frame[day_column], strict=True)]
+
+
+def make_dm(crf: pd.DataFrame, study_id: str, country: str = COUNTRY) -> pd.DataFrame:
+    """DM from the CRF extract (SDTMIG 3.4 variable order; ``country`` ISO 3166-1 alpha-3).
+
+    RFSTDTC = RFXSTDTC = first dose; RFICDTC = informed consent; RFENDTC = RFPENDTC = last contact (or death);
+    RFXENDTC and RACE are not collected by the CRF and stay null. A subject without a first dose is
+    ``ARMNRS = NOT TREATED`` with ACTARMCD/ACTARM null.
+    """
     needed = ["USUBJID", "SUBJID", "SITEID", "AGE", "SEX", "FIRST_DOSE_DATE"]
     missing = [c for c in needed if c not in crf.columns]
     if missing:
         raise CdiscExportError(f"crf lacks {missing}; DM needs {needed} (docs/cohort.md)")
-    death = crf.get("DEATH_DATE", pd.Series([""] * len(crf))).fillna("").astype(str)
+    first, death = _dates(crf, "FIRST_DOSE_DATE"), _dates(crf, "DEATH_DATE")
+    last = np.where(death != "", death, _dates(crf, "LAST_CONTACT_DATE"))
+    treated = first != ""
     return pd.DataFrame({
-        "STUDYID": study_id, "DOMAIN": "DM", "USUBJID": crf["USUBJID"].astype(str),
-        "SUBJID": crf["SUBJID"].astype(str).str.zfill(4), "RFSTDTC": crf["FIRST_DOSE_DATE"].fillna("").astype(str),
-        "SITEID": crf["SITEID"].astype(str), "AGE": pd.to_numeric(crf["AGE"], errors="coerce").astype(np.float64),
-        "AGEU": "YEARS", "SEX": crf["SEX"].astype(str), "ARMCD": ARMCD, "ARM": ARM,
-        "DTHDTC": death.to_numpy(), "DTHFL": np.where(death.to_numpy() != "", "Y", ""),
+        "STUDYID": study_id, "DOMAIN": "DM", "USUBJID": crf["USUBJID"].astype(str).to_numpy(),
+        "SUBJID": crf["SUBJID"].astype(str).str.zfill(4).to_numpy(), "RFSTDTC": first, "RFENDTC": last,
+        "RFXSTDTC": first, "RFXENDTC": "", "RFICDTC": _dates(crf, "CONSENT_DATE"), "RFPENDTC": last,
+        "DTHDTC": death, "DTHFL": np.where(death != "", "Y", ""), "SITEID": crf["SITEID"].astype(str).to_numpy(),
+        "AGE": pd.to_numeric(crf["AGE"], errors="coerce").astype(np.float64).to_numpy(), "AGEU": "YEARS",
+        "SEX": crf["SEX"].astype(str).to_numpy(), "RACE": "", "ARMCD": ARMCD, "ARM": ARM,
+        "ACTARMCD": np.where(treated, ARMCD, ""), "ACTARM": np.where(treated, ARM, ""),
+        "ARMNRS": np.where(treated, "", "NOT TREATED"), "ACTARMUD": "", "COUNTRY": country,
     })
 
 
@@ -106,8 +148,8 @@ def make_ce(crf: pd.DataFrame, study_id: str) -> pd.DataFrame:
                           "CAT": "INVESTIGATOR-REPORTED PROGRESSION"})
 
 
-def make_tu(reads: pd.DataFrame, study_id: str, protocol: StudyProtocol) -> pd.DataFrame:
-    """TU: each lesion once per evaluator, at its first recorded visit."""
+def make_tu(reads: pd.DataFrame, study_id: str, protocol: StudyProtocol, starts: dict[str, str]) -> pd.DataFrame:
+    """TU: each lesion once per evaluator, at its first recorded visit (``starts``: USUBJID → RFSTDTC)."""
     ordered = reads.assign(_VN=reads["VISIT"].map(lambda v: visitnum(str(v), protocol))).sort_values(
         ["USUBJID", "READER", "_VN"])
     first = ordered.drop_duplicates(["USUBJID", "READER", "LESIONID"]).sort_values(["USUBJID", "READER", "LESIONID"])
@@ -115,15 +157,16 @@ def make_tu(reads: pd.DataFrame, study_id: str, protocol: StudyProtocol) -> pd.D
         "STUDYID": study_id, "DOMAIN": "TU", "USUBJID": first["USUBJID"].astype(str),
         "TULNKID": first["LESIONID"].astype(str), "TUTESTCD": "TUMIDENT", "TUTEST": "Tumor Identification",
         "TUORRES": first["CATEGORY"].map(CATEGORY_CT).astype(str), "TULOC": first["ORGAN"].astype(str),
-        "TUEVAL": EVALUATOR, "TUEVALID": first["READER"].astype(str), "VISITNUM": first["_VN"].astype(np.float64),
-        "VISIT": first["VISIT"].astype(str), "TUDY": first["ADY"].astype(np.float64),
+        "TUMETHOD": METHOD, "TUEVAL": EVALUATOR, "TUEVALID": first["READER"].astype(str),
+        "VISITNUM": first["_VN"].astype(np.float64), "VISIT": first["VISIT"].astype(str),
+        "TUDTC": _dtc(first, starts, "ADY"), "TUDY": first["ADY"].astype(np.float64),
     })
     tu.insert(tu.columns.get_loc("TUORRES") + 1, "TUSTRESC", tu["TUORRES"])
     return _seq(tu, "TUSEQ")
 
 
-def make_tr(reads: pd.DataFrame, study_id: str, protocol: StudyProtocol) -> pd.DataFrame:
-    """TR: diameters (mm) and status per lesion, visit and evaluator."""
+def make_tr(reads: pd.DataFrame, study_id: str, protocol: StudyProtocol, starts: dict[str, str]) -> pd.DataFrame:
+    """TR: diameters (mm) and status per lesion, visit and evaluator (``starts``: USUBJID → RFSTDTC)."""
     r = reads.assign(_VN=reads["VISIT"].map(lambda v: visitnum(str(v), protocol)))
     r = r.sort_values(["USUBJID", "READER", "_VN", "LESIONID"])
     diam = pd.to_numeric(r["DIAM_MM"], errors="coerce")
@@ -132,17 +175,24 @@ def make_tr(reads: pd.DataFrame, study_id: str, protocol: StudyProtocol) -> pd.D
     code = np.where(measured, np.where(node, "SAXIS", "LDIAM"), "TUMSTATE")
     test = {"SAXIS": "Short Axis", "LDIAM": "Longest Diameter", "TUMSTATE": "Tumor State"}
     status = r["STATUS"].fillna("").astype(str)
-    orres = np.where(measured, diam.map(lambda v: f"{v:g}" if pd.notna(v) else ""), status)
+    not_done = ~measured & (status == NOT_EVALUABLE)
+    unknown = sorted(set(status[~measured & ~not_done]) - set(STATUS_CT))
+    if unknown:
+        raise CdiscExportError(f"lesion STATUS {unknown} is not one of {[*STATUS_CT, NOT_EVALUABLE]}; fix the reads")
+    orres = np.where(measured, diam.map(lambda v: f"{v:g}" if pd.notna(v) else ""), np.where(not_done, "", status))
+    stresc = np.where(measured, orres, status.map(STATUS_CT).fillna(""))
     return _seq(pd.DataFrame({
         "STUDYID": study_id, "DOMAIN": "TR", "USUBJID": r["USUBJID"].astype(str), "TRLNKID": r["LESIONID"].astype(str),
         "TRTESTCD": code, "TRTEST": [test[c] for c in code], "TRORRES": orres,
-        "TRORRESU": np.where(measured, "mm", ""), "TRSTRESC": orres, "TRSTRESN": diam.astype(np.float64),
-        "TRSTRESU": np.where(measured, "mm", ""), "TREVAL": EVALUATOR, "TREVALID": r["READER"].astype(str),
-        "VISITNUM": r["_VN"].astype(np.float64), "VISIT": r["VISIT"].astype(str), "TRDY": r["ADY"].astype(np.float64),
+        "TRORRESU": np.where(measured, "mm", ""), "TRSTRESC": stresc, "TRSTRESN": diam.astype(np.float64),
+        "TRSTRESU": np.where(measured, "mm", ""), "TRSTAT": np.where(not_done, "NOT DONE", ""),
+        "TRREASND": np.where(not_done, "NOT EVALUABLE", ""), "TRMETHOD": METHOD, "TREVAL": EVALUATOR,
+        "TREVALID": r["READER"].astype(str), "VISITNUM": r["_VN"].astype(np.float64), "VISIT": r["VISIT"].astype(str),
+        "TRDTC": _dtc(r, starts, "ADY"), "TRDY": r["ADY"].astype(np.float64),
     }), "TRSEQ")
 
 
-def make_rs(reads: pd.DataFrame, study_id: str, protocol: StudyProtocol,
+def make_rs(reads: pd.DataFrame, study_id: str, protocol: StudyProtocol, starts: dict[str, str],
             final_visits: pd.DataFrame | None = None) -> pd.DataFrame:
     """RS: per post-baseline visit, RECIST 1.1 and iRECIST overall response of each evaluator, plus the final
     (adjudicated) assessment as evaluator ``FINAL`` when one is given."""
@@ -161,7 +211,8 @@ def make_rs(reads: pd.DataFrame, study_id: str, protocol: StudyProtocol,
                 "RSTESTCD": "OVRLRESP", "RSTEST": "Overall Response", "RSCAT": criterion,
                 "RSORRES": visits[column].astype(str), "RSSTRESC": visits[column].astype(str), "RSEVAL": evaluator,
                 "RSEVALID": reader, "VISITNUM": visits["VISIT"].map(lambda v: visitnum(str(v), protocol)),
-                "VISIT": visits["VISIT"].astype(str), "RSDY": visits["ADY"].astype(np.float64),
+                "VISIT": visits["VISIT"].astype(str), "RSDTC": _dtc(visits, starts, "ADY"),
+                "RSDY": visits["ADY"].astype(np.float64),
             }))
     rs = pd.concat(rows, ignore_index=True).sort_values(["USUBJID", "RSEVALID", "RSCAT", "VISITNUM"], kind="stable")
     return _seq(rs, "RSSEQ")
@@ -178,11 +229,13 @@ def make_sdtm(sources: list[SiteSource], protocol: StudyProtocol) -> dict[str, p
     unknown = sorted(set(reads["USUBJID"]) - set(crf["USUBJID"]))
     if unknown:
         raise CdiscExportError(f"reads name subjects missing from the CRF: {unknown[:5]}; fix the source")
+    dm = make_dm(crf, protocol.study_id)
+    starts = dict(zip(dm["USUBJID"], dm["RFSTDTC"], strict=True))
     return {
-        "dm": make_dm(crf, protocol.study_id),
-        "tu": make_tu(reads, protocol.study_id, protocol),
-        "tr": make_tr(reads, protocol.study_id, protocol),
-        "rs": make_rs(reads, protocol.study_id, protocol, final),
+        "dm": dm,
+        "tu": make_tu(reads, protocol.study_id, protocol, starts),
+        "tr": make_tr(reads, protocol.study_id, protocol, starts),
+        "rs": make_rs(reads, protocol.study_id, protocol, starts, final),
         "cm": make_cm(crf, protocol.study_id),
         "ce": make_ce(crf, protocol.study_id),
     }

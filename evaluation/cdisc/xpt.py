@@ -28,6 +28,7 @@ import pandas as pd
 
 from evaluation.exceptions import CdiscExportError
 
+SAS_FORMAT = re.compile(r"^(?P<name>[A-Z][A-Z0-9_]{0,7})(?P<width>\d{0,3})\.(?P<decimals>\d{0,2})$")
 DATASET_NAME = re.compile(r"^[a-z][a-z0-9]{0,7}$")
 VARIABLE_NAME = re.compile(r"^[A-Z][A-Z0-9]{0,7}$")
 MAX_LABEL_BYTES = 40
@@ -37,12 +38,14 @@ _PAIRS = (("(", ")"), ("[", "]"), ("{", "}"), ("（", "）"), ("【", "】"))
 
 @dataclass(frozen=True)
 class Variable:
-    """One column as written: name, label, type (``"char"``/``"num"``) and length in bytes."""
+    """One column as written: name, label, type (``"char"``/``"num"``), length in bytes and SAS display format
+    (``"DATE9."`` on numeric dates, else ``""``)."""
 
     name: str
     label: str
     kind: str
     length: int
+    display_format: str = ""
 
 
 def check_label(label: str, encoding: str, where: str) -> bytes:
@@ -92,8 +95,11 @@ def _stamp(when: datetime) -> str:
     return when.strftime("%d%b%y:%H:%M:%S").upper()
 
 
-def describe(frame: pd.DataFrame, labels: Mapping[str, str], encoding: str, dataset: str) -> list[Variable]:
-    """Variables of ``frame`` with checked names and labels and fitted lengths."""
+def describe(frame: pd.DataFrame, labels: Mapping[str, str], encoding: str, dataset: str,
+             formats: Mapping[str, str] | None = None) -> list[Variable]:
+    """Variables of ``frame`` with checked names and labels and fitted lengths; ``formats`` gives numeric
+    variables a SAS display format (``{"ADT": "DATE9."}``)."""
+    formats = formats or {}
     out = []
     for column in frame.columns:
         if not VARIABLE_NAME.match(str(column)):
@@ -104,8 +110,14 @@ def describe(frame: pd.DataFrame, labels: Mapping[str, str], encoding: str, data
             raise CdiscExportError(f"{dataset}.{column} has no label; add one to evaluation/cdisc/labels.py")
         check_label(labels[column], encoding, f"{dataset}.{column}")
         if pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column]):
-            out.append(Variable(str(column), labels[column], "num", 8))
+            fmt = formats.get(str(column), "")
+            if fmt and not SAS_FORMAT.match(fmt):
+                raise CdiscExportError(f"{dataset}.{column}: display format {fmt!r} is not a SAS format (e.g. DATE9.)")
+            out.append(Variable(str(column), labels[column], "num", 8, fmt))
             continue
+        if str(column) in formats:
+            raise CdiscExportError(f"{dataset}.{column} is character but has display format {formats[column]!r}; "
+                                   "formats apply to numeric dates (store them as SAS dates)")
         values = frame[column].fillna("").astype(str)
         length = max([len(v.encode(encoding)) for v in values] + [1])
         if length > MAX_CHAR_BYTES:
@@ -117,7 +129,10 @@ def describe(frame: pd.DataFrame, labels: Mapping[str, str], encoding: str, data
 def _namestr(var: Variable, index: int, position: int, encoding: str) -> bytes:
     label = var.label.encode(encoding).ljust(40, b" ")
     head = struct.pack(">hhhh", 2 if var.kind == "char" else 1, 0, var.length, index)
-    body = var.name.encode("ascii").ljust(8) + label + b" " * 8 + struct.pack(">hhhh", 0, 0, 0, 0)
+    fmt = SAS_FORMAT.match(var.display_format) if var.display_format else None
+    nform = fmt["name"].encode("ascii").ljust(8) if fmt else b" " * 8
+    nfl, nfd = (int(fmt["width"] or 0), int(fmt["decimals"] or 0)) if fmt else (0, 0)
+    body = var.name.encode("ascii").ljust(8) + label + nform + struct.pack(">hhhh", nfl, nfd, 0, 0)
     tail = b" " * 8 + struct.pack(">hhi", 0, 0, position) + b"\x00" * 52
     raw = head + body + tail
     assert len(raw) == 140
@@ -139,12 +154,14 @@ def _observations(frame: pd.DataFrame, variables: list[Variable], encoding: str)
 
 
 def xpt_bytes(frame: pd.DataFrame, dataset: str, dataset_label: str, labels: Mapping[str, str],
-              encoding: str = "utf-8", when: datetime | None = None) -> tuple[bytes, list[Variable]]:
-    """The complete XPORT v5 file content of one dataset and the variables as written."""
+              encoding: str = "utf-8", when: datetime | None = None,
+              formats: Mapping[str, str] | None = None) -> tuple[bytes, list[Variable]]:
+    """The complete XPORT v5 file content of one dataset and the variables as written (``when``: the
+    creation time in the headers, default 2026-01-01 so that bytes are reproducible)."""
     if not DATASET_NAME.match(dataset):
         raise CdiscExportError(f"dataset name {dataset!r} breaks the rule (lowercase letters/digits, ≤ 8)")
     check_label(dataset_label, encoding, f"dataset {dataset}")
-    variables = describe(frame, labels, encoding, dataset)
+    variables = describe(frame, labels, encoding, dataset, formats)
     stamp = _stamp(when or datetime(2026, 1, 1))
     parts = [
         _record("HEADER RECORD*******LIBRARY HEADER RECORD!!!!!!!000000000000000000000000000000"),
@@ -167,10 +184,11 @@ def xpt_bytes(frame: pd.DataFrame, dataset: str, dataset_label: str, labels: Map
 
 
 def write_xpt(path: Path, frame: pd.DataFrame, dataset_label: str, labels: Mapping[str, str],
-              encoding: str = "utf-8") -> list[Variable]:
+              encoding: str = "utf-8", formats: Mapping[str, str] | None = None,
+              when: datetime | None = None) -> list[Variable]:
     """Write ``frame`` to ``path`` (file name = dataset name + ``.xpt``) atomically; return its variables."""
     dataset = path.stem
-    data, variables = xpt_bytes(frame, dataset, dataset_label, labels, encoding)
+    data, variables = xpt_bytes(frame, dataset, dataset_label, labels, encoding, when, formats)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

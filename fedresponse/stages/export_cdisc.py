@@ -23,6 +23,8 @@ def run(ctx: DemoContext) -> dict[str, str]:
     paths = export_cdisc(source, out, labels="en")
     ctx.artifacts["cdisc"] = out
     ctx.console.print(f"CDISC package from {'site stores' if stores else 'the cohort'}: "
-                      f"{len([p for p in paths.values() if p.suffix == '.xpt'])} XPT v5 files, define.xml, guide")
-    return {"CDISC SDTM/ADaM (XPT v5)": str(out), "define.xml": str(paths["define"]),
+                      f"{len([p for p in paths.values() if p.suffix == '.xpt'])} XPT v5 files, SDTM and ADaM "
+                      "define.xml (Define-XML 2.1), regeneration programs, guide")
+    return {"CDISC SDTM/ADaM (XPT v5)": str(out), "define.xml": str(paths["define_sdtm"]),
+            "define.xml (ADaM)": str(paths["define_adam"]), "regeneration programs": str(paths["programs"]),
             "reviewer's guide": str(paths["guide"])}

@@ -72,9 +72,9 @@ def package(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 def _read(path: Path) -> pd.DataFrame:
     frame = pd.read_sas(path, format="xport", encoding="utf-8")
-    for column in frame.columns:  # pandas reads SAS 0.0 as 16**-65; snap that to 0
+    for column in frame.columns:  # pandas reads SAS 0.0 as 16**-65; snap that to 0 (keeping missing values)
         if frame[column].dtype == float:
-            frame[column] = frame[column].where(frame[column].abs() > 1e-70, 0.0)
+            frame[column] = frame[column].where(frame[column].isna() | (frame[column].abs() > 1e-70), 0.0)
     return frame
 
 
@@ -187,17 +187,25 @@ def test_worked_cases_by_hand(package: dict[str, Path]) -> None:
 
 def test_define_xml_describes_every_file(package: dict[str, Path]) -> None:
     ns = {"odm": "http://www.cdisc.org/ns/odm/v1.3"}
-    root = ET.parse(package["define"]).getroot()
-    groups = {g.get("SASDatasetName").lower(): g for g in root.iter(f"{{{ns['odm']}}}ItemGroupDef")}
-    assert set(groups) == set(DATASETS)
-    items = {i.get("OID"): i for i in root.iter(f"{{{ns['odm']}}}ItemDef")}
-    for name in DATASETS:
-        reader = XportReader(str(package[name]), encoding="utf-8")
-        lengths = {f["name"].decode().strip(): f["field_length"] for f in reader.fields}
-        reader.close()
-        refs = [r.get("ItemOID") for r in groups[name].iter(f"{{{ns['odm']}}}ItemRef")]
-        assert [items[r].get("Name") for r in refs] == list(lengths)
-        assert all(int(items[r].get("Length")) == lengths[items[r].get("Name")] for r in refs)
+    for define, names in ((package["define_sdtm"], DATASETS[:6]), (package["define_adam"], DATASETS[6:])):
+        root = ET.parse(define).getroot()
+        groups = {g.get("SASDatasetName").lower(): g for g in root.iter(f"{{{ns['odm']}}}ItemGroupDef")}
+        assert set(groups) == set(names)
+        items = {i.get("OID"): i for i in root.iter(f"{{{ns['odm']}}}ItemDef")}
+        for name in names:
+            assert package[name].parent == define.parent  # the define sits beside the files it describes
+            reader = XportReader(str(package[name]), encoding="utf-8")
+            lengths = {f["name"].decode().strip(): f["field_length"] for f in reader.fields}
+            kinds = {f["name"].decode().strip(): f["ntype"] for f in reader.fields}
+            reader.close()
+            refs = [r.get("ItemOID") for r in groups[name].iter(f"{{{ns['odm']}}}ItemRef")]
+            assert [items[r].get("Name") for r in refs] == list(lengths)
+            for r in refs:  # text lengths as written; ISO 8601 dates (DataType date) carry none
+                var = items[r].get("Name")
+                if kinds[var] == "char" and items[r].get("DataType") == "text":
+                    assert int(items[r].get("Length")) == lengths[var]
+                elif kinds[var] == "char":
+                    assert items[r].get("DataType") == "date" and var.endswith("DTC")
     assert "ADTTE" in package["guide"].read_text(encoding="utf-8")
 
 
@@ -257,7 +265,8 @@ def test_cli_exports_and_bad_source_exits_2(tmp_path: Path) -> None:
     src = _source(tmp_path / "src", cuts=True)
     result = CliRunner().invoke(app, ["export-cdisc", str(src), "--out", str(tmp_path / "out"), "--labels", "zh"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "out").glob("*.xpt")) == sorted(f"{d}.xpt" for d in DATASETS)
+    assert sorted(p.name for p in (tmp_path / "out" / "sdtm").glob("*.xpt")) == sorted(f"{d}.xpt" for d in DATASETS[:6])
+    assert sorted(p.name for p in (tmp_path / "out" / "adam").glob("*.xpt")) == sorted(f"{d}.xpt" for d in DATASETS[6:])
     bad = CliRunner().invoke(app, ["export-cdisc", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o2")])
     assert bad.exit_code == 2 and "not a folder" in " ".join(bad.output.split())
     assert not (tmp_path / "o2").exists()
@@ -279,7 +288,7 @@ def test_store_with_adjudicated_assessment_is_the_analysis_evaluator(tmp_path: P
     paths = export_cdisc(store, tmp_path / "out")
     rs, adrs = _read(paths["rs"]), _read(paths["adrs"])
     assert set(rs["RSEVALID"]) == {"R1", "R2", "FINAL"}
-    assert set(rs.loc[rs["RSEVALID"] == "FINAL", "RSEVAL"]) == {"ADJUDICATOR"}
+    assert set(rs.loc[rs["RSEVALID"] == "FINAL", "RSEVAL"]) == {"ADJUDICATION COMMITTEE"}
     final = rs[(rs["RSEVALID"] == "FINAL") & (rs["RSCAT"] == "RECIST 1.1")]
     assert sorted(adrs.loc[adrs["PARAMCD"] == "OVR", "SRCSEQ"]) == sorted(final["RSSEQ"])
     assert "Analysis evaluator: **FINAL**" in paths["guide"].read_text(encoding="utf-8")

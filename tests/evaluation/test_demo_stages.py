@@ -23,7 +23,7 @@ def test_export_cdisc_stage_reads_the_cohort(tmp_path: Path) -> None:
     produced = cdisc_stage.run(ctx)
     assert ctx.artifacts["cdisc"] == tmp_path / "cdisc"
     assert Path(produced["define.xml"]).exists()
-    assert len(list((tmp_path / "cdisc").glob("*.xpt"))) == 7
+    assert len(list((tmp_path / "cdisc").glob("*/*.xpt"))) == 7  # sdtm/ (DM TU TR RS) and adam/ (ADSL ADRS ADTTE)
 
 
 def test_evaluate_stage_needs_a_training_run(tmp_path: Path) -> None:

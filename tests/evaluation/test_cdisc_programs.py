@@ -1,0 +1,108 @@
+"""The regeneration programs of the package stand alone: they import only the standard library, numpy, pandas,
+pyreadstat and each other, and — in a fresh virtual environment holding only pandas and pyreadstat (the repo's
+pins) — regenerate every ADaM dataset of the package from its SDTM XPT files and the shipped protocol."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from test_cdisc import _read, _source
+
+from evaluation.cdisc.export import export_cdisc
+from evaluation.cdisc.traceability import shipped_modules
+from evaluation.exceptions import CdiscExportError
+
+PINS = ("pandas==2.3.3", "pyreadstat==1.3.7")  # = pyproject.toml
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("programs")
+    return export_cdisc(_source(root / "src", cuts=True), root / "out")
+
+
+def test_pins_match_the_project() -> None:
+    text = (Path(__file__).parents[2] / "pyproject.toml").read_text(encoding="utf-8")
+    assert all(f'"{pin}"' in text for pin in PINS)
+
+
+def test_programs_import_only_what_the_reviewer_has(package: dict[str, Path]) -> None:
+    folder = package["programs"]
+    siblings = {p.stem for p in folder.glob("*.py")}
+    assert {"derive_adam", "adam", "pfs", "bor", "study_protocol"} <= siblings
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            for name in names:
+                top = name.split(".")[0]
+                assert top in sys.stdlib_module_names or top in siblings | {"numpy", "pandas", "pyreadstat"}, (
+                    path.name, name)
+
+
+def test_shipped_protocol_json_is_the_yaml(package: dict[str, Path]) -> None:
+    folder = package["programs"]
+    from_yaml = yaml.safe_load((folder / "study.yaml").read_text(encoding="utf-8"))
+    from_json = json.loads((folder / "study.json").read_text(encoding="utf-8"))
+    assert {k: v for k, v in from_json.items() if k in from_yaml} == json.loads(json.dumps(from_yaml))
+
+
+def test_a_module_that_cannot_stand_alone_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import evaluation.cdisc.traceability as traceability
+
+    fake = tmp_path / "evaluation" / "cdisc" / "adam.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("import torch\n", encoding="utf-8")
+    monkeypatch.setattr(traceability, "_REPO", tmp_path)
+    with pytest.raises(CdiscExportError, match="imports torch"):
+        shipped_modules()
+
+
+@pytest.mark.slow  # a venv and a pip install of pandas + pyreadstat (~1-2 min; pip's cache makes reruns faster)
+def test_regenerates_adam_in_a_fresh_venv_with_only_pandas_and_pyreadstat(package: dict[str, Path],
+                                                                           tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *PINS],
+                             capture_output=True, text=True, env=env, timeout=600)
+    assert install.returncode == 0, install.stderr[-2000:]
+    for absent in ("yaml", "pydantic", "evaluation", "fedresponse"):  # nothing of the platform is importable
+        probe = subprocess.run([str(python), "-I", "-c", f"import {absent}"], capture_output=True, env=env,
+                               cwd=tmp_path)
+        assert probe.returncode != 0, absent
+    root = package["programs"].parents[1]
+    run = subprocess.run([str(python), "-I", "adam/programs/derive_adam.py", "sdtm", "adam", str(tmp_path / "regen")],
+                         capture_output=True, text=True, env=env, cwd=root, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("MATCHES") == 3
+    for name in ("adsl", "adrs", "adtte"):  # independently: the regenerated CSV equals the submitted XPT
+        regenerated = pd.read_csv(tmp_path / "regen" / f"{name}.csv", dtype=str, keep_default_na=False)
+        submitted = _read(package[name])
+        assert list(regenerated.columns) == list(submitted.columns)
+        for column in submitted.columns:
+            if submitted[column].dtype == object:
+                assert regenerated[column].tolist() == submitted[column].tolist(), column
+            else:
+                numbers = pd.to_numeric(regenerated[column].replace("", None)).astype(float)
+                pd.testing.assert_series_equal(numbers, submitted[column], check_names=False, rtol=1e-9)
+    # a tampered SDTM value shows up as a difference
+    broken = tmp_path / "broken"
+    (broken / "sdtm").mkdir(parents=True)
+    for path in (root / "sdtm").glob("*.xpt"):
+        (broken / "sdtm" / path.name).write_bytes(path.read_bytes())
+    dm = (broken / "sdtm" / "dm.xpt").read_bytes().replace(b"FEDRESP-S01-0001", b"FEDRESP-S01-0009")
+    (broken / "sdtm" / "dm.xpt").write_bytes(dm)
+    bad = subprocess.run([str(python), "-I", str(root / "adam/programs/derive_adam.py"), str(broken / "sdtm"),
+                          str(root / "adam"), str(broken / "regen")], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert bad.returncode == 1 and "DIFFERS FROM" in bad.stdout, bad.stdout + bad.stderr
