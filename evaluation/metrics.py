@@ -35,11 +35,13 @@ from evaluation.pooled import (
     AggregateLayout,
     PlainCodec,
     SiteInputs,
+    Suppression,
     median_block,
     orr_summary,
     pool,
     pooled_metrics,
     site_aggregate,
+    suppress_small_cells,
 )
 from evaluation.pooled_cox import METHOD as COX_POOLED_METHOD
 from evaluation.pooled_cox import SiteSurvival, fit_pooled_cox
@@ -359,6 +361,13 @@ def estimate(block: dict[str, Any], key: str, compute: Any) -> None:
         block[f"{key}_p"] = rest[0]
 
 
+def min_cell_size() -> int:
+    """A site contributes to a pooled statistic only with at least this many subjects per cell."""
+    from evaluation.protocol import load_protocol
+
+    return load_protocol().statistics.min_cell_size
+
+
 def min_patients_estimate() -> int:
     """Fewer analysed subjects than this and a site estimate is not estimable (``statistics.min_patients_estimate``)."""
     from evaluation.protocol import load_protocol
@@ -437,10 +446,22 @@ def compute_metrics(
     layout = layout or AggregateLayout()
     codec = codec or PlainCodec()
     per_site = {d.site: site_metrics(d, cutoffs) for d in sites}
-    summed = pool([site_evaluation_aggregate(d, cutoffs, layout) for d in sites], codec, layout)
+    vectors, suppressed = [], []
+    for d in sites:  # what leaves each site is checked against the protocol's minimum cell size first
+        vector, dropped = suppress_small_cells(site_evaluation_aggregate(d, cutoffs, layout), layout,
+                                               min_cell_size(), d.site)
+        vectors.append(vector)
+        suppressed += dropped
+    summed = pool(vectors, codec, layout)
     pooled = pooled_metrics(summed, cutoffs, layout)
     pooled["n_heldout"] = pooled["full"]["n"]  # subjects in the summed model blocks (held-out where SPLIT says)
-    pooled.update(pooled_dhi_hazard_ratio(sites, codec))
+    cox = pooled_dhi_hazard_ratio(sites, codec)
+    suppressed += [Suppression(**s) for s in cox.pop("suppressed", [])]
+    pooled.update(cox)
+    pooled["suppressed"] = [s.as_dict() for s in suppressed]
+    pooled["min_cell_size"] = min_cell_size()
+    for item in suppressed:
+        log.warning("site %s contributes nothing to pooled %s: %s", item.site, item.statistic, item.reason)
     log.info("pooled %d site(s), %d subject(s) with %s", len(sites), pooled["n"], type(codec).__name__)
     return {
         "pooled": pooled,
@@ -467,24 +488,30 @@ def pooled_dhi_hazard_ratio(sites: list[SiteData], codec: AggregateCodec) -> dic
     sums.
 
     Returns ``dhi_hr``, ``dhi_hr_ci``, ``dhi_hr_p``, ``dhi_hr_method`` and ``dhi_hr_iterations`` (all None
-    when a site has no DHI or the model cannot be fitted; the reason is logged).
+    when a site has no DHI or the model cannot be fitted; the reason in ``dhi_hr_not_estimable``), and
+    ``suppressed``: the sites left out for fewer than ``min_cell_size`` subjects or events.
     """
     empty: dict[str, Any] = {"dhi_hr": None, "dhi_hr_ci": None, "dhi_hr_p": None, "dhi_hr_method": COX_POOLED_METHOD,
                              "dhi_hr_iterations": None, "dhi_hr_unit": dhi_hr_unit()}
-    strata = []
+    strata, suppressed = [], []
     for data in sites:
         wide = analysed(data)
         if "DHI" not in wide.columns:
             log.info("pooled DHI HR skipped: site %s reports no DHI", data.site)
             return empty | {"dhi_hr_not_estimable": f"site {data.site} reports no DHI"}
         keep = np.isfinite(wide["DHI"].to_numpy(float)) & wide["PFSFL"].to_numpy(bool)
+        events = int(wide["PFS_EVENT"].to_numpy(int)[keep].sum())
+        if min(int(keep.sum()), events) < min_cell_size():
+            suppressed.append({"site": data.site, "statistic": "dhi_hr", "reason": f"{int(keep.sum())} subjects, "
+                               f"{events} events (< min_cell_size {min_cell_size()})"})
+            continue
         strata.append(SiteSurvival.of(wide["PFS_DAYS"].to_numpy(float)[keep], wide["PFS_EVENT"].to_numpy(int)[keep],
                                       wide["DHI"].to_numpy(float)[keep] / dhi_hr_unit()))
     try:
         fit = fit_pooled_cox(strata, codec)
     except PooledStatisticsError as exc:
         log.warning("pooled DHI HR not estimable: %s", exc)
-        return empty | {"dhi_hr_not_estimable": str(exc)}
+        return empty | {"dhi_hr_not_estimable": str(exc), "suppressed": suppressed}
     return {"dhi_hr": float(fit.hr[0]), "dhi_hr_ci": [float(fit.hr_low[0]), float(fit.hr_high[0])],
             "dhi_hr_p": float(fit.p[0]), "dhi_hr_method": COX_POOLED_METHOD, "dhi_hr_iterations": fit.iterations,
-            "dhi_hr_unit": dhi_hr_unit()}
+            "dhi_hr_unit": dhi_hr_unit(), "suppressed": suppressed}

@@ -231,6 +231,64 @@ def _dhi_blocks(inputs: SiteInputs, y: NDArray[np.int_], layout: AggregateLayout
     return [_histogram(scaled[y == 1], layout.dhi_bins), _histogram(scaled[y == 0], layout.dhi_bins)]
 
 
+@dataclass(frozen=True)
+class Suppression:
+    """A statistic a site contributes nothing to, because one of its cells is below the protocol's minimum."""
+
+    site: str
+    statistic: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"site": self.site, "statistic": self.statistic, "reason": self.reason}
+
+
+def suppress_small_cells(vector: NDArray[np.float64], layout: AggregateLayout, min_cell: int,
+                         site: str) -> tuple[NDArray[np.float64], list[Suppression]]:
+    """Zero every statistic of a site aggregate whose defining cells hold fewer than ``min_cell`` subjects.
+
+    Checked before the vector leaves the site (``configs/study.yaml`` ``statistics.min_cell_size``): per mode,
+    responders and non-responders (the whole mode: ROC, confusion, Brier, calibration, KM by call); the
+    overall KM (subjects at risk at day 0); the KM by reference response and the T1-landmark KM (each group);
+    each ORR block (its denominator); the DHI histograms (each class). A suppressed statistic is all zeros, so
+    the pooled value is that of the other sites, and the returned list says which and why.
+
+    Returns
+    -------
+    vector : ndarray, shape (layout.size,)
+        A copy with the suppressed blocks zeroed.
+    suppressed : list of Suppression
+    """
+    out = np.asarray(vector, dtype=np.float64).copy()
+    blocks = layout.unpack(out)  # views into ``out``
+    checks: list[tuple[str, list[str], dict[str, float]]] = [
+        (mode, [name for name, _ in layout.blocks() if name.startswith(f"{mode}.")],
+         {"responders": blocks[f"{mode}.hist_pos"].sum(), "non-responders": blocks[f"{mode}.hist_neg"].sum()})
+        for mode in MODES]
+    checks += [
+        ("km_all", ["km_all"], {"subjects": blocks["km_all"][0]}),
+        ("km_reference", ["km_ref_pos", "km_ref_neg"],
+         {"responders": blocks["km_ref_pos"][0], "non-responders": blocks["km_ref_neg"][0]}),
+        ("orr", ["orr"], {"analysed": blocks["orr"][0]}),
+        ("orr_itt", ["orr_itt"], {"enrolled": blocks["orr_itt"][0]}),
+        ("dhi", ["dhi.hist_pos", "dhi.hist_neg"],
+         {"responders": blocks["dhi.hist_pos"].sum(), "non-responders": blocks["dhi.hist_neg"].sum()}),
+        ("km_landmark", ["km_landmark_pos", "km_landmark_neg"],
+         {"responders at T1": blocks["km_landmark_pos"][0], "non-responders at T1": blocks["km_landmark_neg"][0]}),
+    ]
+    suppressed = []
+    for statistic, names, cells in checks:
+        if not any(blocks[n].any() for n in names):
+            continue  # nothing reported (e.g. no DHI): nothing to suppress
+        small = {cell: round(float(count)) for cell, count in cells.items() if count < min_cell}
+        if small:
+            for name in names:
+                blocks[name][:] = 0.0
+            text = ", ".join(f"{count} {cell}" for cell, count in small.items())
+            suppressed.append(Suppression(site, statistic, f"{text} (< min_cell_size {min_cell})"))
+    return out, suppressed
+
+
 class AggregateCodec(Protocol):
     """The encryption seam: sites ``encrypt``, the server ``add`` s, a key holder ``decrypt`` s."""
 

@@ -31,7 +31,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from evaluation.pooled import MODES, AggregateLayout, binned_youden, score_histograms, site_aggregate
+from evaluation.pooled import (
+    MODES,
+    AggregateLayout,
+    binned_youden,
+    score_histograms,
+    site_aggregate,
+    suppress_small_cells,
+)
 from privacy.audit import AuditLog
 from privacy.ckks import CkksParameters, ParameterLayout
 from privacy.exceptions import ContextMismatchError
@@ -85,11 +92,22 @@ def training_histograms(predictions: pd.DataFrame, train_ids: list[str],
     bins = layout.entries[0][1][0]
     rows = _rows(predictions, train_ids, "training")
     arrays: dict[str, np.ndarray] = {}
+    min_cell = _min_cell_size()
     for mode in MODES:
         part = rows[rows["MODE"] == mode]
         pos, neg = score_histograms(part["LABEL"].to_numpy(int), part["SCORE"].to_numpy(float), bins)
+        if min(pos.sum(), neg.sum()) < min_cell:  # small cells leave nothing: the cut-off rests on the other sites
+            log.warning("training histograms of mode %s not sent: %d responders, %d non-responders (< min_cell_size "
+                        "%d)", mode, pos.sum(), neg.sum(), min_cell)
+            pos, neg = np.zeros_like(pos), np.zeros_like(neg)
         arrays |= {f"{mode}.hist_pos": pos, f"{mode}.hist_neg": neg}
     return layout.flatten(arrays)
+
+
+def _min_cell_size() -> int:
+    from evaluation.protocol import load_protocol
+
+    return load_protocol().statistics.min_cell_size
 
 
 def cutoffs_from_histograms(summed: np.ndarray, layout: ParameterLayout | None = None) -> dict[str, float]:
@@ -101,7 +119,9 @@ def cutoffs_from_histograms(summed: np.ndarray, layout: ParameterLayout | None =
 
 def held_out_aggregate(site: str, predictions: pd.DataFrame, test_ids: list[str], cutoffs: dict[str, float],
                    layout: AggregateLayout | None = None) -> np.ndarray:
-    """The :func:`evaluation.pooled.site_aggregate` vector of the held-out test patients at ``cutoffs``."""
+    """The :func:`evaluation.pooled.site_aggregate` vector of the held-out test patients at ``cutoffs``, with every
+    statistic whose cells hold fewer than ``statistics.min_cell_size`` subjects zeroed
+    (:func:`evaluation.pooled.suppress_small_cells`, logged)."""
     from evaluation.metrics import SiteData, site_inputs
 
     rows = _rows(predictions, test_ids, "test").reset_index(drop=True)
@@ -110,7 +130,12 @@ def held_out_aggregate(site: str, predictions: pd.DataFrame, test_ids: list[str]
         log.warning("site %s: %d of the pooled 'test' subjects are marked SPLIT=train in predictions.csv; the pooled "
                     "held-out aggregate includes training patients", site, rows.loc[rows["SPLIT"] != "test",
                                                                                      "USUBJID"].nunique())
-    return site_aggregate(site_inputs(SiteData(site, rows), cutoffs), layout or AggregateLayout())
+    layout = layout or AggregateLayout()
+    vector, suppressed = suppress_small_cells(site_aggregate(site_inputs(SiteData(site, rows), cutoffs), layout),
+                                              layout, _min_cell_size(), site)
+    for item in suppressed:  # a zeroed statistic: the pooled value rests on the other sites
+        log.warning("site %s contributes nothing to pooled %s: %s", site, item.statistic, item.reason)
+    return vector
 
 
 def encode_aggregate(vector: np.ndarray, *, site: str, round_: int, layout_digest: str, num_patients: int,
