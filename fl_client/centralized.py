@@ -1,16 +1,23 @@
 """Centralized (pooled) training: the ceiling the federated model is measured against.
 
-For each mode (``early``: T0+T1 inputs; ``full``: T0–T2) and each held-out scheme (patient-level
-stratified cross-validation; leave-one-site-out), every test fold is predicted by models fitted on
-the other folds only:
+One task per mode (docs/models.md "Tasks"): ``early`` (T0+T1 inputs) predicts the registered response;
+``full`` (T0–T2, every patient with a T2 scan) predicts durable clinical benefit at 6 months (early
+progressors are negatives), also scored against the 12-month benefit (``auc_dcb12``), with the risk
+head's C-index on PFS; the early model's ``pseudo`` head is scored on the T1 pseudoprogression task
+(patients with iUPD at T1, label from T2/confirmation; ``pseudo`` block: AUC with DeLong CI and the
+sensitivity at 90 % specificity).
 
-- ``fusion`` (ST-GCN + decomposition Transformer + clinical), ``stgcn`` and ``transformer`` alone;
-- ``logreg_delta_radiomics``: scikit-learn logistic regression on the changes of the global features
-  since baseline (T1−T0, and T2−T0 in full mode);
-- ``recist_t1``: the RECIST 1.1 call at T1 (CR/PR ⇒ responder), a fixed rule with nothing to fit.
+For each mode and each held-out scheme (patient-level stratified cross-validation; leave-one-site-out),
+every test fold is predicted by models fitted on the other folds only:
 
-Standardization statistics and Youden cut-offs come from the training folds; the test fold only
-supplies patients to score. Out-of-fold scores are pooled for the AUC (DeLong 95 % CI,
+- ``fusion`` (ST-GCN + decomposition Transformer + clinical + wide path), ``stgcn`` and ``transformer``
+  alone (benchmarks add the fusion's ``wide`` path alone = deep part off, and ``deep`` = wide path off);
+- the baselines of :mod:`fl_client.baselines` (penalised logistic regression on the wide path's inputs,
+  delta-radiomics with and without clinical covariates, RECIST at the mode's last scan).
+
+Standardization statistics, penalties and Youden cut-offs come from the training folds; cut-offs from
+out-of-fold predictions *inside* the training fold (``evaluation.cutoff_folds`` inner folds; 0: the
+in-sample fit). Out-of-fold scores are pooled for the AUC (DeLong 95 % CI,
 :func:`evaluation.stats.delong_auc_ci`); sensitivity and specificity count each test patient against
 its own fold's training cut-off; the C-index (PFS) uses the pooled out-of-fold risk.
 """
@@ -32,13 +39,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-from evaluation.stats import delong_auc_ci, youden_cutoff
+from evaluation.stats import delong_auc_ci
 from evaluation.survival import concordance
+from fl_client.baselines import (
+    BASELINES,
+    delta_features,
+    linear_fold,
+    oof_cutoff,
+    recist_scores,
+    recist_t1_scores,
+    wide_features,
+)
 from fl_client.featurize import MEASUREMENT_GROUPS
 from fl_client.interpret import Attributions, attribution_rows, integrated_gradients, plot_node_maps
 from fl_client.train import (
@@ -56,8 +69,12 @@ from models.exceptions import ModelInputError
 log = logging.getLogger(__name__)
 
 NEURAL = tuple(MODEL_KINDS)  # fusion, stgcn, transformer
-BASELINES = ("logreg_delta_radiomics", "recist_t1")
-RESPONSE_CALLS = {"CR", "PR"}
+__all__ = ["BASELINES", "NEURAL", "PooledCohort", "cross_fit", "delta_features", "evaluate_modes", "recist_t1_scores",
+           "run_centralized", "summarize"]
+#: Secondary label scored with a mode's model (full mode: durable benefit at 12 months).
+SECONDARY_LABEL = {"full": "dcb12"}
+#: Specificity at which the pseudoprogression head's sensitivity is reported.
+PSEUDO_SPECIFICITY = 0.90
 
 
 @dataclass
@@ -67,16 +84,24 @@ class OutOfFold:
     usubjid: list[str] = field(default_factory=list)
     score: list[float] = field(default_factory=list)
     risk: list[float] = field(default_factory=list)
+    pseudo: list[float] = field(default_factory=list)
     label: list[float] = field(default_factory=list)
+    secondary: list[float] = field(default_factory=list)
+    pseudo_label: list[float] = field(default_factory=list)
     cutoff: list[float] = field(default_factory=list)
     pfs_days: list[float] = field(default_factory=list)
     pfs_event: list[bool] = field(default_factory=list)
 
-    def add(self, records: list[PatientRecord], mode: str, score: np.ndarray, risk: np.ndarray | None, cut: float):
+    def add(self, records: list[PatientRecord], mode: str, score: np.ndarray, risk: np.ndarray | None, cut: float,
+            pseudo: np.ndarray | None = None) -> None:
+        nan = np.full(len(records), np.nan)
         self.usubjid += [r.usubjid for r in records]
         self.score += score.tolist()
-        self.risk += (risk if risk is not None else np.full(len(records), np.nan)).tolist()
+        self.risk += (risk if risk is not None else nan).tolist()
+        self.pseudo += (pseudo if pseudo is not None else nan).tolist()
         self.label += [r.responder[mode] for r in records]
+        self.secondary += [r.responder.get(SECONDARY_LABEL.get(mode, ""), math.nan) for r in records]
+        self.pseudo_label += [r.pseudo for r in records]
         self.cutoff += [cut] * len(records)
         self.pfs_days += [r.pfs_days for r in records]
         self.pfs_event += [r.pfs_event for r in records]
@@ -87,11 +112,17 @@ def node_padding(records: list[PatientRecord], settings: ModelSettings) -> int:
     return min(settings.model.v_max, max(int(r.graph.x.shape[1]) for r in records))
 
 
+def in_task(record: PatientRecord, mode: str) -> bool:
+    """Whether the record has the mode's scans (full: a T2 scan) and a defined label."""
+    return record.n_scans >= MODE_TIMEPOINTS[mode] and math.isfinite(record.responder[mode])
+
+
 def records_for(records: list[PatientRecord], mode: str) -> list[PatientRecord]:
-    """The records with a defined label in ``mode`` (full mode leaves out benefit decided by T2 or unknown)."""
-    kept = [r for r in records if math.isfinite(r.responder[mode])]
+    """The records of the mode's task: its scans present and its label defined (full mode: benefit unknown,
+    i.e. censored before the landmark, or no T2 scan, is left out)."""
+    kept = [r for r in records if in_task(r, mode)]
     if len(kept) < len(records):
-        log.info("%s mode: %d of %d patients have no defined label and are left out", mode,
+        log.info("%s mode: %d of %d patients lack the mode's scans or a defined label and are left out", mode,
                  len(records) - len(kept), len(records))
     return kept
 
@@ -114,57 +145,65 @@ def site_folds(records: list[PatientRecord]) -> Iterator[tuple[list[int], list[i
         yield [i for i, r in enumerate(records) if r.site != site], [i for i, r in enumerate(records) if r.site == site]
 
 
-def delta_features(records: list[PatientRecord], mode: str, columns: list[int] | None = None) -> np.ndarray:
-    """Delta-radiomics: global features at each later time point minus baseline, (N, (T − 1) · G').
+@dataclass(frozen=True)
+class FoldContext:
+    """What every fit of one fold shares: mode, input sizes, presets, device, seed and graph padding."""
 
-    ``columns`` selects the image-derived columns (G' of them; default all): the baseline is *delta-
-    radiomics*, so the readers' measurement group is left out (:attr:`PooledCohort.radiomics_columns`).
-    """
-    t = MODE_TIMEPOINTS[mode]
-    index = slice(None) if columns is None else columns
-    return np.stack([(r.globals_[1:t, index] - r.globals_[:1, index]).flatten().numpy() for r in records])
+    mode: str
+    dims: InputDims
+    settings: ModelSettings
+    device: torch.device
+    seed: int
+    v_pad: int
 
 
-def _cutoff(labels: list[float] | np.ndarray, scores: np.ndarray) -> float:
-    labels = np.asarray(labels)
-    if labels.min() == labels.max():
-        return 0.5  # one class in the training fold: no Youden point exists
-    return youden_cutoff(labels, scores)
+def _fit_predict(kind: str, train: list[PatientRecord], test: list[PatientRecord], ctx: FoldContext,
+                 seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Fit ``kind`` on ``train``; head outputs on ``train`` (in-sample) and on ``test``."""
+    scaler = Standardizer.fit(train, ctx.mode)
+    train_ds = to_dataset(train, ctx.mode, ctx.v_pad, scaler)
+    torch.manual_seed(seed)  # parameter initialisation (entry-point style seeding, per fit)
+    model = build_model(kind, MODE_TIMEPOINTS[ctx.mode], ctx.dims, ctx.settings.model)
+    trained, _ = fit(model, train_ds, ctx.settings.train, ctx.device, torch.Generator().manual_seed(seed))
+    return (predict(trained, train_ds, ctx.device),
+            predict(trained, to_dataset(test, ctx.mode, ctx.v_pad, scaler), ctx.device))
 
 
 def _neural_fold(
-    kind: str, train: list[PatientRecord], test: list[PatientRecord], mode: str, dims: InputDims,
-    settings: ModelSettings, device: torch.device, seed: int,
-) -> tuple[np.ndarray, np.ndarray, float]:
-    scaler = Standardizer.fit(train, mode)
-    v_pad = node_padding(train + test, settings)
-    train_ds = to_dataset(train, mode, v_pad, scaler)
-    torch.manual_seed(seed)  # parameter initialisation (entry-point style seeding, per fit)
-    model = build_model(kind, MODE_TIMEPOINTS[mode], dims, settings.model)
-    trained, _ = fit(model, train_ds, settings.train, device, torch.Generator().manual_seed(seed))
-    cut = _cutoff([r.responder[mode] for r in train], predict(trained, train_ds, device)["response"])
-    out = predict(trained, to_dataset(test, mode, v_pad, scaler), device)
-    return out["response"], out["risk"], cut
+    kind: str, train: list[PatientRecord], test: list[PatientRecord], ctx: FoldContext, seed: int,
+) -> tuple[dict[str, np.ndarray], float]:
+    """Test-fold head outputs of ``kind`` fitted on ``train`` and its cut-off from inner out-of-fold scores."""
+    in_sample, out = _fit_predict(kind, train, test, ctx, seed)
+    labels = np.array([r.responder[ctx.mode] for r in train])
+
+    def inner(fit_idx: np.ndarray, score_idx: np.ndarray) -> np.ndarray:
+        return _fit_predict(kind, [train[i] for i in fit_idx], [train[i] for i in score_idx], ctx, seed + 7919)[1][
+            "response"]
+
+    cut = oof_cutoff(labels, inner, ctx.settings.evaluation.cutoff_folds, seed, in_sample["response"])
+    return out, cut
 
 
-def _logreg_fold(
-    train: list[PatientRecord], test: list[PatientRecord], mode: str, columns: list[int] | None
-) -> tuple[np.ndarray, float]:
-    x_train, y_train = delta_features(train, mode, columns), np.array([r.responder[mode] for r in train])
-    if y_train.min() == y_train.max():
-        return np.full(len(test), float(y_train[0])), 0.5
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
-    model.fit(x_train, y_train)
-    cut = _cutoff(y_train, model.predict_proba(x_train)[:, 1])
-    return model.predict_proba(delta_features(test, mode, columns))[:, 1], cut
+def _linear_inputs(records: list[PatientRecord], ctx: FoldContext, delta_columns: list[int] | None,
+                   ) -> dict[str, np.ndarray]:
+    wide = ctx.dims.columns_of(ctx.settings.model.wide_groups)
+    return {
+        "logreg_wide": wide_features(records, ctx.mode, wide, ctx.settings.model.wide_nodes),
+        "logreg_delta_radiomics": delta_features(records, ctx.mode, delta_columns),
+        "logreg_delta_radiomics_clinical": delta_features(records, ctx.mode, delta_columns, clinical=True),
+    }
 
 
-def recist_t1_scores(records: list[PatientRecord]) -> np.ndarray:
-    """1 for a CR/PR call at T1, else 0 (missing calls count as non-response and are logged)."""
-    missing = [r.usubjid for r in records if r.recist_t1 is None]
-    if missing:
-        log.warning("%d patient(s) lack a RECIST call at T1 (e.g. %s): scored non-response", len(missing), missing[0])
-    return np.array([float(r.recist_t1 in RESPONSE_CALLS) for r in records])
+def _baseline_folds(
+    results: dict[str, OutOfFold], train: list[PatientRecord], test: list[PatientRecord], ctx: FoldContext,
+    delta_columns: list[int] | None, seed: int,
+) -> None:
+    y_train = np.array([r.responder[ctx.mode] for r in train])
+    x_train, x_test = _linear_inputs(train, ctx, delta_columns), _linear_inputs(test, ctx, delta_columns)
+    for name, features in x_train.items():
+        score, cut = linear_fold(features, y_train, x_test[name], seed, ctx.settings.evaluation.cutoff_folds)
+        results[name].add(test, ctx.mode, score, None, cut)
+    results["recist_last"].add(test, ctx.mode, recist_scores(test, ctx.mode), None, 1.0)
 
 
 def cross_fit(
@@ -179,31 +218,53 @@ def cross_fit(
     delta_columns: list[int] | None = None,
 ) -> dict[str, OutOfFold]:
     """Out-of-fold predictions of every model and baseline over ``folds`` (``delta_columns``: the global
-    columns of the delta-radiomics baseline, default all)."""
+    columns of the delta-radiomics baselines, default all)."""
+    ctx = FoldContext(mode, dims, settings, device, seed, node_padding(records, settings))
     results = {name: OutOfFold() for name in (*kinds, *BASELINES)}
     for index, (train_idx, test_idx) in enumerate(folds):
         train, test = [records[i] for i in train_idx], [records[i] for i in test_idx]
         for kind in kinds:
-            score, risk, cut = _neural_fold(kind, train, test, mode, dims, settings, device, seed + index)
-            results[kind].add(test, mode, score, risk, cut)
-        score, cut = _logreg_fold(train, test, mode, delta_columns)
-        results["logreg_delta_radiomics"].add(test, mode, score, None, cut)
-        results["recist_t1"].add(test, mode, recist_t1_scores(test), None, 1.0)
+            out, cut = _neural_fold(kind, train, test, ctx, seed + index)
+            results[kind].add(test, mode, out["response"], out["risk"], cut, out["pseudo"])
+        _baseline_folds(results, train, test, ctx, delta_columns, seed + index)
         log.info("%s mode, fold %d/%d done (%d train, %d test)", mode, index + 1, len(folds), len(train), len(test))
     return results
 
 
+def _auc(y: np.ndarray, s: np.ndarray) -> dict[str, Any]:
+    if 0 < y.sum() < y.size:
+        auc, (low, high) = delong_auc_ci(y, s)
+        return {"auc": auc, "auc_ci": [low, high]}
+    return {"auc": None, "auc_ci": None}
+
+
+def sensitivity_at_specificity(y: np.ndarray, s: np.ndarray, specificity: float = PSEUDO_SPECIFICITY) -> float | None:
+    """Sensitivity at the lowest threshold whose specificity is ≥ ``specificity`` (None without both classes)."""
+    negatives, positives = s[y == 0], s[y == 1]
+    if not len(negatives) or not len(positives):
+        return None
+    for threshold in np.unique(s):  # ascending: the first admissible threshold is the most sensitive
+        if np.mean(negatives < threshold) >= specificity:
+            return float(np.mean(positives >= threshold))
+    return 0.0
+
+
+def pseudo_summary(oof: OutOfFold) -> dict[str, Any]:
+    """The pseudo head on the T1 pseudoprogression task: AUC (DeLong CI), sensitivity at 90 % specificity, n."""
+    label, score = np.asarray(oof.pseudo_label, dtype=float), np.asarray(oof.pseudo, dtype=float)
+    keep = np.isfinite(label) & np.isfinite(score)
+    y, s = label[keep].astype(int), score[keep]
+    return {"n": int(y.size), "pseudoprogressions": int(y.sum()), **_auc(y, s),
+            "sensitivity_at_90_specificity": sensitivity_at_specificity(y, s)}
+
+
 def summarize(oof: OutOfFold) -> dict[str, Any]:
-    """AUC with DeLong 95 % CI, sensitivity/specificity at the training-fold cut-offs, C-index, n."""
+    """AUC with DeLong 95 % CI, sensitivity/specificity at the training-fold cut-offs, C-index, n; the AUC
+    against the secondary label (``auc_dcb12``) and the pseudo head's block where they apply."""
     y = np.asarray(oof.label, dtype=int)
     s = np.asarray(oof.score, dtype=float)
     cut = np.asarray(oof.cutoff, dtype=float)
-    out: dict[str, Any] = {"n": int(y.size), "responders": int(y.sum())}
-    if 0 < y.sum() < y.size:
-        auc, (low, high) = delong_auc_ci(y, s)
-        out.update(auc=auc, auc_ci=[low, high])
-    else:
-        out.update(auc=None, auc_ci=None)
+    out: dict[str, Any] = {"n": int(y.size), "responders": int(y.sum()), **_auc(y, s)}
     called = s >= cut
     tp, fn = int(np.sum(called & (y == 1))), int(np.sum(~called & (y == 1)))
     tn, fp = int(np.sum(~called & (y == 0))), int(np.sum(called & (y == 0)))
@@ -211,6 +272,10 @@ def summarize(oof: OutOfFold) -> dict[str, Any]:
     risk = np.asarray(oof.risk, dtype=float)
     if np.isfinite(risk).all() and any(oof.pfs_event):
         out["c_index"] = concordance(oof.pfs_days, np.asarray(oof.pfs_event, dtype=int), -risk)
+    secondary = np.asarray(oof.secondary, dtype=float)
+    if np.isfinite(secondary).any():
+        keep = np.isfinite(secondary)
+        out["auc_dcb12"] = _auc(secondary[keep].astype(int), s[keep])["auc"]
     return out
 
 
@@ -219,9 +284,10 @@ def _site_predictions(
 ) -> dict[str, list[dict[str, Any]]]:
     """Fusion rows per site in the ``predictions.csv`` layout of :mod:`evaluation.metrics`.
 
-    SCORE is the out-of-fold probability, or — for a patient left out of a mode for want of a label —
-    the final model's (it never trained on that patient). LABEL is the primary (early) responder label
-    for both modes, as the evaluation stage expects one label per subject.
+    SCORE is the out-of-fold probability, or — for a patient with the mode's scans but without a label
+    (benefit unknown) — the final model's (it never trained on that patient). LABEL is the row's *own*
+    task's label (early: response; full: durable benefit at 6 months; empty when undefined); a patient
+    without a T2 scan has no full-mode row.
     """
     by_id = {r.usubjid: r for r in records}
     rows: dict[str, list[dict[str, Any]]] = {}
@@ -229,8 +295,10 @@ def _site_predictions(
         scores = dict(zip(results["fusion"].usubjid, results["fusion"].score, strict=True)) | extra.get(mode, {})
         for usubjid, score in scores.items():
             r = by_id[usubjid]
+            label = r.responder[mode]
             rows.setdefault(r.site, []).append({
-                "USUBJID": usubjid, "MODE": mode, "SCORE": round(float(score), 6), "LABEL": int(r.responder["early"]),
+                "USUBJID": usubjid, "MODE": mode, "SCORE": round(float(score), 6),
+                "LABEL": int(label) if math.isfinite(label) else None,
                 "PFS_DAYS": r.pfs_days, "PFS_EVENT": int(r.pfs_event),
             })
     return rows
@@ -248,10 +316,10 @@ def evaluate_modes(
 ) -> tuple[dict[str, Any], dict[str, dict[str, OutOfFold]]]:
     """Metrics per scheme, mode and model, and the patient-CV out-of-fold results (for predictions.csv).
 
-    Each mode uses the records with a defined label in that mode; the leakage guard runs first. ``kinds``
+    Each mode uses the records of its task (:func:`records_for`); the leakage guard runs first. ``kinds``
     are the networks fitted per fold (default :data:`NEURAL`; benchmarks add the diagnostic ``wide`` and
     ``deep`` halves of the fusion model, :data:`models.config.DIAGNOSTIC_KINDS`); ``delta_columns`` as in
-    :func:`cross_fit`.
+    :func:`cross_fit`. Early mode's networks also get a ``pseudo`` block (the T1 pseudoprogression task).
     """
     metrics: dict[str, Any] = {}
     cv_results: dict[str, dict[str, OutOfFold]] = {}
@@ -262,6 +330,9 @@ def evaluate_modes(
         folds = list(patient_folds(labelled, mode, settings.evaluation.cv_folds, seed))
         cv_results[mode] = cross_fit(labelled, mode, folds, dims, settings, device, seed, kinds, delta_columns)
         metrics[mode] = {name: summarize(oof) for name, oof in cv_results[mode].items()}
+        if mode == "early":
+            for kind in kinds:
+                metrics[mode][kind]["pseudo"] = pseudo_summary(cv_results[mode][kind])
         if "fusion" in cv_results[mode]:
             metrics[mode]["cutoff_fusion"] = float(np.median(cv_results[mode]["fusion"].cutoff))
         if settings.evaluation.leave_one_site_out and n_sites >= 2:
@@ -324,7 +395,8 @@ def _final_model(
         _write_csv(site_dir / f"attributions_{mode}.csv", rows)
         np.savez_compressed(site_dir / f"attributions_{mode}.npz", nodes=part.nodes, usubjid=np.array(ids))
         plot_node_maps(part, ids, site_dir / f"attributions_{mode}.png")
-    unlabelled = [r for r in cohort.records if not math.isfinite(r.responder[mode])]
+    unlabelled = [r for r in cohort.records
+                  if r.n_scans >= MODE_TIMEPOINTS[mode] and not math.isfinite(r.responder[mode])]
     if not unlabelled:
         return {}
     scores = predict(trained, to_dataset(unlabelled, mode, v_pad, scaler), device)["response"]
@@ -339,7 +411,8 @@ def run_centralized(
 
     Written (atomically: a temporary sibling folder renamed to ``out`` at the end): ``metrics.json``,
     ``cutoffs.json``, ``config.json``, ``checkpoints/fusion_<mode>.pt`` and, per site,
-    ``sites/<SITE>/predictions.csv`` (fusion, patient-CV out-of-fold) and attributions.
+    ``sites/<SITE>/predictions.csv`` (fusion, patient-CV out-of-fold, each row with its task's label) and
+    attributions.
     """
     if out.exists():
         raise FileExistsError(f"run directory {out} already exists; choose a new --out or remove it")

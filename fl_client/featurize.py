@@ -3,20 +3,29 @@
 Plain functions over tables and graphs; the entry point (``fedresponse train``) reads the store and
 calls :func:`site_inputs`. Everything stays at the site.
 
+The sub-region graph holds the tumour's shells *and* the peritumoral rings (default 24 + 24 nodes; the
+rings hold 7.5–13.5× the tumour's volume). Tumour columns are computed over the shell nodes only and the
+peritumoral columns over the ring nodes only (:func:`tumour_node_count`), so a "tumour" mean is not ~88 %
+lung and the peritumoral inflammation of pseudoprogression reaches every model, not only the ST-GCN.
+
 Per time point, the global trajectory ``(T, G)`` has these feature groups (node columns looked up by name
 in :data:`radiomics.node_features.NODE_FEATURES`):
 
 - ``volume``: log tumour volume (mL) and its log ratio to T0;
-- ``intensity``: volume-weighted means of the sub-regions' first-order statistics (whole-tumour mean,
-  median, p10, p90, IQR, robust MAD, skewness, kurtosis, entropy, uniformity);
-- ``texture``: volume-weighted means of the sub-regions' GLCM features (joint entropy, contrast,
-  normalised inverse difference; IBSI 3-D merged, :data:`radiomics.node_features.TEXTURE_TAGS`);
-- ``heterogeneity``: dispersion between sub-regions (standard deviation over valid nodes of the mean,
-  p90 and entropy) and the fraction of sub-regions that are empty;
-- ``shape``: where the volume sits among the sub-regions, from the T0 node centroids (``pos``) weighted
-  by each node's volume at that time point — distance of the volume-weighted centroid from the T0
-  tumour centroid (mm), radius of gyration (mm) and anisotropy ``1 − λ_min/λ_max`` of the weighted
+- ``intensity``: volume-weighted means over the *tumour* sub-regions of their first-order statistics
+  (mean, median, p10, p90, IQR, robust MAD, skewness, kurtosis, entropy, uniformity);
+- ``texture``: volume-weighted means over the tumour sub-regions of their GLCM features (joint entropy,
+  contrast, normalised inverse difference; IBSI 3-D merged, :data:`radiomics.node_features.TEXTURE_TAGS`);
+- ``heterogeneity``: dispersion between the tumour sub-regions (standard deviation over valid tumour nodes
+  of the mean, p90 and entropy) and the fraction of tumour sub-regions that are empty;
+- ``shape``: where the tumour volume sits among its sub-regions, from the T0 node centroids (``pos``)
+  weighted by each tumour node's volume at that time point — distance of the volume-weighted centroid from
+  the T0 tumour centroid (mm), radius of gyration (mm) and anisotropy ``1 − λ_min/λ_max`` of the weighted
   centroid covariance. A coarse, graph-only shape descriptor: no image is re-read;
+- ``peritumoral``: volume-weighted means over the *ring* sub-regions (mean, p10, p90, IQR, entropy, GLCM
+  joint entropy and contrast) — the lung around the tumour (0 when the graph has no rings);
+- ``peritumoral_change``: the ring mean HU minus its T0 value (0 at T0), known at the scan itself: the
+  inflammation that marks pseudoprogression raises it at T1;
 - ``dhi``: the Dynamic Heterogeneity Index of the interval ending at that time point (0 at T0) when a
   DHI table is given (``radiomics dhi``), else left out;
 - ``recist`` (:func:`measurement_trajectory`, not radiomics): the readers' reference measurements of
@@ -25,20 +34,25 @@ in :data:`radiomics.node_features.NODE_FEATURES`):
   no new lesion) is about all of them, and these are known at the visit itself, so they are inputs
   of the mode that contains the visit and nothing later.
 
-Labels, from the dynamic-iRECIST reference (``assessment/reference.csv``, ``visits.csv``):
+Labels (one task per mode, docs/models.md "Tasks"), from the dynamic-iRECIST reference
+(``assessment/reference.csv``, ``visits.csv``):
 
-- ``early``: ``RESPONDER == "Y"``; decided at the subject's last assessment (its best overall response
-  uses every assessment), which lies after T1;
-- ``full``: durable benefit — no iRECIST PFS event before ``durable_day``; decided on ``durable_day``
-  (or the event day). Subjects whose full-mode label is decided by T2, or censored before ``durable_day``
-  without an event, get NaN (left out of full mode, logged);
-- PFS: iRECIST PFS (``IPFS_DAYS``, ``IPFS_EVENT``); pseudoprogression: 1 when ``PSEUDOPROG == "Y"``,
-  0 when an iUPD was confirmed (``IPFS_SOURCE == "ICPD"``), NaN otherwise; ``recist_t1``: the RECIST 1.1
-  overall response at T1.
+- ``early`` (T0 + T1; a T2 scan is *not* required): ``RESPONDER == "Y"``, decided at the subject's last
+  assessment (its best overall response uses every assessment), which lies after T1;
+- ``full`` (T0–T2, every patient with a T2 scan): durable clinical benefit at ``durable_day`` (6 months)
+  — no iRECIST PFS event before it; an early progressor (event by T2) is a negative, not dropped. Decided
+  at the landmark; NaN when censored before it without an event, or without a T2 scan. ``dcb12``: the
+  same at 365 days (scored with the full-mode model);
+- PFS: iRECIST PFS (``IPFS_DAYS``, ``IPFS_EVENT``);
+- pseudoprogression (the T1 task): among patients whose T1 call is ``iUPD``, 1 when that iUPD was not
+  confirmed and resolved (``PSEUDOPROG == "Y"`` or T2 ``iSD/iPR/iCR``), 0 when confirmed (T2 ``iCPD`` or
+  ``IPFS_SOURCE == "ICPD"``); NaN for everyone else. ``recist_t1``/``recist_t2``: the RECIST 1.1 overall
+  responses at T1 and T2 (baselines).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
@@ -50,6 +64,7 @@ from torch_geometric.data import Data
 from fl_client.train import PatientRecord, SiteInputs
 from models.exceptions import ModelInputError
 from radiomics.node_features import N_FIRST_ORDER, NODE_FEATURES
+from radiomics.subregions import SubregionSpec
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +78,9 @@ _STAT_NAMES = ("mean", "median", "p10", "p90", "iqr", "rmad", "skew", "kurt", "e
 _TEXTURE = ("cm_joint_entr", "cm_contrast", "cm_inv_diff_norm")
 _DISPERSION = {"mean": _COLUMN["stat_mean"], "p90": _COLUMN["stat_p90"], "entropy": _COLUMN["ih_entropy"]}
 _SHAPE_NAMES = ("shape_centroid_shift_mm", "shape_gyration_radius_mm", "shape_anisotropy")
+_RING = ("stat_mean", "stat_p10", "stat_p90", "stat_iqr", "ih_entropy", "cm_joint_entr", "cm_contrast")
+_RING_NAMES = ("ring_mean", "ring_p10", "ring_p90", "ring_iqr", "ring_entropy", "ring_cm_joint_entr",
+               "ring_cm_contrast")
 
 
 def clinical_vector(row: pd.Series) -> torch.Tensor:
@@ -120,6 +138,8 @@ def global_names(with_dhi: bool, with_measurements: bool = True) -> tuple[list[s
     names += [f"subregion_sd_{s}" for s in _DISPERSION] + ["empty_subregion_fraction", *_SHAPE_NAMES]
     groups = ["volume"] * 2 + ["intensity"] * len(_STAT_NAMES) + ["texture"] * len(_TEXTURE)
     groups += ["heterogeneity"] * (len(_DISPERSION) + 1) + ["shape"] * len(_SHAPE_NAMES)
+    names += [*_RING_NAMES, "ring_mean_change_t0"]
+    groups += ["peritumoral"] * len(_RING_NAMES) + ["peritumoral_change"]
     if with_dhi:
         names, groups = [*names, "dhi"], [*groups, "dhi"]
     if with_measurements:
@@ -155,11 +175,53 @@ def shape_descriptors(pos: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.linalg.vector_norm(centre, dim=-1), gyration, anisotropy], dim=-1)
 
 
-def global_trajectory(graph: Data, dhi: list[float] | None = None) -> torch.Tensor:
+def tumour_node_count(n_nodes: int, spec: SubregionSpec | None = None) -> int:
+    """How many leading nodes of a graph are tumour shells (the rest are peritumoral rings).
+
+    :mod:`radiomics.subregions` orders nodes zone-major (shells core → rim, then rings), ``n_sectors`` per
+    zone. With ``spec`` None the default layout is assumed when the node count matches it (48 = 3 shells ×
+    8 + 3 rings × 8); any other count without a spec is read as tumour only (no ring columns, logged once).
+    """
+    if spec is None:
+        default = SubregionSpec()
+        if n_nodes == default.n_nodes:
+            return default.n_shells * default.n_sectors
+        _warn_no_rings(n_nodes)
+        return n_nodes
+    if spec.n_nodes != n_nodes:
+        raise ModelInputError(f"the graph has {n_nodes} nodes but its SubregionSpec lays out {spec.n_nodes}; pass the "
+                              "spec the graphs were built with")
+    return spec.n_shells * spec.n_sectors
+
+
+@functools.lru_cache(maxsize=8)
+def _warn_no_rings(n_nodes: int) -> None:
+    log.warning("graphs with %d nodes do not match the default sub-region layout: every node is read as tumour "
+                "(peritumoral columns 0); pass the SubregionSpec to site_inputs", n_nodes)
+
+
+def _weights(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Node weights (T, V') summing to 1 per time point: node volume over the nodes' total."""
+    weights = (x[..., _COLUMN["node_volume_ratio_t0"]] * valid).clamp(min=0)  # node volume / T0 tumour volume
+    return weights / weights.sum(-1, keepdim=True).clamp(min=1e-9)
+
+
+def _spread(x: torch.Tensor, valid: torch.Tensor) -> list[torch.Tensor]:
+    count = valid.sum(-1).clamp(min=1).unsqueeze(-1)
+    spread = []
+    for column in _DISPERSION.values():
+        values = torch.where(valid, x[..., column], torch.zeros_like(x[..., column]))
+        mean = values.sum(-1, keepdim=True) / count
+        spread.append((((values - mean) ** 2 * valid).sum(-1, keepdim=True) / count).sqrt())
+    return spread
+
+
+def global_trajectory(graph: Data, dhi: list[float] | None = None, spec: SubregionSpec | None = None) -> torch.Tensor:
     """The (T, G) global features of one patient's graph (see the module docstring).
 
-    Raises :class:`ModelInputError` when the graph's node features are not the columns of
-    :data:`radiomics.node_features.NODE_FEATURES` (graphs written by another radiomics version).
+    ``spec``: the graph's node layout (default: the standard one when the node count matches it,
+    :func:`tumour_node_count`). Raises :class:`ModelInputError` when the graph's node features are not the
+    columns of :data:`radiomics.node_features.NODE_FEATURES` (graphs written by another radiomics version).
     """
     x, valid = graph.x.float(), graph.node_valid.bool()
     if x.shape[-1] != len(NODE_FEATURES):
@@ -168,44 +230,66 @@ def global_trajectory(graph: Data, dhi: list[float] | None = None) -> torch.Tens
     if getattr(graph, "pos", None) is None:
         raise ModelInputError(f"graph {getattr(graph, 'usubjid', '?')}: has no node centroids (pos); the shape group "
                               "needs them; rebuild the sub-region graphs with radiomics.graphs")
+    n_tumour = tumour_node_count(int(x.shape[1]), spec)
     volume = graph.tumour_volume.float().clamp(min=1e-3)
-    weights = (x[..., _COLUMN["node_volume_ratio_t0"]] * valid).clamp(min=0)  # node volume / T0 volume
-    weights = weights / weights.sum(-1, keepdim=True).clamp(min=1e-9)
+    xt, vt = x[:, :n_tumour], valid[:, :n_tumour]
+    weights = _weights(xt, vt)
 
-    def weighted(columns: tuple[str, ...]) -> torch.Tensor:
-        return (weights.unsqueeze(-1) * x[..., [_COLUMN[c] for c in columns]]).sum(1)  # (T, len(columns))
+    def weighted(columns: tuple[str, ...], values: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return (w.unsqueeze(-1) * values[..., [_COLUMN[c] for c in columns]]).sum(1)  # (T, len(columns))
 
-    count = valid.sum(-1).clamp(min=1).unsqueeze(-1)
-    spread = []
-    for column in _DISPERSION.values():
-        values = torch.where(valid, x[..., column], torch.zeros_like(x[..., column]))
-        mean = values.sum(-1, keepdim=True) / count
-        spread.append((((values - mean) ** 2 * valid).sum(-1, keepdim=True) / count).sqrt())
-    parts = [volume.log().unsqueeze(-1), (volume / volume[0]).log().unsqueeze(-1), weighted(_FIRST_ORDER),
-             weighted(_TEXTURE), *spread, (~valid).float().mean(-1, keepdim=True),
-             shape_descriptors(graph.pos, weights)]
+    xr, vr = x[:, n_tumour:], valid[:, n_tumour:]
+    ring = weighted(_RING, xr, _weights(xr, vr)) if xr.shape[1] else x.new_zeros(x.shape[0], len(_RING))
+    parts = [volume.log().unsqueeze(-1), (volume / volume[0]).log().unsqueeze(-1), weighted(_FIRST_ORDER, xt, weights),
+             weighted(_TEXTURE, xt, weights), *_spread(xt, vt), (~vt).float().mean(-1, keepdim=True),
+             shape_descriptors(graph.pos[:n_tumour], weights), ring, (ring[:, :1] - ring[:1, :1])]
     if dhi is not None:
         parts.append(torch.tensor(dhi, dtype=torch.float32).unsqueeze(-1))
     return torch.cat(parts, dim=-1)
 
 
-def _labels(ref: pd.Series, last_assessment: float, t2_day: float, durable_day: int) -> dict[str, object]:
+RESOLVED_CALLS = ("iCR", "iPR", "iSD")  # a later call that shows an iUPD was not progression (Seymour 2017)
+
+
+def _benefit(days: float, event: bool, landmark: int) -> float:
+    """Durable clinical benefit at ``landmark``: 1 without an event before it, 0 with one, NaN if censored before."""
+    if event and days < landmark:
+        return 0.0
+    return 1.0 if days >= landmark else math.nan
+
+
+def _pseudo_label(ref: pd.Series, t1_call: str, t2_call: str) -> float:
+    """The T1 pseudoprogression task: NaN unless T1 is iUPD; 0 when confirmed, 1 when it resolved."""
+    if t1_call != "iUPD":
+        return math.nan
+    if t2_call == "iCPD":
+        return 0.0  # confirmed at the next scan
+    if t2_call in RESOLVED_CALLS or str(ref.get("PSEUDOPROG", "N")) == "Y":
+        return 1.0  # resolved: pseudoprogression (a later, new progression does not undo it)
+    # confirmed later, or neither confirmed nor resolved (e.g. lost before the confirmation scan)
+    return 0.0 if str(ref.get("IPFS_SOURCE", "")) == "ICPD" else math.nan
+
+
+def _labels(
+    ref: pd.Series, last_assessment: float, t2_day: float | None, durable_day: int, t1_call: str = "",
+    t2_call: str = "", late_day: int = 365,
+) -> dict[str, object]:
+    """Labels of one subject per task (module docstring); ``t2_day`` None: no T2 scan (no full-mode task)."""
     days, event = float(ref["IPFS_DAYS"]), bool(int(ref["IPFS_EVENT"]))
-    if event and days < durable_day:
-        full, full_day = 0.0, days
-    elif days >= durable_day:
-        full, full_day = 1.0, float(durable_day)
-    else:
-        full, full_day = math.nan, math.nan  # censored before the landmark: benefit unknown
-    if not full_day > t2_day:
-        full = math.nan  # decided by T2 already: nothing to predict from the T2 scan
-    source = str(ref.get("IPFS_SOURCE", ""))
-    pseudo = 1.0 if str(ref.get("PSEUDOPROG", "N")) == "Y" else (0.0 if source == "ICPD" else math.nan)
+    full, late = _benefit(days, event, durable_day), _benefit(days, event, late_day)
+    if t2_day is None or not durable_day > t2_day:
+        full = late = math.nan  # no T2 scan, or a landmark the T2 inputs already reach
     return {
-        "responder": {"early": float(ref["RESPONDER"] == "Y"), "full": full},
-        "label_day": {"early": last_assessment, "full": full_day if not math.isnan(full) else math.inf},
-        "pfs_days": days, "pfs_event": event, "pseudo": pseudo,
+        "responder": {"early": float(ref["RESPONDER"] == "Y"), "full": full, "dcb12": late},
+        "label_day": {"early": last_assessment, "full": float(durable_day) if math.isfinite(full) else math.inf,
+                      "dcb12": float(late_day) if math.isfinite(late) else math.inf},
+        "pfs_days": days, "pfs_event": event, "pseudo": _pseudo_label(ref, t1_call, t2_call),
     }
+
+
+def _call(own: pd.DataFrame, visit: str, column: str) -> str:
+    calls = own.loc[own["VISIT"] == visit, column] if column in own.columns else pd.Series(dtype=str)
+    return "" if calls.empty or pd.isna(calls.iloc[0]) else str(calls.iloc[0])
 
 
 def site_inputs(
@@ -216,6 +300,7 @@ def site_inputs(
     visits: pd.DataFrame,
     dhi: pd.DataFrame | None = None,
     durable_day: int = 183,
+    spec: SubregionSpec | None = None,
     populations: pd.DataFrame | None = None,
 ) -> SiteInputs:
     """Assemble :class:`SiteInputs` for the patients that have a graph, a CRF row and reference labels.
@@ -226,13 +311,16 @@ def site_inputs(
     Parameters
     ----------
     graphs : list of Data
-        ``radiomics.graphs.load_graphs`` output (``usubjid``, ``x``, ``tumour_volume``, ...), T = 3.
+        ``radiomics.graphs.load_graphs`` output (``usubjid``, ``x``, ``tumour_volume``, ...); T0 and T1 valid,
+        T2 optional (a missing T2 leaves the patient in early mode only).
     crf, reference, visits : DataFrame
         ``crf.parquet`` of the store; ``reference.csv`` and ``visits.csv`` of its assessment.
     dhi : DataFrame, optional
         ``radiomics dhi`` table (``USUBJID, FROM, TO, DHI``).
     durable_day : int
         Landmark of the full-mode durable-benefit label (study day).
+    spec : SubregionSpec, optional
+        Node layout of the graphs (tumour shells vs peritumoral rings, :func:`tumour_node_count`).
     populations : DataFrame, optional
         ``USUBJID, EFFFL, ...``: patients outside EFFFL are left out (logged with their count).
     """
@@ -246,33 +334,59 @@ def site_inputs(
     crf_rows = crf.set_index("USUBJID")
     refs = reference.set_index("USUBJID")
     dhi_by = _dhi_table(dhi)
-    records, skipped = [], []
+    records, skipped, without_t2 = [], [], 0
     for graph in graphs:
         usubjid = str(graph.usubjid)
-        if usubjid not in refs.index or usubjid not in crf_rows.index:
+        time_valid = getattr(graph, "time_valid", torch.ones(int(graph.x.shape[0]), dtype=torch.bool))
+        if usubjid not in refs.index or usubjid not in crf_rows.index or graph.x.shape[0] < 2 \
+                or not bool(time_valid[:2].all()):
             skipped.append(usubjid)
             continue
-        if graph.x.shape[0] < 3 or not bool(graph.time_valid[:3].all()):
-            skipped.append(usubjid)
-            continue
+        has_t2 = len(time_valid) >= 3 and bool(time_valid[2])
+        graph = graph if has_t2 else _without_t2(graph)
+        without_t2 += not has_t2
         own = visits[visits["USUBJID"] == usubjid]
-        t1 = own.loc[own["VISIT"] == "T1", "RECIST_OVR"]
-        labels = _labels(refs.loc[usubjid], float(own["ADY"].max()), float(graph.days[2]), durable_day)
+        labels = _labels(refs.loc[usubjid], float(own["ADY"].max()), float(graph.days[2]) if has_t2 else None,
+                         durable_day, _call(own, "T1", "IRECIST_OVR"), _call(own, "T2", "IRECIST_OVR"))
         dhi_values = None if dhi_by is None else dhi_by.get(usubjid, [0.0, 0.0, 0.0])
         records.append(PatientRecord(
             usubjid=usubjid, site=site, graph=graph,
-            globals_=torch.cat([global_trajectory(graph, dhi_values), measurement_trajectory(own)], dim=-1),
-            clinical=clinical_vector(crf_rows.loc[usubjid]), recist_t1=str(t1.iloc[0]) if len(t1) else None,
+            globals_=torch.cat([global_trajectory(graph, dhi_values, spec), measurement_trajectory(own)], dim=-1),
+            clinical=clinical_vector(crf_rows.loc[usubjid]), recist_t1=_call(own, "T1", "RECIST_OVR") or None,
+            recist_t2=(_call(own, "T2", "RECIST_OVR") or None) if has_t2 else None, n_scans=3 if has_t2 else 2,
             **labels,  # type: ignore[arg-type]
         ))
     if skipped:
-        log.warning("site %s: %d subject(s) without graph/CRF/reference or all three scans left out (e.g. %s)",
+        log.warning("site %s: %d subject(s) without graph/CRF/reference or without T0 and T1 scans left out (e.g. %s)",
                     site, len(skipped), skipped[0])
+    if without_t2:
+        log.info("site %s: %d subject(s) without a T2 scan: early mode only", site, without_t2)
     if not records:
         raise ModelInputError(f"site {site}: no subject has a graph, a CRF row and reference labels; "
                               "run ingest, assess and radiomics graphs first")
     names, groups = global_names(dhi_by is not None)
     return SiteInputs(site, records, names, groups, list(CLINICAL_NAMES))
+
+
+#: Day offset of the placeholder slot of a missing T2 scan after T1 (the protocol's two cycles); keeps the
+#: days strictly increasing so that nothing divides by a zero interval. The slot holds no valid node.
+MISSING_T2_OFFSET_DAYS = 42.0
+
+
+def _without_t2(graph: Data) -> Data:
+    """The graph with an invalid T2 slot (no valid node, zero features, day T1 + 42, volume of T1)."""
+    t = min(int(graph.x.shape[0]), 2)
+    out = graph.clone()
+    out.x = torch.cat([graph.x[:t], torch.zeros(1, *graph.x.shape[1:], dtype=graph.x.dtype)])
+    out.x[2, :, _COLUMN["node_empty"]] = 1.0
+    out.node_valid = torch.cat([graph.node_valid[:t], torch.zeros(1, *graph.node_valid.shape[1:], dtype=torch.bool)])
+    out.days = torch.cat([graph.days[:t], graph.days[1:2] + MISSING_T2_OFFSET_DAYS])
+    out.tumour_volume = torch.cat([graph.tumour_volume[:t], graph.tumour_volume[1:2]])
+    if getattr(graph, "time_valid", None) is not None:
+        out.time_valid = torch.cat([graph.time_valid[:t], torch.zeros(1, dtype=torch.bool)])
+    if getattr(graph, "touches_edge", None) is not None:
+        out.touches_edge = torch.cat([graph.touches_edge[:t], torch.zeros(1, dtype=torch.bool)])
+    return out
 
 
 def stale_columns(inputs: SiteInputs) -> str | None:

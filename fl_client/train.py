@@ -70,8 +70,10 @@ class PatientRecord:
     pfs_event : bool
     pseudo : float
         1/0 when the patient had an unconfirmed iUPD (pseudoprogression or not), NaN otherwise.
-    recist_t1 : str or None
-        RECIST 1.1 overall response at T1 (``CR``, ``PR``, ``SD``, ``PD``, ``NE``), for the baseline.
+    recist_t1, recist_t2 : str or None
+        RECIST 1.1 overall response at T1 and T2 (``CR``, ``PR``, ``SD``, ``PD``, ``NE``), for the baselines.
+    n_scans : int
+        Protocol scans present (3: T0–T2; 2: no T2 scan, the patient is in early mode only).
     """
 
     usubjid: str
@@ -85,6 +87,8 @@ class PatientRecord:
     pfs_event: bool
     pseudo: float = math.nan
     recist_t1: str | None = None
+    recist_t2: str | None = None
+    n_scans: int = 3
 
 
 @dataclass(frozen=True)
@@ -306,7 +310,7 @@ def save_site_inputs(inputs: SiteInputs, path: Path) -> None:
             item["pos"] = r.graph.pos
         item.update(usubjid=r.usubjid, globals=r.globals_, clinical=r.clinical, responder=r.responder,
                     label_day=r.label_day, pfs_days=float(r.pfs_days), pfs_event=bool(r.pfs_event),
-                    pseudo=float(r.pseudo), recist_t1=r.recist_t1)
+                    pseudo=float(r.pseudo), recist_t1=r.recist_t1, recist_t2=r.recist_t2, n_scans=int(r.n_scans))
         patients.append(item)
     payload = {"format": MODEL_INPUTS_FORMAT, "site": inputs.site, "global_names": inputs.global_names,
                "global_groups": inputs.global_groups, "clinical_names": inputs.clinical_names, "patients": patients}
@@ -335,6 +339,7 @@ def load_site_inputs(path: Path) -> SiteInputs:
             usubjid=item["usubjid"], site=payload["site"], graph=graph, globals_=item["globals"],
             clinical=item["clinical"], responder=dict(item["responder"]), label_day=dict(item["label_day"]),
             pfs_days=item["pfs_days"], pfs_event=item["pfs_event"], pseudo=item["pseudo"], recist_t1=item["recist_t1"],
+            recist_t2=item.get("recist_t2"), n_scans=int(item.get("n_scans", 3)),
         ))
     return SiteInputs(payload["site"], records, list(payload["global_names"]), list(payload["global_groups"]),
                       list(payload["clinical_names"]))

@@ -18,6 +18,7 @@ import logging
 import math
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
@@ -66,7 +67,8 @@ def two_mode_dataset(records: list[PatientRecord], v_max: int, scalers: dict[str
     Parameters
     ----------
     records : list of PatientRecord
-        Patients with three scans (T0–T2); the full-mode label may be NaN.
+        Patients; the full-mode label may be NaN. A patient without a T2 scan (``n_scans == 2``) trains
+        the early network only: its full-mode PFS event and pseudoprogression terms are masked as well.
     v_max : int
         Node padding of the graphs.
     scalers : dict
@@ -78,8 +80,12 @@ def two_mode_dataset(records: list[PatientRecord], v_max: int, scalers: dict[str
         ``2 × len(FIELDS)`` tensors with first dimension ``len(records)``.
     """
     early = to_dataset(records, "early", v_max, scalers["early"])
-    full = to_dataset(records, "full", v_max, scalers["full"])
-    return TensorDataset(*early.tensors, *full.tensors)
+    full = list(to_dataset(records, "full", v_max, scalers["full"]).tensors)
+    no_t2 = torch.tensor([r.n_scans < 3 for r in records])
+    if no_t2.any():  # no T2 scan: nothing for the full network to learn from this patient (its label is NaN)
+        full[FIELDS.index("pfs_event")] = full[FIELDS.index("pfs_event")].masked_fill(no_t2, 0.0)
+        full[FIELDS.index("pseudo_mask")] = full[FIELDS.index("pseudo_mask")] & ~no_t2
+    return TensorDataset(*early.tensors, *full)
 
 
 def two_mode_loss(outputs: tuple[Any, Any], batch: list[Tensor], weights: LossWeightSettings) -> Tensor:

@@ -68,6 +68,8 @@ class EvaluationSettings(_Frozen):
     cv_folds: int = Field(default=5, ge=2)
     leave_one_site_out: bool = True
     durable_benefit_day: int = Field(default=183, gt=0)
+    #: inner folds of the training fold whose out-of-fold scores fix the Youden cut-off (0: in-sample fit)
+    cutoff_folds: int = Field(default=3, ge=0)
 
 
 class ModelSettings(_Frozen):

@@ -18,6 +18,7 @@ from model_records import GLOBAL_GROUPS, N_CLINICAL, make_records, with_deep_hea
 
 import fl_client.centralized as centralized
 from evaluation.metrics import read_predictions
+from fl_client.baselines import BASELINES, oof_cutoff, recist_scores, wide_features
 from fl_client.centralized import (
     OutOfFold,
     PooledCohort,
@@ -35,7 +36,7 @@ from models.config import InputDims, ModelSettings, build_model
 TINY = ModelSettings.model_validate({
     "model": {"v_max": 12, "stgcn_channels": [8], "d_model": 8, "embed_dim": 8, "hidden": 8, "dropout": 0.0},
     "train": {"epochs": 2, "batch_size": 16},
-    "evaluation": {"cv_folds": 2},
+    "evaluation": {"cv_folds": 2, "cutoff_folds": 0},  # inner cut-off folds: tested alone (they multiply fits)
 })
 NAMES = [f"g{i}" for i in range(9)]
 CLINICAL = [f"c{i}" for i in range(N_CLINICAL)]
@@ -80,6 +81,58 @@ def test_recist_t1_rule(call: str | None, score: float) -> None:
     record = make_records(1, seed=0)[0]
     record.recist_t1 = call
     assert recist_t1_scores([record])[0] == score
+
+
+def test_recist_at_the_last_scan_reads_t2_in_full_mode() -> None:
+    record = make_records(1, seed=0)[0]
+    record.recist_t1, record.recist_t2 = "SD", "PR"
+    assert (recist_scores([record], "early")[0], recist_scores([record], "full")[0]) == (0.0, 1.0)
+
+
+def test_wide_features_are_the_wide_paths_inputs() -> None:
+    """The penalised logistic regression reads exactly what WidePath reads: level, slope per 30 days
+    (and curvature) of the chosen columns, then the clinical covariates."""
+    records = make_records(3, seed=0)
+    early = wide_features(records, "early", [1, 4])
+    r = records[2]
+    slope = (r.globals_[1, [1, 4]] - r.globals_[0, [1, 4]]) / ((r.graph.days[1] - r.graph.days[0]) / 30.0)
+    np.testing.assert_allclose(early[2], np.concatenate([r.globals_[0, [1, 4]], slope, r.clinical]), rtol=1e-5)
+    assert wide_features(records, "full", None).shape == (3, (1 + 2 + 1) * 9 + N_CLINICAL)
+    dims = InputDims.from_group_names(6, GLOBAL_GROUPS, N_CLINICAL)
+    for nodes in (False, True):
+        model = build_model("wide", 3, dims, TINY.model.model_copy(update={"wide_nodes": nodes}))
+        assert model.wide is not None
+        assert model.wide.linear.in_features == wide_features(records[:1], "full", None, nodes).shape[1]
+
+
+def test_cutoffs_come_from_inner_out_of_fold_scores() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    seen: list[list[int]] = []
+
+    def fit_predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        seen.append(sorted(test.tolist()))
+        return np.where(labels[test] == 1, 0.4, 0.2)  # out of fold the responders score 0.4
+
+    in_sample = np.where(labels == 1, 0.9, 0.1)  # the optimistic in-sample fit would put the cut at 0.9
+    assert oof_cutoff(labels, fit_predict, 3, seed=0, in_sample=in_sample) == pytest.approx(0.4)
+    assert sorted(i for fold in seen for i in fold) == list(range(6))  # every patient scored once, out of fold
+    assert oof_cutoff(labels, fit_predict, 0, seed=0, in_sample=in_sample) == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize(("y", "s", "expected"), [
+    ([0] * 10 + [1, 1], [*range(10), 9.5, 3], 0.5),  # 90 % specificity at threshold 9: one of two positives
+    ([0] * 10 + [1], [*range(10), 20], 1.0),
+    ([0, 1], [1.0, 0.0], 0.0),
+])
+def test_sensitivity_at_90_percent_specificity_by_hand(y: list[int], s: list[float], expected: float) -> None:
+    assert centralized.sensitivity_at_specificity(np.array(y), np.array(s, dtype=float)) == pytest.approx(expected)
+
+
+def test_a_patient_without_t2_is_in_the_early_task_only() -> None:
+    records = make_records(4, seed=0)
+    records[0].n_scans = 2
+    assert records[0] in centralized.records_for(records, "early")
+    assert records[0] not in centralized.records_for(records, "full")
 
 
 def test_summarize_counts_each_patient_against_its_fold_cutoff() -> None:
@@ -131,13 +184,17 @@ def test_run_writes_the_documented_metrics(run_dir: tuple[Path, dict[str, object
     assert on_disk["oracle_auc"] == 0.81
     for block in (on_disk, on_disk["leave_one_site_out"]):
         for mode in ("early", "full"):
-            for model in ("fusion", "stgcn", "transformer", "logreg_delta_radiomics", "recist_t1"):
+            for model in ("fusion", "stgcn", "transformer", *BASELINES):
                 row = block[mode][model]
                 assert row["n"] == 36
                 low, high = row["auc_ci"]
                 assert 0 <= low <= row["auc"] <= high <= 1
                 assert 0 <= row["sensitivity"] <= 1 and 0 <= row["specificity"] <= 1
-    assert "c_index" in on_disk["early"]["fusion"] and "c_index" not in on_disk["early"]["recist_t1"]
+    assert "c_index" in on_disk["early"]["fusion"] and "c_index" not in on_disk["early"]["recist_last"]
+    assert on_disk["full"]["fusion"]["auc_dcb12"] is not None  # the T2 model also scored at 12 months
+    pseudo = on_disk["early"]["fusion"]["pseudo"]  # the T1 pseudoprogression task of the early model's head
+    assert pseudo["n"] == sum(np.isfinite(r.pseudo) for r in make_records(36, seed=5, sites=3))
+    assert 0 <= pseudo["auc"] <= 1 and 0 <= pseudo["sensitivity_at_90_specificity"] <= 1
     cutoffs = json.loads((out / "cutoffs.json").read_text())
     assert set(cutoffs) == {"early", "full"}
 
@@ -151,6 +208,10 @@ def test_run_predictions_feed_the_evaluation_stage(run_dir: tuple[Path, dict[str
     assert sorted(pred["MODE"].unique()) == ["early", "full"] and len(pred) == 72
     early = pred[pred["MODE"] == "early"]
     assert roc_auc_score(early["LABEL"], early["SCORE"]) == pytest.approx(metrics["early"]["fusion"]["auc"])  # type: ignore[index]
+    full = pred[pred["MODE"] == "full"]  # each row carries its own task's label: durable benefit in full mode
+    truth = {r.usubjid: r.responder["full"] for r in make_records(36, seed=5, sites=3)}
+    assert full["LABEL"].tolist() == [truth[u] for u in full["USUBJID"]]
+    assert roc_auc_score(full["LABEL"], full["SCORE"]) == pytest.approx(metrics["full"]["fusion"]["auc"])  # type: ignore[index]
     for mode in ("early", "full"):
         assert (out / "checkpoints" / f"fusion_{mode}.pt").exists()
         attributions = pd.read_csv(out / "sites" / "S01" / f"attributions_{mode}.csv")

@@ -66,6 +66,27 @@ def test_global_trajectory_by_hand() -> None:
     assert g[:, col["tumour_cm_inv_diff_norm"]].tolist() == pytest.approx([0.0] * 3)
 
 
+def test_tumour_and_ring_columns_are_computed_over_their_own_nodes() -> None:
+    """With a layout of 1 shell and 1 ring (2 sectors each), nodes 0-1 are tumour and 2-3 the ring."""
+    from radiomics.subregions import SubregionSpec
+
+    spec = SubregionSpec(n_shells=1, ring_edges_mm=(0.0, 3.0), n_sectors=2)
+    graph = _graph()
+    graph.x[1, 2:, COLUMN["stat_mean"]] += 100.0  # peritumoral inflammation at T1 (ring nodes only)
+    g = global_trajectory(graph, spec=spec)
+    col = {n: i for i, n in enumerate(global_names(False, with_measurements=False)[0])}
+    # tumour: (0.1·10 + 0.2·20) / 0.3; ring: (0.3·30 + 0.4·40) / 0.7, at T1 + 100 HU
+    assert g[0, col["tumour_mean"]].item() == pytest.approx(5.0 / 0.3, rel=1e-5)
+    assert g[1, col["tumour_mean"]].item() == pytest.approx(5.0 / 0.3, rel=1e-5)  # blind to the ring's change
+    assert g[0, col["ring_mean"]].item() == pytest.approx(25.0 / 0.7, rel=1e-5)
+    assert g[:, col["ring_mean_change_t0"]].tolist() == pytest.approx([0.0, 100.0, 30.0 - 25.0 / 0.7], rel=1e-5)
+    assert g[0, col["tumour_cm_contrast"]].item() == pytest.approx(0.5 / 0.3, rel=1e-5)
+    assert g[0, col["ring_cm_contrast"]].item() == pytest.approx(2.5 / 0.7, rel=1e-5)
+    assert g[0, col["empty_subregion_fraction"]].item() == 0.0 and g[2, col["empty_subregion_fraction"]].item() == 0.0
+    with pytest.raises(ModelInputError, match="SubregionSpec lays out 6"):
+        global_trajectory(graph, spec=SubregionSpec(n_shells=2, ring_edges_mm=(0.0, 3.0), n_sectors=2))
+
+
 def test_every_global_column_is_named_and_grouped() -> None:
     g = global_trajectory(_graph(), dhi=[0.0, 0.2, 0.4])
     for with_dhi, width in ((True, g.shape[1]), (False, g.shape[1] - 1)):
@@ -73,7 +94,8 @@ def test_every_global_column_is_named_and_grouped() -> None:
         assert len(names) == len(groups) == width == len(set(names))
         assert global_names(with_dhi)[0] == [*names, *MEASUREMENT_NAMES]
     assert global_trajectory(_graph()).shape[1] == len(global_names(False, with_measurements=False)[0])
-    assert {"volume", "intensity", "texture", "heterogeneity", "shape", "recist"} <= set(global_names(False)[1])
+    assert {"volume", "intensity", "texture", "heterogeneity", "shape", "peritumoral", "peritumoral_change",
+            "recist"} <= set(global_names(False)[1])
 
 
 def test_shape_descriptors_match_numpy_weighted_covariance() -> None:
@@ -116,25 +138,35 @@ def test_graph_from_another_radiomics_version_is_refused(drop: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("responder", "ipfs_days", "ipfs_event", "source", "pseudo", "expected"),
+    ("responder", "ipfs_days", "ipfs_event", "source", "pseudo", "calls", "expected"),
     [
-        ("Y", 400, 0, "CENSORED_LAST_ASSESSMENT", "N", (1.0, 1.0, 183.0, math.nan)),  # durable
-        ("N", 150, 1, "ICPD", "N", (0.0, 0.0, 150.0, 0.0)),  # progressed after T2, before 6 months; iUPD confirmed
-        ("N", 62, 1, "ICPD", "N", (0.0, math.nan, math.inf, 0.0)),  # decided by T2: not a full-mode case
-        ("N", 150, 0, "CENSORED_NEW_THERAPY", "N", (0.0, math.nan, math.inf, math.nan)),  # benefit unknown
-        ("Y", 300, 0, "CENSORED_LAST_ASSESSMENT", "Y", (1.0, 1.0, 183.0, 1.0)),  # pseudoprogression
+        ("Y", 400, 0, "CENSORED_LAST_ASSESSMENT", "N", ("iPR", "iPR"), (1.0, 1.0, 183.0, 1.0, math.nan)),  # durable
+        ("N", 150, 1, "ICPD", "N", ("iSD", "iSD"), (0.0, 0.0, 183.0, 0.0, math.nan)),  # progressed before 6 months
+        ("N", 62, 1, "ICPD", "N", ("iUPD", "iCPD"), (0.0, 0.0, 183.0, 0.0, 0.0)),  # early progressor: a negative
+        ("N", 150, 0, "CENSORED_NEW_THERAPY", "N", ("iSD", "iSD"), (0.0, math.nan, math.inf, math.nan, math.nan)),
+        ("N", 250, 1, "ICPD", "N", ("iSD", "iSD"), (0.0, 1.0, 183.0, 0.0, math.nan)),  # benefit at 6, not 12 months
+        ("Y", 300, 0, "CENSORED_LAST_ASSESSMENT", "Y", ("iUPD", "iPR"), (1.0, 1.0, 183.0, math.nan, 1.0)),  # pseudo
+        ("N", 300, 1, "ICPD", "Y", ("iUPD", "iSD"), (0.0, 1.0, 183.0, 0.0, 1.0)),  # resolved at T2, progressed later
+        ("N", 90, 1, "DEATH", "N", ("iUPD", ""), (0.0, 0.0, 183.0, 0.0, math.nan)),  # died before confirmation
     ],
 )
 def test_label_rules(responder: str, ipfs_days: int, ipfs_event: int, source: str, pseudo: str,
-                     expected: tuple[float, float, float, float]) -> None:
+                     calls: tuple[str, str], expected: tuple[float, ...]) -> None:
     ref = pd.Series({"RESPONDER": responder, "IPFS_DAYS": ipfs_days, "IPFS_EVENT": ipfs_event,
                      "IPFS_SOURCE": source, "PSEUDOPROG": pseudo})
-    out = _labels(ref, last_assessment=230.0, t2_day=104.0, durable_day=183)
-    early, full, full_day, pseudo_label = expected
+    out = _labels(ref, last_assessment=230.0, t2_day=104.0, durable_day=183, t1_call=calls[0], t2_call=calls[1])
+    early, full, full_day, dcb12, pseudo_label = expected
     assert out["responder"]["early"] == early  # type: ignore[index]
     assert out["label_day"]["early"] == 230.0  # type: ignore[index]
-    np.testing.assert_equal([out["responder"]["full"], out["label_day"]["full"], out["pseudo"]],  # type: ignore[index]
-                            [full, full_day, pseudo_label])
+    np.testing.assert_equal([out["responder"]["full"], out["label_day"]["full"], out["responder"]["dcb12"],  # type: ignore[index]
+                             out["pseudo"]], [full, full_day, dcb12, pseudo_label])
+
+
+def test_without_a_t2_scan_only_the_early_task_is_defined() -> None:
+    ref = pd.Series({"RESPONDER": "Y", "IPFS_DAYS": 400, "IPFS_EVENT": 0, "IPFS_SOURCE": "CENSORED_LAST_ASSESSMENT"})
+    out = _labels(ref, last_assessment=230.0, t2_day=None, durable_day=183)
+    assert out["responder"]["early"] == 1.0  # type: ignore[index]
+    assert math.isnan(out["responder"]["full"]) and math.isnan(out["responder"]["dcb12"])  # type: ignore[index]
 
 
 def test_clinical_encoding() -> None:
@@ -190,7 +222,7 @@ def test_model_inputs_of_an_older_featurizer_are_detected_and_refused_outside_a_
     assert stale_columns(current) is None
     names, groups = current.global_names[:17], current.global_groups[:17]  # the 17 names of the first featurizer
     old = SiteInputs("S01", current.records, names, groups, current.clinical_names)
-    assert "26 global columns" in (stale_columns(old) or "")  # 22 image columns, dhi, 3 measurements
+    assert "34 global columns" in (stale_columns(old) or "")  # 30 image columns, dhi, 3 measurements
     renamed = [f"c{i}" for i in range(len(current.global_names))]  # consistent columns of one's own: accepted
     assert stale_columns(SiteInputs("S01", current.records, renamed, current.global_groups, [])) is None
     without_recist = SiteInputs("S01", [], current.global_names[:-3], current.global_groups[:-3], [])
@@ -217,3 +249,15 @@ def test_measurement_trajectory(rows: list[tuple[str, float | None, float | None
                                 expected: list[list[float]]) -> None:
     visits = pd.DataFrame([{"VISIT": v, "SLD_MM": s, "PCHG_BASE": p, "NEWLES": n} for v, s, p, n in rows])
     np.testing.assert_allclose(measurement_trajectory(visits).numpy(), np.array(expected), rtol=1e-6, atol=1e-7)
+
+
+def test_a_patient_without_a_t2_scan_stays_in_early_mode() -> None:
+    crf, reference, visits, dhi = _tables("FEDRESP-S01-0001")
+    graph = _graph()
+    for key in ("x", "node_valid", "days", "time_valid", "tumour_volume"):
+        setattr(graph, key, getattr(graph, key)[:2])
+    record = site_inputs("S01", [graph], crf, reference, visits[visits["VISIT"] != "T2"], dhi).records[0]
+    assert record.n_scans == 2 and record.recist_t2 is None and record.graph.x.shape[0] == 3
+    assert record.responder["early"] == 1.0 and math.isnan(record.responder["full"])
+    assert not record.graph.node_valid[2].any() and record.graph.days[2] > record.graph.days[1]  # no zero interval
+    assert torch.isfinite(record.globals_).all()

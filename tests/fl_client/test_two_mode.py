@@ -136,3 +136,14 @@ def test_one_dp_sgd_run_trains_both_networks() -> None:
     assert moved == {"early", "full"}
     assert len(engine.accountant.history) == 1  # one mechanism for both modes: the budget is spent once
     assert trained is not net
+
+
+def test_a_patient_without_t2_teaches_the_full_network_nothing() -> None:
+    records = make_records(4, seed=1)
+    records[0].n_scans, records[0].responder["full"], records[0].pfs_event = 2, float("nan"), True
+    records[0].pseudo = 1.0
+    scalers = {m: Standardizer.fit(records, m) for m in ("early", "full")}
+    data = two_mode_dataset(records, 12, scalers)
+    full = data.tensors[PER_MODE:]
+    assert full[FIELDS.index("pfs_event")][0] == 0 and not full[FIELDS.index("pseudo_mask")][0]
+    assert data.tensors[FIELDS.index("pseudo_mask")][0]  # the early network still learns the T1 task

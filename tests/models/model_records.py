@@ -69,12 +69,13 @@ def make_records(n: int, seed: int, sites: int = 3) -> list[PatientRecord]:
                 graph=_graph(rng, latent, days),
                 globals_=torch.tensor(globals_, dtype=torch.float32),
                 clinical=torch.tensor(clinical, dtype=torch.float32),
-                responder={"early": float(responder), "full": float(latent > 0.2)},
-                label_day={"early": float(days[2]), "full": 183.0},
+                responder={"early": float(responder), "full": float(latent > 0.2), "dcb12": float(latent > 0.6)},
+                label_day={"early": float(days[2]), "full": 183.0, "dcb12": 365.0},
                 pfs_days=min(pfs, 700.0),
                 pfs_event=event,
                 pseudo=float(latent > 0) if has_iupd else float("nan"),
                 recist_t1="PR" if latent + rng.normal(0, 0.8) > 0.8 else "SD",
+                recist_t2="PR" if latent + rng.normal(0, 0.5) > 0.6 else "SD",
             )
         )
     return records
