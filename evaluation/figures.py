@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,27 +156,38 @@ def bland_altman_figure(reader_a: ArrayLike, reader_b: ArrayLike, bias: float, l
 
 
 def consort_figure(flow: Mapping[str, Mapping[str, Any]]) -> Figure:
-    """CONSORT-style flow per site: screened → excluded (with reasons) → analysed.
+    """CONSORT-style flow per column (site, or "all sites"): enrolled → excluded (reasons) → eligible → analysed.
 
     Parameters
     ----------
-    flow : mapping site -> {"screened": int, "excluded": {reason: int}, "analysed": int}
+    flow : mapping column -> {"enrolled" (or "screened"): int, "excluded": {reason: int}, "analysed": int,
+        optional "eligible": int and "by_reason_not_analysed": {reason: int}}
     """
     sites = list(flow)
-    fig = new_figure(max(4.0, 2.6 * len(sites)), 4.6)
+    fig = new_figure(max(4.0, 2.7 * len(sites)), 4.4)
     ax = fig.add_subplot()
     ax.set_axis_off()
-    ax.set(xlim=(0, len(sites)), ylim=(0, 3))
+    ax.set(xlim=(0, len(sites)), ylim=(0, 4))
     box = {"boxstyle": "round,pad=0.4", "fc": "#f7fbff", "ec": PALETTE["line"]}
+    red = box | {"fc": "#fff5f0", "ec": PALETTE["neg"]}
     for i, site in enumerate(sites):
         entry = flow[site]
-        reasons = "\n".join(f"{r}: {n}" for r, n in entry["excluded"].items() if n) or "none"
+        enrolled = int(entry.get("enrolled", entry.get("screened", 0)))
+        excluded = {r: int(n) for r, n in entry["excluded"].items() if n}
+        eligible = int(entry.get("eligible", enrolled - sum(excluded.values())))
+        not_analysed = {r: int(n) for r, n in (entry.get("by_reason_not_analysed") or {}).items() if n}
         x = i + 0.5
-        ax.text(x, 2.7, f"{site}\nscreened n={entry['screened']}", ha="center", va="center", fontsize=8, bbox=box)
-        ax.text(x, 1.6, f"excluded n={sum(entry['excluded'].values())}\n{reasons}", ha="center", va="center",
-                fontsize=7, bbox=box | {"fc": "#fff5f0", "ec": PALETTE["neg"]})
-        ax.text(x, 0.4, f"analysed n={entry['analysed']}", ha="center", va="center", fontsize=8, bbox=box)
-        for y0, y1 in ((2.45, 1.95), (1.2, 0.65)):
+        ax.text(x, 3.7, f"{site}\nenrolled n={enrolled}", ha="center", va="center", fontsize=8, bbox=box)
+        reasons = "\n".join(textwrap.fill(f"{r}: {n}", 34) for r, n in excluded.items()) or "none"
+        ax.text(x, 2.85, f"excluded n={sum(excluded.values())}\n{reasons}", ha="center", va="center", fontsize=6.5,
+                bbox=red)
+        ax.text(x, 1.95, f"eligible n={eligible}", ha="center", va="center", fontsize=8, bbox=box)
+        if not_analysed:
+            lines = "\n".join(textwrap.fill(f"{r}: {n}", 34) for r, n in not_analysed.items())
+            ax.text(x, 1.15, f"not analysed n={sum(not_analysed.values())}\n{lines}", ha="center", va="center",
+                    fontsize=6.5, bbox=red)
+        ax.text(x, 0.3, f"analysed n={entry['analysed']}", ha="center", va="center", fontsize=8, bbox=box)
+        for y0, y1 in ((3.5, 3.15), (2.55, 2.15), (1.75, 0.5)):
             ax.annotate("", xy=(x, y1), xytext=(x, y0), arrowprops={"arrowstyle": "->", "color": PALETTE["grey"]})
     ax.set_title("Participant flow (CONSORT)")
     return fig
@@ -195,6 +207,12 @@ def privacy_figure(spent: Mapping[str, float], budget: Mapping[str, float], delt
     return fig
 
 
+def orr_label(key: str) -> str:
+    """``recist_confirmed`` → ``RECIST 1.1, confirmed``; ``irecist_unconfirmed`` → ``iRECIST, unconfirmed``."""
+    criterion, _, kind = key.partition("_")
+    return f"{'iRECIST' if criterion == 'irecist' else 'RECIST 1.1'}, {kind}"
+
+
 def orr_figure(orr_all: Mapping[str, Mapping[str, Any]]) -> Figure:
     """Forest plot of the ORR under each definition with its Clopper–Pearson 95 % CI."""
     fig = new_figure(5.5, 3.2)
@@ -206,6 +224,6 @@ def orr_figure(orr_all: Mapping[str, Mapping[str, Any]]) -> Figure:
     highs = [orr_all[k]["ci"][1] for k in keys]
     ax.errorbar(est, y, xerr=[np.subtract(est, lows), np.subtract(highs, est)], fmt="o", color=PALETTE["line"],
                 capsize=3)
-    ax.set_yticks(y, [k.replace("_", ", ") for k in keys])
+    ax.set_yticks(y, [orr_label(k) for k in keys])
     ax.set(xlim=(0, 1), xlabel="ORR (CR + PR) / analysed", title="Objective response rate (Clopper–Pearson 95 % CI)")
     return fig

@@ -18,6 +18,13 @@ from evaluation.figures import PALETTE, new_figure
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+#: Swimmer markers (marker, subjects.csv column, colour); every legend entry names its criterion, since the
+#: lanes are iRECIST PFS and the RECIST 1.1 PD day is drawn beside the iRECIST events.
+SWIMMER_MARKERS: tuple[tuple[str, str, str], ...] = (("|", "IUPD_ADY", "#fc8d59"), ("x", "ICPD_ADY", "#d73027"),
+                                                     ("d", "PD_ADY", "k"))
+SWIMMER_LABELS: dict[str, str] = {"IUPD_ADY": "iUPD (iRECIST, unconfirmed)", "ICPD_ADY": "iCPD (iRECIST, confirmed)",
+                                  "PD_ADY": "PD (RECIST 1.1)"}
+
 IBOR_COLOURS: dict[str, str] = {
     "iCR": "#1a9850", "iPR": "#91cf60", "iSD": "#fee08b", "NON-iCR/NON-iUPD": "#d9ef8b",
     "iUPD": "#fc8d59", "iCPD": "#d73027", "NE": "#bdbdbd",
@@ -84,16 +91,33 @@ def swimmer_figure(subjects: pd.DataFrame, pfs: pd.DataFrame) -> Figure:
     y = np.arange(len(lanes))
     colours = [IBOR_COLOURS.get(str(v), "#bdbdbd") for v in info["IBOR"]]
     ax.barh(y, lanes["PFS_DAYS"].to_numpy(float), color=colours, height=0.7)
-    for marker, column, colour in (("|", "IUPD_ADY", "#fc8d59"), ("x", "ICPD_ADY", "#d73027"), ("d", "PD_ADY", "k")):
+    for marker, column, colour in SWIMMER_MARKERS:
         days = pd.to_numeric(info[column], errors="coerce").to_numpy(float)
-        ax.scatter(days, y, marker=marker, color=colour, s=28, label=column.replace("_ADY", ""), zorder=3)
+        ax.scatter(days, y, marker=marker, color=colour, s=28, label=SWIMMER_LABELS[column], zorder=3)
     censored = lanes["PFS_EVENT"].to_numpy(int) == 0
     ax.scatter(lanes["PFS_DAYS"].to_numpy(float)[censored] + 8, y[censored], marker=">", color=PALETTE["grey"],
-               s=18, label="censored")
+               s=18, label="censored (iRECIST PFS)")
     ax.set_yticks([])
-    ax.set(xlabel="study day", ylabel=f"patients (n = {len(lanes)})", title="Swimmer plot")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set(xlabel="study day", ylabel=f"patients (n = {len(lanes)})",
+           title="Swimmer plot: lanes = iRECIST PFS, colour = iBOR")
+    from matplotlib.patches import Patch
+
+    markers, _ = ax.get_legend_handles_labels()
+    bars = [Patch(color=IBOR_COLOURS.get(k, "#bdbdbd"), label=f"iBOR {k}") for k in sorted(set(map(str, info["IBOR"])))]
+    ax.legend(handles=[*markers, *bars], fontsize=6.5, loc="lower right", title="criterion named per entry",
+              title_fontsize=6.5)
     return fig
+
+
+def visit_label(row: pd.Series) -> str:
+    """A visit's point label: its iRECIST overall response, or the visit name where there is none (baseline).
+
+    A missing response reads as NaN in pandas; it must never be drawn as "nan".
+    """
+    response = row.get("IRECIST_OVR")
+    if response is None or pd.isna(response) or not str(response).strip():
+        return f"{row['VISIT']} (baseline)" if str(row["VISIT"]) == "T0" else str(row["VISIT"])
+    return f"{row['VISIT']}: {response}"
 
 
 def interpretability_figure(
@@ -116,8 +140,8 @@ def interpretability_figure(
     rows = visits[visits["USUBJID"] == subject].sort_values("ADY")
     axes[0].plot(rows["ADY"], rows["SLD_MM"], "-o", color=PALETTE["line"])
     for _, r in rows.iterrows():
-        axes[0].annotate(str(r.get("IRECIST_OVR") or r["VISIT"]), (r["ADY"], r["SLD_MM"]), fontsize=7,
-                         textcoords="offset points", xytext=(0, 6), ha="center")
+        axes[0].annotate(visit_label(r), (r["ADY"], r["SLD_MM"]), fontsize=7, textcoords="offset points",
+                         xytext=(0, 6), ha="center")
     axes[0].set(xlabel="study day", ylabel="SLD (mm)", title=subject)
     modes = list(scores)
     axes[1].bar(modes, [scores[m] for m in modes], color=[PALETTE["pos"] if scores[m] >= cutoffs[m] else PALETTE["neg"]

@@ -1,13 +1,20 @@
-"""Open ``report.html`` in headless Chromium (Playwright) and save a screenshot: the demo's proof that the
-report renders offline. The browser test (``tests/evaluation/test_report_browser.py``) drives the same browser.
+"""Open a report in headless Chromium (Playwright): check it renders offline, save a screenshot, print its PDF.
+
+:func:`render_report` loads the HTML with networking blocked and records sections, images and console errors;
+with ``pdf=`` it also prints the report (A4, the template's print CSS: a page break before every section) and
+writes the PDF's first page as a PNG (poppler's ``pdftoppm``) beside it. The browser test
+(``tests/evaluation/test_report_browser.py``) drives the same browser.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +39,48 @@ class RenderResult:
     images_loaded: int = 0
     images_broken: int = 0
     console_errors: list[str] = field(default_factory=list)
+    pdf: Path | None = None
+    pdf_pages: int = 0
+    first_page: Path | None = None
 
 
-def render_report(report: Path, screenshot: Path, timeout_ms: int = 30_000) -> RenderResult:
-    """Load ``report`` from disk with networking disabled, collect errors, and write a full-page PNG."""
+def pdf_page_count(pdf: Path) -> int:
+    """Pages of ``pdf`` (poppler's ``pdfinfo``)."""
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"^Pages:\s+(\d+)", info, flags=re.MULTILINE)
+    if match is None:
+        raise ValueError(f"pdfinfo printed no page count for {pdf}: {info[:200]!r}")
+    return int(match.group(1))
+
+
+def pdf_first_page_png(pdf: Path, png: Path, dpi: int = 80) -> Path:
+    """Write page 1 of ``pdf`` as ``png`` (poppler's ``pdftoppm``); what a PI sees first on paper."""
+    if shutil.which("pdftoppm") is None:
+        raise FileNotFoundError("pdftoppm not found; install Debian's `poppler-utils` (the Makefile does on CI)")
+    stem = png.with_suffix("")
+    subprocess.run(["pdftoppm", "-f", "1", "-l", "1", "-singlefile", "-r", str(dpi), "-png", str(pdf), str(stem)],
+                   check=True, capture_output=True)
+    return png
+
+
+def _print(page: Any, result: RenderResult, pdf: Path) -> None:
+    pdf.parent.mkdir(parents=True, exist_ok=True)
+    footer = ('<div style="font-size:7px;width:100%;text-align:center;color:#777">'
+              '<span class="title"></span> · page <span class="pageNumber"></span> of <span class="totalPages"></span>'
+              "</div>")
+    page.pdf(path=str(pdf), format="A4", print_background=True, display_header_footer=True,
+             header_template="<div></div>", footer_template=footer, prefer_css_page_size=True)
+    result.pdf, result.pdf_pages = pdf, pdf_page_count(pdf)
+    if shutil.which("pdftoppm") is not None:
+        result.first_page = pdf_first_page_png(pdf, pdf.with_name(f"{pdf.stem}_page1.png"))
+
+
+def render_report(report: Path, screenshot: Path, timeout_ms: int = 30_000, pdf: Path | None = None) -> RenderResult:
+    """Load ``report`` from disk with networking disabled, collect errors, and write a full-page PNG.
+
+    With ``pdf``, also print the report to that PDF (A4, print CSS) and, when poppler is installed, its first page
+    to ``<pdf stem>_page1.png`` beside it.
+    """
     from playwright.sync_api import sync_playwright
 
     executable = chromium_path()
@@ -56,8 +101,16 @@ def render_report(report: Path, screenshot: Path, timeout_ms: int = 30_000) -> R
             result.images_broken = len(states) - result.images_loaded
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot), full_page=True)
+            if pdf is not None:
+                _print(page, result, pdf)
         finally:
             browser.close()
-    log.info("report rendered: %d sections, %d images, %d console errors; screenshot %s", len(result.sections),
-             result.images_loaded, len(result.console_errors), screenshot)
+    log.info("report rendered: %d sections, %d images, %d console errors; screenshot %s; pdf %s (%d pages)",
+             len(result.sections), result.images_loaded, len(result.console_errors), screenshot, result.pdf,
+             result.pdf_pages)
     return result
+
+
+def print_report(report: Path) -> RenderResult:
+    """Render ``report`` and print it beside itself: ``report.pdf``, ``report_page1.png``, ``report_screenshot.png``."""
+    return render_report(report, report.with_name(f"{report.stem}_screenshot.png"), pdf=report.with_suffix(".pdf"))

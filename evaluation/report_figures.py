@@ -1,5 +1,10 @@
-"""Draw every figure of the report from ``metrics.json`` (pooled figures) and from each site's own tables
-(patient-level figures, rendered at the site). Returns the figure list and the per-site agreement block.
+"""Draw the figures of the two reports.
+
+:func:`pooled_figures`, :func:`privacy_figure` and :func:`consort_figure` draw the central PI report's figures
+from aggregates only (the pooled block of ``metrics.json``, the privacy ledger, CONSORT counts);
+:func:`site_figures` draws a site report's patient-level figures (waterfall, spider, swimmer, the
+interpretability panel, Bland–Altman and DHI box plots, one mark per patient) from that site's own tables,
+at the site.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ class FigureEntry:
     svg: Path
 
 
-class _Drawer:
+class Drawer:
+    """Saves figures under ``out`` and keeps their :class:`FigureEntry` list in drawing order."""
+
     def __init__(self, out: Path) -> None:
         self.out = out
         self.entries: list[FigureEntry] = []
@@ -59,13 +66,22 @@ def _km_curves(groups: dict[str, dict[str, list[float]]]) -> tuple[dict[str, Any
     return curves, {k: _at_risk(v) for k, v in groups.items() if v["times"]}
 
 
-def _pooled_figures(d: _Drawer, metrics: dict[str, Any]) -> None:
+def _codec_phrase(metrics: dict[str, Any]) -> str:
+    codec = metrics["pooling"]["codec"]
+    words = {"CkksCodec": "CKKS-encrypted site histograms (summed encrypted, decrypted once by the key holder)",
+             "PlainCodec": "unencrypted site histograms (PlainCodec, test mode)"}
+    return words.get(codec, f"site histograms ({codec})")
+
+
+def pooled_figures(d: Drawer, metrics: dict[str, Any]) -> None:
+    """The central report's figures: each drawn from the pooled block (sums of site aggregates) only."""
     pooled = metrics["pooled"]
     curves = {f"{m} ({'T1' if m == 'early' else 'T2'})": (pooled[m]["roc"]["fpr"], pooled[m]["roc"]["tpr"],
                                                           pooled[m]["auc"], pooled[m]["auc_ci"],
                                                           sum(pooled[m]["confusion"][k] for k in ("tp", "fn")))
               for m in MODES}
-    d.add("primary", "roc_pooled", "Pooled ROC from encrypted site histograms; band: Wilson 95 % CI of sensitivity.",
+    d.add("primary", "roc_pooled", f"Pooled ROC of the {pooled['n_heldout']} patients the model statistics rest on, "
+          f"from {_codec_phrase(metrics)}; band: Wilson 95 % CI of sensitivity; dashed: chance (AUC 0.5).",
           figs.roc_figure(curves))
     cal = pooled["full"]["calibration"]
     d.add("calibration", "calibration_full", "Pooled reliability diagram, full mode (10 equal-width bins).",
@@ -77,12 +93,14 @@ def _pooled_figures(d: _Drawer, metrics: dict[str, Any]) -> None:
     ):
         curves_km, at_risk = _km_curves(groups)
         if curves_km:
-            d.add("survival", name, caption + " Band: Greenwood log(−log) 95 % CI; numbers at risk below.",
+            d.add("survival", name, caption + " PFS by iRECIST (event: confirmed progression or death). Band: "
+                  "Greenwood log(−log) 95 % CI; numbers at risk below.",
                   figs.km_figure(curves_km, at_risk, AT_RISK_DAYS))
-    d.add("orr", "orr_pooled", "Pooled ORR by definition, Clopper–Pearson 95 % CI.", figs.orr_figure(pooled["orr_all"]))
+    d.add("orr", "orr_pooled", "Pooled ORR by definition (RECIST 1.1 and iRECIST, each labelled), Clopper–Pearson "
+          "95 % CI.", figs.orr_figure(pooled["orr_all"]))
 
 
-def _site_agreement(site: SiteData, reads: pd.DataFrame | None, cutoffs: dict[str, float]) -> dict[str, Any]:
+def site_agreement(site: SiteData, reads: pd.DataFrame | None, cutoffs: dict[str, float]) -> dict[str, Any]:
     """Model vs reference (Cohen's κ) and, with double reads, readers' baseline SLD ICC(2,1) and Bland–Altman."""
     held = site.predictions[site.predictions["SPLIT"] == "test"] if has_split(site) else site.predictions
     out: dict[str, Any] = {"kappa_n": int(held["USUBJID"].nunique())}  # κ judges the model: held-out rows only
@@ -104,66 +122,66 @@ def _site_agreement(site: SiteData, reads: pd.DataFrame | None, cutoffs: dict[st
     return out
 
 
-def _site_figures(d: _Drawer, inputs: RunInputs, metrics: dict[str, Any]) -> dict[str, Any]:
-    agreement: dict[str, Any] = {}
-    from evaluation.protocol import load_protocol
+def site_figures(d: Drawer, site: SiteData, inputs: RunInputs, block: dict[str, Any]) -> dict[str, Any]:
+    """The site report's figures (patient-level: one point, bar or lane per patient); returns its agreement block.
 
-    rules = load_protocol().recist
-    for site in inputs.sites:
-        s = site.site
-        agree = _site_agreement(site, inputs.reads.get(s), inputs.cutoffs)
-        sld = agree.pop("_sld", None)
-        agreement[s] = agree
-        if sld is not None:
-            d.add("agreement", f"bland_altman_{s}", f"{s}: readers' baseline SLD, Bland–Altman (rendered at the site).",
-                  figs.bland_altman_figure(sld.iloc[:, 0], sld.iloc[:, 1], agree["ba_bias_mm"], agree["ba_loa_mm"]))
-        first = site.predictions.drop_duplicates("USUBJID")
-        if "DHI" in first.columns:
-            groups = {"responder": first.loc[first["LABEL"] == 1, "DHI"],
-                      "non-responder": first.loc[first["LABEL"] == 0, "DHI"]}
-            d.add("dhi", f"dhi_box_{s}", f"{s}: DHI by reference response (rendered at the site).",
-                  figs.dhi_box_figure(groups, metrics["sites"][s].get("dhi_auc")))
-        if site.visits is not None and site.subjects is not None and len(site.subjects):
-            d.add("sites", f"waterfall_{s}", f"{s}: best % change of SLD, coloured by iBOR.",
-                  pfigs.waterfall_figure(site.visits, site.subjects, rules.pr_threshold_pct, rules.pd_threshold_pct))
-            d.add("sites", f"spider_{s}", f"{s}: % change of SLD over time.",
-                  pfigs.spider_figure(site.visits, site.subjects))
-            d.add("sites", f"swimmer_{s}", f"{s}: PFS lanes with iUPD/iCPD/PD and censoring.",
-                  pfigs.swimmer_figure(site.subjects, first[["USUBJID", "PFS_DAYS", "PFS_EVENT"]]))
-            _panel(d, site, inputs)
-    return agreement
+    ``block`` is the site's own ``site_metrics`` (for the DHI AUC in the box plot title).
+    """
+    s = site.site
+    agree = site_agreement(site, inputs.reads.get(s), inputs.cutoffs)
+    sld = agree.pop("_sld", None)
+    if sld is not None:
+        d.add("agreement", f"bland_altman_{s}", f"{s}: readers' baseline SLD (mm), Bland–Altman; one point per "
+              "patient.", figs.bland_altman_figure(sld.iloc[:, 0], sld.iloc[:, 1], agree["ba_bias_mm"],
+                                                   agree["ba_loa_mm"]))
+    first = site.predictions.drop_duplicates("USUBJID")
+    if "DHI" in first.columns:
+        groups = {"responder": first.loc[first["LABEL"] == 1, "DHI"],
+                  "non-responder": first.loc[first["LABEL"] == 0, "DHI"]}
+        d.add("dhi", f"dhi_box_{s}", f"{s}: DHI by reference response (dynamic iRECIST label); one point per patient.",
+              figs.dhi_box_figure(groups, block.get("dhi_auc")))
+    if site.visits is not None and site.subjects is not None and len(site.subjects):
+        rules = load_protocol().recist
+        d.add("patients", f"waterfall_{s}", f"{s}: best % change of SLD from baseline (RECIST 1.1 measurements), "
+              "bars coloured by iRECIST best overall response (iBOR, legend); dashed: RECIST 1.1 PR −30 % and "
+              "PD +20 % thresholds.",
+              pfigs.waterfall_figure(site.visits, site.subjects, rules.pr_threshold_pct, rules.pd_threshold_pct))
+        d.add("patients", f"spider_{s}", f"{s}: % change of SLD over time, one line per patient, coloured by iBOR "
+              "(iRECIST, legend).", pfigs.spider_figure(site.visits, site.subjects))
+        d.add("patients", f"swimmer_{s}", f"{s}: one lane per patient to its iRECIST PFS time, coloured by iBOR; "
+              "markers: iUPD and iCPD (iRECIST) and PD (RECIST 1.1), each named in the legend; arrow: censored.",
+              pfigs.swimmer_figure(site.subjects, first[["USUBJID", "PFS_DAYS", "PFS_EVENT"]]))
+        _panel(d, site, inputs)
+    return agree
 
 
-def _panel(d: _Drawer, site: SiteData, inputs: RunInputs) -> None:
+def _panel(d: Drawer, site: SiteData, inputs: RunInputs) -> None:
     wide = site.predictions.pivot_table(index="USUBJID", columns="MODE", values="SCORE", aggfunc="first")
     pseudo = site.subjects[site.subjects.get("PSEUDOPROG", pd.Series(dtype=str)).astype(str) == "Y"] \
         if site.subjects is not None and "PSEUDOPROG" in site.subjects.columns else pd.DataFrame()
     subject = str(pseudo["USUBJID"].iloc[0]) if len(pseudo) else str(wide["full"].idxmax())
+    why = "the site's pseudoprogression case" if len(pseudo) else "the highest full-mode score"
     attributions = None
     if inputs.attributions is not None:
         rows = inputs.attributions[inputs.attributions["USUBJID"] == subject]
         value = "ATTRIBUTION" if "ATTRIBUTION" in rows.columns else "VALUE"
         attributions = rows.groupby("FEATURE")[value].sum() if len(rows) else None
     scores = {m: float(wide.loc[subject, m]) for m in MODES}
-    d.add("sites", f"panel_{site.site}", f"{site.site}: interpretability panel for {subject}.",
+    d.add("interpretability", f"panel_{site.site}", f"{site.site}: interpretability panel for {subject} ({why}): SLD "
+          "by visit with the iRECIST overall response, early/full scores against the cut-offs, top integrated-"
+          "gradient attributions.",
           pfigs.interpretability_figure(subject, site.visits, scores, inputs.cutoffs, attributions))
 
 
-def draw_figures(inputs: RunInputs, metrics: dict[str, Any], out: Path) -> tuple[list[FigureEntry], dict[str, Any]]:
-    """Draw all figures into ``out``; return them and the metrics blocks they computed (agreement, privacy)."""
-    d = _Drawer(out)
-    _pooled_figures(d, metrics)
-    extra: dict[str, Any] = {"agreement": _site_figures(d, inputs, metrics)}
-    if inputs.privacy:
-        sites = inputs.privacy.get("sites", {})
-        d.add("privacy", "privacy_budget", "ε spent per site (bars) against its budget (red tick).",
-              figs.privacy_figure({s: v.get("epsilon", 0.0) for s, v in sites.items()},
-                                  {s: v["budget"] for s, v in sites.items() if "budget" in v},
-                                  inputs.privacy.get("delta")))
-        extra["privacy"] = inputs.privacy
-    if inputs.consort:
-        d.add("consort", "consort", "Screened → excluded (protocol reasons) → analysed, per site.",
-              figs.consort_figure(inputs.consort))
-        extra["consort"] = inputs.consort
-    log.info("drew %d figures", len(d.entries))
-    return d.entries, extra
+def privacy_figure(d: Drawer, privacy: dict[str, Any]) -> None:
+    """ε spent per site against its budget, from the privacy ledger (central report)."""
+    sites = privacy.get("sites", {})
+    d.add("privacy", "privacy_budget", "ε spent per site (bars) against its budget (red tick), from the privacy "
+          "ledger.", figs.privacy_figure({s: v.get("epsilon", 0.0) for s, v in sites.items()},
+                                          {s: v["budget"] for s, v in sites.items() if "budget" in v},
+                                          privacy.get("delta")))
+
+
+def consort_figure(d: Drawer, section: str, flow: dict[str, dict[str, Any]], caption: str) -> None:
+    """The participant flow (CONSORT) of the given sites (and a total column when there are several)."""
+    d.add(section, "consort", caption, figs.consort_figure(flow))

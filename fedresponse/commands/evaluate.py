@@ -1,4 +1,11 @@
-"""``fedresponse evaluate RUN --out DIR``: metrics.json, a self-contained report.html and the figures.
+"""``fedresponse evaluate``: each site's patient-level report, then the central PI report from aggregates only.
+
+- ``fedresponse evaluate RUN --site S01 --out DIR`` is a hospital's step: the site report (HTML + PDF) and the
+  site's hand-off to the centre (``DIR/site_summary.json`` + ``DIR/site_aggregate.bin``);
+- ``fedresponse evaluate --central HANDOFF --out EVAL [--keys KEYDIR]`` is the centre's step: the PI report
+  built from the hand-off folder alone (``docs/report.md``);
+- ``fedresponse evaluate RUN --out EVAL`` plays both on one machine: every site's step into ``EVAL_sites/<SITE>``
+  (``--site-out``), then the centre's from the gathered hand-off (kept as ``EVAL/handoff``).
 
 On a federated run (one holding ``RUN/pooled_aggregate.ckks``) this is also the key holder's step: with
 ``--keys KEYDIR`` it decrypts the sites' encrypted pooled held-out aggregate with ``KEYDIR/site`` (run it on
@@ -25,44 +32,109 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(
-    run: Path = typer.Argument(..., help="Run directory of `fedresponse train` (holds the sites' predictions)."),
+    run: Path | None = typer.Argument(None, help="Run directory of `fedresponse train` (holds the sites' "
+                                      "predictions); not needed with --central."),
     out: Path = typer.Option(..., "--out", help="Output folder (replaced atomically when complete)."),
-    cohort: Path | None = typer.Option(None, "--cohort", help="Cohort or site folder with crf.csv/reads.csv "
-                                       "(CONSORT flow and reader agreement)."),
+    site: str | None = typer.Option(None, "--site", help="Run only this hospital's step: its patient-level site "
+                                    "report and its hand-off (site_summary.json + site_aggregate.bin) into OUT."),
+    central: Path | None = typer.Option(None, "--central", help="Run only the centre's step: the PI report from a "
+                                        "hand-off folder (<SITE>/site_summary.json + site_aggregate.bin per site, "
+                                        "optional privacy.json, run.json, run_summary.json); nothing else is read."),
+    site_out: Path | None = typer.Option(None, "--site-out", help="Where the site reports go when one machine plays "
+                                         "every site (default: OUT_sites beside OUT)."),
+    store: list[Path] = typer.Option([], "--store", help="A site study store (its queries.parquet feeds the site "
+                                     "report's query listing summary); repeat per site."),
+    pdf: bool = typer.Option(True, "--pdf/--no-pdf", help="Print every report to PDF beside its HTML with headless "
+                             "Chromium, plus a PNG of the first page (needs chromium and poppler-utils)."),
+    cohort: Path | None = typer.Option(None, "--cohort", help="Cohort or site folder with reads.csv (reader "
+                                       "agreement); a `fedresponse synth` cohort puts the synthetic banner on."),
     assessment: list[Path] = typer.Option([], "--assessment", help="Output folder of `fedresponse assess` for a "
-                                          "site (visits.csv, subjects.csv); repeat per site."),
+                                          "site (visits.csv, subjects.csv, populations.csv); repeat per site."),
     epsilon_budget: float | None = typer.Option(None, "--epsilon-budget", help="Per-site ε budget of the run "
                                                 "(the Flower run config's epsilon-budget), drawn on the privacy bars."),
     dhi: list[Path] = typer.Option([], "--dhi", help="A site's `radiomics dhi` table (one DHI per patient = mean "
                                    "over lesions and intervals); repeat per site."),
-    keys: Path | None = typer.Option(None, "--keys", help="Key directory of `fedresponse keys init`: pool the site "
-                                     "aggregates under CKKS (sites encrypt, the server adds with the public context) "
-                                     "and, on a federated run, decrypt its pooled held-out aggregate with KEYDIR/site "
-                                     "(refreshes RUN/pooled_metrics.json and RUN/comparison.json)."),
+    keys: Path | None = typer.Option(None, "--keys", help="Key directory of `fedresponse keys init`: sites seal their "
+                                     "aggregates under CKKS, the centre adds them with the public context and the key "
+                                     "holder decrypts the sum; on a federated run also decrypt its pooled held-out "
+                                     "aggregate with KEYDIR/site (refreshes RUN/pooled_metrics.json, "
+                                     "comparison.json)."),
     centralized: Path | None = typer.Option(None, "--centralized", help="A centralized run of the same data, for "
                                             "comparison.json (default: the one RUN/comparison.json names)."),
 ) -> None:
-    """Evaluate a finished run: per-site and pooled AUC, sensitivity, ORR, PFS, DHI; write the PI report."""
-    from evaluation.evaluate import load_run
+    """Evaluate a finished run: each site's patient-level report, then the central PI report from aggregates only."""
     from evaluation.exceptions import EvaluationError
-    from evaluation.report import write_evaluation
     from privacy.exceptions import PrivacyError
 
     console = Console()
+    metrics_path: Path | None
     try:
-        inputs = load_run(run, cohort, assessment, epsilon_budget, dhi)
-        codec = _ckks_codec(keys) if keys is not None else None
-        heldout = key_holder_evaluation(run, keys, centralized)
-        paths = write_evaluation(inputs, out, codec=codec, heldout=heldout)
+        if central is not None:
+            reports, metrics_path, heldout = _central_step(central, out, keys), out / "metrics.json", None
+        else:
+            if run is None:
+                raise FileNotFoundError("pass the run directory RUN (or --central HANDOFF for the centre's step)")
+            reports, metrics_path, heldout = _site_steps(run, out, site, site_out, store, cohort, assessment,
+                                                         epsilon_budget, dhi, keys, centralized)
+        if pdf:
+            _print_reports(console, reports)
     except (EvaluationError, PrivacyError, FileNotFoundError) as exc:
         console.print(f"[bold red]evaluate failed:[/] {exc}")
         raise typer.Exit(code=2) from exc
     from fedresponse.headline import headline
 
-    console.print(f"[green]report[/] {paths['report']}")
-    console.print(headline(json.loads(paths["metrics"].read_text(encoding="utf-8"))))
+    for report in reports:
+        console.print(f"[green]report[/] {report}")
+    if metrics_path is not None:
+        console.print(headline(json.loads(metrics_path.read_text(encoding="utf-8"))))
     if heldout is not None:
         console.print(heldout_line(heldout))
+
+
+def _central_step(handoff: Path, out: Path, keys: Path | None) -> list[Path]:
+    from evaluation.central_report import write_central_evaluation
+
+    return [write_central_evaluation(handoff, out, codec=_ckks_codec(keys) if keys is not None else None)["report"]]
+
+
+def _site_steps(run: Path, out: Path, site: str | None, site_out: Path | None, stores: list[Path],
+                cohort: Path | None, assessment: list[Path], epsilon_budget: float | None, dhi: list[Path],
+                keys: Path | None, centralized: Path | None) -> tuple[list[Path], Path | None, dict[str, Any] | None]:
+    """One site's step (``--site``), or every site's and then the centre's (one machine plays them all)."""
+    from evaluation.evaluate import load_run
+    from evaluation.exceptions import EvaluationInputError
+    from evaluation.report import write_evaluation
+    from evaluation.site_report import data_source, write_site_evaluation
+
+    inputs = load_run(run, cohort, assessment, epsilon_budget, dhi)
+    codec = _ckks_codec(keys) if keys is not None else None
+    by_site = {p.name: p for p in stores}
+    source = data_source(cohort)
+    if site is not None:
+        found = {d.site: d for d in inputs.sites}
+        if site not in found:
+            raise EvaluationInputError(f"--site {site!r} has no predictions under {run}; sites found: {sorted(found)}")
+        paths = write_site_evaluation(found[site], inputs, out, codec, store=by_site.get(site), source=source)
+        return [paths["report"]], None, None
+    heldout = key_holder_evaluation(run, keys, centralized)
+    written = write_evaluation(inputs, out, codec=codec, heldout=heldout, site_out=site_out, stores=by_site,
+                               source=source)
+    return [written["report"], *(p["report"] for p in written["sites"].values())], written["metrics"], heldout
+
+
+def _print_reports(console: Console, reports: list[Path]) -> None:
+    """PDF + first-page PNG beside each report (headless Chromium); a report with console errors fails."""
+    from evaluation.report_browser import chromium_path, print_report
+
+    if chromium_path() is None:
+        console.print("[yellow]chromium not installed: no PDF (apt-get install chromium poppler-utils)[/]")
+        return
+    for report in reports:
+        result = print_report(report)
+        if result.console_errors or result.images_broken:
+            raise FileNotFoundError(f"{report} rendered with errors: {result.console_errors}, "
+                                    f"{result.images_broken} broken images")
+        console.print(f"[green]pdf[/] {result.pdf} ({result.pdf_pages} pages)")
 
 
 def key_holder_evaluation(run: Path, keys: Path | None, centralized: Path | None = None) -> dict[str, Any] | None:

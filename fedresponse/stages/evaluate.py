@@ -1,4 +1,5 @@
-"""Demo stage ``evaluate``: metrics.json, the PI report and its browser screenshot for the demo's training run.
+"""Demo stage ``evaluate``: each site's patient-level report, then the central PI report (aggregates only), each
+as HTML + PDF (headless Chromium) with a PNG of its first page, for the demo's training run(s).
 
 Uses the run directory a training stage recorded (``run:centralized`` first, else ``run:federated``, else any
 ``run:*``), the sites' response assessments (``assessment:<SITE>``), the cohort (CONSORT flow, reader
@@ -32,61 +33,81 @@ def find_run(artifacts: dict[str, Path]) -> Path:
 
 
 def run(ctx: DemoContext) -> dict[str, str]:
-    """Evaluate, render in headless Chromium, and report the headline numbers."""
+    """Each site's report, then the central PI report (aggregates only); both printed to PDF; the headline."""
     from evaluation.evaluate import load_run
-    from evaluation.report import write_evaluation
-    from evaluation.report_browser import chromium_path, render_report
 
     assessments = [ctx.artifacts[k] for k in sorted(ctx.artifacts) if k.startswith("assessment:")]
     dhi = [ctx.artifacts[k] for k in sorted(ctx.artifacts) if k.startswith("dhi:")]
     dhi += sorted((ctx.out / "radiomics").glob("*/dhi.csv")) if not dhi else []
+    dhi = [p for p in dhi if p.exists()]
     cohort = ctx.cohort if ctx.cohort.is_dir() else None
     evaluated = find_run(ctx.artifacts)
-    inputs = load_run(evaluated, cohort, assessments, dhi_tables=[p for p in dhi if p.exists()])
+    inputs = load_run(evaluated, cohort, assessments, dhi_tables=dhi)
     codec = None
     if "keys" in ctx.artifacts:
         from fedresponse.commands.evaluate import _ckks_codec
 
         codec = _ckks_codec(ctx.artifacts["keys"])
     out = ctx.out / "evaluation"
-    paths = write_evaluation(inputs, out, codec=codec)
+    produced, metrics = _write_and_print(ctx, inputs, out, codec, None, "")
     ctx.artifacts["evaluation"] = out
-    produced = {"PI report": str(paths["report"]), "metrics.json": str(paths["metrics"]),
-                "figures (PNG+SVG)": str(paths["figures"])}
-    if chromium_path() is not None:
-        shot = render_report(paths["report"], out / "report_screenshot.png")
-        if shot.console_errors or shot.images_broken:
-            raise RuntimeError(f"report rendered with errors: {shot.console_errors}, "
-                               f"{shot.images_broken} broken images")
-        produced["report screenshot"] = str(shot.screenshot)
-    else:
-        ctx.console.print("[yellow]chromium not installed: no screenshot (apt-get install chromium)[/]")
-    metrics = json.loads(paths["metrics"].read_text(encoding="utf-8"))
     produced["headline"] = headline(metrics)
     ctx.console.print(produced["headline"])
     federated = ctx.artifacts.get("run:federated")
     if federated is not None and Path(federated) != Path(evaluated):
-        produced.update(_evaluate_federated(ctx, Path(federated), metrics, assessments, [p for p in dhi if p.exists()]))
+        produced.update(_evaluate_federated(ctx, Path(federated), metrics, assessments, dhi))
     return produced
+
+
+def _write_and_print(ctx: DemoContext, inputs: Any, out: Path, codec: Any, heldout: dict[str, Any] | None,
+                     label: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """Site reports into ``<out>_sites/<SITE>``, the central report into ``out``; each printed (PDF, first page)."""
+    from evaluation.report import write_evaluation
+    from evaluation.report_browser import chromium_path, print_report
+    from evaluation.site_report import data_source
+
+    stores = {k.split(":", 1)[1]: Path(v) for k, v in ctx.artifacts.items() if k.startswith("store:")}
+    paths = write_evaluation(inputs, out, codec=codec, heldout=heldout, stores=stores,
+                             source=data_source(ctx.cohort if ctx.cohort.is_dir() else None))
+    prefix = f"{label} " if label else ""
+    produced = {f"{prefix}PI report (central, aggregates only)": str(paths["report"]),
+                f"{prefix}metrics.json": str(paths["metrics"]), f"{prefix}figures (PNG+SVG)": str(paths["figures"])}
+    if not label:  # the keys earlier stages and tests read
+        produced["PI report"], produced["metrics.json"] = str(paths["report"]), str(paths["metrics"])
+    reports = {"central": paths["report"], **{site: p["report"] for site, p in paths["sites"].items()}}
+    for name, report in reports.items():
+        if name != "central":
+            produced[f"{prefix}site report {name} (patient-level, stays at {name})"] = str(report)
+        if chromium_path() is None:
+            continue
+        shot = print_report(report)
+        if shot.console_errors or shot.images_broken:
+            raise RuntimeError(f"{report} rendered with errors: {shot.console_errors}, {shot.images_broken} broken "
+                               "images")
+        produced[f"{prefix}{name} report PDF ({shot.pdf_pages} pages)"] = str(shot.pdf)
+        produced[f"{prefix}{name} report first page"] = str(shot.first_page)
+        if name == "central" and not label:
+            produced["report screenshot"] = str(shot.screenshot)
+    if chromium_path() is None:
+        ctx.console.print("[yellow]chromium not installed: no PDFs (apt-get install chromium poppler-utils)[/]")
+    return produced, json.loads(paths["metrics"].read_text(encoding="utf-8"))
 
 
 def _evaluate_federated(ctx: DemoContext, run: Path, centralized: dict[str, Any], assessments: list[Path],
                         dhi: list[Path]) -> dict[str, str]:
-    """``fedresponse evaluate`` of the federated run into ``evaluation_federated/`` (no screenshot)."""
+    """``fedresponse evaluate`` of the federated run: site reports and the central report (``evaluation_federated``)."""
     from evaluation.evaluate import load_run
-    from evaluation.report import write_evaluation
     from fedresponse.commands.evaluate import _ckks_codec, heldout_line, key_holder_evaluation
 
     keys = ctx.artifacts.get("ckks_keys")
     inputs = load_run(run, ctx.cohort if ctx.cohort.is_dir() else None, assessments, dhi_tables=dhi)
     # the demo plays the PI (key holder): `fedresponse evaluate RUN --keys KEYDIR` decrypts the pooled aggregate
     heldout = key_holder_evaluation(run, Path(keys) if keys else None)
-    paths = write_evaluation(inputs, ctx.out / "evaluation_federated", codec=_ckks_codec(keys) if keys else None,
-                             heldout=heldout)
-    line = federated_line(json.loads(paths["metrics"].read_text(encoding="utf-8")), centralized)
+    produced, metrics = _write_and_print(ctx, inputs, ctx.out / "evaluation_federated",
+                                         _ckks_codec(keys) if keys else None, heldout, "federated")
+    line = federated_line(metrics, centralized)
     ctx.console.print(line)
-    produced = {"federated PI report": str(paths["report"]), "federated metrics.json": str(paths["metrics"]),
-                "federated vs centralized (pooled; federated on held-out patients)": line}
+    produced["federated vs centralized (pooled; federated on held-out patients)"] = line
     if heldout is not None:
         produced["federated pooled held-out AUC"] = heldout_line(heldout)
     return produced
