@@ -11,6 +11,16 @@ parameters, plus CKKS encryption / aggregation / decryption throughput in parame
 Targets (issue 7): HE adds ≤ 25 % to the round's wall time; ciphertext bytes ≤ 10× the float32 update.
 
     .venv/bin/python benchmarks/bench_federation.py --preset quick
+
+With ``--cohort STORES`` (assessed site stores, e.g. the trial preset's) it instead runs the real thing once —
+``fedresponse train`` (Flower simulation, one node per site, the run config of ``configs/federation.yaml``
+overridden by ``--config`` / ``--set key=value``) next to a centralized run of the same stores (``--centralized
+CRUN``, else trained here) — and prints, per mode, the federated and centralized AUC **on the same held-out
+patients** (the federated run's ``SPLIT=test`` rows; the centralized run's out-of-fold scores of those patients)
+with the paired DeLong CI of the difference, and ε per site, rounds completed (and why the run stopped), wall
+time per round, bytes per round and the HE share of the round:
+
+    .venv/bin/python benchmarks/bench_federation.py --cohort /tmp/trial90/stores --out /tmp/bench_fed
 """
 
 from __future__ import annotations
@@ -125,10 +135,128 @@ def _throughput(keys: SiteKeys, public: Any, params: int) -> dict[str, float]:
     return {"encrypt": params / enc, "add": params / add, "decrypt": params / dec}
 
 
+def paired_delong(y: np.ndarray, a: np.ndarray, b: np.ndarray, alpha: float = 0.05) -> dict[str, Any]:
+    """AUC of scores ``a`` and ``b`` on the same patients and the DeLong CI of ``AUC_a − AUC_b`` (DeLong 1988).
+
+    ``var(Δ) = var_a + var_b − 2 cov``, the covariance from the paired placement values:
+    ``cov(V10_a, V10_b)/m + cov(V01_a, V01_b)/n``.
+    """
+    from evaluation.stats import delong_placements, delong_variance, normal_ci
+
+    auc_a, v10a, v01a = delong_placements(y, a)
+    auc_b, v10b, v01b = delong_placements(y, b)
+    cov = float(np.cov(v10a, v10b)[0, 1]) / v10a.size + float(np.cov(v01a, v01b)[0, 1]) / v01a.size
+    variance = max(0.0, delong_variance(v10a, v01a) + delong_variance(v10b, v01b) - 2 * cov)
+    return {"auc_a": auc_a, "auc_b": auc_b, "diff": auc_a - auc_b,
+            "diff_ci": normal_ci(auc_a - auc_b, variance, alpha), "n": int(y.size)}
+
+
+def _centralized_run(cohort: Path, out: Path, seed: int) -> Path:
+    """A centralized (pooled) run of the same stores with the model presets, as ``fedresponse train --centralized``."""
+    from evaluation.protocol import configs_dir
+    from fl_client.centralized import run_centralized
+    from models.config import load_model_config
+
+    try:
+        from fedresponse.featurize import pooled_cohort
+    except ImportError:  # before the featurize step moved out of the train command
+        from fedresponse.commands.train import _pooled as pooled_cohort
+
+    settings = load_model_config(configs_dir() / "model.yaml")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    run_centralized(pooled_cohort(cohort, seed=seed), out, settings, device, seed, None)
+    return out
+
+
+def _same_patients(run: Path, centralized: Path) -> dict[str, dict[str, Any]]:
+    """Per mode: federated vs centralized on the federated run's held-out patients (paired DeLong)."""
+    import pandas as pd
+
+    from evaluation.metrics import read_predictions
+
+    fed = pd.concat([read_predictions(p) for p in sorted((run / "sites").glob("*/predictions.csv"))])
+    cen = pd.concat([read_predictions(p) for p in sorted(centralized.rglob("predictions.csv"))])
+    out = {}
+    for mode in ("early", "full"):
+        test = fed[(fed["MODE"] == mode) & (fed["SPLIT"] == "test")].set_index("USUBJID")
+        other = cen[cen["MODE"] == mode].drop_duplicates("USUBJID").set_index("USUBJID")
+        ids = [u for u in test.index if u in other.index]
+        out[mode] = paired_delong(test.loc[ids, "LABEL"].to_numpy(int), test.loc[ids, "SCORE"].to_numpy(float),
+                                  other.loc[ids, "SCORE"].to_numpy(float))
+    return out
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set takes key=value, but was {pair!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def cohort_benchmark(args: argparse.Namespace) -> None:
+    """``--cohort``: one federated run and its centralized reference on real site stores; one table."""
+    import json
+
+    from fedresponse.federation import train_federated
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = _parse_sets(args.set)
+    centralized = Path(args.centralized) if args.centralized else None
+    if centralized is None:
+        began = time.perf_counter()
+        centralized = _centralized_run(Path(args.cohort), out / "centralized", int(overrides.get("seed", 7)))
+        print(f"centralized run: {time.perf_counter() - began:.0f} s -> {centralized}")
+    write_key_files(out / "keys", overwrite=True)
+    run = out / "federated"
+    began = time.perf_counter()
+    reports = train_federated(Path(args.cohort), out / "keys", run, Path(args.config) if args.config else None,
+                              overrides=overrides, centralized=centralized)
+    wall = time.perf_counter() - began
+    summary = json.loads((run / "run_summary.json").read_text(encoding="utf-8"))
+    privacy = json.loads((run / "privacy.json").read_text(encoding="utf-8"))
+    resolved = (run / "federation.resolved.yaml").read_text(encoding="utf-8")
+    print(f"bench_federation --cohort {args.cohort}: {summary['stop']} ({wall:.0f} s in all); settings: "
+          + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())) if overrides else "defaults")
+    print("epsilon per site: " + ", ".join(f"{site} {row['epsilon']:.2f} of {row['budget']}"
+                                           for site, row in sorted(privacy["sites"].items()))
+          + f" (delta {privacy.get('delta')}); affordable rounds {summary['affordable_rounds']}")
+    for mode, row in _same_patients(run, centralized).items():
+        lo, hi = row["diff_ci"]
+        print(f"{mode:5s} AUC federated {row['auc_a']:.3f} vs centralized {row['auc_b']:.3f} on the same {row['n']} "
+              f"held-out patients: difference {row['diff']:+.3f} (paired DeLong 95 % CI {lo:+.3f} to {hi:+.3f})")
+    if reports:
+        params = reports[0].global_model.length if reports[0].global_model is not None else 0
+        keys = SiteKeys(KeyInfo.read(out / "keys" / "site" / "keyinfo.json"),
+                        load_site_context(out / "keys" / SECRET_CONTEXT))
+        speed = _throughput(keys, load_public_context(out / "keys" / PUBLIC_CONTEXT), params)
+        sites = len(reports[0].accepted)
+        he_s = params / speed["encrypt"] + (sites - 1) * params / speed["add"] + params / speed["decrypt"]
+        for r in reports:
+            print(f"round {r.round}: {r.seconds:6.1f} s, {r.bytes_in / 2**20:6.1f} MiB in, {r.bytes_out / 2**20:6.1f} "
+                  f"MiB out, HE work {he_s:.2f} s = {100 * he_s / r.seconds:.1f} % of the round")
+    print(f"resolved config: {run / 'federation.resolved.yaml'} ({len(resolved.splitlines())} lines)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    parser.add_argument("--cohort", help="assessed site stores: run fedresponse train there instead (see above)")
+    parser.add_argument("--centralized", help="--cohort: a centralized run of the same stores (else trained here)")
+    parser.add_argument("--config", help="--cohort: federation config YAML (federation: section)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="--cohort: override one federation setting (repeatable)")
+    parser.add_argument("--out", default="bench_federation_out", help="--cohort: output folder")
     args = parser.parse_args()
+    if args.cohort:
+        logging.basicConfig(level=logging.WARNING)
+        cohort_benchmark(args)
+        return
     preset = PRESETS[args.preset]
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -262,8 +262,13 @@ def comparison_line(comparison: dict[str, Any]) -> str:
                      f"{fmt(comparison['centralized'], mode)}" for mode in ("early", "full"))
 
 
-def train_command(cohort: Path, keys: Path | None, out: Path, config_path: Path | None) -> int:
-    """The federated branch of ``fedresponse train``: run, then print the per-round table; returns an exit code."""
+def train_command(cohort: Path, keys: Path | None, out: Path, config_path: Path | None,
+                  strict_rounds: bool = False) -> int:
+    """The federated branch of ``fedresponse train``: run, then print the per-round table; returns an exit code.
+
+    ``strict_rounds`` refuses a run whose configured rounds the sites' budgets cannot pay for (exit 1, naming
+    the affordable number) instead of shortening it (:mod:`fl_server.planning`).
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -274,7 +279,8 @@ def train_command(cohort: Path, keys: Path | None, out: Path, config_path: Path 
         console.print("[red]federated training needs --keys KEYDIR (from `fedresponse keys init`).")
         return 2
     try:
-        reports = train_federated(cohort, keys, out, config_path)
+        reports = train_federated(cohort, keys, out, config_path,
+                                  overrides={"strict-rounds": True} if strict_rounds else None)
     except (FileNotFoundError, ValueError, PrivacyError, RuntimeError) as exc:
         console.print(f"[bold red]federated training failed:[/] {exc}")
         return 1
@@ -286,8 +292,12 @@ def train_command(cohort: Path, keys: Path | None, out: Path, config_path: Path 
         table.add_row(str(r.round), ",".join(r.accepted), str(len(r.rejected) + len(r.errors)), str(r.missing),
                       f"{r.bytes_in / 1024:.0f}", f"{r.seconds:.1f}", eps)
     console.print(table)
+    if (out / "run_summary.json").exists():
+        summary = json.loads((out / "run_summary.json").read_text(encoding="utf-8"))
+        console.print(f"{summary['stop']} (affordable rounds per site: {summary['affordable_rounds'] or 'no limit'})")
     if (out / "comparison.json").exists():
         console.print(comparison_line(json.loads((out / "comparison.json").read_text(encoding="utf-8"))))
-    console.print(f"run written to [cyan]{out}[/] (privacy_ledger.csv, rounds.jsonl, checkpoints/, sites/, "
+    console.print(f"run written to [cyan]{out}[/] (run_summary.json, privacy_ledger.csv, rounds.jsonl, checkpoints/, "
+                  "sites/, "
                   "cutoffs.json, pooled_aggregate.ckks, pooled_metrics.json, comparison.json)")
     return 0

@@ -52,7 +52,19 @@ def settings_from_run_config(config: Mapping[str, Any]) -> ClientSettings:
                           noise_multiplier=float(config.get("noise-multiplier", 1.0)),
                           max_grad_norm=float(config.get("max-grad-norm", 1.0)), delta=float(config.get("delta", 1e-5)),
                           epsilon_budget=float(config.get("epsilon-budget", 8.0)),
-                          accountant=str(config.get("accountant", "prv")), seed=int(config.get("seed", 7)))
+                          accountant=str(config.get("accountant", "prv")), seed=int(config.get("seed", 7)),
+                          secure_noise=_flag(config.get("secure-noise", True), "secure-noise"),
+                          cutoff_source=str(config.get("cutoff-source", "protocol")),
+                          heldout_share=float(config.get("heldout-share", 0.25)))
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A boolean run-config value (TOML/YAML give a bool; a string reads true/false)."""
+    if isinstance(value, str):
+        if value.strip().lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{name} must be true or false, but was {value!r}.")
+        return value.strip().lower() in ("true", "1")
+    return bool(value)
 
 
 def _optional_path(value: Any) -> Path | None:
@@ -113,15 +125,19 @@ def handle_train(msg: Message, spec: NodeSpec, settings: ClientSettings, task_sp
 
 
 def handle_query(msg: Message, spec: NodeSpec, settings: ClientSettings, task_spec: str) -> Message:
-    """Handshake: which key ceremony and model layout this site runs, and that its task loads."""
-    from fl_client.federated import model_vector
+    """Handshake: key ceremony, model layout, that the task loads and (DP modes) the privacy accounting inputs."""
+    from fl_client.federated import accounting_inputs, model_vector
 
     task = load_task(task_spec)(spec.site, spec.site_input, settings)
     keys = load_site_keys(spec, settings)
     layout, _ = model_vector(task.model_fn())
     hello: dict[str, Any] = {"site": spec.site, "key_id": keys.info.key_id if keys else "none",
                              "layout_digest": layout.digest, "length": layout.size}
-    return Message(RecordDict({"hello": ConfigRecord(hello)}), reply_to=msg)
+    records: dict[str, Any] = {"hello": ConfigRecord(hello)}
+    if settings.dp:  # the server plans the run's rounds within every site's budget before any is spent
+        inputs = accounting_inputs(settings, spec.site_dir, spec.site, task.data.n_examples)
+        records["accounting"] = ConfigRecord(dict(inputs.to_record()))
+    return Message(RecordDict(records), reply_to=msg)
 
 
 def handle_evaluate(msg: Message, spec: NodeSpec, settings: ClientSettings, task_spec: str) -> Message:
@@ -141,8 +157,8 @@ def handle_evaluate(msg: Message, spec: NodeSpec, settings: ClientSettings, task
     keys = load_site_keys(spec, settings)
     records: dict[str, Any] = {}
     if phase == "pool":
-        cutoffs, update = pool_phase(task, GlobalModel.from_record(dict(msg.content["histograms"])), round_,
-                                     settings, keys, spec.site_dir)
+        summed = GlobalModel.from_record(dict(msg.content["histograms"])) if "histograms" in msg.content else None
+        cutoffs, update = pool_phase(task, summed, round_, settings, keys, spec.site_dir)
         records["cutoffs"] = ConfigRecord(dict(cutoffs))
         records["aggregate"] = ConfigRecord(update.to_record())
         metrics: dict[str, float] = {}

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from privacy.accounting import SiteAccountant, append_ledger, read_ledger
+from privacy.accounting import AccountingInputs, SiteAccountant, append_ledger, read_ledger
 from privacy.audit import AuditLog
 from privacy.ckks import CkksParameters, KeyInfo, ParameterLayout
 from privacy.exceptions import ContextMismatchError, PrivacyBudgetExhausted
@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODES = ("plain", "dp", "he", "dp-he")
+#: where the pooled evaluation's cut-offs come from: ``protocol`` (a fixed score, no patient data: nothing is
+#: released for it) or ``training-histograms`` (Youden on the sites' summed training-patient score histograms,
+#: which every site decrypts: a release outside the DP accountant, for the non-DP baselines)
+CUTOFF_SOURCES = ("protocol", "training-histograms")
 #: ``train_fn(model, dataset, privacy_engine_or_None, generator) -> (trained_model, mean_loss)``.
 TrainFn = Callable[[nn.Module, Any, Any, torch.Generator], tuple[nn.Module, float]]
 
@@ -62,10 +66,17 @@ class ClientSettings:
     epsilon_budget: float = 8.0
     accountant: str = "prv"
     seed: int = 7
+    secure_noise: bool = True
+    cutoff_source: str = "protocol"
+    heldout_share: float = 0.25
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, but was {self.mode!r}.")
+        if self.cutoff_source not in CUTOFF_SOURCES:
+            raise ValueError(f"cutoff-source must be one of {CUTOFF_SOURCES}, but was {self.cutoff_source!r}.")
+        if not 0.0 < self.heldout_share < 1.0:
+            raise ValueError(f"heldout-share must be in (0, 1), but was {self.heldout_share!r}; e.g. 0.25.")
 
     @property
     def dp(self) -> bool:
@@ -191,6 +202,64 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return inner if isinstance(inner, nn.Module) else model
 
 
+def accounting_inputs(settings: ClientSettings, site_dir: Path, site: str, n: int) -> AccountingInputs:
+    """What this site reports in the handshake for the server's budget plan (:mod:`fl_server.planning`).
+
+    The mechanism of one round (:meth:`ClientSettings.planned_steps` on the site's ``n`` training patients), the
+    site's budget, δ and accountant, and its ledger so far (``site_dir/privacy_ledger.csv``) — the same figures
+    its own :meth:`privacy.accounting.SiteAccountant.check_round` composes before every round.
+    """
+    account = SiteAccountant.from_ledger(read_ledger(site_dir / "privacy_ledger.csv"), site, settings.epsilon_budget,
+                                         settings.delta, settings.accountant)
+    steps, rate = settings.planned_steps(n)
+    return AccountingInputs(site=site, steps=steps, sample_rate=rate, noise_multiplier=settings.noise_multiplier,
+                            delta=settings.delta, budget=settings.epsilon_budget, accountant=settings.accountant,
+                            history=tuple(account.history), spent=account.epsilon)
+
+
+def csprng_privacy_engine(accountant: str) -> Any:
+    """An Opacus ``PrivacyEngine`` in secure mode whose noise and Poisson sampling are seeded from the OS CSPRNG.
+
+    Opacus' own ``secure_mode=True`` needs ``torchcsprng``, which is not built for the pinned torch 2.13 (its
+    last release targets torch 1.x). This engine keeps everything else secure mode does — the
+    floating-point-attack-resistant Gaussian sampler (``_generate_noise(secure_mode=True)``: 2·n draws,
+    Holohan & Braghin 2021), and no caller-supplied seed (a ``noise_generator`` passed to ``make_private`` is
+    dropped) — and draws from generators seeded with 64 bits of ``secrets`` (``/dev/urandom``) at every
+    ``make_private`` (once per round): one on the parameters' device for the noise, one on the CPU for the
+    Poisson sampler. The generators themselves are torch's (MT19937 on CPU, Philox on CUDA), so this is a
+    CSPRNG-*seeded* source, documented as such in docs/federation.md; runs are not reproducible by design.
+    Tied to Opacus 1.6's ``PrivacyEngine`` internals (``secure_rng``, ``_prepare_data_loader``), which the
+    pinned version fixes.
+    """
+    import secrets
+    import warnings
+
+    from opacus import PrivacyEngine
+
+    class CsprngSeededPrivacyEngine(PrivacyEngine):  # type: ignore[misc]
+        def __init__(self) -> None:
+            with warnings.catch_warnings():  # "Secure RNG turned off": it is turned on just below
+                warnings.simplefilter("ignore", UserWarning)
+                super().__init__(accountant=accountant, secure_mode=False)
+            self.secure_mode = True
+            self._sampler_rng: torch.Generator | None = None
+
+        def make_private(self, *, module: nn.Module, noise_generator: Any = None, **kwargs: Any) -> Any:
+            device = next(module.parameters()).device
+            self.secure_rng = torch.Generator(device=device).manual_seed(secrets.randbits(63))
+            self._sampler_rng = torch.Generator().manual_seed(secrets.randbits(63))
+            return super().make_private(module=module, **kwargs)
+
+        def _prepare_data_loader(self, data_loader: Any, **kwargs: Any) -> Any:
+            noise_rng, self.secure_rng = self.secure_rng, self._sampler_rng or self.secure_rng  # sampler: CPU
+            try:
+                return super()._prepare_data_loader(data_loader, **kwargs)
+            finally:
+                self.secure_rng = noise_rng
+
+    return CsprngSeededPrivacyEngine()
+
+
 def _round_privacy(settings: ClientSettings, site_dir: Path, site: str, n: int) -> tuple[SiteAccountant, DPRun]:
     from opacus import PrivacyEngine
 
@@ -198,8 +267,9 @@ def _round_privacy(settings: ClientSettings, site_dir: Path, site: str, n: int) 
     account = SiteAccountant.from_ledger(ledger, site, settings.epsilon_budget, settings.delta, settings.accountant)
     steps, rate = settings.planned_steps(n)
     account.check_round(steps, rate, settings.noise_multiplier)
-    return account, DPRun(PrivacyEngine(accountant=settings.accountant), settings.noise_multiplier,
-                          settings.max_grad_norm)
+    engine = csprng_privacy_engine(settings.accountant) if settings.secure_noise else \
+        PrivacyEngine(accountant=settings.accountant)  # seeded noise: reproducible benchmarks and tests only
+    return account, DPRun(engine, settings.noise_multiplier, settings.max_grad_norm)
 
 
 def site_round(
@@ -291,6 +361,34 @@ def write_site_predictions(path: Path, rows: list[str], split: bool = False) -> 
     write_text_atomic(path, lambda stream: stream.write(text))
 
 
+def per_sample_two_mode_loss(outputs: tuple[Any, Any], batch: list[torch.Tensor], weights: Any) -> torch.Tensor:
+    """The DP runs' loss: ``Σ_i ℓ_i / B`` over the batch's patients, each ``ℓ_i`` depending on patient ``i`` only.
+
+    Opacus' per-sample clipping bounds a patient's influence only when the loss decomposes over patients (its
+    ``loss_reduction="mean"`` undoes the ``1 / B``). :func:`fl_client.two_mode.two_mode_loss` does not: its Cox
+    partial likelihood couples every patient of the batch through the risk sets, and its masked BCE divides by the
+    number of labelled patients in the batch. Here, per mode: responder BCE where labelled (a NaN label adds 0)
+    plus pseudoprogression BCE where known, weighted as in ``loss_weights``; the survival (Cox) term has weight 0
+    (no per-sample survival surrogate is trained: the risk head stays at its initialisation in DP runs and its
+    output is not used by the evaluation). ``B`` is the batch's length (a Poisson batch may be empty: loss 0).
+    """
+    from fl_client.train import N_INPUTS
+    from fl_client.two_mode import PER_MODE
+
+    total = torch.zeros((), device=batch[0].device)
+    size = max(1, int(batch[0].shape[0]))
+    for out, part in zip(outputs, (batch[:PER_MODE], batch[PER_MODE:2 * PER_MODE]), strict=True):
+        responder, _, _, pseudo, pseudo_mask = part[N_INPUTS:]
+        labelled = ~torch.isnan(responder)
+        response = nn.functional.binary_cross_entropy_with_logits(
+            out.response.float(), torch.where(labelled, responder, torch.zeros_like(responder)), reduction="none")
+        pseudo_term = nn.functional.binary_cross_entropy_with_logits(
+            out.pseudo.float(), torch.nan_to_num(pseudo.float()), reduction="none")
+        total = total + (weights.response * (response * labelled).sum()
+                         + weights.pseudo * (pseudo_term * pseudo_mask.bool()).sum()) / size
+    return total
+
+
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -300,7 +398,7 @@ def fusion_task(site: str, site_input: Path | None, settings: ClientSettings) ->
 
     Both modes train together in one DP-SGD run per round (:class:`fl_client.two_mode.EarlyFullNet`: the
     privacy budget is spent once per round). Standardisation is fitted per mode on the site's own training
-    patients (nothing pooled); a seeded 75/25 patient split keeps a local test set. After the last round
+    patients (nothing pooled); a seeded patient split keeps a local test set (``heldout-share``, default 25 %). After the last round
     every patient of the site is scored in both modes and the rows stay at the site
     (``site_dir/predictions.csv``, the :mod:`evaluation.metrics` layout, ``LABEL`` the primary early label,
     ``SPLIT`` train/test);
@@ -319,7 +417,7 @@ def fusion_task(site: str, site_input: Path | None, settings: ClientSettings) ->
     inputs = load_site_inputs(path)
     config = load_model_config(configs_dir() / "model.yaml")
     order = torch.randperm(len(inputs.records), generator=seeded_generator(settings.seed, site, "split", 0)).tolist()
-    cut = max(1, round(0.75 * len(order)))
+    cut = max(1, round((1.0 - settings.heldout_share) * len(order)))
     train_records = [inputs.records[i] for i in order[:cut]]
     test_records = [inputs.records[i] for i in order[cut:]] or train_records
     assert_no_label_leakage(inputs.records, "early")
@@ -331,6 +429,7 @@ def fusion_task(site: str, site_input: Path | None, settings: ClientSettings) ->
     dims = InputDims.from_group_names(int(first.graph.x.shape[-1]), inputs.global_groups, int(first.clinical.shape[0]))
     train_settings = config.train.model_copy(update={"epochs": settings.local_epochs,
                                                      "batch_size": settings.batch_size})
+    loss = per_sample_two_mode_loss if settings.dp else two_mode_loss  # DP: decomposable over patients
     device = _device()
 
     def evaluate(model: nn.Module, data: SiteData, site_dir: Path) -> dict[str, float]:
@@ -352,4 +451,4 @@ def fusion_task(site: str, site_input: Path | None, settings: ClientSettings) ->
 
     split = (tuple(r.usubjid for r in train_records), tuple(r.usubjid for r in test_records))
     return SiteTask(model_fn, SiteData(site, two_mode_dataset(train_records, v_max, scalers)),
-                    fit_adapter(train_settings, device, two_mode_loss, TWO_MODE_INPUTS), evaluate, split)
+                    fit_adapter(train_settings, device, loss, TWO_MODE_INPUTS), evaluate, split)

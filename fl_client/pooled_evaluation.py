@@ -52,6 +52,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREDICTIONS = "predictions.csv"
+#: the protocol's cut-off (``cutoff-source: protocol``, the default): a responder is called at a predicted response
+#: probability of at least one half, the Bayes decision of the responder head; it uses no patient data, so nothing
+#: about the training patients is released to fix it (docs/federation.md "What leaves a site")
+PROTOCOL_CUTOFF = 0.5
+
+
+def protocol_cutoffs() -> dict[str, float]:
+    """:data:`PROTOCOL_CUTOFF` for every mode."""
+    return {mode: PROTOCOL_CUTOFF for mode in MODES}
 
 
 def training_histogram_layout(bins: int = AggregateLayout.score_bins) -> ParameterLayout:
@@ -185,7 +194,7 @@ def score_phase(task: SiteTask, model: nn.Module, round_: int, settings: ClientS
     """
     raw = task.evaluate_fn(model, task.data, site_dir) if task.evaluate_fn is not None else {}
     metrics = {k: float(v) for k, v in raw.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    if task.split is None:
+    if task.split is None or settings.cutoff_source == "protocol":  # protocol cut-offs: no histogram leaves
         return metrics, None
     train_ids, _ = task.split
     layout = training_histogram_layout()
@@ -196,13 +205,19 @@ def score_phase(task: SiteTask, model: nn.Module, round_: int, settings: ClientS
     return metrics, update
 
 
-def pool_phase(task: SiteTask, summed: GlobalModel, round_: int, settings: ClientSettings, keys: SiteKeys | None,
-               site_dir: Path) -> tuple[dict[str, float], ModelUpdate]:
-    """Phase ``pool``: cut-offs from the pooled training histograms, then the encrypted test aggregate."""
+def pool_phase(task: SiteTask, summed: GlobalModel | None, round_: int, settings: ClientSettings,
+               keys: SiteKeys | None, site_dir: Path) -> tuple[dict[str, float], ModelUpdate]:
+    """Phase ``pool``: the cut-offs (protocol, or from the pooled training histograms), then the test aggregate."""
     if task.split is None:
         raise ValueError(f"site {task.data.site}: the task has no train/test split, it cannot pool its evaluation.")
-    layout = training_histogram_layout()
-    cutoffs = cutoffs_from_histograms(decode_sum(summed, keys, layout.digest, layout.size), layout)
+    if summed is None:
+        if settings.cutoff_source != "protocol":
+            raise ValueError(f"site {task.data.site}: cutoff-source {settings.cutoff_source!r} needs the pooled "
+                             "training histograms, the server sent none; run every site with the same config.")
+        cutoffs = protocol_cutoffs()
+    else:
+        layout = training_histogram_layout()
+        cutoffs = cutoffs_from_histograms(decode_sum(summed, keys, layout.digest, layout.size), layout)
     _, test_ids = task.split
     aggregate_layout = AggregateLayout()
     vector = held_out_aggregate(task.data.site, read_site_predictions(site_dir), list(test_ids), cutoffs,

@@ -25,9 +25,10 @@ from flwr.serverapp import Grid, ServerApp
 from evaluation.atomic import write_text_atomic
 from fl_server import pooling
 from fl_server.checkpoint import load_latest, save_checkpoint
+from fl_server.planning import COMPLETED, FAILED, PRIVACY_BUDGET, RunPlan, plan_rounds, write_run_summary
 from fl_server.strategy import NotEnoughUpdates, RoundReport, aggregate_round
 from fl_server.validation import Expectation
-from privacy.accounting import LedgerRow, append_ledger
+from privacy.accounting import AccountingInputs, LedgerRow, append_ledger
 from privacy.audit import AuditLog
 from privacy.ckks import PUBLIC_CONTEXT, CkksParameters, KeyInfo, load_public_context
 from privacy.update import GlobalModel
@@ -48,6 +49,8 @@ class ServerSettings:
     node_wait: float = 300.0
     server_keys: Path | None = None
     epsilon_budget: float | None = None
+    strict_rounds: bool = False
+    cutoff_source: str = "protocol"
 
     @property
     def encoding(self) -> str:
@@ -61,7 +64,18 @@ class ServerSettings:
                    min_updates=int(config.get("min-updates", 2)), min_nodes=int(config.get("min-nodes", 2)),
                    round_timeout=float(config.get("round-timeout", 600.0)),
                    node_wait=float(config.get("node-wait", 300.0)), server_keys=Path(keys) if keys else None,
-                   epsilon_budget=float(config["epsilon-budget"]) if "epsilon-budget" in config else None)
+                   epsilon_budget=float(config["epsilon-budget"]) if "epsilon-budget" in config else None,
+                   strict_rounds=_flag(config.get("strict-rounds", False)),
+                   cutoff_source=str(config.get("cutoff-source", "protocol")))
+
+
+def _flag(value: Any) -> bool:
+    """A boolean run-config value (TOML/YAML give a bool; a string from the command line reads true/false)."""
+    if isinstance(value, str):
+        if value.strip().lower() not in ("true", "false", "1", "0", ""):
+            raise ValueError(f"strict-rounds must be true or false, but was {value!r}.")
+        return value.strip().lower() in ("true", "1")
+    return bool(value)
 
 
 def _keys(settings: ServerSettings) -> tuple[Any, KeyInfo | None]:
@@ -85,11 +99,13 @@ def wait_for_nodes(grid: Grid, minimum: int, timeout: float) -> list[int]:
 
 
 def handshake(grid: Grid, nodes: list[int], settings: ServerSettings, info: KeyInfo | None,
-              state: dict[str, Any]) -> list[int]:
-    """Ask every node for its key id and model layout before any privacy is spent; keep the nodes that match.
+              state: dict[str, Any]) -> tuple[list[int], dict[str, AccountingInputs]]:
+    """Ask every node for its key id, model layout and privacy accounting inputs before any privacy is spent.
 
+    Returns the nodes that match (the majority layout is the run's layout) and, for the DP sites among them,
+    their :class:`privacy.accounting.AccountingInputs` (the planner's input, :mod:`fl_server.planning`).
     The replies also warm the sites' runtimes (imports, simulation workers), so that the first round's
-    timeout measures training, not start-up. The layout of the majority is the run's layout.
+    timeout measures training, not start-up.
     """
     content = RecordDict({"config": ConfigRecord({"round": 0, "mode": settings.mode})})
     messages = [Message(content, node, MessageType.QUERY, group_id="handshake") for node in nodes]
@@ -114,7 +130,9 @@ def handshake(grid: Grid, nodes: list[int], settings: ServerSettings, info: KeyI
             ready.append(node)
     log.info("handshake: %d of %d node(s) ready (%s)", len(ready), len(nodes),
              ", ".join(str(hello[n]["site"]) for n in ready))
-    return ready
+    accounting = {str(hello[n]["site"]): AccountingInputs.from_record(dict(r.content["accounting"]))
+                  for r in replies if (n := r.metadata.src_node_id) in ready and "accounting" in r.content}
+    return ready, accounting
 
 
 def _round_content(round_: int, settings: ServerSettings, global_model: GlobalModel | None,
@@ -169,43 +187,93 @@ def _write_privacy_summary(settings: ServerSettings, rows: list[LedgerRow]) -> N
     write_text_atomic(settings.run_dir / "privacy.json", lambda stream: json.dump(summary, stream, indent=1))
 
 
-def serve(grid: Grid, settings: ServerSettings) -> list[RoundReport]:
-    """Run (or resume) the federated rounds; returns the reports of the rounds run by this call."""
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
-    ctx, info = _keys(settings)
+def _budget_refusals(errors: list[str]) -> list[str]:
+    """The error replies that are a site's own budget refusal (``PrivacyBudgetExhausted``, the last defence)."""
+    return [e for e in errors if "PrivacyBudgetExhausted" in e or "over the configured budget" in e]
+
+
+def _record_stop(settings: ServerSettings, plan: RunPlan, completed: int, reason: str, audit: AuditLog,
+                 detail: str = "") -> None:
+    """``RUN/run_summary.json``, the stop sentence in ``RUN/privacy.json`` (read by the report), an audit entry."""
+    privacy_path = settings.run_dir / "privacy.json"
+    privacy = json.loads(privacy_path.read_text(encoding="utf-8")) if privacy_path.exists() else {"sites": {}}
+    epsilon = {site: float(row["epsilon"]) for site, row in privacy.get("sites", {}).items()}
+    summary = write_run_summary(settings.run_dir, plan, completed, reason, detail, epsilon)
+    privacy.update(stop=summary["stop"], stop_reason=reason, rounds_configured=plan.configured,
+                   rounds_completed=completed)
+    write_text_atomic(privacy_path, lambda stream: json.dump(privacy, stream, indent=1))
+    (log.warning if reason != COMPLETED else log.info)("run: %s", summary["stop"])
+    audit.append("fl.run.stopped", why=summary["stop"], who="server",
+                 details={k: summary[k] for k in ("rounds_configured", "rounds_planned", "rounds_completed",
+                                                  "stop_reason", "affordable_rounds")})
+
+
+def _start(grid: Grid, settings: ServerSettings, info: KeyInfo | None, audit: AuditLog) -> tuple[Any, list[int],
+                                                                                               RunPlan]:
+    """Checkpoint, handshake and the budget plan, all before any privacy is spent."""
     checkpoint = load_latest(settings.run_dir)
-    global_model = checkpoint.global_model if checkpoint else None
     state: dict[str, Any] = dict(checkpoint.state) if checkpoint else {}
     state["settings"] = {k: str(v) for k, v in asdict(settings).items()}
-    start = checkpoint.round + 1 if checkpoint else 1
-    audit = AuditLog(settings.run_dir / "server_audit.jsonl")
+    first = checkpoint.round + 1 if checkpoint else 1
     if checkpoint:
         log.info("resuming after round %d from %s", checkpoint.round, settings.run_dir / "checkpoints")
         audit.append("fl.run.resumed", why="server restarted", who="server", details={"after_round": checkpoint.round})
-    nodes = handshake(grid, wait_for_nodes(grid, settings.min_nodes, settings.node_wait), settings, info, state)
+    nodes, accounting = handshake(grid, wait_for_nodes(grid, settings.min_nodes, settings.node_wait), settings, info,
+                                  state)
     if len(nodes) < settings.min_updates:
         raise RuntimeError(f"only {len(nodes)} node(s) passed the handshake, {settings.min_updates} are needed; "
                            "check the sites' keys (KEYDIR/site) and model settings.")
+    try:
+        plan = plan_rounds(settings.num_rounds, first, accounting, settings.strict_rounds)
+    except RuntimeError as exc:
+        audit.append("fl.run.refused", why=str(exc), who="server", details={"configured": settings.num_rounds})
+        raise
+    audit.append("fl.run.planned", why="rounds fixed before any privacy is spent (every site can afford them)",
+                 who="server", details={"configured": plan.configured, "first_round": plan.first_round,
+                                        "last_round": plan.last_round, "affordable_rounds": plan.affordable})
+    return (checkpoint, state), nodes, plan
+
+
+def serve(grid: Grid, settings: ServerSettings) -> list[RoundReport]:
+    """Run (or resume) the federated rounds; returns the reports of the rounds run by this call.
+
+    The run trains the rounds the budget plan allows (:mod:`fl_server.planning`); a round that fails because
+    the sites refused it on their budget ends the run successfully at the previous round. Either way the last
+    global model is evaluated and ``RUN/run_summary.json`` says how the run ended.
+    """
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    ctx, info = _keys(settings)
+    audit = AuditLog(settings.run_dir / "server_audit.jsonl")
+    (checkpoint, state), nodes, plan = _start(grid, settings, info, audit)
+    global_model = checkpoint.global_model if checkpoint else None
+    completed = checkpoint.round if checkpoint else 0
+    reason = PRIVACY_BUDGET if plan.shortened else COMPLETED
     reports = []
-    for round_ in range(start, settings.num_rounds + 1):
+    for round_ in range(plan.first_round, plan.last_round + 1):
         began = time.perf_counter()
         content = _round_content(round_, settings, global_model)
         messages = [Message(content, node, MessageType.TRAIN, group_id=str(round_)) for node in nodes]
-        replies = list(grid.send_and_receive(messages, timeout=settings.round_timeout))
-        records, errors = _collect(replies)
-        exp = _expectation(round_, state, settings, info)
+        records, errors = _collect(list(grid.send_and_receive(messages, timeout=settings.round_timeout)))
         try:
-            report = aggregate_round(records, errors, len(nodes), exp, ctx, settings.min_updates)
+            report = aggregate_round(records, errors, len(nodes), _expectation(round_, state, settings, info), ctx,
+                                     settings.min_updates)
         except NotEnoughUpdates as exc:
             audit.append("fl.round.failed", why=str(exc), who="server", details=exc.report.summary())
-            raise
+            if global_model is None or not _budget_refusals(errors):
+                _record_stop(settings, plan, completed, FAILED, audit, str(exc))
+                raise
+            reason = PRIVACY_BUDGET  # the sites' own last line of defence: end at the last completed round
+            log.warning("round %d refused by site budgets (%s); ending after round %d", round_,
+                        "; ".join(_budget_refusals(errors)), completed)
+            break
         report.bytes_out = (global_model.nbytes if global_model else 0) * len(nodes)
         report.seconds = time.perf_counter() - began
         _persist(settings, report, state, audit)
-        global_model = report.global_model
+        global_model, completed = report.global_model, round_
         reports.append(report)
     if global_model is not None:
         _final_evaluation(grid, settings, global_model, nodes, (ctx, info), audit)
+    _record_stop(settings, plan, completed, reason, audit)
     return reports
 
 
@@ -250,24 +318,46 @@ def _final_evaluation(grid: Grid, settings: ServerSettings, global_model: Global
         audit.append("fl.evaluation.failed", why=str(exc), who="server", details=exc.report.summary())
 
 
-def _pool_evaluation(grid: Grid, settings: ServerSettings, round_: int, replies: dict[str, dict[str, Any]],
-                     errors: list[str], keys: tuple[Any, KeyInfo | None], audit: AuditLog) -> None:
-    """Sum the encrypted training histograms, send the sum back, sum the encrypted held-out aggregates."""
+def _first_phase(grid: Grid, settings: ServerSettings, round_: int, replies: dict[str, dict[str, Any]],
+                 errors: list[str], keys: tuple[Any, KeyInfo | None], audit: AuditLog) -> tuple[RecordDict, list[int]]:
+    """The ``pool`` phase's content and nodes: with the summed training histograms, or (protocol cut-offs) without.
+
+    With ``cutoff-source: protocol`` (the default) the sites send no histogram and fix the same protocol
+    cut-off; every site that scored its patients (``n_test`` among its scalars) is asked for its aggregate.
+    """
     ctx, info = keys
+    config = ConfigRecord({"round": round_, "mode": settings.mode, "phase": "pool"})
     histograms = [r["aggregate"] for r in replies.values() if "aggregate" in r]
     layout = pooling.majority_layout(histograms)
     if layout is None:
-        log.info("the sites sent no evaluation aggregates (their task has no train/test split): no pooled metrics")
-        return
+        scored = [site for site, r in sorted(replies.items()) if "n_test" in r.get("metrics", {})]
+        if settings.cutoff_source != "protocol" or not scored:
+            raise _NoPooling("the sites sent no evaluation aggregates (their task has no train/test split)")
+        log.info("pooled evaluation: protocol cut-offs, no histogram released (%s)", ", ".join(scored))
+        return RecordDict({"config": config}), [int(replies[site]["node"]) for site in scored]
     exp = pooling.expectation(round_, layout, info, settings.encoding)
     log.info("pooled evaluation, phase 'score': adding %d encrypted training-histogram vector(s)", len(histograms))
     first = aggregate_round(histograms, errors, len(replies) + len(errors), exp, ctx, settings.min_updates)
     assert first.global_model is not None
     audit.append("fl.evaluation.histograms_added", why="pooled cut-offs (encrypted training-patient histograms)",
                  who="server", details=first.summary())
-    content = RecordDict({"config": ConfigRecord({"round": round_, "mode": settings.mode, "phase": "pool"}),
-                          "histograms": ConfigRecord(first.global_model.to_record())})
-    nodes = [int(replies[site]["node"]) for site in first.accepted]
+    content = RecordDict({"config": config, "histograms": ConfigRecord(first.global_model.to_record())})
+    return content, [int(replies[site]["node"]) for site in first.accepted]
+
+
+class _NoPooling(Exception):  # noqa: N818 (a reason to skip, not an error)
+    """The run has nothing to pool (logged, not raised to the caller)."""
+
+
+def _pool_evaluation(grid: Grid, settings: ServerSettings, round_: int, replies: dict[str, dict[str, Any]],
+                     errors: list[str], keys: tuple[Any, KeyInfo | None], audit: AuditLog) -> None:
+    """Fix the cut-offs (protocol, or the sum of the encrypted training histograms), sum the held-out aggregates."""
+    ctx, info = keys
+    try:
+        content, nodes = _first_phase(grid, settings, round_, replies, errors, keys, audit)
+    except _NoPooling as why:
+        log.info("%s: no pooled metrics", why)
+        return
     second, second_errors = _evaluate_phase(grid, nodes, content, settings)
     cutoffs, refused = pooling.agreed_cutoffs({site: r.get("cutoffs", {}) for site, r in second.items()})
     for site, reason in refused.items():
@@ -278,9 +368,10 @@ def _pool_evaluation(grid: Grid, settings: ServerSettings, round_: int, replies:
     report = aggregate_round(records, second_errors, len(nodes), exp, ctx, settings.min_updates)
     report.rejected.update(refused)
     assert report.global_model is not None
-    pooling.save_pooled_aggregate(settings.run_dir, report.global_model, cutoffs)
+    source = pooling.CUTOFF_SOURCE if "histograms" in content else pooling.PROTOCOL_SOURCE
+    pooling.save_pooled_aggregate(settings.run_dir, report.global_model, cutoffs, source)
     audit.append("fl.evaluation.pooled", why="pooled evaluation aggregate of the held-out patients (encrypted)",
-                 who="server", details={**report.summary(), "cutoffs": cutoffs,
+                 who="server", details={**report.summary(), "cutoffs": cutoffs, "cutoff_source": source,
                                         "sha256": hashlib.sha256(b"".join(report.global_model.chunks)).hexdigest()})
 
 

@@ -37,6 +37,8 @@ AGGREGATE_META = "pooled_aggregate.json"
 CUTOFFS = "cutoffs.json"
 CUTOFF_SOURCE = ("Youden on the sites' training patients: binned_youden on the sum of their encrypted score "
                  "histograms, fixed identically at every site")
+PROTOCOL_SOURCE = ("protocol: a responder is called at a predicted response probability >= 0.5 (no patient data "
+                   "used; fl_client.pooled_evaluation.PROTOCOL_CUTOFF)")
 
 
 def majority_layout(records: Sequence[Mapping[str, Any]]) -> tuple[str, int] | None:
@@ -91,7 +93,8 @@ def agreed_cutoffs(reported: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str,
     return dict(zip(MODES, agreed, strict=True)), refused
 
 
-def save_pooled_aggregate(run_dir: Path, summed: GlobalModel, cutoffs: Mapping[str, float]) -> Path:
+def save_pooled_aggregate(run_dir: Path, summed: GlobalModel, cutoffs: Mapping[str, float],
+                          source: str = CUTOFF_SOURCE) -> Path:
     """Write the encrypted pooled aggregate, its index and ``cutoffs.json`` (each file atomically).
 
     ``pooled_aggregate.ckks`` holds the serialized ciphertexts back to back; ``pooled_aggregate.json``
@@ -106,7 +109,7 @@ def save_pooled_aggregate(run_dir: Path, summed: GlobalModel, cutoffs: Mapping[s
     meta = {k: v for k, v in summed.to_record().items() if k != "chunks"}
     index = {"aggregate": meta, "offsets": offsets, "cutoffs": dict(cutoffs), "blob": AGGREGATE_BIN,
              "n_test": summed.total_examples}
-    cutoff_doc = {**dict(cutoffs), "source": CUTOFF_SOURCE, "sites": summed.contributors}
+    cutoff_doc = {**dict(cutoffs), "source": source, "sites": summed.contributors}
     write_text_atomic(run_dir / CUTOFFS, lambda stream: json.dump(cutoff_doc, stream, indent=2))
     write_text_atomic(run_dir / AGGREGATE_META, lambda stream: json.dump(index, stream, indent=1))
     log.info("pooled aggregate of %s written to %s (%d bytes, encrypted)", ", ".join(summed.contributors),

@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from privacy.exceptions import PrivacyBudgetExhausted, PrivacyError
 
@@ -82,6 +83,8 @@ def epsilon_of(history: Iterable[tuple[float, float, int]], delta: float, accoun
     with warnings.catch_warnings():
         # Opacus warns when the optimal RDP order is at the edge of its grid; the value is still an upper bound.
         warnings.simplefilter("ignore", UserWarning)
+        # PRV at q = 1 (one batch per epoch) takes log(0) on a masked branch of np.where: harmless
+        warnings.simplefilter("ignore", RuntimeWarning)
         return float(acc.get_epsilon(delta=delta))
 
 
@@ -193,6 +196,83 @@ class SiteAccountant:
         log.info("site %s round %d: epsilon=%.3f of budget %.3f (delta=%g, %s)",
                  self.site, round_, epsilon, self.budget, self.delta, self.accountant)
         return row
+
+
+@dataclass(frozen=True)
+class AccountingInputs:
+    """What a site tells the server in the handshake so that the run can be planned within its budget.
+
+    Nothing here is patient-level: the DP mechanism of one round (``steps`` Poisson-subsampled Gaussian steps at
+    ``sample_rate`` and ``noise_multiplier``), the accounting convention (``delta``, ``accountant``), the site's
+    budget and what it already spent (``history``: ``(σ, q, steps)`` of its earlier ledger rows, ``spent``: ε of
+    the last one). The sample rate reveals the site's training-set size to within a batch, which FedAvg learns
+    anyway from the example counts.
+    """
+
+    site: str
+    steps: int
+    sample_rate: float
+    noise_multiplier: float
+    delta: float
+    budget: float
+    accountant: str
+    history: tuple[tuple[float, float, int], ...] = ()
+    spent: float = 0.0
+
+    def to_record(self) -> dict[str, Any]:
+        """Flat, Flower-``ConfigRecord``-ready mapping (the history as three lists)."""
+        return {"site": self.site, "steps": self.steps, "sample_rate": self.sample_rate,
+                "noise_multiplier": self.noise_multiplier, "delta": self.delta, "budget": self.budget,
+                "accountant": self.accountant, "spent": self.spent,
+                "history_sigma": [float(s) for s, _, _ in self.history],
+                "history_rate": [float(q) for _, q, _ in self.history],
+                "history_steps": [int(n) for _, _, n in self.history]}
+
+    @classmethod
+    def from_record(cls, record: dict[str, object]) -> AccountingInputs:
+        """Inverse of :meth:`to_record`; raises :class:`PrivacyError` naming a missing or malformed field."""
+        try:
+            sigmas, rates, steps = (list(record.get(k, []) or []) for k in  # type: ignore[call-overload]
+                                    ("history_sigma", "history_rate", "history_steps"))
+            if not len(sigmas) == len(rates) == len(steps):
+                raise ValueError(f"history lists of unequal length {len(sigmas)}, {len(rates)}, {len(steps)}")
+            return cls(site=str(record["site"]), steps=int(str(record["steps"])),
+                       sample_rate=float(str(record["sample_rate"])),
+                       noise_multiplier=float(str(record["noise_multiplier"])), delta=float(str(record["delta"])),
+                       budget=float(str(record["budget"])), accountant=str(record["accountant"]),
+                       history=tuple((float(a), float(b), int(c))
+                                     for a, b, c in zip(sigmas, rates, steps, strict=True)),
+                       spent=float(str(record.get("spent", 0.0))))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PrivacyError(f"malformed accounting inputs {record!r}: {exc}; the site runs another "
+                               "fedresponse version.") from exc
+
+
+def affordable_rounds(inputs: AccountingInputs, limit: int) -> int:
+    """How many more rounds (at most ``limit``) the site can train without passing its budget.
+
+    The largest ``k`` with ``ε(history + k rounds) <= budget``, composed by the site's own accountant
+    (:func:`epsilon_of`, the computation behind :meth:`SiteAccountant.check_round`), found by bisection
+    (ε grows with ``k``). A plan of ``k`` rounds is therefore never refused by the sites' own check.
+    """
+    if limit < 0:
+        raise PrivacyError(f"limit must be >= 0 rounds, but was {limit!r}.")
+    _check_mechanism(inputs.steps, inputs.sample_rate, inputs.noise_multiplier)
+    history = list(inputs.history)
+
+    def fits(k: int) -> bool:
+        planned = history + [(inputs.noise_multiplier, inputs.sample_rate, inputs.steps)] * k
+        return epsilon_of(planned, inputs.delta, inputs.accountant) <= inputs.budget
+
+    if inputs.steps == 0:
+        return limit
+    low, high = 0, limit  # invariant: fits(low); the answer is in [low, high]
+    if fits(high):
+        return high
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low
 
 
 def read_ledger(path: Path) -> list[LedgerRow]:

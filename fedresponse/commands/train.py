@@ -75,6 +75,10 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     epochs: int | None = typer.Option(None, "--epochs", help="Override train.epochs of the config."),
     keys: Path | None = typer.Option(None, "--keys", help="KEYDIR of `fedresponse keys init` (federated training)."),
+    strict_rounds: bool = typer.Option(
+        False, "--strict-rounds",
+        help="Federated: refuse a run whose rounds exceed the sites' privacy budgets (default: shorten it).",
+    ),
 ) -> None:
     """Train and evaluate the response models."""
     from evaluation.protocol import configs_dir
@@ -86,7 +90,7 @@ def train(
     if not centralized:  # federated: one simulated Flower node per site; --config is the federation config
         from fedresponse.federation import train_command
 
-        raise typer.Exit(code=train_command(cohort, keys, out, config))
+        raise typer.Exit(code=train_command(cohort, keys, out, config, strict_rounds=strict_rounds))
     try:
         settings = load_model_config(config or configs_dir() / "model.yaml")
         if epochs is not None:

@@ -15,6 +15,7 @@ from fl_client.federated import (
     SiteData,
     SiteKeys,
     apply_global_model,
+    csprng_privacy_engine,
     model_vector,
     site_round,
 )
@@ -136,3 +137,37 @@ def test_global_model_of_another_model_refused(tmp_path: Path, keys: tuple[SiteK
     assert report.global_model is not None
     with pytest.raises(ContextMismatchError, match="layout"):
         apply_global_model(ToyNet(hidden=4), report.global_model, site_keys)
+
+
+def _one_private_epoch(engine: object, device: torch.device, secure: bool) -> torch.Tensor:
+    """One seeded DP-SGD epoch of a linear model; the caller's noise generator is seeded identically each time."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1).to(device)
+    data = TensorDataset(torch.randn(64, 4, generator=torch.Generator().manual_seed(1)), torch.zeros(64))
+    loader = DataLoader(data, batch_size=16, generator=torch.Generator().manual_seed(2))
+    model, optimizer, loader = engine.make_private(  # type: ignore[attr-defined]
+        module=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), data_loader=loader,
+        noise_multiplier=1.0, max_grad_norm=1.0, noise_generator=torch.Generator(device=device).manual_seed(3))
+    assert optimizer.secure_mode == secure  # Opacus' floating-point-attack-resistant sampler in the secure engine
+    for x, y in loader:
+        optimizer.zero_grad()
+        ((model(x.to(device)).squeeze(-1) - y.to(device)) ** 2).mean().backward()
+        optimizer.step()
+    return torch.cat([p.detach().flatten().cpu() for p in model.parameters()])
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA only: the noise generator lives on the parameters' device"))])
+def test_secure_noise_ignores_the_callers_seed(device: str) -> None:
+    """Issue 14: deployment noise comes from a CSPRNG-seeded source in Opacus' secure mode; the seeded engine
+    (benchmarks, tests) reproduces itself exactly from the same seeds."""
+    from opacus import PrivacyEngine
+
+    dev = torch.device(device)
+    assert ClientSettings().secure_noise  # the default
+    secure = [_one_private_epoch(csprng_privacy_engine("rdp"), dev, True) for _ in range(2)]
+    seeded = [_one_private_epoch(PrivacyEngine(accountant="rdp"), dev, False) for _ in range(2)]
+    assert torch.equal(seeded[0], seeded[1])
+    assert not torch.equal(secure[0], secure[1])

@@ -58,7 +58,7 @@ def test_fusion_task_trains_both_modes_and_pools_its_evaluation_encrypted(tmp_pa
                     load_site_context(tmp_path / "keys" / SECRET_CONTEXT))
     public = load_public_context(tmp_path / "keys" / PUBLIC_CONTEXT)
     settings = ClientSettings(mode="dp-he", local_epochs=1, batch_size=8, noise_multiplier=1.0, epsilon_budget=50.0,
-                              accountant="prv")
+                              accountant="prv", cutoff_source="training-histograms")
     run = tmp_path / "run"
     tasks = {s: fusion_task(s, tmp_path / "inputs" / s, settings) for s in SITES}
     updates = [site_round(1, t.model_fn, t.data, None, settings, keys, run / "sites" / s, t.train_fn)
@@ -126,3 +126,31 @@ def _check_evaluate_command(run: Path, tmp_path: Path) -> None:
     assert metrics["cutoffs"] == {"early": cutoffs["early"], "full": cutoffs["full"]}
     assert set(metrics["sites"]) == set(SITES) and (out / "report.html").exists()
     assert all(np.isfinite(metrics["pooled"][mode]["auc"]) for mode in ("early", "full"))
+
+
+def test_dp_loss_decomposes_over_patients(tmp_path: Path) -> None:
+    """Issue 14: the DP runs' loss is a sum of per-patient terms (no Cox risk set, no per-batch label count), so
+    Opacus' per-sample clipping bounds each patient's influence: B · L(batch) equals the sum of L over
+    one-patient batches, while the product loss (Cox term over the batch) does not decompose."""
+    from fl_client.federated import per_sample_two_mode_loss
+    from fl_client.two_mode import TWO_MODE_INPUTS, two_mode_loss
+    from models.config import LossWeightSettings
+
+    records = make_records(24, seed=9, sites=1)
+    inputs = SiteInputs("S01", records, [f"g{i}" for i in range(N_GLOBAL)], GLOBAL_GROUPS,
+                        [f"c{i}" for i in range(N_CLINICAL)])
+    save_site_inputs(inputs, tmp_path / "S01" / "model_inputs.pt")
+    task = fusion_task("S01", tmp_path / "S01", ClientSettings(mode="dp"))
+    torch.manual_seed(0)
+    model = task.model_fn().eval()
+    batch = list(task.data.train.tensors)
+    weights = LossWeightSettings()
+    with torch.no_grad():
+        whole = per_sample_two_mode_loss(model(*batch[:TWO_MODE_INPUTS]), batch, weights) * len(batch[0])
+        singles = [per_sample_two_mode_loss(model(*[t[i:i + 1] for t in batch[:TWO_MODE_INPUTS]]),
+                                            [t[i:i + 1] for t in batch], weights) for i in range(len(batch[0]))]
+        coupled = two_mode_loss(model(*batch[:TWO_MODE_INPUTS]), batch, weights) * len(batch[0])
+        coupled_singles = [two_mode_loss(model(*[t[i:i + 1] for t in batch[:TWO_MODE_INPUTS]]),
+                                         [t[i:i + 1] for t in batch], weights) for i in range(len(batch[0]))]
+    assert float(whole) == pytest.approx(float(sum(singles)), rel=1e-5)
+    assert float(coupled) != pytest.approx(float(sum(coupled_singles)), rel=1e-3)

@@ -36,7 +36,7 @@ from privacy.ckks import (
 from privacy.update import ModelUpdate
 
 SITES = {"S01": 44, "S02": 36, "S03": 52}
-SETTINGS = ClientSettings(mode="dp-he")
+SETTINGS = ClientSettings(mode="dp-he", cutoff_source="training-histograms")  # the Youden path (issue 14: opt-in)
 
 
 @pytest.fixture(autouse=True)
@@ -215,3 +215,29 @@ def test_pooled_aggregate_files_are_checked_when_read(tmp_path: Path, keydir: Pa
     (tmp_path / pooling.AGGREGATE_BIN).write_bytes((tmp_path / pooling.AGGREGATE_BIN).read_bytes()[:-10])
     with pytest.raises(FileNotFoundError, match="index says otherwise"):
         pooling.load_pooled_aggregate(tmp_path)
+
+
+def test_protocol_cutoffs_release_no_training_histogram(tmp_path: Path, keydir: Path) -> None:
+    """Issue 14 (default ``cutoff-source: protocol``): no training-patient histogram leaves a site; every site calls
+    a responder at score >= 0.5 and its encrypted held-out aggregate counts exactly that (confusion by hand)."""
+    from evaluation.pooled import AggregateLayout, PlainCodec, pool, pooled_metrics
+    from fl_client.pooled_evaluation import PROTOCOL_CUTOFF
+    from privacy.ckks import decrypt_vector
+
+    site_keys, _ = _keys(keydir)
+    tasks, frames = _tasks(tmp_path)
+    settings = ClientSettings(mode="dp-he")
+    assert settings.cutoff_source == "protocol"
+    for site, task in tasks.items():
+        metrics, histograms = score_phase(task, nn.Identity(), 3, settings, site_keys, tmp_path / site)
+        assert histograms is None and metrics == {"n_test": 11.0}
+        cutoffs, update = pool_phase(task, None, 3, settings, site_keys, tmp_path / site)
+        assert cutoffs == {"early": PROTOCOL_CUTOFF, "full": PROTOCOL_CUTOFF}
+        vector = decrypt_vector(site_keys.context, update.chunks, AggregateLayout().size)
+        block = pooled_metrics(pool([vector], PlainCodec(), AggregateLayout()), cutoffs, AggregateLayout())
+        test = frames[site][(frames[site].SPLIT == "test") & (frames[site].MODE == "early")]
+        called = test.SCORE >= 0.5
+        assert block["early"]["confusion"]["tp"] == int((called & (test.LABEL == 1)).sum())
+        assert block["early"]["confusion"]["fp"] == int((called & (test.LABEL == 0)).sum())
+    with pytest.raises(ValueError, match="needs the pooled training histograms"):
+        pool_phase(tasks["S01"], None, 3, SETTINGS, site_keys, tmp_path / "S01")

@@ -13,8 +13,10 @@ from scipy.stats import norm
 
 from privacy.accounting import (
     LEDGER_COLUMNS,
+    AccountingInputs,
     LedgerRow,
     SiteAccountant,
+    affordable_rounds,
     append_ledger,
     epsilon_of,
     read_ledger,
@@ -140,3 +142,52 @@ def test_bad_settings_refused(kwargs: dict[str, object], match: str) -> None:
 def test_bad_mechanism_refused(steps: int, q: float, sigma: float, match: str) -> None:
     with pytest.raises(PrivacyError, match=match):
         SiteAccountant("S01", budget=1.0).check_round(steps, q, sigma)
+
+
+# (steps, sample_rate, sigma, budget, history, limit): a 9-patient quick site (one batch: q = 1), a 116-patient
+# trial site (batch 16), a resumed site that already spent two rounds, and a budget one round cannot pay for.
+PLANS = [
+    (2, 1.0, 1.0, 8.0, (), 10),
+    (16, 0.125, 1.0, 8.0, (), 10),
+    (16, 0.125, 1.0, 8.0, ((1.0, 0.125, 16), (1.0, 0.125, 16)), 10),
+    (16, 0.125, 1.0, 8.0, (), 2),
+    (40, 0.5, 0.8, 1.0, (), 5),
+]
+
+
+@pytest.mark.parametrize(("steps", "q", "sigma", "budget", "history", "limit"), PLANS)
+def test_affordable_rounds_are_exactly_what_the_site_accepts(steps: int, q: float, sigma: float, budget: float,
+                                                             history: tuple[tuple[float, float, int], ...],
+                                                             limit: int) -> None:
+    """The plan's k rounds pass the site's own check one by one, and round k + 1 (if under the limit) is refused."""
+    inputs = AccountingInputs("S01", steps, q, sigma, 1e-5, budget, "rdp", history)
+    k = affordable_rounds(inputs, limit)
+    assert AccountingInputs.from_record(inputs.to_record()) == inputs  # what travels in the handshake
+    acc = SiteAccountant("S01", budget=budget, delta=1e-5, accountant="rdp")
+    for i, (s, rate, n) in enumerate(history):
+        acc.record_round(i + 1, n, rate, s)
+    for r in range(k):
+        acc.check_round(steps, q, sigma)
+        acc.record_round(len(history) + r + 1, steps, q, sigma)
+    if k < limit:
+        with pytest.raises(PrivacyBudgetExhausted):
+            acc.check_round(steps, q, sigma)
+    if acc.rows:  # and an independent accountant agrees that the plan stays within the budget
+        assert _independent_epsilon(acc.rows) <= budget * 1.02
+
+
+def test_affordable_rounds_match_the_issue_figures() -> None:
+    """Issue 14: a 9-patient site at the defaults pays epsilon 6.58 for round 1 and 10.008 for two (PRV)."""
+    inputs = AccountingInputs("S01", 2, 1.0, 1.0, 1e-5, 8.0, "prv")
+    assert affordable_rounds(inputs, 3) == 1
+    assert epsilon_of([(1.0, 1.0, 4)], 1e-5, "prv") == pytest.approx(10.008, abs=0.01)
+
+
+@pytest.mark.parametrize(("record", "match"), [({"site": "S01"}, "malformed accounting inputs"),
+                                               ({"site": "S01", "steps": 2, "sample_rate": 1.0, "noise_multiplier": 1.0,
+                                                 "delta": 1e-5, "budget": 8.0, "accountant": "rdp",
+                                                 "history_sigma": [1.0], "history_rate": [],
+                                                 "history_steps": [2]}, "malformed")])
+def test_malformed_accounting_inputs_refused(record: dict[str, object], match: str) -> None:
+    with pytest.raises(PrivacyError, match=match):
+        AccountingInputs.from_record(record)
