@@ -35,7 +35,7 @@ from privacy.ckks import (
 )
 
 SITES = {"S01": 40, "S02": 32}
-SETTINGS = ClientSettings(mode="dp-he")
+SETTINGS = ClientSettings(mode="dp-he", cutoff_source="training-histograms")
 ROUND = 3
 
 
