@@ -306,5 +306,11 @@ pandas and pyreadstat installed, from the package folder:
     python adam/programs/derive_adam.py sdtm adam regenerated
 
 regenerates ADSL, ADRS and ADTTE from `sdtm/*.xpt` into `regenerated/*.csv` and compares each with
-`adam/*.xpt` (exit status 0 and "MATCHES" when identical).
+`adam/*.xpt` (exit status 0 and "MATCHES" when identical), and
+
+    python adam/programs/results.py adam results.json
+
+recomputes the headline results (ORR over all enrolled and over EFFFL with Clopper–Pearson 95 % intervals,
+median PFS/IPFS with Brookmeyer–Crowley 95 % intervals) from the ADaM files and compares them with
+`adam/results.json`.
 """

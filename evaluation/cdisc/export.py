@@ -3,12 +3,14 @@ package — into a temporary folder that replaces ``DIR`` only when everything i
 
     DIR/sdtm/   dm.xpt tu.xpt tr.xpt rs.xpt [cm.xpt ce.xpt]   define.xml (Define-XML 2.1, SDTMIG 3.4)
     DIR/adam/   adsl.xpt adrs.xpt adtte.xpt                    define.xml (Define-XML 2.1, ADaMIG 1.3)
+                results.json (headline ORR / median PFS, evaluation.cdisc.results)
     DIR/adam/programs/   standalone regeneration programs + study.yaml/study.json (evaluation.cdisc.traceability)
     DIR/reviewers_guide.md
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -23,6 +25,7 @@ from evaluation.cdisc.adam import make_adam, primary_evaluator
 from evaluation.cdisc.define import define_xml, reviewers_guide
 from evaluation.cdisc.labels import labels_for
 from evaluation.cdisc.metadata import is_adam, sas_date_formats
+from evaluation.cdisc.results import headline_results
 from evaluation.cdisc.sdtm import SiteSource, make_sdtm
 from evaluation.cdisc.traceability import write_programs
 from evaluation.cdisc.xpt import Variable, write_xpt
@@ -101,6 +104,8 @@ def export_cdisc(src: Path | Sequence[Path], out: Path, labels: str = "en", enco
                                           encoding, formats, created.replace(tzinfo=None))
             define = define_xml(chosen, written, dataset_labels, protocol.study_id, language, created)
             (tmp / part / "define.xml").write_bytes(define)
+        results = headline_results(datasets["adsl"], datasets["adrs"], datasets["adtte"])
+        (tmp / ADAM_DIR / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         guide = reviewers_guide(datasets, protocol.study_id, primary_evaluator(sdtm["rs"]), encoding,
                                 populations is not None)
         (tmp / "reviewers_guide.md").write_text(guide, encoding="utf-8")
@@ -113,4 +118,4 @@ def export_cdisc(src: Path | Sequence[Path], out: Path, labels: str = "en", enco
     paths = {name: out / (ADAM_DIR if is_adam(name) else SDTM_DIR) / f"{name}.xpt" for name in datasets}
     defines = {"define_sdtm": out / SDTM_DIR / "define.xml", "define_adam": out / ADAM_DIR / "define.xml"}
     return paths | defines | {"define": defines["define_sdtm"], "programs": out / PROGRAMS_DIR,
-                              "guide": out / "reviewers_guide.md"}
+                              "results": out / ADAM_DIR / "results.json", "guide": out / "reviewers_guide.md"}

@@ -9,6 +9,8 @@ flattened into one folder with their ``evaluation.*`` imports rewritten to the s
   ``study.json``, the protocol values the export writes beside a copy of ``study.yaml`` (same content; JSON
   because the standard library reads it — the decision is documented in docs/cdisc.md);
 - ``derive_adam.py``, the driver: SDTM XPT → ADaM, compared with the submitted ADaM XPT files;
+- ``results.py``: ADaM XPT → the headline ORR and median PFS with their intervals, formulas written out (no
+  statistics package), compared with the package's ``adam/results.json``;
 - ``populations.csv`` when the sites' stores hold analysis-population flags (:mod:`evaluation.populations`):
   they are derived at each site from its eligibility assessment, edit-check queries and image QC, none of
   which SDTM carries, so the program takes them as an input (one row per subject: USUBJID, SITEID, the
@@ -69,7 +71,7 @@ def shipped_modules() -> dict[str, str]:
         if module in seen:
             continue
         stem = module.rsplit(".", 1)[-1]
-        if stem in seen.values() or stem in (SHIPPED_PROTOCOL, "derive_adam"):
+        if stem in seen.values() or stem in (SHIPPED_PROTOCOL, "derive_adam", "results"):
             raise CdiscExportError(f"two shipped modules would both be {stem}.py ({module}); rename one")
         seen[module] = stem
         for name in _imports(_module_file(module).read_text(encoding="utf-8")):
@@ -116,7 +118,7 @@ def write_programs(folder: Path, protocol: StudyProtocol, populations: pd.DataFr
         text = _rewrite(_module_file(module).read_text(encoding="utf-8"), modules)
         (folder / f"{stem}.py").write_text(header + text, encoding="utf-8")
         written.append(folder / f"{stem}.py")
-    for name in (f"{SHIPPED_PROTOCOL}.py", "derive_adam.py"):
+    for name in (f"{SHIPPED_PROTOCOL}.py", "derive_adam.py", "results.py"):
         shutil.copy2(_PROGRAMS / name, folder / name)
         written.append(folder / name)
     default = configs_dir() / "study.yaml"

@@ -5,12 +5,15 @@ pins) — regenerate every ADaM dataset of the package from its SDTM XPT files a
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -37,7 +40,7 @@ def test_pins_match_the_project() -> None:
 def test_programs_import_only_what_the_reviewer_has(package: dict[str, Path]) -> None:
     folder = package["programs"]
     siblings = {p.stem for p in folder.glob("*.py")}
-    assert {"derive_adam", "adam", "pfs", "bor", "study_protocol"} <= siblings
+    assert {"derive_adam", "results", "adam", "pfs", "bor", "study_protocol"} <= siblings
     for path in folder.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
@@ -95,6 +98,10 @@ def test_regenerates_adam_in_a_fresh_venv_with_only_pandas_and_pyreadstat(packag
             else:
                 numbers = pd.to_numeric(regenerated[column].replace("", None)).astype(float)
                 pd.testing.assert_series_equal(numbers, submitted[column], check_names=False, rtol=1e-9)
+    # the headline results from the ADaM files alone agree with the package's results.json
+    results = subprocess.run([str(python), "-I", "adam/programs/results.py", "adam", str(tmp_path / "results.json")],
+                             capture_output=True, text=True, env=env, cwd=root, timeout=300)
+    assert results.returncode == 0 and "results MATCH" in results.stdout, results.stdout + results.stderr
     # a tampered SDTM value shows up as a difference
     broken = tmp_path / "broken"
     (broken / "sdtm").mkdir(parents=True)
@@ -106,3 +113,41 @@ def test_regenerates_adam_in_a_fresh_venv_with_only_pandas_and_pyreadstat(packag
                           str(root / "adam"), str(broken / "regen")], capture_output=True, text=True, env=env,
                          timeout=300)
     assert bad.returncode == 1 and "DIFFERS FROM" in bad.stdout, bad.stdout + bad.stderr
+
+
+def _shipped(name: str) -> ModuleType:
+    path = Path(__file__).parents[2] / "evaluation" / "cdisc" / "programs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"shipped_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 10), (1, 10), (3, 10), (10, 10), (17, 36), (15, 36), (250, 500), (1, 1)])
+def test_shipped_clopper_pearson_matches_the_beta_quantiles(k: int, n: int) -> None:
+    from scipy.stats import beta
+
+    low, high = _shipped("results").clopper_pearson(k, n)
+    assert low == pytest.approx(0.0 if k == 0 else beta.ppf(0.025, k, n - k + 1), abs=1e-9)
+    assert high == pytest.approx(1.0 if k == n else beta.ppf(0.975, k + 1, n - k), abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_shipped_kaplan_meier_median_matches_lifelines_and_ours(seed: int) -> None:
+    from lifelines import KaplanMeierFitter
+
+    from evaluation.survival import kaplan_meier, median_survival, risk_table
+
+    rng = np.random.default_rng(seed)
+    days = np.ceil(rng.exponential(150, 40)).tolist()
+    events = (rng.random(40) < 0.7).astype(int).tolist()
+    shipped = _shipped("results")
+    times, surv, low, high = shipped.kaplan_meier(days, events, shipped.normal_quantile(0.975))
+    fitter = KaplanMeierFitter().fit(days, events)
+    np.testing.assert_allclose(surv, fitter.survival_function_.loc[times].to_numpy().ravel(), atol=1e-12)
+    km = kaplan_meier(risk_table(days, events))
+    median, (lo, hi) = median_survival(km)
+    got = shipped.median(times, surv)
+    assert (got if got is not None else np.inf) == median
+    assert [shipped._first_at_or_below(times, c, 0.5) or np.inf for c in (low, high)] == [lo, hi]
