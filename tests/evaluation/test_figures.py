@@ -122,3 +122,41 @@ def test_save_is_atomic_when_drawing_fails(tmp_path: Path) -> None:
         figs.save_figure(fig, tmp_path, "fig")
     assert (tmp_path / "fig.png").read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png"]
+
+
+def _swimmer() -> object:
+    pfs = pd.DataFrame({"USUBJID": [f"FEDRESP-S01-{i:04d}" for i in (1, 2, 3)], "PFS_DAYS": [300, 167, 200],
+                        "PFS_EVENT": [0, 1, 0]})
+    return pfigs.swimmer_figure(_visits_subjects()[1], pfs)
+
+
+def test_swimmer_legend_names_the_criterion_of_every_mark() -> None:
+    legend = [t.get_text() for t in _swimmer().axes[0].get_legend().get_texts()]  # type: ignore[attr-defined]
+    assert {"iUPD (iRECIST, unconfirmed)", "iCPD (iRECIST, confirmed)", "PD (RECIST 1.1)",
+            "censored (iRECIST PFS)"} <= set(legend)
+    assert {"iBOR iPR", "iBOR iUPD", "iBOR iSD"} <= set(legend)  # the bar colours have a key too
+    for text in legend:
+        assert "RECIST" in text or text.startswith("iBOR "), text
+
+
+def test_interpretability_panel_never_labels_a_point_nan() -> None:
+    visits = _visits_subjects()[0]
+    visits.loc[visits["VISIT"] == "T0", "IRECIST_OVR"] = np.nan  # what pandas reads for an empty baseline cell
+    fig = pfigs.interpretability_figure("FEDRESP-S01-0001", visits, {"early": 0.7, "full": 0.8},
+                                        {"early": 0.5, "full": 0.5})
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    assert labels[0] == "T0 (baseline)" and labels[1] == "T1: iSD"
+    assert not any("nan" in label.lower() for label in labels)
+
+
+def test_orr_labels_name_the_criterion() -> None:
+    assert figs.orr_label("recist_confirmed") == "RECIST 1.1, confirmed"
+    assert figs.orr_label("irecist_unconfirmed") == "iRECIST, unconfirmed"
+
+
+def test_consort_figure_reads_the_population_counts() -> None:
+    flow = {"S01": {"enrolled": 12, "excluded": {"other malignancy": 1}, "eligible": 11, "analysed": 10,
+                    "by_reason_not_analysed": {"imaging: T2 missing": 1}}}
+    texts = " ".join(t.get_text() for t in figs.consort_figure(flow).axes[0].texts)
+    for expected in ("enrolled n=12", "excluded n=1", "eligible n=11", "not analysed n=1", "analysed n=10"):
+        assert expected in texts
