@@ -131,6 +131,10 @@ def _wide(pred: pd.DataFrame) -> pd.DataFrame:
     optional = tuple(c for c in ("DHI", "SPLIT") if c in pred.columns)
     for column in ("LABEL", "PFS_DAYS", "PFS_EVENT", *optional):
         wide[column] = first[column]
+    # each mode's own task label (early: response; full: durable benefit, empty where undefined)
+    labels = pred.pivot_table(index="USUBJID", columns="MODE", values="LABEL", aggfunc="first").reindex(wide.index)
+    for mode in MODES:
+        wide[f"LABEL_{mode}"] = labels[mode] if mode in labels.columns else np.nan
     return wide
 
 
@@ -259,12 +263,14 @@ def site_metrics(data: SiteData, cutoffs: Mapping[str, float]) -> dict[str, Any]
     ``n_heldout`` of them); the reference endpoints (ORR, PFS, DHI, responder HR) on all ``n`` subjects.
     """
     wide = analysed(data)
-    y = wide["LABEL"].to_numpy(int)
     t, e = wide["PFS_DAYS"].to_numpy(float), wide["PFS_EVENT"].to_numpy(int)
     p = wide["PFSFL"].to_numpy(bool)
     h = heldout_mask(wide)  # the model is judged on held-out patients only; reference endpoints on all
-    out: dict[str, Any] = {m: _mode_block(y[h], wide[m].to_numpy(float)[h], float(cutoffs[m]), t[h], e[h], p[h])
-                           for m in MODES}
+    out: dict[str, Any] = {}
+    for m in MODES:  # each mode against its own task's label, on the held-out subjects that have one
+        own = wide[f"LABEL_{m}"].to_numpy(float)
+        k = h & np.isfinite(own)
+        out[m] = _mode_block(own[k].astype(int), wide[m].to_numpy(float)[k], float(cutoffs[m]), t[k], e[k], p[k])
     out["n_heldout"] = int(h.sum())
     out["model_basis"] = HELDOUT_BASIS if has_split(data) else ALL_BASIS
     hp = h & p

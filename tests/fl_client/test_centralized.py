@@ -273,3 +273,26 @@ def test_train_command_on_site_model_inputs(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "RUN" / "metrics.json").read_text())
     assert metrics["oracle_auc"] == 0.77 and metrics["n_patients"] == 24 and "leave_one_site_out" not in metrics
+
+
+def test_site_statistics_score_each_mode_against_its_own_label() -> None:
+    """evaluation.metrics reads the per-row LABEL: the full-mode AUC is the benefit task's, not the early label's;
+    a subject without a full-mode label (benefit unknown) is left out of the full block only."""
+    from evaluation.metrics import SiteData, site_metrics
+
+    rng = np.random.default_rng(0)
+    n = 40
+    early_label = rng.integers(0, 2, n).tolist()
+    full_label: list[int | None] = rng.integers(0, 2, n).tolist()
+    full_label[3] = None
+    score = rng.random(n).round(4).tolist()
+    rows = [{"USUBJID": f"FEDRESP-S01-{i:04d}", "MODE": mode, "SCORE": score[i], "LABEL": label[i],
+             "PFS_DAYS": 100 + i, "PFS_EVENT": 1}
+            for mode, label in (("early", early_label), ("full", full_label)) for i in range(n)]
+    frame = pd.DataFrame(rows)
+    frame["SITEID"] = "S01"
+    out = site_metrics(SiteData("S01", frame), {"early": 0.5, "full": 0.5})
+    assert out["early"]["auc"] == pytest.approx(roc_auc_score(early_label, score))
+    keep = [i for i in range(n) if full_label[i] is not None]
+    assert out["full"]["n"] == n - 1
+    assert out["full"]["auc"] == pytest.approx(roc_auc_score([full_label[i] for i in keep], [score[i] for i in keep]))
