@@ -83,6 +83,7 @@ VARIABLE_LABELS: dict[str, tuple[str, str]] = {
     "RSDY": ("Study Day of Assessment", "评估研究日"),
     "CMSEQ": ("Sequence Number", "序号"),
     "CMTRT": ("Reported Name of Drug, Med, or Therapy", "药物或治疗名称"),
+    "CMDECOD": ("Standardized Medication Name", "标准药物名称"),
     "CMCAT": ("Category for Medication", "用药类别"),
     "CMSTDTC": ("Start Date/Time of Medication", "用药开始日期"),
     "CMSTDY": ("Study Day of Start of Medication", "用药开始研究日"),

@@ -238,6 +238,7 @@ SDTM: dict[str, dict[str, VarMeta]] = {
     "cm": {
         "CMSEQ": VarMeta("Derived", _SPONSOR, method="SEQ", required=True),
         "CMTRT": VarMeta("Assigned", _SPONSOR, required=True, note="CRF records the start of a new therapy only"),
+        "CMDECOD": VarMeta("Not Available", note="the CRF records no drug name, so nothing to code (WHODrug)"),
         "CMCAT": VarMeta("Assigned", _SPONSOR), "CMSTDTC": VarMeta("Collected", _CRF, note="CRF NEW_THERAPY_DATE"),
         "CMSTDY": VarMeta("Derived", _SPONSOR, method="STUDY_DAY"),
     },

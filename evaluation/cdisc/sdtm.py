@@ -1,7 +1,7 @@
 """SDTM DM, TU, TR and RS from a site's CRF extract and its independent readers' lesion measurements.
 
 - DM: one row per subject of the CRF (single-arm study: PD-1/PD-L1 inhibitor + chemotherapy), with the
-  SDTMIG 3.4 required and expected variables (reference dates, actual arm, country of the protocol).
+  SDTMIG 3.4 required and expected variables (reference dates, actual arm, COUNTRY).
 - TU: one row per lesion and evaluator, at the visit the lesion was first recorded (TUTESTCD ``TUMIDENT``,
   TUMETHOD ``CT SCAN``).
 - TR: one row per lesion, visit and evaluator: ``LDIAM`` (non-nodal long axis) / ``SAXIS`` (nodal short
@@ -138,7 +138,8 @@ def _dated_events(crf: pd.DataFrame, column: str, study_id: str, domain: str,
 def make_cm(crf: pd.DataFrame, study_id: str) -> pd.DataFrame:
     """CM: the start of a new (subsequent) anticancer therapy recorded in the CRF (``NEW_THERAPY_DATE``)."""
     return _dated_events(crf, "NEW_THERAPY_DATE", study_id, "cm",
-                         {"TRT": "NEW ANTICANCER THERAPY", "CAT": "SUBSEQUENT ANTICANCER THERAPY"})
+                         {"TRT": "NEW ANTICANCER THERAPY", "DECOD": "",  # CMDECOD (Exp): no drug name to code
+                          "CAT": "SUBSEQUENT ANTICANCER THERAPY"})
 
 
 def make_ce(crf: pd.DataFrame, study_id: str) -> pd.DataFrame:

@@ -136,7 +136,7 @@ SDTM_VARIABLES = {  # SDTMIG 3.4 required and expected variables we have data fo
            "TRDTC", "TRDY"],
     "rs": ["STUDYID", "DOMAIN", "USUBJID", "RSSEQ", "RSTESTCD", "RSTEST", "RSCAT", "RSORRES", "RSSTRESC", "RSEVAL",
            "VISITNUM", "VISIT", "RSDTC", "RSDY"],
-    "cm": ["STUDYID", "DOMAIN", "USUBJID", "CMSEQ", "CMTRT", "CMSTDTC"],
+    "cm": ["STUDYID", "DOMAIN", "USUBJID", "CMSEQ", "CMTRT", "CMDECOD", "CMSTDTC"],
     "ce": ["STUDYID", "DOMAIN", "USUBJID", "CESEQ", "CETERM", "CEDECOD", "CESTDTC"],
 }
 
@@ -190,3 +190,23 @@ def test_adam_dates_carry_the_date9_format(package: dict[str, Path]) -> None:
     items = {i.get("Name"): i for i in ET.parse(package["define_adam"]).getroot().iter(f"{ODM}ItemDef")
              if i.get("OID").startswith("IT.ADTTE.")}
     assert items["ADT"].get(f"{DEF}DisplayFormat") == "DATE9." and items["ADT"].get("DataType") == "integer"
+
+
+@pytest.mark.parametrize("which", ["define_sdtm", "define_adam"])
+def test_odmlib_loads_the_define_and_its_rules_pass(package: dict[str, Path], which: str) -> None:
+    # odmlib's own Define-XML 2.1 model: OID uniqueness and ref/def integrity, Cerberus metadata schema, ODM order
+    import odmlib.define_loader as define_loader
+    import odmlib.loader as loader
+    from odmlib.define_2_1.rules import metadata_schema
+    from odmlib.oid_generator import create_oid_checker
+
+    odm_loader = loader.ODMLoader(define_loader.XMLDefineLoader(model_package="define_2_1",
+                                                                 ns_uri="http://www.cdisc.org/ns/def/v2.1"))
+    odm_loader.open_odm_document(str(package[which]))
+    odm = odm_loader.root()
+    assert odm.verify_oids(create_oid_checker("define_2_1"))
+    assert odm.verify_conformance(metadata_schema.MetadataSchema())
+    assert odm.verify_order()
+    groups = odm_loader.MetaDataVersion().ItemGroupDef
+    assert [g.Name for g in groups] == (["ADSL", "ADRS", "ADTTE"] if which == "define_adam" else
+                                        ["DM", "TU", "TR", "RS", "CM", "CE"])
