@@ -6,7 +6,7 @@ Two forms:
 - ``fedresponse assess STORE`` on a site store written by ``fedresponse ingest`` (reads
   ``measurements.parquet`` and ``crf.parquet``, writes ``STORE/assessment/``, audits to ``STORE/audit.jsonl``)
   and derives the site's analysis populations into ``STORE/assessment/populations.csv``
-  (:mod:`evaluation.populations`, docs/store.md).
+  (:mod:`evaluation.populations`, docs/store.md) and its ADaM rows into ``STORE/assessment/adam/``.
 """
 
 from __future__ import annotations
@@ -94,6 +94,23 @@ def store_populations(store: Path, folder: Path, protocol: Any) -> Any:
     return table
 
 
+def store_adam(store: Path, folder: Path, protocol: Any, populations: Any) -> Path:
+    """The site's own ADaM rows — ADSL, ADRS, ADTTE of its subjects (:func:`evaluation.cdisc.adam.make_adam` on
+    its SDTM, with its population flags) — as ``folder/adam/{adsl,adrs,adtte}.csv``: the endpoints derived once,
+    by the code the submission package uses; they stay at the site."""
+    from evaluation.cdisc.adam import make_adam
+    from evaluation.cdisc.export import read_sources
+    from evaluation.cdisc.sdtm import make_sdtm
+    from evaluation.response.engine import write_csv_atomic
+
+    adam = make_adam(make_sdtm(read_sources(store), protocol), protocol, populations)
+    out = folder / "adam"
+    out.mkdir(exist_ok=True)
+    for name, frame in adam.items():
+        write_csv_atomic(frame, out / f"{name}.csv")
+    return out
+
+
 def _summary(console: Console, run: Any, populations: Any = None) -> None:
     table = Table(title=f"Response assessment → {run.out}")
     table.add_column("what")
@@ -138,7 +155,7 @@ def assess(
     measure: bool = typer.Option(True, "--measure/--no-measure", help="STORE form: measure every lesion mask too."),
 ) -> None:
     """RECIST 1.1 / iRECIST assessment, reader agreement, adjudication, dynamic-iRECIST reference labels."""
-    from evaluation.exceptions import EvaluationError
+    from evaluation.exceptions import CdiscExportError, EvaluationError
     from evaluation.protocol import load_protocol
     from evaluation.response.pipeline import run_assessment
     from fl_client.exceptions import FlClientError
@@ -167,7 +184,12 @@ def assess(
             who=who or getpass.getuser(), why=reason or None, lock=lock, automated=automated,
         )
         if store is not None:
-            populations = store_populations(store, folder, load_protocol(protocol_file))
+            protocol = load_protocol(protocol_file)
+            populations = store_populations(store, folder, protocol)
+            try:
+                store_adam(store, folder, protocol, populations)
+            except CdiscExportError as exc:  # the assessment stands; the site's ADaM rows need a complete CRF
+                console.print(f"[yellow]assess: no ADaM rows in {folder / 'adam'}:[/] {exc}")
     except (EvaluationError, AuditLogError, FlClientError, FileNotFoundError) as exc:
         console.print(f"[bold red]assess failed:[/] {exc}")
         raise typer.Exit(code=1) from exc

@@ -29,8 +29,9 @@ def _store(root: Path) -> Path:
     pd.DataFrame({"SOURCE_PATH": [], "STATUS": []}).to_parquet(root / "manifest.parquet")
     reads = pd.concat([table(VISITS, subject=S, reader="R1"), table(VISITS, subject=S, reader="R2")])
     reads.to_parquet(root / "measurements.parquet")
-    pd.DataFrame({"USUBJID": [S], "FIRST_DOSE_DATE": ["2027-01-01"], "DEATH_DATE": [""],
-                  "NEW_THERAPY_DATE": [""]}).to_parquet(root / "crf.parquet")
+    pd.DataFrame({"USUBJID": [S], "SUBJID": ["0001"], "SITEID": ["S01"], "AGE": ["64"], "SEX": ["F"],
+                  "FIRST_DOSE_DATE": ["2027-01-01"], "DEATH_DATE": [""], "NEW_THERAPY_DATE": [""]}
+                 ).to_parquet(root / "crf.parquet")
     folder = root / "images" / S / "T0"
     folder.mkdir(parents=True)
     labels = np.zeros((60, 60, 10), np.uint8)
@@ -68,6 +69,10 @@ def test_store_form(tmp_path: Path) -> None:
                                                                                                "N", "N"]
     assert pop.loc[0, "EXCLREAS"] == "no protocol CT at T1, T2"
     assert "population EFFFL" in result.output
+    adsl = pd.read_csv(out / "adam" / "adsl.csv", keep_default_na=False)  # the site's own ADaM rows
+    assert adsl.loc[0, ["USUBJID", "EFFFL", "EXCLREAS"]].tolist() == [S, "N", "no protocol CT at T1, T2"]
+    assert len(pd.read_csv(out / "adam" / "adtte.csv")) == 0  # not in PFSFL: no time-to-event row
+    assert set(pd.read_csv(out / "adam" / "adrs.csv")["PARAMCD"]) >= {"OVR", "BOR", "CBOR"}
 
 
 def test_not_a_store_is_refused(tmp_path: Path) -> None:
