@@ -217,3 +217,33 @@ def test_a_handoff_with_a_truncated_aggregate_is_refused(central_only: dict[str,
     blob.write_bytes(blob.read_bytes()[:-8])
     with pytest.raises(EvaluationInputError, match="resend"):
         read_handoff(handoff)
+
+
+def test_cli_site_steps_then_central_step(synthetic_run: dict[str, Path], evaluated: dict, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fedresponse.cli import app
+
+    def invoke(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(app, ["evaluate", "--no-pdf", *args])
+        return result.exit_code, " ".join(result.output.split())
+
+    handoff = tmp_path / "at_the_centre"
+    for site in ("S01", "S02"):  # each hospital, on its own machine
+        code, output = invoke(str(synthetic_run["run"]), "--site", site, "--out", str(tmp_path / site),
+                              "--cohort", str(synthetic_run["cohort"]))
+        assert code == 0, output
+        (handoff / site).mkdir(parents=True)
+        for name in (SUMMARY_FILE, AGGREGATE_FILE):  # what the site sends
+            shutil.copy2(tmp_path / site / name, handoff / site / name)
+    code, output = invoke("--central", str(handoff), "--out", str(tmp_path / "central"))
+    assert code == 0, output
+    central = json.loads((tmp_path / "central" / "metrics.json").read_text())
+    together = json.loads(evaluated["metrics"].read_text())
+    for mode in ("early", "full"):
+        assert central["pooled"][mode]["auc"] == together["pooled"][mode]["auc"]
+    assert central["pooled"]["n"] == together["pooled"]["n"]
+    assert central["pooled"]["dhi_hr"] is None and "interactive rounds" in central["pooled"]["dhi_hr_not_estimable"]
+    assert not USUBJID.search((tmp_path / "central" / "report.html").read_text())
+    code, output = invoke(str(synthetic_run["run"]), "--site", "S09", "--out", str(tmp_path / "S09"))
+    assert code == 2 and "sites found: ['S01', 'S02']" in output and not (tmp_path / "S09").exists()
