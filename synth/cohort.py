@@ -25,7 +25,7 @@ from sklearn.metrics import roc_auc_score
 from evaluation.protocol import check_site_code, load_protocol
 from synth.dicom_writer import SCANNERS
 from synth.identity import hospital_for_site, patient_identity
-from synth.outcomes import enrol_site, quotas
+from synth.outcomes import enrol_site, oracle_summary, quotas, task_oracles
 from synth.population import Patient, ady_to_offset
 from synth.presets import Preset, get_preset
 from synth.render import PatientJob, PatientOutput, render_patient
@@ -213,7 +213,7 @@ def _subject_truth(patient: Patient, job: PatientJob) -> dict[str, object]:
     return {
         "USUBJID": patient.usubjid, "SITEID": patient.site, "RESPONSE_CLASS": patient.response_class,
         "RESPONDER": int(patient.responder), "PSEUDOPROG": int(patient.kinetics.pseudo),
-        "ORACLE_EARLY_P": round(patient.oracle_p, 4), "PFS_DAYS": patient.pfs_days, "PFS_EVENT": int(patient.pfs_event),
+        **task_oracles(patient), "PFS_DAYS": patient.pfs_days, "PFS_EVENT": int(patient.pfs_event),
         "PD_VISIT": patient.pd_visit, "OS_DAYS": patient.os_days, "OS_EVENT": int(patient.os_event),
         "DECAY_PER_DAY": round(patient.kinetics.decay, 6), "GROWTH_PER_DAY": round(patient.kinetics.growth, 6),
         "ETA": round(patient.kinetics.eta, 4), "HETEROGENEITY": round(patient.heterogeneity, 3),
@@ -231,5 +231,6 @@ def _write_oracle(truth_dir: Path, subjects: list[dict[str, object]]) -> float:
         "early_oracle_auc": round(auc, 4), "n": len(subjects), "responders": int(y.sum()),
         "method": "generator's Bayes-optimal P(responder | latents fixed by T1), Monte Carlo over post-T1 "
                   "randomness (decay change eta, new lesions, T2 day); AUC by scikit-learn roc_auc_score",
+        "tasks": oracle_summary(subjects),
     }, indent=2))
     return auc
