@@ -2,9 +2,9 @@
 
 Writes, under ``run/``: per site ``sites/SXX/predictions.csv``, ``subjects.csv`` and ``visits.csv`` (the
 response module's columns), ``populations.csv`` (evaluation.populations: the predicted subjects in EFFFL and
-PFSFL, the three screening failures enrolled but not eligible), ``cutoffs.json``, ``privacy_ledger.csv`` (privacy.accounting columns) and
-``privacy.json`` (budgets); under ``cohort/SXX/``: ``crf.csv`` (a few screening failures) and ``reads.csv``
-(two readers' baseline target lesions).
+PFSFL, the three screening failures enrolled but not eligible), ``cutoffs.json``, ``privacy_ledger.csv``
+(privacy.accounting columns) and ``privacy.json`` (budgets); under ``cohort/SXX/``: ``crf.csv`` (a few
+screening failures) and ``reads.csv`` (two readers' baseline target lesions).
 """
 
 from __future__ import annotations
