@@ -8,6 +8,7 @@ odmlib in ``tests/evaluation/test_cdisc_define.py``.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from datetime import datetime
@@ -20,6 +21,7 @@ from evaluation.cdisc.metadata import (
     CT_VERSION,
     METHODS,
     SDTMIG_VERSION,
+    VALUE_LISTS,
     Codelist,
     VarMeta,
     check_terms,
@@ -133,6 +135,8 @@ class _Define:
         self.codelists: dict[str, tuple[Codelist, dict[str, str]]] = {}
         self.methods: set[str] = set()
         self.comments: dict[str, str] = {}
+        self.value_lists: list[ET.Element] = []
+        self.where_clauses: dict[str, ET.Element] = {}
 
     def item(self, name: str, var: Variable, frame: pd.DataFrame) -> tuple[ET.Element, VarMeta]:
         meta = variable_meta(name, var.name)
@@ -152,7 +156,44 @@ class _Define:
             known.update(_used_values(name, var.name, frame, codelist))
         _origin(item, meta, self.language)
         self.items.append(item)
+        key = VALUE_LISTS.get((name, var.name))
+        if key and key in frame.columns:
+            _el(item, "ValueListRef", {"ValueListOID": self.value_list(name, var, frame, meta, key)}, ns=DEF_NS)
         return item, meta
+
+    def value_list(self, name: str, var: Variable, frame: pd.DataFrame, meta: VarMeta, key: str) -> str:
+        """ValueListDef of ``var`` split by the values of ``key``: one value-level ItemDef and WhereClauseDef
+        per value holding data (its own DataType/Length from those rows)."""
+        oid = f"VL.{name.upper()}.{var.name}"
+        value_list = ET.Element(f"{{{DEF_NS}}}ValueListDef", {"OID": oid})
+        present = frame[frame[var.name].notna() & (frame[var.name].astype(str) != "")]
+        for order, value in enumerate(sorted(present[key].astype(str).unique()), start=1):
+            rows = present[present[key].astype(str) == value]
+            longest = max([len(str(v).encode("utf-8")) for v in rows[var.name]] + [1])
+            sub = Variable(var.name, var.label, var.kind, longest if var.kind == "char" else var.length,
+                           var.display_format)
+            data_type, extra = _data_type(name, sub, rows, meta)
+            part = re.sub(r"[^A-Za-z0-9_-]+", "_", value)  # an OID part without spaces ("RECIST 1.1")
+            item_oid, where_oid = f"IT.{name.upper()}.{var.name}.{part}", f"WC.{name.upper()}.{key}.{part}"
+            ref = {"ItemOID": item_oid, "OrderNumber": str(order), "Mandatory": "No"}
+            if meta.method and meta.origin == "Derived":
+                ref["MethodOID"] = f"MT.{meta.method}"
+                self.methods.add(meta.method)
+            item_ref = _el(value_list, "ItemRef", ref)
+            _el(item_ref, "WhereClauseRef", {"WhereClauseOID": where_oid}, ns=DEF_NS)
+            if where_oid not in self.where_clauses:  # shared by every variable split on the same key
+                where = ET.Element(f"{{{DEF_NS}}}WhereClauseDef", {"OID": where_oid})
+                check = _el(where, "RangeCheck", {"Comparator": "EQ", "SoftHard": "Soft",
+                                                  f"{{{DEF_NS}}}ItemOID": f"IT.{name.upper()}.{key}"})
+                _el(check, "CheckValue").text = value
+                self.where_clauses[where_oid] = where
+            item = ET.Element(f"{{{ODM_NS}}}ItemDef", {"OID": item_oid, "Name": var.name, "SASFieldName": var.name,
+                                                       "DataType": data_type, **extra})
+            _description(item, f"{var.name} where {key} = {value}", self.language)
+            _origin(item, meta, self.language)
+            self.items.append(item)
+        self.value_lists.append(value_list)
+        return oid
 
 
 def _group(mdv: ET.Element, name: str, frame: pd.DataFrame, variables: list[Variable], label: str,
@@ -224,6 +265,9 @@ def define_xml(datasets: Mapping[str, pd.DataFrame], variables: Mapping[str, lis
     parts = _Define(language)
     for name, frame in datasets.items():
         _group(mdv, name, frame, variables[name], dataset_labels[name], parts, "STD.IG")
+    at = list(mdv).index(supplemental) + 1  # value-level metadata precedes the ItemGroupDefs (ODM order)
+    for offset, element in enumerate([*parts.value_lists, *parts.where_clauses.values()]):
+        mdv.insert(at + offset, element)
     for item in parts.items:
         mdv.append(item)
     for oid, (codelist, used) in sorted(parts.codelists.items()):

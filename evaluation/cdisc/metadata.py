@@ -298,6 +298,15 @@ ADAM: dict[str, dict[str, VarMeta]] = {
 }
 
 
+#: value-level metadata: (dataset, variable) → the variable whose values split it (a ValueListDef with one
+#: WhereClauseDef per value found, e.g. TR.TRSTRESN where TRTESTCD = LDIAM)
+VALUE_LISTS: dict[tuple[str, str], str] = {
+    ("tr", "TRORRES"): "TRTESTCD", ("tr", "TRSTRESC"): "TRTESTCD", ("tr", "TRSTRESN"): "TRTESTCD",
+    ("rs", "RSSTRESC"): "RSCAT",
+    ("adrs", "AVALC"): "PARAMCD", ("adrs", "AVAL"): "PARAMCD", ("adtte", "AVAL"): "PARAMCD",
+}
+
+
 def is_adam(dataset: str) -> bool:
     """ADaM datasets are named ``ad*``; everything else is SDTM."""
     return dataset.startswith("ad")

@@ -210,3 +210,28 @@ def test_odmlib_loads_the_define_and_its_rules_pass(package: dict[str, Path], wh
     groups = odm_loader.MetaDataVersion().ItemGroupDef
     assert [g.Name for g in groups] == (["ADSL", "ADRS", "ADTTE"] if which == "define_adam" else
                                         ["DM", "TU", "TR", "RS", "CM", "CE"])
+
+
+def test_value_level_metadata_splits_results_by_test_and_parameter(package: dict[str, Path]) -> None:
+    def value_list(which: str, oid: str) -> dict[str, str]:
+        mdv = ET.parse(package[which]).getroot().find(f"{ODM}Study/{ODM}MetaDataVersion")
+        where = {w.get("OID"): (w.find(f"{ODM}RangeCheck").get(f"{DEF}ItemOID"),
+                                w.find(f"{ODM}RangeCheck/{ODM}CheckValue").text)
+                 for w in mdv.iter(f"{DEF}WhereClauseDef")}
+        items = {i.get("OID"): i for i in mdv.iter(f"{ODM}ItemDef")}
+        parent = items[oid.replace("VL.", "IT.")]
+        assert parent.find(f"{DEF}ValueListRef").get("ValueListOID") == oid
+        vl = next(v for v in mdv.iter(f"{DEF}ValueListDef") if v.get("OID") == oid)
+        out = {}
+        for ref in vl.iter(f"{ODM}ItemRef"):
+            key_item, value = where[ref.find(f"{DEF}WhereClauseRef").get("WhereClauseOID")]
+            out[f"{key_item}={value}"] = items[ref.get("ItemOID")].get("DataType")
+        return out
+
+    tr = _read(package["tr"])
+    measured = sorted(set(tr.loc[tr["TRSTRESN"].notna(), "TRTESTCD"]))
+    assert value_list("define_sdtm", "VL.TR.TRSTRESN") == {f"IT.TR.TRTESTCD={c}": "float" for c in measured}
+    collected = sorted(set(tr.loc[tr["TRORRES"] != "", "TRTESTCD"]))  # character results: text
+    assert value_list("define_sdtm", "VL.TR.TRORRES") == {f"IT.TR.TRTESTCD={c}": "text" for c in collected}
+    assert value_list("define_adam", "VL.ADTTE.AVAL") == {"IT.ADTTE.PARAMCD=IPFS": "integer",
+                                                         "IT.ADTTE.PARAMCD=PFS": "integer"}
