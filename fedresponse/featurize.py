@@ -29,6 +29,7 @@ def featurize_store(
     """
     import pandas as pd
 
+    from evaluation.populations import POPULATIONS_FILE, read_populations
     from fedresponse.commands.radiomics_graphs import build_site_graphs, site_dhi
     from fl_client.featurize import site_inputs
     from fl_client.store import SiteStore
@@ -50,7 +51,8 @@ def featurize_store(
     read = {"keep_default_na": False, "na_values": [""]}
     store = SiteStore(store_dir)
     inputs = site_inputs(store.site, load_graphs(graphs_file), store.crf(), pd.read_csv(assessment / "reference.csv",
-                         **read), pd.read_csv(assessment / "visits.csv", **read), pd.read_csv(dhi_file), durable_day)
+                         **read), pd.read_csv(assessment / "visits.csv", **read), pd.read_csv(dhi_file), durable_day,
+                         populations=read_populations(assessment) if (assessment / POPULATIONS_FILE).exists() else None)
     out = out or store_dir / "model_inputs.pt"
     save_site_inputs(inputs, out)
     log.info("site %s: model inputs of %d patients written to %s", store.site, len(inputs.records), out)
