@@ -1,4 +1,5 @@
-"""``fedresponse export-cdisc SRC --out DIR``: SDTM + ADaM as SAS XPT v5, define.xml and a reviewer's guide."""
+"""``fedresponse export-cdisc SRC --out DIR``: SDTM (``DIR/sdtm``) + ADaM (``DIR/adam``) as SAS XPT v5, each with a
+Define-XML 2.1 define.xml, the standalone regeneration programs and a reviewer's guide (docs/cdisc.md)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ def export_cdisc(
     labels: str = typer.Option("en", "--labels", help="Label language: en or zh (≤ 40 bytes each)."),
     encoding: str = typer.Option("utf-8", "--encoding", help="Encoding of labels and text values in the XPT files."),
 ) -> None:
-    """Export the study's SDTM (DM, TU, TR, RS) and ADaM (ADSL, ADRS, ADTTE) for submission."""
+    """Export SDTM (DM TU TR RS CM CE) and ADaM (ADSL ADRS ADTTE) for submission, with define.xml files."""
     from evaluation.cdisc.export import export_cdisc as run_export
     from evaluation.exceptions import CdiscExportError, EvaluationError
 
@@ -28,7 +29,8 @@ def export_cdisc(
         console.print(f"[bold red]export-cdisc failed:[/] {exc}")
         raise typer.Exit(code=2) from exc
     for name, path in paths.items():
-        console.print(f"  {name:<7} {path}")
+        if name != "define":  # the SDTM define, listed as define_sdtm
+            console.print(f"  {name:<11} {path}")
 
 
 def register(app: typer.Typer) -> None:
