@@ -157,6 +157,9 @@ def central_metrics(handoff: Handoff, codec: AggregateCodec | None = None,
         "dhi_hr_not_estimable": "the pooled Cox fit needs interactive rounds with the sites (evaluation.pooled_cox); "
                          "none were run for this hand-off"}
     pooled.update(cox)
+    pooled["suppressed"] = [item for _, v in sorted(handoff.summaries.items()) for item in
+                            v.get("aggregate_suppressed", [])] + list(cox.get("suppressed", []))
+    pooled["min_cell_size"] = load_protocol().statistics.min_cell_size
     metrics: dict[str, Any] = {
         "pooled": pooled,
         "sites": {s: v["metrics"] for s, v in sorted(handoff.summaries.items())},
@@ -269,12 +272,25 @@ def _primary(metrics: Mapping[str, Any]) -> str:
     rows = [_mode_row("pooled", mode, metrics["pooled"][mode]) for mode in MODES]
     header = ["block", "mode", "n (model)", "AUC (95 % CI, DeLong)", "cut-off", "sensitivity (Wilson)",
               "specificity (Wilson)", "PPV", "NPV"]
-    bound = max(metrics["pooled"][m]["auc_binning_bound"] for m in MODES)
+    bounds = [b for m in MODES if rh.finite(b := metrics["pooled"][m].get("auc_binning_bound"))]
+    binning = (f'<p class="method">Pooled AUC from {metrics["pooling"]["score_bins"]}-bin score histograms; binning '
+               f"error at most {max(bounds):.4f} (half the share of responder/non-responder pairs sharing a bin).</p>"
+               if bounds else "")
     return (f'<p class="method">Basis: {rh.fmt(metrics.get("model_basis"))}. Pooled statistics from the sites\' '
             f'aggregates, {rh.codec_words(metrics["pooling"]["codec"])}. Per-site rows: section 9.</p>'
-            + rh.table(header, rows) + f'<p class="method">Pooled AUC from {metrics["pooling"]["score_bins"]}-bin '
-            f"score histograms; binning error at most {bound:.4f} (half the share of responder/non-responder pairs "
-            "sharing a bin).</p>" + _heldout_pooled(metrics.get("pooled_heldout")))
+            + rh.table(header, rows) + _suppressed(metrics) + binning + _heldout_pooled(metrics.get("pooled_heldout")))
+
+
+def _suppressed(metrics: Mapping[str, Any]) -> str:
+    """Which site contributes nothing to which pooled statistic (small cells, ``statistics.min_cell_size``)."""
+    items = metrics["pooled"].get("suppressed") or []
+    if not items:
+        return ""
+    listed = "".join(f"<li>{html.escape(str(i['site']))}: pooled {html.escape(str(i['statistic']))} — "
+                     f"{html.escape(str(i['reason']))}</li>" for i in items)
+    return (f'<div class="note" id="small-cells">Small cells: these sites contribute nothing to these pooled '
+            f"statistics (fewer than {metrics['pooled'].get('min_cell_size')} subjects in a cell):<ul>{listed}</ul>"
+            "</div>")
 
 
 def _heldout_pooled(block: Mapping[str, Any] | None) -> str:
@@ -320,7 +336,7 @@ def _dhi(metrics: Mapping[str, Any]) -> str:
     rows = [["pooled", rh.est(p, "dhi_auc", null=0.5, n=p["n"]), rh.est(p, "dhi_hr", null=1.0, n=p["n"])]]
     bound = p.get("dhi_auc_binning_bound")
     note = (f"Pooled DHI AUC from histograms over the agreed DHI range; binning error at most {bound:.4f}. "
-            if bound is not None else "")
+            if rh.finite(bound) else "")
     steps = p.get("dhi_hr_iterations")
     note += (f"Pooled HR per {unit:g} DHI: {html.escape(str(p.get('dhi_hr_method')))}"
              + (f" ({steps} Newton steps)." if steps else "."))

@@ -52,7 +52,19 @@ def save_figure(fig: Figure, out_dir: Path, name: str) -> dict[str, Path]:
     return paths
 
 
-def roc_figure(curves: Mapping[str, tuple[ArrayLike, ArrayLike, float, Sequence[float], int]]) -> Figure:
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and bool(np.isfinite(value))
+
+
+def _auc_text(auc: float | None, ci: Sequence[float] | None) -> str:
+    """``AUC 0.81 (0.70–0.92)``; ``AUC not estimable`` when there is none (never "nan")."""
+    if not _finite(auc):
+        return "AUC not estimable"
+    interval = f" ({ci[0]:.2f}–{ci[1]:.2f})" if ci is not None and all(_finite(v) for v in ci) else ""
+    return f"AUC {auc:.2f}{interval}"
+
+
+def roc_figure(curves: Mapping[str, tuple[ArrayLike, ArrayLike, float | None, Sequence[float] | None, int]]) -> Figure:
     """ROC curves with a pointwise CI band.
 
     Parameters
@@ -70,7 +82,7 @@ def roc_figure(curves: Mapping[str, tuple[ArrayLike, ArrayLike, float, Sequence[
     colours = ["#08519c", "#d95f02", "#7570b3", "#1b9e77"]
     for (label, (fpr, tpr, auc, ci, n_pos)), colour in zip(curves.items(), colours, strict=False):
         fpr, tpr = np.asarray(fpr, float), np.asarray(tpr, float)
-        ax.step(fpr, tpr, where="post", color=colour, lw=2, label=f"{label}: AUC {auc:.2f} ({ci[0]:.2f}–{ci[1]:.2f})")
+        ax.step(fpr, tpr, where="post", color=colour, lw=2, label=f"{label}: {_auc_text(auc, ci)}")
         bands = [proportion_ci(round(v * n_pos), n_pos) for v in tpr]
         ax.fill_between(fpr, [b.low for b in bands], [b.high for b in bands], step="post", color=colour, alpha=0.15)
     ax.set(xlabel="1 − specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01), title="ROC (DeLong 95 % CI)")
@@ -114,7 +126,7 @@ def km_figure(
 
 
 def calibration_figure(observed: Sequence[float], predicted: Sequence[float], counts: Sequence[float],
-                       brier: float) -> Figure:
+                       brier: float | None) -> Figure:
     """Reliability diagram; marker area ∝ patients per bin."""
     fig = new_figure(4.8, 4.5)
     ax = fig.add_subplot()
@@ -122,7 +134,7 @@ def calibration_figure(observed: Sequence[float], predicted: Sequence[float], co
     ax.plot(predicted, observed, "-o", color=PALETTE["line"])
     ax.scatter(predicted, observed, s=np.asarray(counts, float) * 8 + 5, alpha=0.3, color=PALETTE["line"])
     ax.set(xlabel="mean predicted probability", ylabel="observed responder rate", xlim=(0, 1), ylim=(0, 1),
-           title=f"Calibration (Brier {brier:.3f})")
+           title=f"Calibration (Brier {brier:.3f})" if _finite(brier) else "Calibration (Brier not estimable)")
     return fig
 
 
@@ -136,7 +148,7 @@ def dhi_box_figure(groups: Mapping[str, ArrayLike], auc: float | None) -> Figure
     rng = np.random.default_rng(0)  # jitter only; fixed so the figure is reproducible
     for i, values in enumerate(data, start=1):
         ax.scatter(i + rng.uniform(-0.12, 0.12, values.size), values, s=12, alpha=0.6, color=PALETTE["line"])
-    ax.set(ylabel="DHI (per 30 days)", title="DHI by response" + (f" (AUC {auc:.2f})" if auc is not None else ""))
+    ax.set(ylabel="DHI (per 30 days)", title="DHI by response" + (f" (AUC {auc:.2f})" if _finite(auc) else ""))
     return fig
 
 

@@ -36,6 +36,11 @@ def codec_words(codec: str) -> str:
     return CODEC_WORDS.get(codec, f"combined with {codec}")
 
 
+def finite(value: Any) -> bool:
+    """A real, finite number (not None, NaN, inf or a string)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def fmt(value: Any, digits: int = 2) -> str:
     """A number for a table cell: ``–`` for missing, ``not reached`` for an infinite median, never ``nan``."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

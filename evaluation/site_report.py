@@ -8,8 +8,9 @@ attributions, query listing) and writes, atomically, into the site's folder:
   agreement and query-listing summary. It stays at the site.
 - ``site_summary.json`` — what the site sends to the centre (format ``fedresponse.site_summary/1``, see
   ``docs/report.md``): CONSORT counts, site-level statistics each with its n (small-cell rules applied:
-  :func:`apply_small_cell_rules`), reader-agreement statistics, the query counts by severity, the cut-offs,
-  where the data came from (a synthetic cohort says so), and the index of
+  :func:`apply_small_cell_rules`; the aggregate's by :func:`evaluation.pooled.suppress_small_cells`),
+  reader-agreement statistics, the query counts by severity, the cut-offs, where the data came from (a
+  synthetic cohort says so), and the index of
 - ``site_aggregate.bin`` — the site's :func:`evaluation.metrics.site_evaluation_aggregate` vector through the
   codec: CKKS ciphertexts (:class:`evaluation.pooled.CkksCodec`) or, in test mode, the plain float64 vector.
 
@@ -36,8 +37,8 @@ from evaluation import report_html as rh
 from evaluation.atomic import replace_directory
 from evaluation.evaluate import RunInputs
 from evaluation.exceptions import EvaluationInputError
-from evaluation.metrics import SiteData, site_evaluation_aggregate, site_metrics
-from evaluation.pooled import MODES, AggregateCodec, AggregateLayout, PlainCodec
+from evaluation.metrics import SiteData, min_cell_size, site_evaluation_aggregate, site_metrics
+from evaluation.pooled import MODES, AggregateCodec, AggregateLayout, PlainCodec, suppress_small_cells
 from evaluation.protocol import load_protocol
 from evaluation.report_figures import Drawer, consort_figure, site_figures
 
@@ -165,7 +166,9 @@ def write_site_evaluation(site: SiteData, inputs: RunInputs, out: Path, codec: A
     codec = codec or PlainCodec()
     layout = layout or AggregateLayout()
     block = site_metrics(site, inputs.cutoffs)
-    vector = site_evaluation_aggregate(site, inputs.cutoffs, layout)
+    # the protocol's small-cell rule before anything is sealed (evaluation.pooled.suppress_small_cells)
+    vector, dropped = suppress_small_cells(site_evaluation_aggregate(site, inputs.cutoffs, layout), layout,
+                                           min_cell_size(), site.site)
     data, offsets = encode_blob(codec.encrypt(vector))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -177,10 +180,12 @@ def write_site_evaluation(site: SiteData, inputs: RunInputs, out: Path, codec: A
             consort_figure(drawer, "consort", {site.site: consort}, f"{site.site}: enrolled → excluded (reasons) → "
                            "eligible → analysed.")
         sent, suppressed = apply_small_cell_rules(block)
+        suppressed += [f"pooled {d.statistic}: this site contributes nothing ({d.reason})" for d in dropped]
         summary = {
             "format": SUMMARY_FORMAT, "site": site.site, "study_id": load_protocol().study_id,
             "written": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "data_source": source,
             "consort": consort, "metrics": sent, "agreement": agreement, "suppressed": suppressed,
+            "aggregate_suppressed": [d.as_dict() for d in dropped],
             "queries": _query_counts(query_summary(store, site.site)), "cutoffs": dict(inputs.cutoffs),
             "cutoff_source": inputs.cutoff_source, "model_basis": block["model_basis"],
             "aggregate": {"file": AGGREGATE_FILE, "codec": type(codec).__name__, "layout_digest": layout.digest,

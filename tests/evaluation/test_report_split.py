@@ -247,3 +247,21 @@ def test_cli_site_steps_then_central_step(synthetic_run: dict[str, Path], evalua
     assert not USUBJID.search((tmp_path / "central" / "report.html").read_text())
     code, output = invoke(str(synthetic_run["run"]), "--site", "S09", "--out", str(tmp_path / "S09"))
     assert code == 2 and "sites found: ['S01', 'S02']" in output and not (tmp_path / "S09").exists()
+
+
+def test_small_sites_contribute_nothing_and_the_report_says_so(tmp_path: Path) -> None:
+    from synthetic_run import make_run
+
+    from evaluation.evaluate import load_run
+    from evaluation.report import write_evaluation
+
+    small = make_run(tmp_path, seed=5, n_sites=2, n_per_site=6)  # every class under min_cell_size (5)
+    paths = write_evaluation(load_run(small["run"], small["cohort"]), tmp_path / "eval")
+    metrics = json.loads(paths["metrics"].read_text())
+    assert {(s["site"], s["statistic"]) for s in metrics["pooled"]["suppressed"]} >= {("S01", "full"), ("S02", "full")}
+    assert metrics["pooled"]["full"]["auc"] is None and metrics["pooled"]["full"]["auc_not_estimable"]
+    text = _text(paths["report"])
+    assert "Small cells: these sites contribute nothing" in text and "not estimable:" in text
+    assert re.search(r"\bnan\b", text, flags=re.IGNORECASE) is None
+    sent = json.loads((tmp_path / "eval_sites" / "S01" / SUMMARY_FILE).read_text())
+    assert any(s["statistic"] == "full" for s in sent["aggregate_suppressed"])
