@@ -1,15 +1,20 @@
-"""DHI repeatability (ICC under perturbed segmentation and noise), association with response, and speed.
+"""DHI repeatability (ICC with bootstrap CIs under perturbed segmentation and noise), association with
+response and PFS (raw and adjusted for the volume change), calibration of the component scales, and speed.
 
     .venv/bin/python benchmarks/bench_dhi.py --preset quick            # synthesize + ingest a small cohort
     .venv/bin/python benchmarks/bench_dhi.py --stores /tmp/st/S01 /tmp/st/S02 --cohort /tmp/c
+    .venv/bin/python benchmarks/bench_dhi.py --cohort /tmp/trial90/cohort --stores /tmp/trial90/stores/S0{1,2,3}
 
 For every patient (largest T0 target lesion) the DHI is recomputed under perturbations in the spirit of
 Zwanenburg et al. (Sci Rep 2019, "Assessing robustness of radiomic features by image perturbation"):
-segmentation eroded / dilated by one voxel, contour jitter (a smooth random field of ~1 voxel added to
+segmentation eroded / dilated by one voxel, contour jitter (a smooth random field of ~0.7 voxel added to
 the signed distance map), and Gaussian image noise of 10 HU, each applied independently at every time
-point. Repeatability is ICC(3,1) and ICC(2,1) over (patients × conditions). Association: DHI by the
-generator's response class (``truth/subjects.csv``, read only here). Speed: batched node features
-(torch, one pass over all nodes × time points) against a per-node numpy loop on the same VOIs.
+point. Repeatability is ICC(3,1) and ICC(2,1) over (patients × conditions), with percentile bootstrap CIs
+over patients, for the DHI and each standardised component. Association (``evaluation.dhi_stats``): AUC
+for the generator's responder flag, Spearman ρ with the log volume change, the partial correlation and
+the Cox HR of PFS adjusted for it (``truth/subjects.csv``, read only here). ``--calibrate`` prints the mean
+and SD of the raw component rates (per 30 days) for ``configs/study.yaml`` ``heterogeneity.dhi_components``.
+Speed: batched node features against a per-node numpy loop on the same VOIs.
 """
 
 from __future__ import annotations
@@ -30,9 +35,17 @@ from scipy import ndimage, stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fedresponse.commands.radiomics_graphs import VISITS, choose_lesion, load_lesion_series, patient_seed  # noqa: E402
+from evaluation.dhi_stats import dhi_association  # noqa: E402
+from evaluation.protocol import load_protocol  # noqa: E402
+from fedresponse.commands.radiomics_graphs import (  # noqa: E402
+    VISITS,
+    choose_lesion,
+    dhi_definition,
+    load_lesion_series,
+    patient_seed,
+)
 from fl_client.store import SiteStore  # noqa: E402
-from radiomics.dhi import dhi_intervals, habitat_states, icc  # noqa: E402
+from radiomics.dhi import DhiDefinition, component_rates, dhi_intervals, habitat_states, icc_ci  # noqa: E402
 from radiomics.exceptions import RadiomicsError  # noqa: E402
 from radiomics.graphs import TimePointImage, first_order_features, node_features  # noqa: E402
 from radiomics.subregions import Partition, SubregionSpec, partition_tumour, tumour_frame  # noqa: E402
@@ -69,7 +82,8 @@ def perturb(series: list[TimePointImage], kind: str, rng: np.random.Generator) -
 CONDITIONS = ("original", "erode", "dilate", "jitter-a", "jitter-b", "noise-a", "noise-b")
 
 
-def dhi_rows(usubjid: str, series: list[TimePointImage], seed: int, conditions: list[str]) -> list[dict[str, object]]:
+def dhi_rows(usubjid: str, series: list[TimePointImage], seed: int, conditions: list[str],
+             definition: DhiDefinition) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for cond in conditions:
         rng = np.random.default_rng(patient_seed(seed, usubjid, cond))
@@ -80,46 +94,102 @@ def dhi_rows(usubjid: str, series: list[TimePointImage], seed: int, conditions: 
         except RadiomicsError as err:
             print(f"  {usubjid} {cond}: skipped ({err})")
             continue
-        for iv in dhi_intervals(states):
-            rows.append({"USUBJID": usubjid, "condition": cond, "interval": f"{VISITS[iv.start]}-{VISITS[iv.end]}",
-                         "ith_from": states[iv.start].ith, "jsd": iv.jsd, "delta_ith": iv.delta_ith, "dhi": iv.dhi,
-                         "status": iv.status})
+        for iv in dhi_intervals(states, definition):
+            raw = component_rates(iv.jsd, iv.delta_mixing, iv.delta_texture, iv.days, definition.per_days)
+            rows.append({"USUBJID": usubjid, "condition": cond, "FROM": VISITS[iv.start], "TO": VISITS[iv.end],
+                         "interval": f"{VISITS[iv.start]}-{VISITS[iv.end]}", "status": iv.status,
+                         "ITH_FROM": states[iv.start].ith, "JSD": iv.jsd, "DELTA_ITH": iv.delta_ith,
+                         "DLOGVOL": iv.dlogvol, **raw, "Z_DENSITY": iv.z["density"],
+                         "Z_SPATIAL": iv.z["spatial"], "Z_TEXTURE": iv.z["texture"], "DHI": iv.dhi})
     return rows
 
 
-def icc_table(df: pd.DataFrame) -> None:
-    groups = {"segmentation": ["original", "erode", "dilate", "jitter-a", "jitter-b"],
-              "noise 10 HU": ["original", "noise-a", "noise-b"], "all": list(CONDITIONS)}
-    print("\nRepeatability: ICC(3,1) / ICC(2,1) over patients × conditions (n = complete patients)")
-    print(f"{'quantity':<22}{'perturbation':<15}{'n':>4}{'ICC(3,1)':>10}{'ICC(2,1)':>10}")
+GROUPS = {"segmentation": ["original", "erode", "dilate", "jitter-a", "jitter-b"],
+          "noise 10 HU": ["original", "noise-a", "noise-b"], "all": list(CONDITIONS)}
+ICC_QUANTITIES = ("DHI", "Z_DENSITY", "Z_SPATIAL", "Z_TEXTURE", "ITH_FROM", "DELTA_ITH")
+
+
+def icc_table(df: pd.DataFrame, n_boot: int, seed: int, icc_min: float) -> pd.DataFrame:
+    """ICC(3,1) and ICC(2,1) with bootstrap CIs per interval, quantity and perturbation group; prints the table."""
+    rng = np.random.default_rng(seed)
+    out = []
+    print(f"\nRepeatability: ICC(3,1) / ICC(2,1) [95 % bootstrap CI, {n_boot} resamples of patients] over "
+          "patients × conditions (n = patients complete under every condition of the group)")
+    print(f"{'quantity':<22}{'perturbation':<14}{'n':>4}  {'ICC(3,1) [CI]':<24}{'ICC(2,1) [CI]':<24}")
     for interval in sorted(df["interval"].unique()):
         sub = df[df["interval"] == interval]
-        for value in ("dhi", "jsd", "ith_from"):
-            for name, conds in groups.items():
+        for value in ICC_QUANTITIES:
+            for name, conds in GROUPS.items():
+                conds = [c for c in conds if c in set(sub["condition"])]
+                if len(conds) < 2:
+                    continue
                 wide = sub[sub["condition"].isin(conds)].pivot(index="USUBJID", columns="condition", values=value)
                 wide = wide.reindex(columns=conds).dropna()
                 label = f"{value} {interval}"
                 try:
-                    a, b = icc(wide.to_numpy(), "3,1"), icc(wide.to_numpy(), "2,1")
-                    print(f"{label:<22}{name:<15}{len(wide):>4}{a:>10.3f}{b:>10.3f}")
+                    a = icc_ci(wide.to_numpy(), "3,1", rng, n_boot)
+                    b = icc_ci(wide.to_numpy(), "2,1", rng, n_boot)
                 except ValueError as err:
-                    print(f"{label:<22}{name:<15}{len(wide):>4}  undefined ({err})")
+                    print(f"{label:<22}{name:<14}{len(wide):>4}  undefined ({err})")
+                    continue
+                out.append({"interval": interval, "quantity": value, "group": name, "n": len(wide),
+                            "icc31": a[0], "icc31_low": a[1], "icc31_high": a[2],
+                            "icc21": b[0], "icc21_low": b[1], "icc21_high": b[2]})
+                print(f"{label:<22}{name:<14}{len(wide):>4}  {a[0]:.3f} [{a[1]:.2f}, {a[2]:.2f}]"
+                      f"{'':<6}{b[0]:.3f} [{b[1]:.2f}, {b[2]:.2f}]")
+    table = pd.DataFrame(out)
+    if not table.empty:
+        _limits(table, icc_min)
+    return table
 
 
-def association(df: pd.DataFrame, truth: Path) -> None:
-    subjects = pd.read_csv(truth)[["USUBJID", "RESPONSE_CLASS", "RESPONDER"]]
-    orig = df[df["condition"] == "original"].merge(subjects, on="USUBJID")
-    print("\nAssociation with the generator's response class (original segmentation)")
-    for interval, sub in orig.groupby("interval"):
-        by = sub.groupby("RESPONSE_CLASS")["dhi"].agg(["count", "median", "mean"])
-        print(f"DHI {interval}:\n{by.to_string(float_format=lambda v: f'{v:.4f}')}")
-        for value in ("dhi", "delta_ith", "jsd"):
-            yes, no = sub.loc[sub["RESPONDER"] == 1, value], sub.loc[sub["RESPONDER"] == 0, value]
-            if len(yes) and len(no):
-                u = stats.mannwhitneyu(yes, no, alternative="two-sided")
-                auc = u.statistic / (len(yes) * len(no))
-                print(f"  {value:>9}, responder vs not: AUC = {auc:.3f} (n = {len(yes)} + {len(no)}), "
-                      f"Mann–Whitney p = {u.pvalue:.3f}")
+def _limits(table: pd.DataFrame, icc_min: float) -> None:
+    """Say, per interval, whether the DHI meets the protocol bar and which component limits it."""
+    print(f"\nAgainst the protocol bar ICC ≥ {icc_min:g} (agreement.icc_min), all conditions:")
+    for interval, sub in table[table["group"] == "all"].groupby("interval"):
+        row = sub.set_index("quantity")
+        if "DHI" not in row.index:
+            continue
+        dhi = row.loc["DHI"]
+        comps = row.loc[[q for q in ("Z_DENSITY", "Z_SPATIAL", "Z_TEXTURE") if q in row.index]]
+        worst = comps["icc21"].idxmin() if len(comps) else "-"
+        verdict = "meets" if min(dhi["icc31"], dhi["icc21"]) >= icc_min else "misses"
+        print(f"  DHI {interval}: ICC(3,1) {dhi['icc31']:.3f}, ICC(2,1) {dhi['icc21']:.3f} -> {verdict} the bar; "
+              f"least repeatable component {worst} (ICC(2,1) {comps['icc21'].min():.3f})")
+
+
+def association(df: pd.DataFrame, truth: Path) -> pd.DataFrame:
+    subjects = pd.read_csv(truth)[["USUBJID", "RESPONSE_CLASS", "RESPONDER", "PFS_DAYS", "PFS_EVENT"]]
+    orig = df[df["condition"] == "original"]
+    print("\nAssociation with the generator's response (original segmentation). AUC: P(responder higher); "
+          "rho_vol: Spearman with ln volume change; partial: with the responder flag given the volume change; "
+          "HR: Cox PFS per SD, adjusted for the volume change (crude in brackets)")
+    for interval, sub in orig.merge(subjects, on="USUBJID").groupby("interval"):
+        by = sub.groupby("RESPONSE_CLASS")["DHI"].agg(["count", "median", "mean"])
+        print(f"DHI {interval} by class:\n{by.to_string(float_format=lambda v: f'{v:.3f}')}")
+    table = dhi_association(orig, subjects)
+    print(f"{'interval':<8}{'quantity':<11}{'n':>4}{'AUC [95% CI]':>22}{'rho_vol':>9}{'partial (p)':>16}"
+          f"{'HR adj [CI] p (crude)':>34}")
+    for r in table.itertuples(index=False):
+        auc = f"{r.auc:.2f} [{r.auc_low:.2f}, {r.auc_high:.2f}]" if pd.notna(getattr(r, "auc", np.nan)) else "-"
+        part = f"{r.partial_rho:+.2f} ({r.partial_p:.3f})" if pd.notna(r.partial_rho) else "-"
+        hr = (f"{r.hr:.2f} [{r.hr_low:.2f}, {r.hr_high:.2f}] {r.hr_p:.3f} ({r.hr_crude:.2f})"
+              if pd.notna(getattr(r, "hr", np.nan)) else "-")
+        print(f"{r.interval:<8}{r.quantity:<11}{r.n:>4}{auc:>22}{r.rho_vol:>9.2f}{part:>16}{hr:>34}")
+    return table
+
+
+def calibrate(df: pd.DataFrame) -> None:
+    """Mean and SD of the raw component rates (original segmentation, both intervals pooled)."""
+    orig = df[(df["condition"] == "original") & (df["status"] != "absent")]
+    print(f"\nCalibration (original segmentation, {orig['USUBJID'].nunique()} patients, {len(orig)} intervals): "
+          "raw component rates per 30 days")
+    for c in ("density", "spatial", "texture"):
+        x = orig[c].to_numpy(float)
+        med = float(np.median(x))
+        mad = 1.4826 * float(np.median(np.abs(x - med)))
+        print(f"  {c}: mean {x.mean():.4g}, sd {x.std(ddof=1):.4g}; robust {{mean: {med:.4g}, sd: {mad:.4g}}}; "
+              f"by interval {orig.groupby('interval')[c].agg(['median', 'std']).round(4).to_dict('index')}")
 
 
 def _partitions(series: list[TimePointImage], spec: SubregionSpec) -> list[Partition]:
@@ -224,6 +294,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="write the per-condition DHI rows as CSV")
     ap.add_argument("--conditions", nargs="*", default=list(CONDITIONS), choices=list(CONDITIONS),
                     help="perturbations to run (only 'original' for a quick association on a larger cohort)")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of patients for ICC CIs")
+    ap.add_argument("--calibrate", action="store_true", help="print the component means/SDs for study.yaml")
+    ap.add_argument("--skip-speed", action="store_true", help="leave out the node-feature speed comparison")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench_dhi_") as tmp:
@@ -239,17 +312,21 @@ def main() -> None:
                 if lesion is not None:
                     all_series[uid] = load_lesion_series(store, uid, lesion)
         print(f"{len(all_series)} patients from {len(stores)} site stores")
+        definition = dhi_definition()
         t = time.perf_counter()
-        rows = [r for uid, s in all_series.items() for r in dhi_rows(uid, s, args.seed, args.conditions)]
+        rows = [r for uid, s in all_series.items() for r in dhi_rows(uid, s, args.seed, args.conditions, definition)]
         print(f"DHI under {len(args.conditions)} conditions in {time.perf_counter() - t:.1f} s")
         df = pd.DataFrame(rows)
         if args.out:
             df.to_csv(args.out, index=False)
+        if args.calibrate:
+            calibrate(df)
         if len(args.conditions) > 1:
-            icc_table(df)
+            icc_table(df, args.bootstrap, args.seed, load_protocol().agreement.icc_min)
         if cohort is not None and (cohort / "truth" / "subjects.csv").exists():
             association(df, cohort / "truth" / "subjects.csv")
-        speed(all_series, args.device)
+        if not args.skip_speed:
+            speed(all_series, args.device)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -72,10 +73,27 @@ class Agreement(_Frozen):
     icc_min: float = Field(gt=0, le=1)
 
 
+class DhiComponent(_Frozen):
+    """One pre-specified DHI component: ``weight · (x − mean) / sd`` (docs/dhi.md)."""
+
+    weight: float
+    mean: float
+    sd: float = Field(gt=0)
+
+
 class Heterogeneity(_Frozen):
-    """How the DHI is reported: hazard ratios per ``dhi_hr_unit`` of DHI (a DHI of 1 is far outside its range)."""
+    """The DHI definition (components, weights, reference scales) and how it is reported: hazard ratios per
+    ``dhi_hr_unit`` of DHI."""
 
     dhi_hr_unit: float = Field(gt=0)
+    dhi_components: dict[Literal["density", "spatial", "texture"], DhiComponent]
+
+    @model_validator(mode="after")
+    def _all_components(self) -> Heterogeneity:
+        missing = {"density", "spatial", "texture"} - set(self.dhi_components)
+        if missing:
+            raise ValueError(f"heterogeneity.dhi_components lacks {sorted(missing)}; docs/dhi.md lists the three")
+        return self
 
 
 class Populations(_Frozen):

@@ -239,10 +239,13 @@ class HabitatModel:
 
     def assign(self, ct: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Habitat label per voxel, shape (Z, Y, X) int64: 0..K-1 inside the tumour, -1 outside."""
+        return self.assign_features(local_features(ct, mask, self.settings.window), mask)
+
+    def assign_features(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """:meth:`assign` from precomputed :func:`local_features` ``(S, 2)`` of ``mask`` (computed once, reused)."""
         if not hasattr(self, "centroids_"):
             raise RuntimeError("HabitatModel.assign called before fit; fit it on the T0 tumour first")
-        feats = local_features(ct, mask, self.settings.window)
-        labels = torch.full(mask.shape, -1, dtype=torch.long, device=ct.device)
+        labels = torch.full(mask.shape, -1, dtype=torch.long, device=mask.device)
         if feats.shape[0]:
             z = self._standardise(feats)
             labels[mask.bool()] = nearest(z, self.centroids_.to(feats.device))
@@ -323,3 +326,70 @@ def proportions(labels: torch.Tensor, n_habitats: int) -> torch.Tensor:
     inside = labels[labels >= 0]
     counts = torch.bincount(inside, minlength=n_habitats).double()
     return counts / counts.sum().clamp(min=1.0)
+
+
+def interior(mask: torch.Tensor, depth: int = 2, min_voxels: int = 30) -> torch.Tensor:
+    """The mask eroded by ``depth`` voxels (3 × 3 × 3 cube, repeated), on the mask's device.
+
+    Voxels this deep have their whole 5³ local window inside the tumour, so neither their habitat nor
+    their texture depends on where exactly the contour was drawn (a re-drawing moves the border by about
+    a voxel). When fewer than ``min_voxels`` voxels survive, the erosion is shallower (down to the mask
+    itself), so that a small tumour still has a core to measure.
+    """
+    m = mask.bool()
+    if not bool(m.any()):
+        return m
+    idx = torch.nonzero(m)
+    box = tuple(slice(int(a), int(b) + 1) for a, b in zip(idx.min(0).values, idx.max(0).values, strict=True))
+    crop = m[box]
+    for d in range(depth, 0, -1):
+        outside = (~crop).float()[None, None]
+        grown = functional.max_pool3d(functional.pad(outside, (d,) * 6, value=1.0), 2 * d + 1, stride=1)
+        core = crop & (grown[0, 0] == 0)
+        if int(core.sum()) >= min_voxels:
+            out = torch.zeros_like(m)
+            out[box] = core
+            return out
+    return m
+
+
+def mixing_index(labels: torch.Tensor | np.ndarray, n_habitats: int, mode: Literal["slices", "volume"] = "slices"
+                 ) -> float:
+    """Spatial mixing of a habitat map against a permutation null on the same mask (a join-count statistic).
+
+    ``D`` is the fraction of face-adjacent tumour voxel pairs (in-plane Y and X neighbours for ``"slices"``,
+    also Z for ``"volume"``) whose habitats differ. Under the null of habitat labels randomly permuted over
+    the same mask (composition and mask kept) its expectation is exactly
+    ``D0 = 1 − Σ_i n_i (n_i − 1) / (S (S − 1))`` (n_i voxels of habitat i, S in all; Cliff & Ord 1981,
+    join-count statistics). The index is ``D / D0``: 0 for habitats in compact blocks, ≈ 1 for a
+    salt-and-pepper mixture, whatever the composition and however many voxels the tumour has (both are
+    in the null). Runs on the tensor's device.
+
+    Returns
+    -------
+    float
+        ``D / D0``; 0.0 when undefined (no adjacent pair, or a single habitat: nothing can be mixed).
+    """
+    lab = torch.as_tensor(labels)
+    if lab.ndim != 3:
+        raise GeometryMismatchError(f"labels must be a (Z, Y, X) map, but had shape {tuple(lab.shape)}")
+    if mode not in ("slices", "volume"):
+        raise SettingsError(f"mode must be 'slices' or 'volume', but was {mode!r}")
+    inside = lab[lab >= 0]
+    S = inside.numel()
+    if S < 2:
+        return 0.0
+    counts = torch.bincount(inside, minlength=n_habitats).double()
+    d0 = 1.0 - float((counts * (counts - 1.0)).sum()) / (S * (S - 1.0))
+    pairs = disagree = 0
+    for axis in ((1, 2) if mode == "slices" else (0, 1, 2)):
+        n = lab.shape[axis]
+        if n < 2:
+            continue
+        a, b = lab.narrow(axis, 0, n - 1), lab.narrow(axis, 1, n - 1)
+        both = (a >= 0) & (b >= 0)
+        pairs += int(both.sum())
+        disagree += int((both & (a != b)).sum())
+    if pairs == 0 or d0 <= 1e-12:
+        return 0.0
+    return disagree / pairs / d0

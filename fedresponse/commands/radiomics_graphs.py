@@ -113,10 +113,19 @@ def build_site_graphs(store_dir: Path, out: Path, device: str = "auto") -> tuple
     return len(built), skipped
 
 
+def dhi_definition() -> Any:
+    """The pre-specified DHI (:class:`radiomics.dhi.DhiDefinition`) of ``configs/study.yaml`` ``heterogeneity``."""
+    from evaluation.protocol import load_protocol
+    from radiomics.dhi import DhiDefinition
+
+    block = load_protocol().heterogeneity.dhi_components
+    return DhiDefinition.from_mapping({name: c.model_dump() for name, c in block.items()})
+
+
 def site_dhi(store_dir: Path, out: Path, seed: int = 0, device: str = "auto") -> tuple[int, list[tuple[str, str]]]:
     """Write the DHI of every subject and interval of a site store to ``out`` (CSV, atomically).
 
-    Columns: ``USUBJID, LESIONID, FROM, TO, DAYS, ITH_FROM, ITH_TO, DELTA_ITH, JSD, DHI, STATUS``.
+    Columns: :data:`radiomics.dhi.DHI_COLUMNS` (``USUBJID, LESIONID, FROM, TO, DAYS, ..., DHI, STATUS``).
     Returns the number of rows and the skipped subjects with the reason.
     """
     import pandas as pd
@@ -124,10 +133,10 @@ def site_dhi(store_dir: Path, out: Path, seed: int = 0, device: str = "auto") ->
 
     from evaluation.atomic import write_text_atomic
     from fl_client.store import SiteStore
-    from radiomics.dhi import dhi_intervals, habitat_states
+    from radiomics.dhi import DHI_COLUMNS, dhi_intervals, habitat_states, interval_rows
     from radiomics.exceptions import RadiomicsError
 
-    store, rows, skipped = SiteStore(store_dir), [], []
+    store, rows, skipped, definition = SiteStore(store_dir), [], [], dhi_definition()
     for usubjid in sorted(store.visits()["USUBJID"].unique()):
         lesion = choose_lesion(store, usubjid)
         if lesion is None:
@@ -140,12 +149,10 @@ def site_dhi(store_dir: Path, out: Path, seed: int = 0, device: str = "auto") ->
         except RadiomicsError as err:
             skipped.append((usubjid, str(err)))
             continue
-        for iv in dhi_intervals(states):
-            rows.append({"USUBJID": usubjid, "LESIONID": lesion, "FROM": VISITS[iv.start], "TO": VISITS[iv.end],
-                         "DAYS": iv.days, "ITH_FROM": states[iv.start].ith, "ITH_TO": states[iv.end].ith,
-                         "DELTA_ITH": iv.delta_ith, "JSD": iv.jsd, "DHI": iv.dhi, "STATUS": iv.status})
-    columns = ["USUBJID", "LESIONID", "FROM", "TO", "DAYS", "ITH_FROM", "ITH_TO", "DELTA_ITH", "JSD", "DHI", "STATUS"]
-    table = pd.DataFrame(rows, columns=columns)
+        visits = VISITS[: len(states)]
+        rows += [{"USUBJID": usubjid, "LESIONID": lesion, **row}
+                 for row in interval_rows(states, dhi_intervals(states, definition), visits)]
+    table = pd.DataFrame(rows, columns=list(DHI_COLUMNS))
     write_text_atomic(out, lambda stream: table.to_csv(stream, index=False), newline="")
     return len(rows), skipped
 

@@ -92,8 +92,8 @@ def test_pooled_block_matches_the_union_within_binning(synthetic_run: dict[str, 
     full = full.assign(SITE=full["USUBJID"].str.split("-").str[1])
     cox = CoxPHFitter().fit(full[["PFS_DAYS", "PFS_EVENT", "DHI", "SITE"]], "PFS_DAYS", "PFS_EVENT", strata=["SITE"],
                             fit_options={"precision": 1e-12})
-    unit = pooled["dhi_hr_unit"]  # reported per 0.1 DHI (protocol): HR_unit = exp(beta_per_1 * unit)
-    assert unit == pytest.approx(0.1)
+    unit = pooled["dhi_hr_unit"]  # reported per protocol unit of DHI: HR_unit = exp(beta_per_1 * unit)
+    assert unit == pytest.approx(load_protocol().heterogeneity.dhi_hr_unit)
     ci = np.exp(cox.confidence_intervals_.loc["DHI"].to_numpy() * unit)
     assert pooled["dhi_hr"] == pytest.approx(np.exp(cox.params_["DHI"] * unit), rel=1e-6)
     assert pooled["dhi_hr_ci"] == pytest.approx(ci.tolist(), rel=1e-6)

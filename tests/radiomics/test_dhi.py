@@ -8,9 +8,24 @@ import torch
 from scipy import ndimage
 from scipy.spatial.distance import jensenshannon
 
-from radiomics.dhi import HabitatState, dhi_intervals, habitat_states, icc, js_divergence
+from radiomics.dhi import (
+    COMPONENTS,
+    DHI_COLUMNS,
+    DhiDefinition,
+    HabitatState,
+    dhi_intervals,
+    glcm_entropy,
+    habitat_states,
+    icc,
+    icc_ci,
+    interval_rows,
+    js_divergence,
+)
 from radiomics.exceptions import EmptyMaskError, GeometryMismatchError, SettingsError
-from radiomics.habitats import HabitatModel, HabitatSettings, ith_score, kmeans, local_features
+from radiomics.habitats import HabitatModel, HabitatSettings, interior, ith_score, kmeans, local_features, mixing_index
+
+#: Unit standardisation, equal weights: DHI = (√JSD·r + ΔM·r + ΔH·r) / 3.
+UNIT = DhiDefinition.from_mapping({c: {"weight": 1.0, "mean": 0.0, "sd": 1.0} for c in COMPONENTS})
 
 
 def _blocks():
@@ -139,22 +154,45 @@ def test_habitats_correspond_over_time():
     states = habitat_states([(*t0, 1.0), (*t0, 43.0), (*t1, 85.0), (t0[0], np.zeros_like(t0[1]), 127.0)], gen)
     # The necrotic core goes from (5/14)³ = 5 % to (10/14)³ = 36 % of the volume: some habitat gains > 15 points.
     assert max(b - a for a, b in zip(states[0].proportions, states[2].proportions, strict=True)) > 0.15
-    rows = dhi_intervals(states)
+    rows = dhi_intervals(states, UNIT)
     assert [x.status for x in rows] == ["ok", "ok", "vanished"]
     assert rows[0].dhi == pytest.approx(0.0, abs=1e-12)  # same image: nothing changed
-    assert rows[1].jsd > 0.02 and rows[1].dhi > 0.02
+    assert rows[1].jsd > 0.02 and rows[1].z["density"] == pytest.approx(np.sqrt(rows[1].jsd) * 30 / 42)
     assert rows[2].jsd == 1.0 and rows[2].delta_ith == pytest.approx(-states[2].ith)
 
 
 def test_dhi_arithmetic_against_scipy_jensen_shannon():
-    a = HabitatState(day=1, n_voxels=500, ith=0.2, proportions=(0.5, 0.5, 0.0))
-    b = HabitatState(day=61, n_voxels=400, ith=0.5, proportions=(1.0, 0.0, 0.0))
+    a = HabitatState(day=1, n_voxels=500, ith=0.2, proportions=(0.5, 0.5, 0.0), mixing=0.4, texture_entropy=5.0,
+                     mask_voxels=599)
+    b = HabitatState(day=61, n_voxels=400, ith=0.5, proportions=(1.0, 0.0, 0.0), mixing=0.1, texture_entropy=5.6,
+                     mask_voxels=299)
     jsd = jensenshannon(a.proportions, b.proportions, base=2) ** 2
     assert js_divergence(a.proportions, b.proportions) == pytest.approx(jsd)
-    (row,) = dhi_intervals([a, b])
+    definition = DhiDefinition.from_mapping({"density": {"weight": 2.0, "mean": 0.1, "sd": 0.2},
+                                             "spatial": {"weight": 1.0, "mean": 0.0, "sd": 0.05},
+                                             "texture": {"weight": -1.0, "mean": 0.1, "sd": 0.5}})
+    (row,) = dhi_intervals([a, b], definition)
     assert row.status == "ok" and row.days == 60
     assert row.delta_ith == pytest.approx(0.3)
-    assert row.dhi == pytest.approx((0.3 + jsd) * 30 / 60)
+    assert row.dlogvol == pytest.approx(np.log(300 / 600))
+    z_density = (np.sqrt(jsd) * 0.5 - 0.1) / 0.2
+    z_spatial = (-0.3 * 0.5 - 0.0) / 0.05
+    z_texture = (0.6 * 0.5 - 0.1) / 0.5
+    assert row.z == pytest.approx({"density": z_density, "spatial": z_spatial, "texture": z_texture})
+    assert row.dhi == pytest.approx((2 * z_density + z_spatial - z_texture) / 4)
+    (csv_row,) = interval_rows([a, b], [row], ("T0", "T1"))
+    assert list(csv_row) == list(DHI_COLUMNS[2:]) and csv_row["DHI"] == row.dhi and csv_row["VOXELS_TO"] == 299
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"density": {"weight": 1.0, "mean": 0.0, "sd": 1.0}},  # components missing
+     {c: {"weight": 0.0, "mean": 0.0, "sd": 1.0} for c in ("density", "spatial", "texture")},  # all weights 0
+     {c: {"weight": 1.0, "mean": 0.0, "sd": 0.0} for c in ("density", "spatial", "texture")}],  # sd 0
+)
+def test_bad_dhi_definitions_are_reported(data):
+    with pytest.raises(SettingsError, match="DHI"):
+        DhiDefinition.from_mapping(data)
 
 
 @pytest.mark.parametrize(
@@ -162,17 +200,108 @@ def test_dhi_arithmetic_against_scipy_jensen_shannon():
     [(500, 10, "small"), (10, 500, "small"), (0, 500, "absent"), (500, 0, "vanished"), (50, 50, "ok")],
 )
 def test_dhi_status(n_a, n_b, status):
-    a = HabitatState(1, n_a, 0.3 if n_a else 0.0, (0.5, 0.5) if n_a else (0.0, 0.0))
+    a = HabitatState(1, n_a, 0.3 if n_a else 0.0, (0.5, 0.5) if n_a else (0.0, 0.0), mixing=0.5 if n_a else 0.0)
     b = HabitatState(50, n_b, 0.1 if n_b else 0.0, (0.2, 0.8) if n_b else (0.0, 0.0))
-    (row,) = dhi_intervals([a, b], min_voxels=50)
+    (row,) = dhi_intervals([a, b], UNIT, min_voxels=50)
     assert row.status == status
-    assert np.isfinite(row.dhi) and row.dhi >= 0
+    assert np.isfinite(row.dhi) and np.isfinite(row.dlogvol)
+    if status == "vanished":  # the whole composition is gone, the map's mixing too; texture unknown (0)
+        assert row.jsd == 1.0 and row.delta_mixing == -0.5 and row.delta_texture == 0.0
+    if status == "small":
+        assert row.z["spatial"] == row.z["texture"] == 0.0 and row.z["density"] != 0.0
+    if status == "absent":
+        assert row.dhi == 0.0 and set(row.z.values()) == {0.0}
 
 
 def test_dhi_needs_increasing_days():
     s = HabitatState(10, 100, 0.1, (1.0, 0.0))
     with pytest.raises(SettingsError, match="scan days must increase"):
-        dhi_intervals([s, s])
+        dhi_intervals([s, s], UNIT)
+
+
+def test_mixing_index_by_hand():
+    halves, _ = _two_halves()  # 4 slices x 24 in-plane pairs, 4 per slice across the interface
+    d0 = 1 - 2 * 32 * 31 / (64 * 63)
+    assert mixing_index(halves, 2) == pytest.approx((16 / 96) / d0)
+    assert mixing_index(halves, 2, mode="volume") == pytest.approx((16 / 144) / d0)  # + 48 agreeing z pairs
+    checker, _ = _checkerboard()  # every pair disagrees: more mixed than random
+    assert mixing_index(checker, 2) == pytest.approx(1 / d0)
+    assert mixing_index(np.zeros((3, 3, 3), int), 2) == 0.0  # one habitat: nothing to mix
+    with pytest.raises(SettingsError, match="mode"):
+        mixing_index(halves, 2, mode="2d")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mixing_index_is_one_under_its_permutation_null(seed):
+    rng = np.random.default_rng(seed)
+    mask = _tumour(7.0, seed=seed)[1]
+    labels = np.full(mask.shape, -1)
+    labels[mask] = rng.choice(3, size=int(mask.sum()), p=[0.6, 0.3, 0.1])
+    assert mixing_index(labels, 3) == pytest.approx(1.0, abs=0.03)
+
+
+def _blob_labels(radius: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(2 * radius + 4)
+    g = np.indices((n, n, n)) - (n - 1) / 2
+    mask = np.sqrt((g**2).sum(0)) <= radius
+    field = ndimage.gaussian_filter(rng.standard_normal(mask.shape), 2.0)
+    labels = np.digitize(field, np.quantile(field[mask], [1 / 3, 2 / 3]))
+    return np.where(mask, labels, -1)
+
+
+def test_mixing_index_does_not_follow_tumour_size():
+    """Same texture of habitat blobs, a ball of radius 8 vs 20 voxels (15x the volume): M barely moves."""
+    small = np.mean([mixing_index(_blob_labels(8.0, s), 3) for s in range(3)])
+    large = np.mean([mixing_index(_blob_labels(20.0, s), 3) for s in range(3)])
+    assert 0.1 < small < 0.9 and abs(small - large) < 0.1 * large
+
+
+def test_interior_erodes_and_falls_back_for_small_tumours():
+    ball = _tumour(5.0)[1]
+    core = interior(torch.as_tensor(ball), depth=2).numpy()
+    expected = ndimage.binary_erosion(ball, np.ones((3, 3, 3)), iterations=2)
+    np.testing.assert_array_equal(core, expected)
+    tiny = np.zeros((7, 7, 7), bool)
+    tiny[2:5, 2:5, 2:5] = True  # 27 voxels: eroding leaves one voxel, below min_voxels
+    np.testing.assert_array_equal(interior(torch.as_tensor(tiny), depth=2, min_voxels=5).numpy(), tiny)
+
+
+def _glcm_entropy_numpy(levels: np.ndarray, mask: np.ndarray) -> float:
+    """Merged 3-D GLCM joint entropy by brute force over the 13 directions (IBSI 3.6, both pair orders)."""
+    n = int(levels.max()) + 1
+    counts = np.zeros((n, n))
+    dirs = [(dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+            if (dz, dy, dx) > (0, 0, 0)]
+    Z, Y, X = levels.shape
+    for dz, dy, dx in dirs:
+        for z, y, x in np.argwhere(mask):
+            z2, y2, x2 = z + dz, y + dy, x + dx
+            if 0 <= z2 < Z and 0 <= y2 < Y and 0 <= x2 < X and mask[z2, y2, x2]:
+                counts[levels[z, y, x], levels[z2, y2, x2]] += 1
+                counts[levels[z2, y2, x2], levels[z, y, x]] += 1
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def test_glcm_entropy_against_brute_force():
+    rng = np.random.default_rng(4)
+    ct = rng.normal(20, 60, (5, 6, 7)).astype(np.float32)
+    mask = rng.random(ct.shape) < 0.7
+    levels = np.floor((np.clip(ct, -1000, 400) + 1000) / 25).astype(int) + 1
+    assert glcm_entropy(torch.as_tensor(ct), torch.as_tensor(mask)) == pytest.approx(
+        _glcm_entropy_numpy(levels, mask), rel=1e-9)
+    assert glcm_entropy(torch.as_tensor(ct), torch.zeros(ct.shape, dtype=torch.bool)) == 0.0
+
+
+def test_icc_bootstrap_ci_brackets_the_estimate():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(0, 1, (60, 1))
+    ratings = truth + rng.normal(0, 0.3, (60, 4))
+    point, lo, hi = icc_ci(ratings, "2,1", np.random.default_rng(1), n_boot=300)
+    assert point == icc(ratings, "2,1") and lo < point < hi
+    assert 0.8 < point < 1.0 and hi - lo < 0.2
+    assert icc_ci(ratings, "2,1", np.random.default_rng(1), n_boot=300) == (point, lo, hi)
 
 
 # Shrout & Fleiss (1979), Table 2: 6 targets rated by 4 judges; ICC(2,1) = 0.29, ICC(3,1) = 0.71.
