@@ -38,17 +38,23 @@ def _fft_filter(volume: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return full[:, hz : hz + shape[0], hy : hy + shape[1], hx : hx + shape[2]]
 
 
-def local_mean(image: torch.Tensor, spacing: tuple[float, float, float]) -> torch.Tensor:
-    """``(B, Z, Y, X)`` mean intensity in the 1 cm³ sphere around every voxel (image voxels only)."""
+def local_mean(image: torch.Tensor, spacing: tuple[float, float, float], valid: torch.Tensor | None = None
+               ) -> torch.Tensor:
+    """``(B, Z, Y, X)`` mean intensity in the 1 cm³ sphere around every voxel (image voxels only).
+
+    ``valid`` (``(B, Z, Y, X)`` bool, optional) marks which grid voxels are image voxels, for VOIs of
+    different scans zero-padded into one batch (:mod:`radiomics.batch`); default: the whole grid.
+    """
     kernel = sphere_kernel(spacing).to(image.device)
     x = image.double()
-    total = _fft_filter(x, kernel)
-    count = _fft_filter(torch.ones_like(x[:1]), kernel)
-    return total / count.round()
+    if valid is None:
+        return _fft_filter(x, kernel) / _fft_filter(torch.ones_like(x[:1]), kernel).round()
+    v = valid.double()
+    return _fft_filter(x * v, kernel) / _fft_filter(v, kernel).round().clamp(min=1.0)
 
 
-def local_intensity(image: torch.Tensor, mask: torch.Tensor, spacing: tuple[float, float, float]
-                    ) -> dict[str, torch.Tensor]:
+def local_intensity(image: torch.Tensor, mask: torch.Tensor, spacing: tuple[float, float, float],
+                    valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """IBSI ``loc_peak_loc`` and ``loc_peak_glob``.
 
     Parameters
@@ -60,13 +66,15 @@ def local_intensity(image: torch.Tensor, mask: torch.Tensor, spacing: tuple[floa
         ``(B, Z, Y, X)`` bool intensity mask.
     spacing : tuple of float
         ``(z, y, x)`` voxel size in mm.
+    valid : Tensor, optional
+        ``(B, Z, Y, X)`` bool image voxels of each VOI (see :func:`local_mean`).
 
     Returns
     -------
     dict of str to Tensor
         ``(B,)`` float64 values in the image's intensity unit.
     """
-    means = local_mean(image, spacing)
+    means = local_mean(image, spacing, valid)
     neg = torch.tensor(-torch.inf, dtype=torch.float64, device=image.device)
     roi_max = torch.where(mask, image.double(), neg).amax((1, 2, 3), keepdim=True)
     at_max = mask & (image.double() == roi_max)
