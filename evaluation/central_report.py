@@ -411,10 +411,14 @@ RENDERERS = {"population": _population, "summary": _summary, "primary": _primary
 
 
 def stop_line(run_summary: Mapping[str, Any] | None) -> str | None:
-    """``stopped after round k of n: <reason>`` from ``run_summary.json``, or None."""
+    """``stopped after round k of n: <reason>`` from ``run_summary.json`` (the server's own ``stop`` sentence,
+    ``fl_server.planning``, when it wrote one), or None."""
     if not run_summary or run_summary.get("rounds_completed") is None:
         return None
-    done, planned = run_summary["rounds_completed"], run_summary.get("rounds_planned")
+    if run_summary.get("stop"):
+        return str(run_summary["stop"])
+    done = run_summary["rounds_completed"]
+    planned = run_summary.get("rounds_configured", run_summary.get("rounds_planned"))
     reason = str(run_summary.get("stop_reason") or "").replace("_", " ")
     if planned is not None and done >= planned and reason in ("", "completed", "rounds completed"):
         return f"completed all {planned} rounds"

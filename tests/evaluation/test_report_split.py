@@ -173,6 +173,9 @@ def test_stop_line_reads_the_run_summary() -> None:
     assert stop_line({"rounds_planned": 5, "rounds_completed": 5, "stop_reason": "completed"}) == \
         "completed all 5 rounds"
     assert stop_line(None) is None
+    written = {"rounds_configured": 20, "rounds_planned": 6, "rounds_completed": 6, "stop_reason": "privacy budget",
+               "stop": "stopped after round 6 of 20: privacy budget"}  # as fl_server.planning writes it
+    assert stop_line(written) == "stopped after round 6 of 20: privacy budget"
 
 
 def test_synthetic_cohort_banner_and_run_summary_on_both_reports(synthetic_run: dict[str, Path],
