@@ -35,9 +35,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # PDF back. Installed with apt when we are root; otherwise the
 # tests that need them say so (and fail under CI=true).
 $(SYSSTAMP): | $(BIN)/python
-	@if command -v dciodvfy >/dev/null && command -v chromium >/dev/null && command -v pdftoppm >/dev/null; then :; \
+	@if command -v dciodvfy >/dev/null && command -v chromium >/dev/null && command -v pdftoppm >/dev/null \
+	  && command -v Orthanc >/dev/null && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then :; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools chromium poppler-utils >/dev/null) \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools chromium poppler-utils \
+	    orthanc orthanc-dicomweb >/dev/null) \
 	  || echo "warning: could not install dicom3tools/chromium"; \
 	else echo "warning: dicom3tools/chromium missing and not root; related tests will be skipped"; fi
 	touch $(SYSSTAMP)

@@ -19,6 +19,7 @@ from rich.logging import RichHandler
 COMMAND_MODULES: tuple[str, ...] = (
     "synth",
     "ingest",
+    "pacs",
     "assess",
     "radiomics",
     "train",

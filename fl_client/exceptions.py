@@ -33,3 +33,7 @@ class DvpError(FlClientError):
 
 class StoreError(FlClientError):
     """The site store is missing, incomplete or of an unknown format version."""
+
+
+class PacsError(FlClientError):
+    """A PACS pull cannot go on (refused association, unknown AE title, timeout, bad site configuration)."""

@@ -12,7 +12,7 @@ from rich.table import Table
 
 def ingest(
     src: Path = typer.Argument(..., help="The site's export folder (pacs/, annotations/, crf.csv, reads.csv, ...)."),
-    site: str = typer.Option(..., "--site", help="SITEID, e.g. S01."),
+    site: str = typer.Option(..., "--site", help="SITEID: 2-8 capitals or digits, e.g. S01 or QY."),
     out: Path = typer.Option(..., "--out", help="The site store folder (created or updated)."),
     key_file: Path | None = typer.Option(None, "--key-file",
                                          help="Encrypted re-identification key (default: OUT/../SITE.reid.enc)."),
@@ -23,15 +23,17 @@ def ingest(
     why: str = typer.Option("site ingest of a PACS export", "--why", help="Why (audit log)."),
 ) -> None:
     """De-identify, assemble, QC and validate one site's export into its study store."""
+    from fedresponse.progress import progress_bars
     from fl_client.exceptions import FlClientError
     from fl_client.ingest.pipeline import IngestConfig, ingest_site
     from fl_client.ingest.reid import passphrase_from
 
     console = Console()
     try:
-        config = IngestConfig(site=site, passphrase=passphrase_from(passphrase_file), who=who or getpass.getuser(),
-                              why=why, key_file=key_file)
-        summary = ingest_site(src, out, config)
+        with progress_bars(f"ingest {site}") as sink:
+            config = IngestConfig(site=site, passphrase=passphrase_from(passphrase_file),
+                                  who=who or getpass.getuser(), why=why, key_file=key_file, progress=sink)
+            summary = ingest_site(src, out, config)
     except FlClientError as exc:
         console.print(f"[bold red]ingest failed:[/] {exc}")
         raise typer.Exit(code=1) from exc

@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset
 
 from fl_client.ingest.series import SliceHeader
 from fl_client.ingest.workers import Parallelism, ordered_map
+from fl_client.progress import NoProgress, ProgressSink
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,9 @@ LEGACY_ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.2"
 RTSTRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
 SEG = "1.2.840.10008.5.1.4.1.1.66.4"
 #: Site tables recognised by name at the export root (their names are the interface with the site).
-TABLE_NAMES = ("enrolment_log.csv", "crf.csv", "reads.csv")
+SITE_TABLES = ("enrolment_log.csv", "crf.csv", "reads.csv")
+#: ... and the accounting a PACS pull leaves in its inbox (fl_client.pacs.inbox), recorded, not imaging.
+TABLE_NAMES = (*SITE_TABLES, "pacs_pull.csv")
 _NIFTI_HEADER = 348
 
 
@@ -69,13 +72,22 @@ class FileRecord:
         return self.frames or ([self.slice] if self.slice is not None else [])
 
 
-def classify_all(root: Path, parallel: Parallelism | None = None) -> list[FileRecord]:
-    """:func:`classify` every file under ``root`` (stable order), in worker processes for big exports."""
+def classify_all(root: Path, parallel: Parallelism | None = None,
+                 progress: ProgressSink | None = None) -> list[FileRecord]:
+    """:func:`classify` every file under ``root`` (stable order), in worker processes for big exports;
+    ``progress`` counts ``files``."""
     paths = list(iter_files(root))
     parallel = parallel or Parallelism()
+    sink = progress or NoProgress()
+    sink.expect("files", len(paths))
     if not parallel.active(len(paths)):
-        return [classify(path, root) for path in paths]
-    return ordered_map(partial(classify, root=root), paths, parallel.workers, chunksize=64)
+        records = []
+        for path in paths:
+            records.append(classify(path, root))
+            sink.advance("files")
+        return records
+    return ordered_map(partial(classify, root=root), paths, parallel.workers, chunksize=64,
+                       on_result=lambda _: sink.advance("files"))
 
 
 def iter_files(root: Path) -> Iterator[Path]:

@@ -25,6 +25,7 @@ _TABLE_REASONS = {
     "enrolment_log.csv": "used for pseudonymisation and the encrypted key; its PHI is not copied",
     "crf.csv": "edit-checked, dates shifted → crf.parquet, queries.parquet, eligibility.parquet",
     "reads.csv": "lesion measurements → measurements.parquet",
+    "pacs_pull.csv": "the PACS pull's account of requested and received instances (docs/pacs.md); not copied",
 }
 
 

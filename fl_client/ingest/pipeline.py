@@ -45,6 +45,7 @@ from fl_client.ingest.store_tables import StoreTables, old_tables, pending_dir, 
 from fl_client.ingest.visits import parse_da
 from fl_client.ingest.workers import PARALLEL_FROM_FILES, Parallelism, ordered_map
 from fl_client.ingest.writer import BackgroundWriter
+from fl_client.progress import NoProgress, ProgressSink
 from privacy.audit import AuditLog
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ class IngestConfig:
     workers : int
         Processes for discovery and image building (default: up to 2, the cores of a site server we plan
         for); used for exports of at least ``parallel_from_files`` files.
+    progress : ProgressSink or None
+        Told the ``files`` discovered, and the ``patients`` and ``series`` built (rich bars in the CLI).
     """
 
     site: str
@@ -84,6 +87,7 @@ class IngestConfig:
     scrypt_n: int = reid.SCRYPT_N
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
     parallel_from_files: int = PARALLEL_FROM_FILES
+    progress: ProgressSink | None = None  # counts files, patients and series (the CLI draws bars)
 
     @property
     def parallel(self) -> Parallelism:
@@ -197,8 +201,9 @@ def _sidecars(records: list[FileRecord]) -> dict[str, tuple[FileRecord, dict[str
 
 def _build_images(records: list[FileRecord], pseudonyms: dict[str, PatientPseudonym], key: reid.ReidKey,
                   doses: dict[str, Any], store: Path, protocol: StudyProtocol, rebuild: set[str],
-                  parallel: Parallelism) -> dict[str, SubjectImages]:
+                  parallel: Parallelism, progress: ProgressSink | None = None) -> dict[str, SubjectImages]:
     sidecars = _sidecars(records)
+    sink = progress or NoProgress()
     inputs = _by_patient(records)
     jobs: list[tuple[list[FileRecord], SubjectContext]] = []
     for patient_id, who in sorted(pseudonyms.items(), key=lambda item: item[1].usubjid):
@@ -207,13 +212,24 @@ def _build_images(records: list[FileRecord], pseudonyms: dict[str, PatientPseudo
         ct, annotations = inputs.get(patient_id, ([], []))
         ctx = SubjectContext(who=who, secret=key.secret, first_dose=doses.get(who.usubjid), protocol=protocol,
                              store=pending_dir(store), annotations=annotations, sidecars=sidecars)
-        log.info("ingesting %s: %d CT files, %d annotation objects", who.usubjid, len(ct), len(annotations))
+        log.debug("ingesting %s: %d CT files, %d annotation objects", who.usubjid, len(ct), len(annotations))
         jobs.append((ct, ctx))
+    sink.expect("patients", len(jobs))
+    sink.expect("series", sum(len({r.series_uid for r in ct}) for ct, _ in jobs))
+    series_left = [len({r.series_uid for r in ct}) for ct, _ in jobs][::-1]  # results arrive in job order
+
+    def done(_: SubjectImages) -> None:
+        sink.advance("patients")
+        sink.advance("series", series_left.pop())
+
     if parallel.active(sum(len(ct) for ct, _ in jobs)) and len(jobs) > 1:
-        results = ordered_map(_build_job, jobs, parallel.workers)
+        results = ordered_map(_build_job, jobs, parallel.workers, on_result=done)
     else:
+        results = []
         with BackgroundWriter() as writer:
-            results = [_build_job((ct, replace(ctx, writer=writer))) for ct, ctx in jobs]
+            for ct, ctx in jobs:
+                results.append(_build_job((ct, replace(ctx, writer=writer))))
+                done(results[-1])
     return {ctx.who.usubjid: result for (_, ctx), result in zip(jobs, results, strict=True)}
 
 
@@ -278,7 +294,7 @@ def _locked_ingest(src: Path, out: Path, config: IngestConfig, key_file: Path, p
     key = reid.load_key(key_file, config.passphrase) if key_file.exists() else reid.ReidKey.new(config.site)
     if key.site != config.site:
         raise IngestError(f"key file {key_file} belongs to site {key.site}, not {config.site}; pass --key-file")
-    records = classify_all(src, config.parallel)
+    records = classify_all(src, config.parallel, config.progress)
     known = known_files(old.manifest)
     new = [r for r in records if not is_known(r, known)]
     vanished = len(known) - (len(records) - len(new))
@@ -314,7 +330,8 @@ def _collect(src: Path, out: Path, config: IngestConfig, key: reid.ReidKey, reco
     new_patients = {r.patient_id for r in new} | ({"*"} if crf_path in {r.path for r in new} else set())
     rebuild = {p.usubjid for pid, p in pseudonyms.items() if pid in new_patients or "*" in new_patients
                or not old.complete or p.usubjid not in set(old.visits.get("USUBJID", []))}
-    images = _build_images(records, pseudonyms, key, _first_doses(crf_raw), out, protocol, rebuild, config.parallel)
+    images = _build_images(records, pseudonyms, key, _first_doses(crf_raw), out, protocol, rebuild, config.parallel,
+                           config.progress)
     measurements = (read_reads(reads_path, protocol.study_id, config.site) if reads_path.exists()
                     else pd.DataFrame(columns=READS_COLUMNS))
     shifts = {u: int(v["DATE_SHIFT_DAYS"]) for u, v in key.subjects.items()}

@@ -7,7 +7,7 @@ a study outside every window is unscheduled (``UNS1``, ``UNS2``, … per subject
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 from evaluation.protocol import StudyProtocol
 
@@ -16,6 +16,11 @@ def study_day(day: date, first_dose: date) -> int:
     """CDISC study day of ``day`` relative to ``first_dose`` (day 1 = first dose, no day 0)."""
     delta = (day - first_dose).days
     return delta + 1 if delta >= 0 else delta
+
+
+def ady_date(ady: int, first_dose: date) -> date:
+    """Calendar date of study day ``ady`` (the inverse of :func:`study_day`)."""
+    return first_dose + timedelta(days=ady - 1 if ady > 0 else ady)
 
 
 def parse_da(value: str) -> date | None:

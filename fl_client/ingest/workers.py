@@ -40,8 +40,15 @@ def lenient_reading() -> None:
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 
-def ordered_map(func: Callable[[T], R], items: Sequence[T], workers: int, chunksize: int = 1) -> list[R]:
-    """``[func(item) for item in items]`` in ``workers`` spawned processes (``func`` must be importable)."""
+def ordered_map(func: Callable[[T], R], items: Sequence[T], workers: int, chunksize: int = 1,
+                on_result: Callable[[R], None] | None = None) -> list[R]:
+    """``[func(item) for item in items]`` in ``workers`` spawned processes (``func`` must be importable);
+    ``on_result`` sees each result as it arrives, in order (progress reporting)."""
     context = multiprocessing.get_context("spawn")
+    results: list[R] = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=lenient_reading) as pool:
-        return list(pool.map(func, items, chunksize=chunksize))
+        for result in pool.map(func, items, chunksize=chunksize):
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    return results
