@@ -292,7 +292,7 @@ def _reference_endpoints(data: SiteData, wide: pd.DataFrame) -> dict[str, Any]:
     out: dict[str, Any] = orr_summary(orr_counts(data.subjects, data.visits, wide["LABEL"], _enrolled(data)))
     out.update(median_block(kaplan_meier(risk_table(t, e))) if t.size else
                {"median_pfs_days": None, "median_pfs_ci": None, "median_pfs_days_not_estimable": "no PFS subject"})
-    out["n_pfs"] = int(keep.sum())
+    out["n_pfs"], out["pfs_paramcd"] = int(keep.sum()), PFS_PARAMCD
     out["dhi_auc"] = None
     if "DHI" in wide.columns:
         dhi = wide["DHI"].to_numpy(float)
@@ -305,6 +305,9 @@ def _reference_endpoints(data: SiteData, wide: pd.DataFrame) -> dict[str, Any]:
 
 
 LANDMARK_VISIT = "T1"
+#: The PFS every survival statistic uses: predictions' PFS_DAYS/PFS_EVENT are the reference's iRECIST PFS
+#: (``IPFS_*``, fl_client.featurize), i.e. ADTTE ``PARAMCD = "IPFS"`` — the same numbers, subject by subject.
+PFS_PARAMCD = "IPFS"
 
 
 def landmark_day() -> float:
@@ -466,6 +469,7 @@ def compute_metrics(
     pooled.update(cox)
     pooled["suppressed"] = [s.as_dict() for s in suppressed]
     pooled["min_cell_size"] = min_cell_size()
+    pooled["pfs_paramcd"] = PFS_PARAMCD
     for item in suppressed:
         log.warning("site %s contributes nothing to pooled %s: %s", item.site, item.statistic, item.reason)
     log.info("pooled %d site(s), %d subject(s) with %s", len(sites), pooled["n"], type(codec).__name__)

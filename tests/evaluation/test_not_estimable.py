@@ -56,7 +56,9 @@ def test_site_blocks_name_the_reason() -> None:
     site = metrics["sites"]["S01"]
     assert site["full"]["auc"] is None and "minimum" in site["full"]["auc_not_estimable"]
     assert site["hr_responder"] is None and site["hr_responder_not_estimable"]
-    assert metrics["pooled"]["full"]["auc"] is None and "1 responder" in metrics["pooled"]["full"]["auc_not_estimable"]
+    pooled = metrics["pooled"]  # 1 responder < min_cell_size: the site sends nothing for the mode, pooled says why
+    assert {"site": "S01", "statistic": "full", "reason": "1 responders (< min_cell_size 5)"} in pooled["suppressed"]
+    assert pooled["full"]["auc"] is None and "0 responder" in pooled["full"]["auc_not_estimable"]
 
 
 def test_pooled_calibration_counts_are_rounded_after_decryption() -> None:
