@@ -2,17 +2,23 @@
 
     .venv/bin/python benchmarks/bench_models.py                          # synthetic in-memory records
     .venv/bin/python benchmarks/bench_models.py --cohort /tmp/trial      # model_inputs.pt under a cohort
-    .venv/bin/python benchmarks/bench_models.py --speed-only             # epoch time and DP overhead only
+    .venv/bin/python benchmarks/bench_models.py --cohort /tmp/h7/trial90 --accuracy-only --seeds 1,2,3
+    .venv/bin/python benchmarks/bench_models.py --speed-only             # step time and DP overhead only
 
 Accuracy: patient-level stratified CV (and leave-one-site-out) exactly as ``fedresponse train
---centralized`` runs it (:func:`fl_client.centralized.evaluate_modes`), printed per mode and model with
-the DeLong 95 % CI, against ``truth/oracle.json`` when the cohort has one. Without ``--cohort`` the
-records come from the tests' synthetic generator (``tests/models/model_records.py``), whose signal is
-not the trial generator's, so its AUCs say only that the pipeline learns; the oracle is then absent.
+--centralized`` runs it (:func:`fl_client.centralized.evaluate_modes`), over ``--seeds`` (folds and
+initialisation), printed per task (early response, durable benefit at 6 and 12 months from T2, T1
+pseudoprogression) and model — the fusion with its deep part on (``fusion``) and off (``wide``), the
+ST-GCN and the Transformer alone, and the baselines of :mod:`fl_client.baselines` — as mean ± SD over
+the seeds with the first seed's DeLong 95 % CI, and each model's gap to the task's oracle and to the
+features' upper bound on the same patients (:mod:`task_references`). Without ``--cohort`` the records
+come from the tests' synthetic generator (``tests/models/model_records.py``), whose signal is not the
+trial generator's, so its AUCs say only that the pipeline learns; oracle and bound are then absent.
 
-Speed: mean time per optimizer step and per epoch of the full-mode fusion network on one site's worth
-of patients (batch 32), plain vs Opacus DP-SGD (Poisson sampling, per-sample clipping, noise), with
-the ratio, on CPU — and on CUDA (bf16 autocast) when a GPU is present.
+Speed (``dp_speed.py``): median time of a plain and a DP-SGD step of the full-mode fusion network at
+the real graph size on one site's worth of patients (batch 32), taken in turn in the same run, with the
+ratio, also for Opacus' defaults and the former Conv2d network, on CPU — and on CUDA (bf16 autocast) when
+a GPU is present.
 """
 
 from __future__ import annotations
@@ -25,18 +31,24 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "models"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import dp_speed  # noqa: E402
+import task_references  # noqa: E402
 
 from evaluation.protocol import configs_dir  # noqa: E402
-from fl_client.centralized import NEURAL, PooledCohort, evaluate_modes, node_padding  # noqa: E402
+from fl_client.baselines import BASELINES  # noqa: E402
+from fl_client.centralized import NEURAL, PooledCohort, evaluate_modes  # noqa: E402
 from fl_client.featurize import stale_columns  # noqa: E402
-from fl_client.train import Standardizer, load_site_inputs, to_dataset, train_epoch  # noqa: E402
-from models.config import DIAGNOSTIC_KINDS, ModelSettings, build_model, load_model_config  # noqa: E402
+from fl_client.train import load_site_inputs  # noqa: E402
+from models.config import ModelSettings, load_model_config  # noqa: E402
 
 
 def _cohort(args: argparse.Namespace) -> tuple[PooledCohort, float | None, str]:
@@ -53,100 +65,96 @@ def _cohort(args: argparse.Namespace) -> tuple[PooledCohort, float | None, str]:
     if stale:
         raise SystemExit(f"{stale[0]}; re-featurize (fedresponse.featurize.featurize_store) and point --cohort "
                          "at the new files")
-    oracle_path = args.cohort / "truth" / "oracle.json"
-    oracle = json.loads(oracle_path.read_text())["early_oracle_auc"] if oracle_path.exists() else None
+    truth = task_references.truth_dir(args.cohort)
+    oracle = json.loads((truth / "oracle.json").read_text())["early_oracle_auc"] if truth is not None else None
     records = [r for s in sites for r in s.records]
     return PooledCohort(records, sites[0].global_names, sites[0].global_groups, sites[0].clinical_names), oracle, \
         str(args.cohort)
 
 
-def _step_times(cohort: PooledCohort, settings: ModelSettings, device: torch.device, private: bool,
-                n_patients: int, epochs: int) -> tuple[float, float, float]:
-    """Wall s/step, process-CPU s/step and wall s/epoch of the full-mode fusion net, after a warm-up epoch.
-
-    Process CPU time is reported because the shared machines run many jobs: wall time then measures the
-    neighbours as much as us, CPU time only our own work.
-    """
-    from opacus import PrivacyEngine
-
-    records = cohort.records[:n_patients]
-    data = to_dataset(records, "full", node_padding(records, settings), Standardizer.fit(records, "full"))
-    torch.manual_seed(0)
-    model: torch.nn.Module = build_model("fusion", 3, cohort.dims, settings.model).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.train.lr)
-    loader = torch.utils.data.DataLoader(data, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(1))
-    if private:
-        model, optimizer, loader = PrivacyEngine(accountant="prv").make_private(
-            module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=1.0, max_grad_norm=1.0)
-    weights = settings.train.loss_weights
-    train_epoch(model, loader, optimizer, device, weights)  # warm-up (allocations, Opacus hooks)
-    steps = 0
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start, cpu_start = time.perf_counter(), time.process_time()
-    for _ in range(epochs):
-        train_epoch(model, loader, optimizer, device, weights)
-        steps += len(loader)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    return elapsed / steps, cpu / steps, elapsed / epochs
+#: Networks of the accuracy comparison: the fusion with its deep part on and off, each deep branch alone.
+ACCURACY_KINDS = (*NEURAL, "wide")
+ACCURACY_DIAGNOSTICS = ("deep",)  # the fusion without its wide path (--diagnostics)
 
 
-def speed(cohort: PooledCohort, settings: ModelSettings, n_patients: int, epochs: int) -> None:
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    print(f"\nSpeed: full-mode fusion, {min(n_patients, len(cohort.records))} patients, batch 32, "
-          f"{sum(p.numel() for p in build_model('fusion', 3, cohort.dims, settings.model).parameters())} parameters")
-    print(f"{'device':8s} {'plain ms/step':>14s} {'DP ms/step':>11s} {'DP/plain':>9s} {'plain CPU-ms':>13s} "
-          f"{'DP CPU-ms':>10s} {'CPU ratio':>10s} {'plain s/epoch':>14s} {'DP s/epoch':>11s}")
-    for device in devices:
-        plain_step, plain_cpu, plain_epoch = _step_times(cohort, settings, device, False, n_patients, epochs)
-        dp_step, dp_cpu, dp_epoch = _step_times(cohort, settings, device, True, n_patients, epochs)
-        print(f"{device.type:8s} {plain_step * 1e3:14.1f} {dp_step * 1e3:11.1f} {dp_step / plain_step:9.2f} "
-              f"{plain_cpu * 1e3:13.1f} {dp_cpu * 1e3:10.1f} {dp_cpu / plain_cpu:10.2f} "
-              f"{plain_epoch:14.2f} {dp_epoch:11.2f}")
+def _mean_sd(values: list[float | None]) -> tuple[float, float] | None:
+    kept = [v for v in values if v is not None]
+    return (float(np.mean(kept)), float(np.std(kept, ddof=1)) if len(kept) > 1 else 0.0) if kept else None
 
 
-def accuracy(cohort: PooledCohort, settings: ModelSettings, oracle: float | None, seed: int,
-             diagnostics: bool = False, modes: tuple[str, ...] = ("early", "full")) -> None:
+def _fmt(pair: tuple[float, float] | None) -> str:
+    return f"{pair[0]:.3f} ± {pair[1]:.3f}" if pair else "—"
+
+
+def _gap(value: tuple[float, float] | None, reference: float | None) -> str:
+    return f"{value[0] - reference:+.3f}" if value and reference is not None else "—"
+
+
+def _row(name: str, runs: list[dict], pick, ref: task_references.TaskReference | None) -> str:
+    """One model's line: mean ± SD over seeds, first seed's CI, sens/spec, gaps to oracle and bound."""
+    blocks = [pick(run) for run in runs]
+    auc = _mean_sd([b.get("auc") if b else None for b in blocks])
+    first = blocks[0] or {}
+    ci = first.get("auc_ci")
+    extra = _mean_sd([b.get("c_index") if b else None for b in blocks])
+    sens, spec = (_mean_sd([b.get(k) if b else None for b in blocks]) for k in ("sensitivity", "specificity"))
+    return (f"  {name:32s} {_fmt(auc):>15s} {(f'{ci[0]:.3f}–{ci[1]:.3f}' if ci else '—'):>13s} "
+            f"{(f'{sens[0]:.2f}' if sens else '—'):>5s} {(f'{spec[0]:.2f}' if spec else '—'):>5s} "
+            f"{(f'{extra[0]:.3f}' if extra else ''):>7s} {_gap(auc, ref.oracle_auc if ref else None):>9s} "
+            f"{_gap(auc, ref.bound_auc if ref else None):>9s}")
+
+
+def _header(title: str, ref: task_references.TaskReference | None) -> None:
+    if ref is None:
+        print(f"\n{title}")
+    else:
+        oracle = "—" if ref.oracle_auc is None else f"{ref.oracle_auc:.3f}"
+        bound = "—" if ref.bound_auc is None else f"{ref.bound_auc:.3f}"
+        print(f"\n{title}: n {ref.n}, positives {ref.positives}; oracle AUC {oracle}, feature bound {bound}")
+    print(f"  {'model':32s} {'AUC mean ± SD':>15s} {'95 % CI (s1)':>13s} {'sens':>5s} {'spec':>5s} {'C-index':>7s} "
+          f"{'− oracle':>9s} {'− bound':>9s}")
+
+
+def accuracy(cohort: PooledCohort, settings: ModelSettings, seeds: list[int], diagnostics: bool = False,
+             modes: tuple[str, ...] = ("early", "full"), cohort_dir: Path | None = None) -> list[dict]:
+    """Every model and baseline per task over ``seeds``, with oracle and feature-bound gaps; returns the runs."""
     start = time.perf_counter()
-    kinds = NEURAL + (tuple(DIAGNOSTIC_KINDS) if diagnostics else ())
-    metrics, _ = evaluate_modes(cohort.records, cohort.dims, settings, torch.device("cpu"), seed, modes=modes,
-                                kinds=kinds, delta_columns=cohort.radiomics_columns)
-    print(f"\nHeld-out AUC ({settings.evaluation.cv_folds}-fold patient CV; LOSO in brackets), "
-          f"{len(cohort.records)} patients, {settings.train.epochs} epochs, {time.perf_counter() - start:.0f} s")
-    print(f"{'mode':6s} {'model':24s} {'AUC':>6s} {'95 % CI':>13s} {'sens':>5s} {'spec':>5s} {'C-index':>8s} "
-          f"{'LOSO AUC':>9s} {'vs fusion':>9s}")
+    kinds = ACCURACY_KINDS + (ACCURACY_DIAGNOSTICS if diagnostics else ())
+    runs = [evaluate_modes(cohort.records, cohort.dims, settings, torch.device("cpu"), seed, modes=modes, kinds=kinds,
+                           delta_columns=cohort.radiomics_columns)[0] for seed in seeds]
+    refs: dict[str, task_references.TaskReference] = {}
+    truth = task_references.truth_dir(cohort_dir) if cohort_dir is not None else None
+    if truth is not None:
+        oracles, patients = task_references.oracle_table(truth)
+        tasks = [t for t, (mode, _, _) in task_references.TASKS.items() if mode in modes]
+        refs = {t: task_references.task_reference(t, cohort.records, oracles, patients,
+                                                  settings.evaluation.cv_folds, seeds[0]) for t in tasks}
+    print(f"\nHeld-out AUC ({settings.evaluation.cv_folds}-fold patient CV, seeds {seeds}), {len(cohort.records)} "
+          f"patients, {settings.train.epochs} epochs, cut-offs from {settings.evaluation.cutoff_folds} inner folds, "
+          f"{time.perf_counter() - start:.0f} s")
+    names = [*kinds, *BASELINES]
+    titles = {"early": "Task early (T0+T1 → response)", "full": "Task full (T0–T2 → durable benefit at 6 months)"}
     for mode in modes:
-        fused = metrics[mode]["fusion"]["auc"]
-        for name, row in metrics[mode].items():
-            if not isinstance(row, dict):
-                continue
-            loso = metrics.get("leave_one_site_out", {}).get(mode, {}).get(name, {}).get("auc")
-            c_index = row.get("c_index")
-            print(f"{mode:6s} {name:24s} {row['auc']:6.3f} {row['auc_ci'][0]:6.3f}–{row['auc_ci'][1]:.3f} "
-                  f"{row['sensitivity']:5.2f} {row['specificity']:5.2f} "
-                  f"{'' if c_index is None else f'{c_index:.3f}':>8s} {'' if loso is None else f'{loso:.3f}':>9s} "
-                  f"{row['auc'] - fused:+9.3f}")
-    if oracle is not None and "early" in metrics:
-        print(f"oracle (early, generator's Bayes-optimal) AUC {oracle:.3f}; fusion early − oracle = "
-              f"{metrics['early']['fusion']['auc'] - oracle:+.3f}")
-
-
-def subset_oracle(cohort: PooledCohort, truth: Path) -> None:
-    """The generator's per-subject oracle (``truth/subjects.csv`` ``ORACLE_EARLY_P``) on exactly the evaluated
-    patients, against the pipeline's reference label (what the models are scored on) and the truth label."""
-    import pandas as pd
-    from sklearn.metrics import roc_auc_score
-
-    subjects = pd.read_csv(truth / "subjects.csv").set_index("USUBJID")
-    ids = [r.usubjid for r in cohort.records if r.usubjid in subjects.index]
-    p = subjects.loc[ids, "ORACLE_EARLY_P"].to_numpy()
-    label = [r.responder["early"] for r in cohort.records if r.usubjid in subjects.index]
-    agree = float((subjects.loc[ids, "RESPONDER"].to_numpy() == label).mean())
-    print(f"oracle on the {len(ids)} evaluated patients: AUC {roc_auc_score(label, p):.3f} against the reference "
-          f"label, {roc_auc_score(subjects.loc[ids, 'RESPONDER'], p):.3f} against the truth label "
-          f"(reference = truth for {agree:.1%})")
+        _header(titles[mode], refs.get(mode))
+        for name in names:
+            print(_row(name, runs, lambda run, n=name, m=mode: run[m].get(n), refs.get(mode)))
+        if mode == "full":
+            _header("Task dcb12 (the full model's score → durable benefit at 12 months)", refs.get("dcb12"))
+            for name in names:
+                print(_row(name, runs, lambda run, n=name: {"auc": run["full"][n].get("auc_dcb12")},
+                           refs.get("dcb12")))
+        if mode == "early":
+            _header("Task pseudo (early model's pseudo head, T1 iUPDs → pseudoprogression)", refs.get("pseudo"))
+            for name in kinds:
+                print(_row(name, runs, lambda run, n=name: run["early"][n]["pseudo"], refs.get("pseudo")))
+            sens = [run["early"]["fusion"]["pseudo"]["sensitivity_at_90_specificity"] for run in runs]
+            print(f"  fusion sensitivity at 90 % specificity per seed: {sens}")
+    for mode in modes:
+        loso = [run.get("leave_one_site_out", {}).get(mode) for run in runs]
+        if loso[0]:
+            cells = ", ".join(f"{n} {_fmt(_mean_sd([b[n]['auc'] for b in loso]))}" for n in names)
+            print(f"leave-one-site-out {mode}: {cells}")
+    return runs
 
 
 def _override(settings: ModelSettings, assignments: list[str]) -> ModelSettings:
@@ -168,13 +176,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="Override train.epochs (accuracy runs).")
     parser.add_argument("--folds", type=int, help="Override evaluation.cv_folds.")
     parser.add_argument("--speed-patients", type=int, default=160, help="Patients of the speed test (one site).")
-    parser.add_argument("--speed-epochs", type=int, default=3)
+    parser.add_argument("--speed-steps", type=int, default=20, help="Steps per variant of the speed test.")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on 2 cores).")
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=7, help="Seed of the synthetic records (no --cohort).")
+    parser.add_argument("--seeds", default="1,2,3", help="Seeds of the accuracy runs (folds, initialisation).")
     parser.add_argument("--speed-only", action="store_true")
     parser.add_argument("--accuracy-only", action="store_true", help="Skip the speed test.")
     parser.add_argument("--diagnostics", action="store_true",
-                        help="Also fit the halves of the fusion model: its wide path alone, its deep part alone.")
+                        help="Also fit the fusion model without its wide path (the deep part alone).")
     parser.add_argument("--modes", default="early,full", help="Modes to evaluate (comma-separated).")
     parser.add_argument("--config", type=Path, help="Model presets to use instead of configs/model.yaml.")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -193,11 +202,14 @@ def main() -> None:
           f"CUDA: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}; data: {source}")
     print(f"presets: model {settings.model.model_dump()} train {settings.train.model_dump()}")
     if not args.accuracy_only:
-        speed(cohort, settings, args.speed_patients, args.speed_epochs)
-    if args.cohort is not None and (args.cohort / "truth" / "subjects.csv").exists():
-        subset_oracle(cohort, args.cohort / "truth")
+        graphs = cohort if args.cohort else PooledCohort(dp_speed.real_size(cohort.records), cohort.global_names,
+                                                         cohort.global_groups, cohort.clinical_names)
+        dp_speed.speed(graphs, settings, args.speed_patients, args.speed_steps)
+    if oracle is not None:
+        print(f"generator's early oracle over the whole cohort: AUC {oracle:.3f} (truth label)")
     if not args.speed_only:
-        accuracy(cohort, settings, oracle, args.seed, args.diagnostics, tuple(args.modes.split(",")))
+        accuracy(cohort, settings, [int(x) for x in args.seeds.split(",")], args.diagnostics,
+                 tuple(args.modes.split(",")), args.cohort)
 
 
 if __name__ == "__main__":
