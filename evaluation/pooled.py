@@ -495,6 +495,7 @@ def pooled_metrics(summed: NDArray[np.float64], cutoffs: Mapping[str, float],
     out.update(orr_summary(orr))
     km = kaplan_meier(risk_table_from_block(blocks["km_all"], layout))
     out.update(median_block(km))
+    out["n_pfs"] = int(blocks["km_all"][0])  # PFS-population subjects at risk at day 0 (sites that passed)
     out["km"] = _km_json(km.table)
     ref_pos = risk_table_from_block(blocks["km_ref_pos"], layout)
     ref_neg = risk_table_from_block(blocks["km_ref_neg"], layout)

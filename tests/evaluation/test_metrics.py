@@ -116,6 +116,7 @@ def test_consort_comes_from_the_populations(synthetic_run: dict[str, Path], eval
         assert metrics["sites"][site]["n"] == flow["analysed"] and metrics["sites"][site]["orr_n"] == flow["enrolled"]
     assert metrics["pooled"]["n"] == sum(f["analysed"] for f in inputs.consort.values())
     assert metrics["pooled"]["orr_n"] == sum(f["enrolled"] for f in inputs.consort.values())
+    assert metrics["pooled"]["n_pfs"] == sum(f["pfs_analysed"] for f in inputs.consort.values())
 
 
 def test_privacy_block_reads_the_last_ledger_round(synthetic_run: dict[str, Path]) -> None:
