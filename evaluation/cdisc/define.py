@@ -77,6 +77,8 @@ def _data_type(dataset: str, var: Variable, frame: pd.DataFrame, meta: VarMeta) 
     digits = max([len(str(int(abs(v)))) for v in values] + [1])
     if len(values) and (values == values.round()).all():
         return "integer", {"Length": str(digits)}
+    if not len(values):  # a numeric variable without any value (e.g. TRSTRESN when nothing was measured)
+        return "float", {"Length": "8", "SignificantDigits": "1"}
     decimals = max(len(f"{abs(v):.10g}".split(".")[1]) if "." in f"{abs(v):.10g}" else 0 for v in values)
     return "float", {"Length": str(digits + decimals + 1), "SignificantDigits": str(max(decimals, 1))}
 

@@ -235,3 +235,20 @@ def test_value_level_metadata_splits_results_by_test_and_parameter(package: dict
     assert value_list("define_sdtm", "VL.TR.TRORRES") == {f"IT.TR.TRTESTCD={c}": "text" for c in collected}
     assert value_list("define_adam", "VL.ADTTE.AVAL") == {"IT.ADTTE.PARAMCD=IPFS": "integer",
                                                          "IT.ADTTE.PARAMCD=PFS": "integer"}
+
+
+@pytest.mark.parametrize(
+    ("dataset", "name", "kind", "values", "expected"),
+    [("tr", "TRSTRESN", "num", [float("nan")], ("float", {"Length": "8", "SignificantDigits": "1"})),
+     ("tr", "TRSTRESN", "num", [1.25, 10.5], ("float", {"Length": "5", "SignificantDigits": "2"})),
+     ("tr", "TRDY", "num", [-10.0, 105.0], ("integer", {"Length": "3"})),
+     ("tr", "TRDTC", "char", ["2025-01-10"], ("date", {})),
+     ("tr", "TRORRES", "char", ["12.5"], ("text", {"Length": "4"})),
+     ("adtte", "ADT", "num", [23000.0], ("integer", {"Length": "8", f"{DEF}DisplayFormat": "DATE9."}))],
+)
+def test_define_data_types(dataset: str, name: str, kind: str, values: list, expected: tuple) -> None:
+    from evaluation.cdisc.define import _data_type
+    from evaluation.cdisc.metadata import variable_meta
+
+    var = Variable(name, name, kind, 4 if kind == "char" else 8, "DATE9." if name == "ADT" else "")
+    assert _data_type(dataset, var, pd.DataFrame({name: values}), variable_meta(dataset, name)) == expected
