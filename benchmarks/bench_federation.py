@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import tempfile
 import time
@@ -141,14 +142,17 @@ def paired_delong(y: np.ndarray, a: np.ndarray, b: np.ndarray, alpha: float = 0.
     ``var(Δ) = var_a + var_b − 2 cov``, the covariance from the paired placement values:
     ``cov(V10_a, V10_b)/m + cov(V01_a, V01_b)/n``.
     """
-    from evaluation.stats import delong_placements, delong_variance, normal_ci
+    from scipy.stats import norm
+
+    from evaluation.stats import delong_placements, delong_variance
 
     auc_a, v10a, v01a = delong_placements(y, a)
     auc_b, v10b, v01b = delong_placements(y, b)
     cov = float(np.cov(v10a, v10b)[0, 1]) / v10a.size + float(np.cov(v01a, v01b)[0, 1]) / v01a.size
     variance = max(0.0, delong_variance(v10a, v01a) + delong_variance(v10b, v01b) - 2 * cov)
+    half = float(norm.ppf(1 - alpha / 2)) * variance ** 0.5  # a difference lies in [-1, 1]: no clipping to [0, 1]
     return {"auc_a": auc_a, "auc_b": auc_b, "diff": auc_a - auc_b,
-            "diff_ci": normal_ci(auc_a - auc_b, variance, alpha), "n": int(y.size)}
+            "diff_ci": (auc_a - auc_b - half, auc_a - auc_b + half), "n": int(y.size)}
 
 
 def _centralized_run(cohort: Path, out: Path, seed: int) -> Path:
@@ -199,10 +203,14 @@ def _parse_sets(pairs: list[str]) -> dict[str, Any]:
 
 
 def cohort_benchmark(args: argparse.Namespace) -> None:
-    """``--cohort``: one federated run and its centralized reference on real site stores; one table."""
+    """``--cohort``: one federated run and its centralized reference on real site stores; one table.
+
+    ``--federated RUN`` reads a finished run instead of training one (its stores are still ``--cohort``).
+    """
     import json
 
     from fedresponse.federation import train_federated
+    from fl_server.checkpoint import load_latest
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -212,17 +220,19 @@ def cohort_benchmark(args: argparse.Namespace) -> None:
         began = time.perf_counter()
         centralized = _centralized_run(Path(args.cohort), out / "centralized", int(overrides.get("seed", 7)))
         print(f"centralized run: {time.perf_counter() - began:.0f} s -> {centralized}")
-    write_key_files(out / "keys", overwrite=True)
-    run = out / "federated"
-    began = time.perf_counter()
-    reports = train_federated(Path(args.cohort), out / "keys", run, Path(args.config) if args.config else None,
-                              overrides=overrides, centralized=centralized)
-    wall = time.perf_counter() - began
+    run = Path(args.federated) if args.federated else out / "federated"
+    keys = Path(args.keys) if args.keys else out / "keys"
+    wall = math.nan
+    if not args.federated:
+        write_key_files(keys, overwrite=True)
+        began = time.perf_counter()
+        train_federated(Path(args.cohort), keys, run, Path(args.config) if args.config else None,
+                        overrides=overrides, centralized=centralized)
+        wall = time.perf_counter() - began
     summary = json.loads((run / "run_summary.json").read_text(encoding="utf-8"))
     privacy = json.loads((run / "privacy.json").read_text(encoding="utf-8"))
-    resolved = (run / "federation.resolved.yaml").read_text(encoding="utf-8")
-    print(f"bench_federation --cohort {args.cohort}: {summary['stop']} ({wall:.0f} s in all); settings: "
-          + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())) if overrides else "defaults")
+    settings = ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())) or "defaults (configs/federation.yaml)"
+    print(f"bench_federation --cohort {args.cohort}: {summary['stop']} ({wall:.0f} s in all); settings: {settings}")
     print("epsilon per site: " + ", ".join(f"{site} {row['epsilon']:.2f} of {row['budget']}"
                                            for site, row in sorted(privacy["sites"].items()))
           + f" (delta {privacy.get('delta')}); affordable rounds {summary['affordable_rounds']}")
@@ -230,17 +240,19 @@ def cohort_benchmark(args: argparse.Namespace) -> None:
         lo, hi = row["diff_ci"]
         print(f"{mode:5s} AUC federated {row['auc_a']:.3f} vs centralized {row['auc_b']:.3f} on the same {row['n']} "
               f"held-out patients: difference {row['diff']:+.3f} (paired DeLong 95 % CI {lo:+.3f} to {hi:+.3f})")
-    if reports:
-        params = reports[0].global_model.length if reports[0].global_model is not None else 0
-        keys = SiteKeys(KeyInfo.read(out / "keys" / "site" / "keyinfo.json"),
-                        load_site_context(out / "keys" / SECRET_CONTEXT))
-        speed = _throughput(keys, load_public_context(out / "keys" / PUBLIC_CONTEXT), params)
-        sites = len(reports[0].accepted)
-        he_s = params / speed["encrypt"] + (sites - 1) * params / speed["add"] + params / speed["decrypt"]
-        for r in reports:
-            print(f"round {r.round}: {r.seconds:6.1f} s, {r.bytes_in / 2**20:6.1f} MiB in, {r.bytes_out / 2**20:6.1f} "
-                  f"MiB out, HE work {he_s:.2f} s = {100 * he_s / r.seconds:.1f} % of the round")
-    print(f"resolved config: {run / 'federation.resolved.yaml'} ({len(resolved.splitlines())} lines)")
+    rounds = [json.loads(line) for line in (run / "rounds.jsonl").read_text(encoding="utf-8").splitlines()]
+    latest = load_latest(run)
+    if rounds and latest is not None:
+        params = latest.global_model.length
+        site_keys = SiteKeys(KeyInfo.read(keys / "site" / "keyinfo.json"), load_site_context(keys / SECRET_CONTEXT))
+        speed = _throughput(site_keys, load_public_context(keys / PUBLIC_CONTEXT), params)
+        for r in rounds:
+            sites = max(1, len(r["accepted"]))
+            he_s = params / speed["encrypt"] + (sites - 1) * params / speed["add"] + params / speed["decrypt"]
+            print(f"round {r['round']}: {r['seconds']:6.1f} s, {r['bytes_in'] / 2**20:6.1f} MiB in, "
+                  f"{r['bytes_out'] / 2**20:6.1f} MiB out, HE work {he_s:.2f} s = "
+                  f"{100 * he_s / max(r['seconds'], 1e-9):.1f} % of the round ({params:,} parameters)")
+    print(f"resolved config: {run / 'federation.resolved.yaml'}")
 
 
 def main() -> None:
@@ -252,6 +264,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="--cohort: override one federation setting (repeatable)")
     parser.add_argument("--out", default="bench_federation_out", help="--cohort: output folder")
+    parser.add_argument("--federated", help="--cohort: read this finished federated run instead of training one")
+    parser.add_argument("--keys", help="--cohort --federated: the run's KEYDIR (default OUT/keys)")
     args = parser.parse_args()
     if args.cohort:
         logging.basicConfig(level=logging.WARNING)
