@@ -19,8 +19,9 @@ to the nearest T0 centroid, so habitat ``i`` means the same tissue at T0, T1 and
 changes are comparable. The score itself is the published 2-D one, computed on every axial slice and
 pooled (:func:`ith_score`).
 
-Feature computation and k-means run on the tensor's device; the connected-region count uses
-:func:`scipy.ndimage.label` on the CPU (labels only, a few ms per tumour).
+Feature computation, k-means, the mixing index and — for a CUDA label map — the connected-region count
+of :func:`ith_score` (min-label propagation, :func:`_region_stats_torch`) run on the tensor's device; a
+CPU label map uses :func:`scipy.ndimage.label` (a few ms per tumour).
 """
 
 from __future__ import annotations
@@ -264,6 +265,36 @@ def _region_stats(mask: np.ndarray, structure: np.ndarray, min_region_voxels: in
     return sizes[keep].astype(np.float64), z[keep]
 
 
+def _region_stats_torch(mask: torch.Tensor, structure: np.ndarray, min_region_voxels: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_region_stats` on the tensor's device: connected regions by min-label propagation with pointer
+    jumping (each region ends labelled by its smallest linear index, which with an in-plane structure lies
+    on the region's slice)."""
+    shape = mask.shape
+    n = mask.numel()
+    big = n
+    comp = torch.where(mask, torch.arange(n, device=mask.device).reshape(shape), big)
+    offsets = [tuple(int(v) - 1 for v in o) for o in np.argwhere(structure) if tuple(o) != (1, 1, 1)]
+    while True:
+        padded = torch.full((shape[0] + 2, shape[1] + 2, shape[2] + 2), big, dtype=torch.long, device=mask.device)
+        padded[1:-1, 1:-1, 1:-1] = comp
+        best = comp
+        for dz, dy, dx in offsets:
+            best = torch.minimum(best, padded[1 + dz : 1 + dz + shape[0], 1 + dy : 1 + dy + shape[1],
+                                              1 + dx : 1 + dx + shape[2]])
+        best = torch.where(mask, best, big)
+        flat = best.flatten()
+        jumped = torch.where(mask.flatten(), flat[flat.clamp(max=n - 1)], big).reshape(shape)
+        jumped = torch.minimum(jumped, best)
+        if torch.equal(jumped, comp):
+            break
+        comp = jumped
+    roots, sizes = torch.unique(comp[mask], return_counts=True)
+    keep = sizes >= min_region_voxels
+    z = (roots // (shape[1] * shape[2]))[keep]
+    return sizes[keep].double().cpu().numpy(), z.cpu().numpy().astype(np.int64)
+
+
 def ith_score(
     labels: torch.Tensor | np.ndarray,
     n_habitats: int,
@@ -296,7 +327,9 @@ def ith_score(
     float
         In [0, 1); 0.0 for an empty map (no tumour, no heterogeneity) — callers flag that case themselves.
     """
-    lab = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    on_device = isinstance(labels, torch.Tensor) and labels.device.type != "cpu"
+    lab = labels if on_device else (labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor)
+                                    else np.asarray(labels))
     S = int((lab >= 0).sum())
     if S == 0:
         return 0.0
@@ -310,7 +343,10 @@ def ith_score(
     n_slices = lab.shape[0] if mode == "slices" else 1
     total = 0.0
     for i in range(n_habitats):
-        sizes, z = _region_stats(lab == i, structure, min_region_voxels)
+        if isinstance(lab, torch.Tensor):
+            sizes, z = _region_stats_torch(lab == i, structure, min_region_voxels)
+        else:
+            sizes, z = _region_stats(lab == i, structure, min_region_voxels)
         if sizes.size == 0:
             continue
         z = z if mode == "slices" else np.zeros_like(z)

@@ -342,3 +342,34 @@ def test_bad_inputs_are_reported():
 def test_bad_settings_are_reported(kwargs):
     with pytest.raises(SettingsError, match=r"but (was|were)"):
         HabitatSettings(**kwargs)
+
+
+@pytest.mark.parametrize(("mode", "connectivity", "seed"), [("slices", 1, 0), ("slices", 2, 1), ("volume", 1, 2),
+                                                            ("volume", 3, 3)])
+def test_region_count_in_torch_equals_scipy(mode, connectivity, seed):
+    """The device path of ith_score (min-label propagation) finds exactly scipy's regions."""
+    from radiomics.habitats import _region_stats, _region_stats_torch
+
+    rng = np.random.default_rng(seed)
+    lab = _blob_labels(7.0, seed)
+    lab[rng.random(lab.shape) < 0.05] = -1  # holes
+    if mode == "volume":
+        structure = ndimage.generate_binary_structure(3, connectivity)
+    else:
+        structure = np.zeros((3, 3, 3), bool)
+        structure[1] = ndimage.generate_binary_structure(2, connectivity)
+    for i in range(3):
+        ref_sizes, ref_z = _region_stats(lab == i, structure, 2)
+        sizes, z = _region_stats_torch(torch.as_tensor(lab == i), structure, 2)
+        assert sorted(sizes.tolist()) == sorted(ref_sizes.tolist()) and len(sizes) >= 1
+        if mode == "slices":  # the slice of each region too
+            ref = sorted(zip(ref_z.tolist(), ref_sizes.tolist(), strict=True))
+            assert sorted(zip(z.tolist(), sizes.tolist(), strict=True)) == ref
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_ith_score_cuda_matches_cpu():
+    lab = _blob_labels(9.0, 4)
+    for mode in ("slices", "volume"):
+        gpu = ith_score(torch.as_tensor(lab, device="cuda"), 3, mode=mode)
+        assert gpu == pytest.approx(ith_score(lab, 3, mode=mode))

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from radiomics.exceptions import EmptyMaskError, GeometryMismatchError
 from radiomics.subregions import (
@@ -199,3 +200,30 @@ def test_node_centroids_are_ordered_outwards(sphere_partition):
     vanished = partition_tumour(np.zeros_like(mask), (1, 1, 1), frame, SPEC)
     canon = node_centroids_mm(vanished, (1, 1, 1), frame, SPEC)
     assert np.isfinite(canon).all() and (np.diff(np.linalg.norm(canon, axis=1).reshape(6, 8), axis=0) >= 0).all()
+
+
+@pytest.mark.parametrize(("shape", "spacing", "seed"), [((9, 11, 13), (1.0, 1.0, 1.0), 0),
+                                                       ((7, 12, 10), (2.5, 0.7, 0.9), 1),
+                                                       ((1, 15, 9), (1.0, 0.5, 0.5), 2)])
+def test_edt_torch_equals_scipy(shape, spacing, seed):
+    from scipy import ndimage
+
+    from radiomics.subregions import edt_torch
+
+    rng = np.random.default_rng(seed)
+    mask = ndimage.gaussian_filter(rng.standard_normal(shape), 1.0) > -0.3
+    mask.flat[0] = False  # at least one zero voxel
+    ours = edt_torch(torch.as_tensor(mask), spacing, max_elements=500).numpy()  # small chunks: the chunk loop runs
+    np.testing.assert_allclose(ours, ndimage.distance_transform_edt(mask, sampling=spacing), rtol=0, atol=1e-9)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_partition_cuda_matches_cpu():
+    from radiomics.subregions import partition_tumour, tumour_frame
+
+    g = np.indices((30, 34, 32)) - np.array([15, 17, 16])[:, None, None, None]
+    mask = ((g * np.array([1.2, 0.8, 0.8])[:, None, None, None]) ** 2).sum(0) <= 81
+    spacing = (1.2, 0.8, 0.8)
+    frame = tumour_frame(mask, spacing)
+    cpu, gpu = partition_tumour(mask, spacing, frame), partition_tumour(mask, spacing, frame, device="cuda")
+    np.testing.assert_array_equal(gpu.labels, cpu.labels)
