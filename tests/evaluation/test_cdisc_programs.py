@@ -151,3 +151,33 @@ def test_shipped_kaplan_meier_median_matches_lifelines_and_ours(seed: int) -> No
     got = shipped.median(times, surv)
     assert (got if got is not None else np.inf) == median
     assert [shipped._first_at_or_below(times, c, 0.5) or np.inf for c in (low, high)] == [lo, hi]
+
+
+def test_site_population_flags_travel_with_the_programs(tmp_path: Path) -> None:
+    """A store with populations.csv: ADSL carries its flags, the package ships them, and the program
+    regenerates ADSL (flags included) from SDTM + that file; here with this interpreter (isolated mode)."""
+    src = _source(tmp_path / "cohort") / "S01"
+    store = tmp_path / "stores" / "S01"
+    (store / "assessment").mkdir(parents=True)
+    (store / "store.json").write_text("{}")
+    crf = pd.read_csv(src / "crf.csv", dtype=str, keep_default_na=False)
+    crf.to_parquet(store / "crf.parquet")
+    pd.read_csv(src / "reads.csv", keep_default_na=False, na_values=[""]).to_parquet(store / "measurements.parquet")
+    flags = pd.DataFrame({"USUBJID": crf["USUBJID"], "SITEID": "S01", "ITTFL": "Y", "ELIGFL": ["Y", "N", "Y"],
+                          "EFFFL": ["Y", "N", "Y"], "PFSFL": ["Y", "N", "N"],
+                          "EXCLREAS": ["", "other malignancy", "PFS: unresolved hard query"]})
+    flags.to_csv(store / "assessment" / "populations.csv", index=False)
+    paths = export_cdisc(store, tmp_path / "out")
+    adsl = _read(paths["adsl"])
+    assert adsl[["ELIGFL", "EFFFL", "PFSFL", "EXCLREAS"]].values.tolist() == flags[
+        ["ELIGFL", "EFFFL", "PFSFL", "EXCLREAS"]].values.tolist()
+    assert (paths["programs"] / "populations.csv").exists()
+    assert "adam/programs/populations.csv" in paths["guide"].read_text(encoding="utf-8")
+    root = paths["programs"].parents[1]
+    run = subprocess.run([sys.executable, "-I", "adam/programs/derive_adam.py", "sdtm", "adam", str(tmp_path / "r")],
+                         capture_output=True, text=True, cwd=root, timeout=300)
+    assert run.returncode == 0 and run.stdout.count("MATCHES") == 3, run.stdout + run.stderr
+    (paths["programs"] / "populations.csv").unlink()  # without the sites' flags ADSL cannot be regenerated
+    again = subprocess.run([sys.executable, "-I", "adam/programs/derive_adam.py", "sdtm", "adam", str(tmp_path / "r")],
+                           capture_output=True, text=True, cwd=root, timeout=300)
+    assert again.returncode == 1 and "adsl.ELIGFL" in again.stdout, again.stdout
