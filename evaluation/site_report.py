@@ -194,7 +194,8 @@ def write_site_evaluation(site: SiteData, inputs: RunInputs, out: Path, codec: A
         (tmp / AGGREGATE_FILE).write_bytes(data)
         text = json.dumps(rh.json_safe(summary), indent=2, allow_nan=False, default=_json_default)
         (tmp / SUMMARY_FILE).write_text(text, encoding="utf-8")
-        page = render_site_html(summary, block, agreement, query_summary(store, site.site), drawer.entries)
+        page = render_site_html(summary, block, agreement, query_summary(store, site.site), drawer.entries,
+                                attribution_table(site, inputs.attributions))
         (tmp / "report.html").write_text(page, encoding="utf-8")
         replace_directory(tmp, out)
     except BaseException:
@@ -236,6 +237,29 @@ def _site_glance(summary: Mapping[str, Any], block: Mapping[str, Any]) -> str:
             "patient-level and stays at the site; the centre receives only section 9.</p>" + rh.table(["", ""], rows))
 
 
+def attribution_table(site: SiteData, attributions: pd.DataFrame | None, top: int = 3) -> str:
+    """Per patient of the site: scores, reference label and the ``top`` integrated-gradient attributions (full mode).
+
+    Patient-level: rendered in the site report only.
+    """
+    if attributions is None or attributions.empty:
+        return '<p class="note">No attributions in this run (attributions_full.csv).</p>'
+    rows = attributions[attributions["USUBJID"].isin(set(site.predictions["USUBJID"]))]
+    value = "ATTRIBUTION" if "ATTRIBUTION" in rows.columns else "VALUE"
+    wide = site.predictions.pivot_table(index="USUBJID", columns="MODE", values="SCORE", aggfunc="first")
+    labels = site.predictions.drop_duplicates("USUBJID").set_index("USUBJID")["LABEL"]
+    out = []
+    for subject, group in rows.groupby("USUBJID", sort=True):
+        summed = group.groupby("FEATURE")[value].sum()
+        best = summed.reindex(summed.abs().sort_values(ascending=False).index[:top])
+        out.append([html.escape(str(subject)), *(rh.fmt(wide.loc[subject, m]) if subject in wide.index else "–"
+                                                for m in MODES),
+                    rh.fmt(labels.get(subject)), "; ".join(f"{html.escape(str(f))} {v:+.3f}" for f, v in best.items())])
+    return (rh.table(["USUBJID", *(f"score, {m}" for m in MODES), "reference label", f"top {top} attributions (full)"],
+                     out) + '<p class="method">Integrated gradients of the full model; positive values push towards '
+            "responder.</p>")
+
+
 def _agreement_html(agree: Mapping[str, Any]) -> str:
     bar = load_protocol().agreement.icc_min
     meets = "yes" if agree.get("icc_meets_required") else ("no" if "icc" in agree else "–")
@@ -270,7 +294,7 @@ def _handoff_html(summary: Mapping[str, Any]) -> str:
 
 
 def render_site_html(summary: Mapping[str, Any], block: Mapping[str, Any], agreement: Mapping[str, Any],
-                     queries: Mapping[str, Any] | None, figures: list[Any]) -> str:
+                     queries: Mapping[str, Any] | None, figures: list[Any], attributions: str = "") -> str:
     """The site report as one self-contained HTML string."""
     protocol = load_protocol()
     site = str(summary["site"])
@@ -282,7 +306,7 @@ def render_site_html(summary: Mapping[str, Any], block: Mapping[str, Any], agree
              ("Cut-offs", html.escape(str(summary["cutoff_source"])))]
     bodies = {"summary": _site_glance(summary, block), "primary": _site_primary(block),
               "agreement": _agreement_html(agreement), "queries": _queries_html(queries),
-              "handoff": _handoff_html(summary),
+              "handoff": _handoff_html(summary), "interpretability": attributions,
               "consort": "" if summary.get("consort") else '<p class="note">No CONSORT counts for this site.</p>'}
     return rh.page(title=protocol.registration.public_title, kind=f"Site report — {site} (patient-level; stays at "
                    "the site)", facts=facts, banner=rh.synthetic_banner(summary.get("data_source")),

@@ -146,6 +146,10 @@ def test_site_report_holds_the_patient_level_views(evaluated: dict) -> None:
     assert all(f'id="{sid}"' in html for sid, _ in SITE_SECTIONS)
     summary = site["summary"].read_text()
     assert not USUBJID.search(summary)
+    section = html[html.index('id="interpretability"'):html.index('id="dhi"')]
+    shown = set(USUBJID.findall(section))
+    assert shown and all("-S01-" in u for u in shown)  # per-patient attributions of this site only
+    assert "top 3 attributions (full)" in section
     assert "S02" not in {p.stem.rsplit("_", 1)[-1] for p in site["figures"].glob("*.png")}
 
 
