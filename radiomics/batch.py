@@ -29,7 +29,9 @@ import torch.nn.functional as functional
 from radiomics.exceptions import GeometryMismatchError, SettingsError
 from radiomics.extractor import FAMILIES, compact, crop_to_roi, features_from_preprocessed
 from radiomics.local_intensity import SPHERE_RADIUS_MM, local_intensity
+from radiomics.node_features import TimePointImage
 from radiomics.preprocess import IbsiSettings, PreprocessedVoi, Spacing, preprocess
+from radiomics.subregions import SubregionSpec, partition_tumour, tumour_frame
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,30 @@ class ManyFeatures:
     index: list[tuple[int, int]]
     features: dict[str, torch.Tensor]
     n_chunks: int
+
+
+def subregion_scans(
+    patients: Sequence[Sequence[TimePointImage]], spec: SubregionSpec | None = None, *,
+    device: torch.device | str = "cpu", min_voxels: int | None = None,
+) -> list[ScanSubregions]:
+    """Partition every scan of every patient (T0 frame per patient; distance maps on ``device``).
+
+    Returns one :class:`ScanSubregions` per scan, patient-major, listing the nodes with at least
+    ``min_voxels`` voxels (default ``spec.min_voxels``); feed the list to :func:`extract_many`.
+    """
+    spec = spec or SubregionSpec()
+    floor = spec.min_voxels if min_voxels is None else min_voxels
+    out = []
+    for series in patients:
+        if not series:
+            raise GeometryMismatchError("a patient has no scan; pass at least the T0 scan of each patient")
+        frame = tumour_frame(series[0].mask, series[0].spacing, spec.frame)
+        for tp in series:
+            part = partition_tumour(tp.mask, tp.spacing, frame, spec, device=device)
+            image = tp.ct[part.crop] if isinstance(tp.ct, torch.Tensor) else np.asarray(tp.ct)[part.crop]
+            nodes = [v for v in range(spec.n_nodes) if part.counts[v] >= floor]
+            out.append(ScanSubregions(image, part.labels, tp.spacing, nodes))
+    return out
 
 
 def _as_tensor(a: npt.ArrayLike | torch.Tensor, device: torch.device) -> torch.Tensor:

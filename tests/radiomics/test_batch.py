@@ -73,3 +73,22 @@ def test_extract_many_cuda_matches_cpu(scans):
     gpu = extract_many(scans, IBSI_CONFIGS["C"], device="cuda")
     for tag, values in cpu.features.items():
         np.testing.assert_allclose(gpu.features[tag].cpu().numpy(), values.numpy(), rtol=1e-6, atol=1e-9, err_msg=tag)
+
+
+def test_subregion_scans_partition_every_scan_of_every_patient():
+    from radiomics.batch import subregion_scans
+    from radiomics.graphs import TimePointImage
+
+    g = np.indices((20, 24, 24)) - np.array([10, 12, 12])[:, None, None, None]
+    patients = []
+    for radius in (6.0, 8.0):
+        series = [TimePointImage(np.full(g.shape[1:], 30.0), (g**2).sum(0) <= (radius - t) ** 2, (1.0, 1.0, 1.0),
+                                 1.0 + 60 * t) for t in range(2)]
+        patients.append(series)
+    out = subregion_scans(patients, SPEC, min_voxels=10)
+    assert len(out) == 4
+    frame = tumour_frame(patients[1][0].mask, (1.0, 1.0, 1.0))
+    ref = partition_tumour(patients[1][1].mask, (1.0, 1.0, 1.0), frame, SPEC)
+    np.testing.assert_array_equal(out[3].labels, ref.labels)
+    assert out[3].nodes == [v for v in range(SPEC.n_nodes) if ref.counts[v] >= 10]
+    assert np.shape(out[3].image) == ref.labels.shape
