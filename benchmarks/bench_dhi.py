@@ -79,6 +79,25 @@ def perturb(series: list[TimePointImage], kind: str, rng: np.random.Generator) -
     return out
 
 
+def crop_series(series: list[TimePointImage], margin: int = 8) -> list[TimePointImage]:
+    """Each scan cut to its lesion's bounding box plus ``margin`` voxels (perturbations then cost little).
+
+    Habitats correspond through feature space, not voxel positions, so per-scan crops change nothing but
+    the cost (and the random draws of the noise and jitter fields, which are drawn on the crop).
+    """
+    out = []
+    for tp in series:
+        ct, mask = np.asarray(tp.ct), np.asarray(tp.mask, dtype=bool)
+        idx = np.argwhere(mask)
+        if idx.size == 0:
+            box = tuple(slice(0, min(2 * margin, n)) for n in mask.shape)
+        else:
+            lo, hi = np.maximum(idx.min(0) - margin, 0), np.minimum(idx.max(0) + margin + 1, mask.shape)
+            box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+        out.append(TimePointImage(np.ascontiguousarray(ct[box]), np.ascontiguousarray(mask[box]), tp.spacing, tp.day))
+    return out
+
+
 CONDITIONS = ("original", "erode", "dilate", "jitter-a", "jitter-b", "noise-a", "noise-b")
 
 
@@ -310,7 +329,7 @@ def main() -> None:
             for uid in sorted(store.visits()["USUBJID"].unique()):
                 lesion = choose_lesion(store, uid)
                 if lesion is not None:
-                    all_series[uid] = load_lesion_series(store, uid, lesion)
+                    all_series[uid] = crop_series(load_lesion_series(store, uid, lesion))
         print(f"{len(all_series)} patients from {len(stores)} site stores")
         definition = dhi_definition()
         t = time.perf_counter()
