@@ -252,3 +252,14 @@ def test_define_data_types(dataset: str, name: str, kind: str, values: list, exp
 
     var = Variable(name, name, kind, 4 if kind == "char" else 8, "DATE9." if name == "ADT" else "")
     assert _data_type(dataset, var, pd.DataFrame({name: values}), variable_meta(dataset, name)) == expected
+
+
+def test_key_variables_identify_every_record(package: dict[str, Path]) -> None:
+    for which in ("define_sdtm", "define_adam"):
+        mdv = ET.parse(package[which]).getroot().find(f"{ODM}Study/{ODM}MetaDataVersion")
+        names = {i.get("OID"): i.get("Name") for i in mdv.iter(f"{ODM}ItemDef")}
+        for group in mdv.iter(f"{ODM}ItemGroupDef"):
+            keys = sorted((int(r.get("KeySequence")), names[r.get("ItemOID")]) for r in group.iter(f"{ODM}ItemRef")
+                          if r.get("KeySequence"))
+            frame = _read(package[group.get("Name").lower()])
+            assert keys and not frame.duplicated([k for _, k in keys]).any(), (group.get("Name"), keys)
