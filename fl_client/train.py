@@ -1,9 +1,10 @@
 """The local training step and loop, shared by centralized and federated training.
 
 Plain functions with explicit arguments (model, data, optimizer, device, generator): no Flower, no
-files. Privacy is layered on from outside: :func:`fit` accepts an Opacus ``PrivacyEngine`` and calls
-``make_private`` on the model, optimizer and loader it builds; :func:`train_epoch` works unchanged on
-the private objects. On CUDA the forward pass runs under bf16 autocast; losses are computed in fp32.
+files. Privacy is layered on from outside: :func:`fit` accepts an Opacus ``PrivacyEngine`` and wraps the
+model, optimizer and loader it builds (:func:`fl_client.dp_sgd.make_private`: per-sample-gradient engine,
+fp32 clipping); :func:`train_epoch` works unchanged on the private objects. On CUDA the forward pass runs
+under bf16 autocast; losses, and under DP the per-sample clipping, are computed in fp32.
 
 Data contract: a :class:`PatientRecord` per patient (graph from :mod:`radiomics.graphs`, global
 trajectory, clinical covariates, reference labels). :func:`to_dataset` turns records into a
@@ -267,18 +268,14 @@ def fit(
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator, drop_last=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if privacy_engine is not None:
+        from fl_client.dp_sgd import make_private  # Opacus loads only for a private fit
+
         # Opacus draws the noise on the parameters' device; derive a generator there from the caller's.
         noise_generator = torch.Generator(device=device).manual_seed(
             int(torch.randint(0, 2**62, (1,), generator=generator))
         )
-        model, optimizer, loader = privacy_engine.make_private(
-            module=model,
-            optimizer=optimizer,
-            data_loader=loader,
-            noise_multiplier=noise_multiplier,
-            max_grad_norm=max_grad_norm,
-            noise_generator=noise_generator,
-        )
+        model, optimizer, loader = make_private(privacy_engine, model, optimizer, loader, device, noise_multiplier,
+                                                max_grad_norm, noise_generator)
     losses = []
     for epoch in range(config.epochs):
         losses.append(train_epoch(model, loader, optimizer, device, config.loss_weights, loss_fn, n_inputs))

@@ -10,7 +10,10 @@ Action Recognition", AAAI 2018:
 
 What changed for three time points and tens of sub-regions (DOMAIN.md §9):
 
-- temporal kernel 3 (not 9) with zero padding and **no temporal stride** (T is 2 or 3);
+- temporal kernel 3 (not 9) with zero padding and **no temporal stride** (T is 2 or 3), written as one
+  ``Linear`` over each node's time-shifted states (:class:`TemporalConv`, the same function as a
+  ``Conv2d`` with kernel (3, 1)): Opacus' per-sample rule for a ``Linear`` is one ``einsum``, where a
+  ``Conv2d`` needs an unfold of a permuted copy — the cheaper DP-SGD step (docs/models.md, DP cost);
 - scans are irregular in time, so the time since baseline (days / 100) is appended to every node's
   features, letting the net weigh a change by the interval it happened in;
 - LayerNorm over channels instead of BatchNorm (Opacus DP-SGD; also independent of padding);
@@ -26,11 +29,48 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional
 
 from models.batching import N_PARTITIONS
 from models.exceptions import ModelConfigError
 
 DAYS_SCALE = 100.0
+
+
+class TemporalConv(nn.Module):
+    """A zero-padded temporal convolution over channel-last node states, as one ``Linear`` over shifted copies.
+
+    ``y[t] = b + Σ_k W_k h[t + k - k//2]`` for ``k < kernel_t`` (zero outside ``[0, T)``), exactly what
+    ``nn.Conv2d(c, c, (kernel_t, 1), padding=(kernel_t // 2, 0))`` computes on ``(B, C, T, V)``, with
+    ``W = conv.weight[:, :, :, 0]`` laid out as ``(C_out, kernel_t · C_in)`` (offset-major). Parameters are
+    initialised as ``Conv2d`` initialises them (same fan-in, same draws in the same order), so a seeded model
+    starts from the same function as the former ``Conv2d`` block.
+
+    Parameters
+    ----------
+    c_in, c_out : int
+    kernel_t : int
+        Odd temporal kernel size.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel_t: int = 3) -> None:
+        super().__init__()
+        if kernel_t % 2 != 1:
+            raise ModelConfigError(f"kernel_t must be odd so that T is preserved, but was {kernel_t}")
+        self.kernel_t = kernel_t
+        self.linear = nn.utils.skip_init(nn.Linear, kernel_t * c_in, c_out)  # initialised below, as Conv2d
+        weight = torch.empty(c_out, c_in, kernel_t)  # Conv2d's layout (without the width-1 axis) and init
+        nn.init.kaiming_uniform_(weight, a=5**0.5)
+        bound = 1.0 / (c_in * kernel_t) ** 0.5
+        with torch.no_grad():
+            self.linear.weight.copy_(weight.permute(0, 2, 1).reshape(c_out, kernel_t * c_in))
+            self.linear.bias.uniform_(-bound, bound)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """``h`` (B, T, V, C_in) → (B, T, V, C_out)."""
+        t, half = h.shape[1], self.kernel_t // 2
+        padded = functional.pad(h, (0, 0, 0, 0, half, half))  # zeros before the first and after the last scan
+        return self.linear(torch.cat([padded[:, k : k + t] for k in range(self.kernel_t)], dim=-1))
 
 
 class STBlock(nn.Module):
@@ -52,7 +92,7 @@ class STBlock(nn.Module):
             raise ModelConfigError(f"kernel_t must be odd so that T is preserved, but was {kernel_t}")
         self.spatial = nn.Linear(N_PARTITIONS * c_in, c_out)
         self.norm_s = nn.LayerNorm(c_out)
-        self.temporal = nn.Conv2d(c_out, c_out, kernel_size=(kernel_t, 1), padding=(kernel_t // 2, 0))
+        self.temporal = TemporalConv(c_out, c_out, kernel_t)
         self.norm_t = nn.LayerNorm(c_out)
         self.act = nn.GELU()
         self.drop = nn.Dropout(dropout)
@@ -63,10 +103,7 @@ class STBlock(nn.Module):
         b, t, v, c = h.shape
         aggregated = torch.einsum("bkvw,btwc->btvkc", adjacency, h).reshape(b, t, v, N_PARTITIONS * c)
         y = self.act(self.norm_s(self.spatial(aggregated)))
-        # Conv over (T, V) with kernel (k, 1). The input must be made contiguous: Opacus 1.6's Conv2d
-        # per-sample-gradient rule returns wrong values for a permuted (channels-last strided) input.
-        y = self.temporal(y.permute(0, 3, 1, 2).contiguous()).permute(0, 2, 3, 1)
-        y = self.drop(self.norm_t(y))
+        y = self.drop(self.norm_t(self.temporal(y)))
         return self.act(y + self.residual(h)) * mask
 
 

@@ -7,11 +7,13 @@ import copy
 import pytest
 import torch
 from opacus import GradSampleModule
+from opacus.grad_sample.gsm_exp_weights import GradSampleModuleExpandedWeights
 from opacus.validators import ModuleValidator
 
 from models.decomposition import DecompositionTransformer
+from models.exceptions import ModelConfigError
 from models.fusion import BRANCHES, FusionNet
-from models.stgcn import STGCN
+from models.stgcn import STGCN, TemporalConv
 
 GROUPS = [[0, 1], [2, 3, 4]]
 
@@ -52,12 +54,17 @@ def test_opacus_validator_finds_nothing_to_fix(t: int) -> None:
     assert list(model.buffers()) == []  # fixed adjacency is an input, never a buffer
 
 
+#: Opacus' hooks (CUDA, under autocast) and PyTorch's expanded weights (fp32 steps): fl_client.dp_sgd.
+ENGINES = {"hooks": GradSampleModule, "ew": GradSampleModuleExpandedWeights}
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
 @pytest.mark.parametrize(("t", "branches"), [(2, BRANCHES), (3, BRANCHES), (3, ("wide",))])
-def test_per_sample_gradients_equal_one_at_a_time(t: int, branches: tuple[str, ...]) -> None:
+def test_per_sample_gradients_equal_one_at_a_time(t: int, branches: tuple[str, ...], engine: str) -> None:
     model = _fusion(t, branches)
     reference = copy.deepcopy(model)
     inputs = _inputs(4, t)
-    wrapped = GradSampleModule(model, batch_first=True, loss_reduction="sum")
+    wrapped = ENGINES[engine](model, batch_first=True, loss_reduction="sum")
     wrapped.train()
     _objective(wrapped(*inputs)).backward()
     reference.train()
@@ -102,3 +109,27 @@ def test_branches_have_no_batchnorm_or_buffers(factory) -> None:  # type: ignore
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     assert not any(isinstance(m, torch.nn.MultiheadAttention) for m in model.modules())
     assert list(model.buffers()) == []
+
+
+@pytest.mark.parametrize("t", [1, 2, 3])
+def test_temporal_conv_is_the_conv2d_it_replaces(t: int) -> None:
+    """Same function as ``Conv2d(c, c', (3, 1), padding=(1, 0))`` on (B, C, T, V), and the same seeded start."""
+    torch.manual_seed(5)
+    conv = torch.nn.Conv2d(6, 4, kernel_size=(3, 1), padding=(1, 0))
+    after_conv = torch.rand(3)
+    torch.manual_seed(5)
+    temporal = TemporalConv(6, 4)
+    after_temporal = torch.rand(3)
+    h = torch.randn(2, t, 7, 6)
+    expected = conv(h.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    torch.testing.assert_close(temporal(h), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(after_temporal, after_conv)  # the same random draws were consumed
+    # by hand at t = 0: the zero-padded previous scan drops out
+    w = conv.weight[..., 0]  # (C_out, C_in, 3)
+    by_hand = conv.bias + h[:, 0] @ w[:, :, 1].T + (h[:, 1] @ w[:, :, 2].T if t > 1 else 0.0)
+    torch.testing.assert_close(temporal(h)[:, 0], by_hand, rtol=1e-5, atol=1e-6)
+
+
+def test_temporal_conv_wants_an_odd_kernel() -> None:
+    with pytest.raises(ModelConfigError, match="kernel_t must be odd"):
+        TemporalConv(4, 4, kernel_t=2)
