@@ -397,7 +397,9 @@ def _privacy(metrics: Mapping[str, Any]) -> str:
               + f'<p class="method">δ = {rh.fmt(priv.get("delta"), 6)}; ledger: '
                 f'{rh.fmt(", ".join(priv.get("source", [])))}.</p>') if priv else (
         '<p class="note">No privacy ledger in this run (not a DP run).</p>')
-    return statement + ledger
+    stopped = stop_line(metrics.get("run_summary"))
+    stop = f'<p class="note" id="stop-line">Federated training {html.escape(stopped)}.</p>' if stopped else ""
+    return statement + stop + ledger
 
 
 def _methods(metrics: Mapping[str, Any]) -> str:
