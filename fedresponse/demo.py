@@ -9,13 +9,16 @@ of "what" → "where" that the demo prints at the end. Each capability adds one 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from rich.console import Console
+from rich.panel import Panel
 from rich.table import Table
 
 log = logging.getLogger(__name__)
@@ -80,7 +83,56 @@ def run_demo(out: Path, seed: int = 7, console: Console | None = None) -> dict[s
         produced[name] = _resolve(spec)(ctx)
         console.print(f"[green]✓[/] {name} finished in {time.perf_counter() - start:.1f} s")
     _print_outputs(console, produced)
+    lines = final_lines(ctx.artifacts)
+    if lines:
+        console.print(Panel("\n".join(lines), title="Result", expand=False))
     return produced
+
+
+def final_lines(artifacts: dict[str, Path]) -> list[str]:
+    """The demo's last screen: the central report's headline, and what the federated figures rest on.
+
+    Reads what the stages recorded: ``evaluation`` (the central PI report's folder, its ``metrics.json``) and
+    ``run:federated`` (the federated run: ``pooled_metrics.json``, ``pooled_aggregate.json``, ``rounds.jsonl``,
+    ``federation.resolved.yaml``). A line whose inputs are missing is left out.
+    """
+    from fedresponse.headline import headline
+
+    lines = []
+    central = artifacts.get("evaluation")
+    if central is not None and (Path(central) / "metrics.json").exists():
+        metrics = json.loads((Path(central) / "metrics.json").read_text(encoding="utf-8"))
+        lines.append(f"Central report ({Path(central) / 'report.html'}): {headline(metrics)}")
+    run = artifacts.get("run:federated")
+    basis = federated_basis(Path(run)) if run is not None else None
+    if basis is not None:
+        lines.append(basis)
+    return lines
+
+
+def federated_basis(run: Path) -> str | None:
+    """One line: held-out patients and sites the federated figures rest on, how they were pooled, after how
+    many rounds; None when ``run`` has no pooled evaluation."""
+    pooled = run / "pooled_metrics.json"
+    if not pooled.exists():
+        return None
+    metrics = json.loads(pooled.read_text(encoding="utf-8"))
+    sites = metrics.get("sites") or []
+    aggregate = run / "pooled_aggregate.json"
+    encoding = json.loads(aggregate.read_text(encoding="utf-8"))["aggregate"]["encoding"] if aggregate.exists() \
+        else "unknown"
+    codec = "CKKS ciphertexts the server only added" if encoding == "ckks" else f"{encoding} (not encrypted)"
+    rounds_file = run / "rounds.jsonl"
+    rounds = [json.loads(line) for line in rounds_file.read_text(encoding="utf-8").splitlines() if line.strip()] \
+        if rounds_file.exists() else []
+    epsilon = max((rounds[-1].get("epsilon") or {}).values(), default=None) if rounds else None
+    spent = f", ε ≤ {epsilon:.2f} per site" if isinstance(epsilon, int | float) else ""
+    resolved = run / "federation.resolved.yaml"
+    mode = str(yaml.safe_load(resolved.read_text(encoding="utf-8"))["federation"].get("mode", "")) \
+        if resolved.exists() else ""
+    training = "DP-SGD" if "dp" in mode.split("-") else "local training (no DP)"
+    return (f"Federated figures rest on {metrics.get('n_test', '?')} held-out test patients of {len(sites)} sites "
+            f"({', '.join(sites)}), pooled as {codec}, after {len(rounds)} rounds of {training}{spent}.")
 
 
 def _print_outputs(console: Console, produced: dict[str, dict[str, str]]) -> None:
