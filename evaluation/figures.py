@@ -148,7 +148,7 @@ def dhi_box_figure(groups: Mapping[str, ArrayLike], auc: float | None) -> Figure
     rng = np.random.default_rng(0)  # jitter only; fixed so the figure is reproducible
     for i, values in enumerate(data, start=1):
         ax.scatter(i + rng.uniform(-0.12, 0.12, values.size), values, s=12, alpha=0.6, color=PALETTE["line"])
-    ax.set(ylabel="DHI (per 30 days)", title="DHI by response" + (f" (AUC {auc:.2f})" if _finite(auc) else ""))
+    ax.set(ylabel="DHI (z units, docs/dhi.md)", title="DHI by response" + (f" (AUC {auc:.2f})" if _finite(auc) else ""))
     return fig
 
 

@@ -64,8 +64,9 @@ class AggregateLayout:
 
     score_bins: int = 200
     pfs_grid_days: tuple[float, ...] = field(default_factory=lambda: tuple(float(d) for d in range(0, 763, 7)))
-    dhi_range: tuple[float, float] = (0.0, 2.0)
-    dhi_bins: int = 200
+    # The DHI is a weighted mean of z-scores (docs/dhi.md §4): about -2..3, complete responses up to ~8.
+    dhi_range: tuple[float, float] = (-5.0, 10.0)
+    dhi_bins: int = 300
 
     def blocks(self) -> list[tuple[str, int]]:
         """``(name, length)`` of every block in vector order."""
