@@ -5,6 +5,7 @@ Usage::
     .venv/bin/python benchmarks/bench_ingest.py --preset quick            # synthesizes a small cohort
     .venv/bin/python benchmarks/bench_ingest.py --preset trial --sites 1 --patients-per-site 3
     .venv/bin/python benchmarks/bench_ingest.py --cohort /tmp/h3cohort    # reuse a cohort
+    .venv/bin/python benchmarks/bench_ingest.py --preset chest --sites 1 --patients-per-site 2 --featurize
 
 For each site it prints: CT slices, ingest wall and CPU seconds (the ingest process and its discovery
 workers), slices/s (wall and per CPU second; on a shared machine the per-CPU-second figure is the stable one),
@@ -12,13 +13,17 @@ the baseline (``pydicom.dcmread`` + ``pixel_array`` of every CT file, nothing el
 ratio ingest/baseline, and the ingest's peak-memory increase (max RSS in a fresh child process minus its
 RSS after imports and writer warm-up) next to the size of one protocol series and of all the site's
 pixels — the first must track one series, not the cohort; a last row ingests every site's images as one
-export to show that. Target (issue 3): >= 300 slices/s on 2 cores.
+export to show that. Target (issue 3): >= 300 slices/s on 2 cores. The ``chest`` preset is what a scanner
+sends (512 × 512, 300-450 slices per series, issue 15); ``--featurize`` also times the featurize step
+(sub-region graphs over T0/T1/T2 and the DHI) per patient on each ingested store. The load average is
+printed with the figures: on a shared machine they scale with it.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
 import shutil
 import sys
@@ -120,13 +125,33 @@ def _merged_row(cohort: Path, sites: list[str], work: Path, workers: int) -> Non
           f"(all sites' images as one export)")
 
 
+def _featurize_row(store: Path, work: Path) -> None:
+    """Featurize cost per patient on an ingested store: sub-region graphs (T0-T2) and the DHI."""
+    import pandas as pd
+
+    from fedresponse.commands.radiomics_graphs import build_site_graphs, site_dhi
+
+    patients = pd.read_parquet(store / "visits.parquet")["USUBJID"].nunique()
+    timings = []
+    for name, step in (("graphs", lambda: build_site_graphs(store, work / f"{store.name}.graphs.pt", "cpu")),
+                       ("dhi", lambda: site_dhi(store, work / f"{store.name}.dhi.csv", 0, "cpu"))):
+        cpu, wall = _cpu_seconds(), time.perf_counter()
+        count, skipped = step()
+        timings.append(f"{name} {(time.perf_counter() - wall) / patients:.1f} s wall, "
+                       f"{(_cpu_seconds() - cpu) / patients:.1f} CPU s per patient ({count} built, "
+                       f"{len(skipped)} skipped)")
+    print(f"featurize {store.name} ({patients} patients, 3 visits each): " + "; ".join(timings))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="quick", choices=["quick", "trial"])
+    parser.add_argument("--preset", default="quick", choices=["quick", "trial", "chest"])
     parser.add_argument("--sites", type=int, default=2)
     parser.add_argument("--patients-per-site", type=int, default=2)
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--cohort", help="use this existing cohort instead of synthesizing one")
+    parser.add_argument("--featurize", action="store_true",
+                        help="also time sub-region graphs + DHI per patient on each ingested store")
     parser.add_argument("--workers", type=int, default=1,
                         help="ingest worker processes (>1 forces parallel discovery and image building)")
     args = parser.parse_args()
@@ -138,6 +163,7 @@ def main() -> int:
         sites = cohort_sites(cohort)
         header = (f"{'site':4} {'slices':>6} {'wall s':>7} {'cpu s':>6} {'sl/s':>6} {'sl/cpu-s':>8} "
                   f"{'base sl/s':>9} {'ratio':>6} {'peak+ MB':>8} {'series MB':>9} {'site px MB':>10}")
+        print(f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
         print(header)
         totals = [0, 0.0, 0.0]
         for site in sites:
@@ -149,6 +175,9 @@ def main() -> int:
                   f"{result['slices'] / result['cpu']:8.0f} {base:9.0f} {rate / base:6.2f} "
                   f"{result['rss_peak'] - result['rss_before']:8.0f} {series_bytes / 2**20:9.1f} "
                   f"{all_bytes / 2**20:10.1f}")
+        if args.featurize:
+            for site in sites:
+                _featurize_row(work / "stores" / site, work)
         print(f"all  {totals[0]:6d} {totals[1]:7.2f} {totals[2]:6.2f} {totals[0] / totals[1]:6.0f} "
               f"{totals[0] / totals[2]:8.0f}   (target >= 300 slices/s on 2 cores)")
         if len(sites) > 1:

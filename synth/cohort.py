@@ -105,9 +105,11 @@ def _jobs(plan: dict[str, list[Patient]], root: Path, seed: int, preset: Preset)
             first_dose = FIRST_ENROLMENT + dt.timedelta(days=int(rng.integers(ENROLMENT_SPAN_DAYS)))
             consent = first_dose + dt.timedelta(days=ady_to_offset(patient.days[0]) - int(rng.integers(1, 8)))
             identity = patient_identity(rng, k, int(patient.covariates["AGE"]), consent)  # type: ignore[call-overload]
-            jobs.append(PatientJob(patient, identity, hospital, SCANNERS[k % len(SCANNERS)], k,
-                                   ANNOTATION_FORMATS[k % len(ANNOTATION_FORMATS)], preset.matrix, preset.slices,
-                                   first_dose, root / site, seed))
+            scanner = SCANNERS[k % len(SCANNERS)]
+            jobs.append(PatientJob(patient, identity, hospital, scanner, k,
+                                   ANNOTATION_FORMATS[k % len(ANNOTATION_FORMATS)], preset.matrix,
+                                   preset.slices_for(scanner.thickness), first_dose, root / site, seed,
+                                   preset.anatomy))
     return jobs
 
 

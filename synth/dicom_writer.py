@@ -133,8 +133,13 @@ def _to_stored(hu: np.ndarray, scanner: Scanner) -> np.ndarray:
 def ct_series_datasets(
     info: StudyInfo, scanner: Scanner, hu: np.ndarray, spacing: tuple[float, float, float],
     origin: tuple[float, float, float], series_uid: str, series_number: int, description: str,
+    first: int = 0, total: int | None = None,
 ) -> list[Dataset]:
-    """One single-frame CT dataset per slice of ``hu`` (``(Z, Y, X)``, HU), bottom slice first."""
+    """One single-frame CT dataset per slice of ``hu`` (``(Z, Y, X)``, HU), bottom slice first.
+
+    A series written slab by slab passes each slab with ``first`` (index of its first slice in the series,
+    whose slice 0 lies at ``origin``) and ``total`` (slices in the series).
+    """
     dz, dy, dx = spacing
     base = _common_header(info, CTImageStorage, "CT")
     base.Manufacturer = scanner.manufacturer
@@ -165,15 +170,16 @@ def ct_series_datasets(
     base.ImageComments = f"{info.visit_note} for {info.patient.name_alphabetic}"
     stored = _to_stored(hu, scanner)
     datasets = []
-    for k in range(hu.shape[0]):
+    total = hu.shape[0] if total is None else total
+    for k in range(first, first + hu.shape[0]):
         ds = Dataset()
         ds.update(base)  # a new element dict: copy.copy would share it between slices
         ds.SOPInstanceUID = uid(series_uid, k)
-        ds.InstanceNumber = hu.shape[0] - k  # scanners number from the head down: never trust it for order
+        ds.InstanceNumber = total - k  # scanners number from the head down: never trust it for order
         z = origin[2] + k * dz
         ds.ImagePositionPatient = [f"{origin[0]:.3f}", f"{origin[1]:.3f}", f"{z:.3f}"]
         ds.SliceLocation = f"{z:.3f}"
-        ds.add_new(0x7FE00010, "OW", stored[k].tobytes())
+        ds.add_new(0x7FE00010, "OW", stored[k - first].tobytes())
         _file_meta(ds)
         datasets.append(ds)
     return datasets

@@ -162,11 +162,20 @@ def lesion_look(patient: Patient, visit_index: int, lesion: Lesion) -> LesionLoo
     )
 
 
-def paint_lesion(
-    vol: np.ndarray, labels: np.ndarray, grid: Grid, frame: np.ndarray, ext: np.ndarray, lesion: Lesion,
-    size_mm: float, look: LesionLook, label: int, rng: np.random.Generator,
-) -> None:
-    """Draw one lesion into ``vol`` (HU) and ``labels`` (its ``label`` value) in place."""
+@dataclass(frozen=True)
+class LesionPatch:
+    """One lesion drawn once over its bounding box ``box`` of the series grid: where it is (``inside``),
+    its HU there, and the peritumoral halo added to aerated voxels (HU < -500) around it."""
+
+    box: tuple[slice, slice, slice]
+    inside: np.ndarray
+    hu: np.ndarray
+    halo: np.ndarray
+
+
+def lesion_patch(grid: Grid, frame: np.ndarray, ext: np.ndarray, lesion: Lesion, size_mm: float, look: LesionLook,
+                 rng: np.random.Generator) -> LesionPatch:
+    """Draw one lesion (its bounding box only; ``rng`` gives its texture)."""
     axes_mm = lesion_geometry(lesion, size_mm)
     centre = frame + np.array(lesion.centre) * ext
     zc, yc, xc = grid.axes()
@@ -181,17 +190,36 @@ def paint_lesion(
     norm = np.sqrt((z / axes_mm[0]) ** 2 + (yr / axes_mm[1]) ** 2 + (xr / axes_mm[2]) ** 2) + 1e-9
     radius = np.sqrt(z**2 + y**2 + x**2) + 1e-9
     d = norm / _radial_perturbation(lesion, (z / radius, y / radius, x / radius))
-    inside = d <= 1.0
-    sub = vol[sl]
     texture = look.texture_hu * _smooth_field(rng, d.shape, 1.2)
     hu = np.where(d < look.necrosis, NECROSIS_HU, SOLID_HU) + texture
     if look.ggo > 0:
         rim = np.clip((d - (1.0 - look.ggo)) / max(look.ggo, 1e-6), 0.0, 1.0)
         hu = hu * (1.0 - rim) + GGO_HU * rim
     outside_mm = (d - 1.0) * axes_mm.min()
-    halo = look.inflammation * 160.0 * np.exp(-np.clip(outside_mm, 0, None) / 3.0) * (sub < -500)
-    sub[...] = np.where(inside, hu, sub + np.where(d > 1.0, halo, 0.0))
-    labels[sl][inside] = label
+    halo = np.where(d > 1.0, look.inflammation * 160.0 * np.exp(-np.clip(outside_mm, 0, None) / 3.0), 0.0)
+    return LesionPatch(sl, d <= 1.0, hu, halo)  # type: ignore[arg-type]
+
+
+def apply_patch(vol: np.ndarray, patch: LesionPatch, z_start: int = 0) -> None:
+    """Paint ``patch`` into ``vol``, which holds grid slices ``z_start ...`` (the whole grid, or one slab)."""
+    box = patch.box
+    lo, hi = max(box[0].start, z_start), min(box[0].stop, z_start + vol.shape[0])
+    if hi <= lo:
+        return
+    cut = slice(lo - box[0].start, hi - box[0].start)
+    sub = vol[lo - z_start:hi - z_start, box[1], box[2]]
+    halo = patch.halo[cut] * (sub < -500)
+    sub[...] = np.where(patch.inside[cut], patch.hu[cut], sub + halo)
+
+
+def paint_lesion(
+    vol: np.ndarray, labels: np.ndarray, grid: Grid, frame: np.ndarray, ext: np.ndarray, lesion: Lesion,
+    size_mm: float, look: LesionLook, label: int, rng: np.random.Generator,
+) -> None:
+    """Draw one lesion into ``vol`` (HU) and ``labels`` (its ``label`` value) in place."""
+    patch = lesion_patch(grid, frame, ext, lesion, size_mm, look, rng)
+    apply_patch(vol, patch)
+    labels[patch.box][patch.inside] = label
 
 
 def render_visit(

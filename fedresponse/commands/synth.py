@@ -18,7 +18,8 @@ def synth(
         None, "--patients-per-site", min=1, help="Patients per site (default: from the preset)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives the same cohort."),
-    preset: str = typer.Option("quick", "--preset", help="quick (tests, demo) or trial (500 patients)."),
+    preset: str = typer.Option("quick", "--preset", help="quick (tests, demo), trial (500 patients) or chest "
+                                                         "(whole chest, 512 x 512, 300-450 slices: a few patients)."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Worker processes (default: CPU cores)."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
     site_codes: str = typer.Option("", "--site-codes", help="Comma-separated SITEIDs, one per site "

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
+from scipy import ndimage
 
 from evaluation.protocol import StudyProtocol
 from fl_client.ingest.series import SeriesGeometry
@@ -94,11 +95,12 @@ def lesion_rows(where: tuple[str, str, str], labels: NDArray[np.integer], names:
                 voxel_mm3: float, margin: int) -> list[dict[str, object]]:
     """One row per label: voxels, volume (mm³) and whether it comes within ``margin`` voxels of an edge."""
     rows: list[dict[str, object]] = []
+    boxes = ndimage.find_objects(labels, max_label=max(names, default=0))  # one pass; then each label's box
     for label, lesion in sorted(names.items()):
-        index = np.nonzero(labels == label)
-        n = int(index[0].size)
-        touches = bool(n) and any(int(ax.min()) < margin or int(ax.max()) >= size - margin
-                                  for ax, size in zip(index, labels.shape, strict=True))
+        box = boxes[label - 1] if 0 < label <= len(boxes) else None
+        n = int(np.count_nonzero(labels[box] == label)) if box is not None else 0
+        touches = bool(n) and box is not None and any(
+            sl.start < margin or sl.stop - 1 >= size - margin for sl, size in zip(box, labels.shape, strict=True))
         rows.append({"USUBJID": where[0], "VISIT": where[1], "SERIES_UID": where[2], "LABEL": label,
                      "LESIONID": lesion, "N_VOXELS": n, "VOLUME_MM3": n * voxel_mm3, "TOUCHES_EDGE": touches})
     return rows
