@@ -116,12 +116,16 @@ def _header(title: str, ref: task_references.TaskReference | None) -> None:
 
 
 def accuracy(cohort: PooledCohort, settings: ModelSettings, seeds: list[int], diagnostics: bool = False,
-             modes: tuple[str, ...] = ("early", "full"), cohort_dir: Path | None = None) -> list[dict]:
-    """Every model and baseline per task over ``seeds``, with oracle and feature-bound gaps; returns the runs."""
+             modes: tuple[str, ...] = ("early", "full"), cohort_dir: Path | None = None,
+             runs: list[dict] | None = None) -> list[dict]:
+    """Every model and baseline per task over ``seeds``, with oracle and feature-bound gaps; returns the runs
+    (``runs``: metrics of earlier runs, e.g. one process per seed, to report instead of fitting)."""
     start = time.perf_counter()
     kinds = ACCURACY_KINDS + (ACCURACY_DIAGNOSTICS if diagnostics else ())
-    runs = [evaluate_modes(cohort.records, cohort.dims, settings, torch.device("cpu"), seed, modes=modes, kinds=kinds,
-                           delta_columns=cohort.radiomics_columns)[0] for seed in seeds]
+    if runs is None:
+        runs = [evaluate_modes(cohort.records, cohort.dims, settings, torch.device("cpu"), seed, modes=modes,
+                               kinds=kinds, delta_columns=cohort.radiomics_columns)[0] for seed in seeds]
+    kinds = tuple(k for k in kinds if k in runs[0][modes[0]])
     refs: dict[str, task_references.TaskReference] = {}
     truth = task_references.truth_dir(cohort_dir) if cohort_dir is not None else None
     if truth is not None:
@@ -180,6 +184,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on 2 cores).")
     parser.add_argument("--seed", type=int, default=7, help="Seed of the synthetic records (no --cohort).")
     parser.add_argument("--seeds", default="1,2,3", help="Seeds of the accuracy runs (folds, initialisation).")
+    parser.add_argument("--runs-out", type=Path, help="Also write the accuracy runs' metrics (JSON list) here.")
+    parser.add_argument("--runs-in", default="", help="Report these comma-separated --runs-out files (no fitting).")
     parser.add_argument("--speed-only", action="store_true")
     parser.add_argument("--accuracy-only", action="store_true", help="Skip the speed test.")
     parser.add_argument("--diagnostics", action="store_true",
@@ -208,8 +214,11 @@ def main() -> None:
     if oracle is not None:
         print(f"generator's early oracle over the whole cohort: AUC {oracle:.3f} (truth label)")
     if not args.speed_only:
-        accuracy(cohort, settings, [int(x) for x in args.seeds.split(",")], args.diagnostics,
-                 tuple(args.modes.split(",")), args.cohort)
+        earlier = [run for f in args.runs_in.split(",") if f for run in json.loads(Path(f).read_text())] or None
+        runs = accuracy(cohort, settings, [int(x) for x in args.seeds.split(",")], args.diagnostics,
+                        tuple(args.modes.split(",")), args.cohort, earlier)
+        if args.runs_out:
+            args.runs_out.write_text(json.dumps(runs, indent=1))
 
 
 if __name__ == "__main__":

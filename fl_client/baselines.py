@@ -122,7 +122,7 @@ def penalised_logreg(seed: int, inner: int = 3) -> Pipeline:
     """Standardize, then an L2 logistic regression whose C is chosen by inner CV AUC (nested in the caller's CV)."""
     return make_pipeline(StandardScaler(), LogisticRegressionCV(
         Cs=list(C_GRID), cv=StratifiedKFold(inner, shuffle=True, random_state=seed), scoring="roc_auc",
-        max_iter=5000))
+        max_iter=5000, l1_ratios=(0.0,), use_legacy_attributes=False))  # pure L2; scikit-learn 1.10 layout
 
 
 def linear_fold(
