@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+
+from fl_client.progress import NoProgress, ProgressSink
 
 if TYPE_CHECKING:
     from radiomics.graphs import TimePointImage
@@ -84,8 +87,18 @@ def _resolve_device(device: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
-def build_site_graphs(store_dir: Path, out: Path, device: str = "auto") -> tuple[int, list[tuple[str, str]]]:
-    """Write the sub-region graphs of every subject of a site store to ``out``.
+def _counted(subjects: list[str], progress: ProgressSink | None) -> Iterator[str]:
+    """``subjects``, each counted as a done patient once the loop body that got it has finished."""
+    sink = progress or NoProgress()
+    sink.expect("patients", len(subjects))
+    for usubjid in subjects:
+        yield usubjid
+        sink.advance("patients")
+
+
+def build_site_graphs(store_dir: Path, out: Path, device: str = "auto",
+                      progress: ProgressSink | None = None) -> tuple[int, list[tuple[str, str]]]:
+    """Write the sub-region graphs of every subject of a site store to ``out`` (``progress`` counts patients).
 
     Returns
     -------
@@ -99,7 +112,7 @@ def build_site_graphs(store_dir: Path, out: Path, device: str = "auto") -> tuple
 
     store, spec = SiteStore(store_dir), SubregionSpec()
     built, skipped = [], []
-    for usubjid in sorted(store.visits()["USUBJID"].unique()):
+    for usubjid in _counted(sorted(store.visits()["USUBJID"].unique()), progress):
         lesion = choose_lesion(store, usubjid)
         if lesion is None:
             skipped.append((usubjid, "no annotated lesion at T0"))
@@ -122,7 +135,8 @@ def dhi_definition() -> Any:
     return DhiDefinition.from_mapping({name: c.model_dump() for name, c in block.items()})
 
 
-def site_dhi(store_dir: Path, out: Path, seed: int = 0, device: str = "auto") -> tuple[int, list[tuple[str, str]]]:
+def site_dhi(store_dir: Path, out: Path, seed: int = 0, device: str = "auto",
+             progress: ProgressSink | None = None) -> tuple[int, list[tuple[str, str]]]:
     """Write the DHI of every subject and interval of a site store to ``out`` (CSV, atomically).
 
     Columns: :data:`radiomics.dhi.DHI_COLUMNS` (``USUBJID, LESIONID, FROM, TO, DAYS, ..., DHI, STATUS``).
@@ -137,7 +151,7 @@ def site_dhi(store_dir: Path, out: Path, seed: int = 0, device: str = "auto") ->
     from radiomics.exceptions import RadiomicsError
 
     store, rows, skipped, definition = SiteStore(store_dir), [], [], dhi_definition()
-    for usubjid in sorted(store.visits()["USUBJID"].unique()):
+    for usubjid in _counted(sorted(store.visits()["USUBJID"].unique()), progress):
         lesion = choose_lesion(store, usubjid)
         if lesion is None:
             skipped.append((usubjid, "no annotated lesion at T0"))
@@ -163,8 +177,11 @@ def graphs(
     device: str = typer.Option("auto", "--device", help="torch device: auto, cpu or cuda."),
 ) -> None:
     """Build every patient's sub-region graph over T0/T1/T2 and write them to one file."""
+    from fedresponse.progress import progress_bars
+
     console = Console()
-    n, skipped = build_site_graphs(store_dir, out, device)
+    with progress_bars("sub-region graphs") as sink:
+        n, skipped = build_site_graphs(store_dir, out, device, progress=sink)
     console.print(f"wrote {n} sub-region graphs to [cyan]{out}[/]")
     for usubjid, why in skipped:
         console.print(f"[yellow]skipped[/] {usubjid}: {why}")
@@ -177,8 +194,11 @@ def dhi(
     device: str = typer.Option("auto", "--device", help="torch device: auto, cpu or cuda."),
 ) -> None:
     """Dynamic Heterogeneity Index per patient and interval (docs/dhi.md)."""
+    from fedresponse.progress import progress_bars
+
     console = Console()
-    n, skipped = site_dhi(store_dir, out, seed, device)
+    with progress_bars("DHI") as sink:
+        n, skipped = site_dhi(store_dir, out, seed, device, progress=sink)
     console.print(f"wrote {n} DHI intervals to [cyan]{out}[/]")
     for usubjid, why in skipped:
         console.print(f"[yellow]skipped[/] {usubjid}: {why}")
