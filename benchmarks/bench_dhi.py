@@ -3,7 +3,7 @@ response and PFS (raw and adjusted for the volume change), calibration of the co
 
     .venv/bin/python benchmarks/bench_dhi.py --preset quick            # synthesize + ingest a small cohort
     .venv/bin/python benchmarks/bench_dhi.py --stores /tmp/st/S01 /tmp/st/S02 --cohort /tmp/c
-    .venv/bin/python benchmarks/bench_dhi.py --cohort /tmp/trial90/cohort --stores /tmp/trial90/stores/S0{1,2,3}
+    .venv/bin/python benchmarks/bench_dhi.py --cohort /tmp/trial90/cohort    # stores found in /tmp/trial90/stores
 
 For every patient (largest T0 target lesion) the DHI is recomputed under perturbations in the spirit of
 Zwanenburg et al. (Sci Rep 2019, "Assessing robustness of radiomic features by image perturbation"):
@@ -284,6 +284,15 @@ def speed(all_series: dict[str, list[TimePointImage]], device: str) -> None:
     print(f"  habitats + ITH: {dhi_time / len(all_series):.2f} s per patient (3 time points)")
 
 
+def sibling_stores(cohort: Path) -> list[Path]:
+    """Site stores of a cohort laid out as ``ROOT/cohort`` + ``ROOT/stores/<SITE>`` (e.g. /tmp/trial90)."""
+    root = cohort.parent / "stores"
+    stores = sorted(p for p in root.iterdir() if (p / "store.json").exists()) if root.is_dir() else []
+    if not stores:
+        raise SystemExit(f"no site stores under {root}; pass --stores STORE [STORE ...] with --cohort {cohort}")
+    return stores
+
+
 def make_cohort(workdir: Path, patients_per_site: int, preset: str, seed: int) -> tuple[list[Path], Path]:
     cli = [sys.executable, "-m", "fedresponse"]
     cohort = workdir / "cohort"
@@ -305,7 +314,8 @@ def main() -> None:
     ap.add_argument("--preset", default="quick", choices=["quick", "trial"])
     ap.add_argument("--patients-per-site", type=int, default=4)
     ap.add_argument("--stores", type=Path, nargs="*", help="existing site stores (skip synth + ingest)")
-    ap.add_argument("--cohort", type=Path, help="the synthesized cohort of --stores (for truth/subjects.csv)")
+    ap.add_argument("--cohort", type=Path, help="the synthesized cohort (truth/subjects.csv); without --stores its "
+                    "sibling stores/ folder is read")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workdir", type=Path, help="keep the synthesized cohort and stores here (default: a temp dir)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
@@ -319,6 +329,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench_dhi_") as tmp:
+        if not args.stores and args.cohort is not None:
+            args.stores = sibling_stores(args.cohort)
         if args.stores:
             stores, cohort = list(args.stores), args.cohort
         else:
