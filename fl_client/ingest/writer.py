@@ -58,7 +58,9 @@ def write_nifti(path: Path, array: NDArray[Any], affine: NDArray[np.float64], de
     """Write a NIfTI-1 (``.nii.gz``) volume atomically with both qform and sform set to ``affine`` (RAS+).
 
     gzip level 1 with a zero timestamp: several times faster than level 6 at a few percent more bytes,
-    and the same volume always gives the same file (re-runs are byte-identical).
+    and the same volume always gives the same file (re-runs are byte-identical). The volume is streamed
+    through the compressor into the temporary file: no uncompressed or compressed copy of it is held
+    (for a 512 x 512 x 450 series that was ~0.6 GB more than the volume itself).
     """
     image = nib.Nifti1Image(array, affine)
     header = image.header
@@ -69,7 +71,16 @@ def write_nifti(path: Path, array: NDArray[Any], affine: NDArray[np.float64], de
     header["db_name"] = b""
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
-    write_bytes(path, gzip.compress(image.to_bytes(), compresslevel=1, mtime=0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    try:
+        with tmp.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0,
+                                                   filename="") as stream:
+            image.to_stream(stream)
+        _commit(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class BackgroundWriter:

@@ -54,6 +54,7 @@ class PullSummary:
     received: int = 0
     missing: int = 0
     problems: list[str] = field(default_factory=list)
+    series_problems: dict[str, str] = field(default_factory=dict)  # SeriesInstanceUID → the PACS's status
     seconds: float = 0.0
 
     @property
@@ -142,12 +143,16 @@ def pull(config: PacsConfig, tables: Path, inbox: Path, route_name: str, protoco
             log.warning("removed %d partial file(s) of an interrupted pull; their instances are fetched again", stale)
         rows: list[PulledInstance] = []
         receiver = _Receiver(inbox)
+        fatal = ""
         try:
             with make_route(config, route_name, receiver) as route:
                 _pull_patients(route, config, requests, receiver, rows, summary, progress or NoProgress())
+        except PacsError as exc:
+            fatal = f"the pull stopped: {exc}"
+            raise
         finally:
             summary.received = receiver.received
-            _account(inbox, rows, summary)
+            _account(inbox, rows, summary, fatal)
         copy_site_tables(tables, inbox)
     summary.seconds = time.perf_counter() - start
     return summary
@@ -211,6 +216,7 @@ def _pull_patients(route: Route, config: PacsConfig, requests: list[PatientReque
                 progress.advance("series")
                 if problem:
                     summary.problems.append(f"series …{series.series_uid[-12:]} of {series.study_uid[-12:]}: {problem}")
+                    summary.series_problems[series.series_uid] = problem
             summary.patients += 1
             progress.advance("patients")
 
@@ -236,14 +242,15 @@ def _row(request: PatientRequest, visit: str, study_date: str, series: SeriesHit
                           SOP_CLASS=hit.sop_class, ROUTE=route, STATUS="", PATH="", REASON="")
 
 
-def _account(inbox: Path, rows: list[PulledInstance], summary: PullSummary) -> None:
+def _account(inbox: Path, rows: list[PulledInstance], summary: PullSummary, fatal: str = "") -> None:
     """Mark every requested instance RECEIVED or MISSING (by the file), keep earlier rows still on disk."""
-    reason = "; ".join(summary.problems) or "the PACS did not send it (no failure status): run the pull again"
+    silent = fatal or "the PACS did not send it (no failure status): run the pull again"
     listed = set()
     for row in rows:
         path = instance_path(inbox, row.STUDY_UID, row.SERIES_UID, row.SOP_UID)
         listed.add(row.SOP_UID)
         row.PATH = path.relative_to(inbox).as_posix()
+        reason = summary.series_problems.get(row.SERIES_UID, silent)
         row.STATUS, row.REASON = ("RECEIVED", "") if path.is_file() else ("MISSING", reason)
     summary.missing = sum(r.STATUS == "MISSING" for r in rows)
     summary.studies = len({r.STUDY_UID for r in rows})
