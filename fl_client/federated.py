@@ -398,8 +398,8 @@ def fusion_task(site: str, site_input: Path | None, settings: ClientSettings) ->
 
     Both modes train together in one DP-SGD run per round (:class:`fl_client.two_mode.EarlyFullNet`: the
     privacy budget is spent once per round). Standardisation is fitted per mode on the site's own training
-    patients (nothing pooled); a seeded patient split keeps a local test set (``heldout-share``, default 25 %). After the last round
-    every patient of the site is scored in both modes and the rows stay at the site
+    patients (nothing pooled); a seeded patient split keeps a local test set (``heldout-share``, default 25 %).
+    After the last round every patient of the site is scored in both modes and the rows stay at the site
     (``site_dir/predictions.csv``, the :mod:`evaluation.metrics` layout, ``LABEL`` the primary early label,
     ``SPLIT`` train/test);
     only ``n``/``n_test`` and the encrypted pooled-evaluation vectors (:mod:`fl_client.pooled_evaluation`)
