@@ -45,7 +45,11 @@ SITES = ("S01", "S02")
 
 
 @pytest.mark.slow
-def test_fusion_task_trains_both_modes_and_pools_its_evaluation_encrypted(tmp_path: Path) -> None:
+def test_fusion_task_trains_both_modes_and_pools_its_evaluation_encrypted(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # 6 held-out patients per site: the pooling identity is checked with the small-cell rule off, as in
+    # tests/fl_server/test_pooled_evaluation.py (the rule has its own tests: tests/evaluation/test_small_cells.py)
+    monkeypatch.setattr("fl_client.pooled_evaluation._min_cell_size", lambda: 1)
     records = make_records(48, seed=5, sites=2)
     for r in records[::5]:  # durable benefit unknown (censored before the landmark): no full-mode label
         r.responder["full"], r.label_day["full"] = math.nan, math.inf
