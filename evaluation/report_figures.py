@@ -159,6 +159,8 @@ def _panel(d: Drawer, site: SiteData, inputs: RunInputs) -> None:
     wide = site.predictions.pivot_table(index="USUBJID", columns="MODE", values="SCORE", aggfunc="first")
     pseudo = site.subjects[site.subjects.get("PSEUDOPROG", pd.Series(dtype=str)).astype(str) == "Y"] \
         if site.subjects is not None and "PSEUDOPROG" in site.subjects.columns else pd.DataFrame()
+    if len(pseudo):  # only a patient the model scored (the efficacy population) can be shown with its scores
+        pseudo = pseudo[pseudo["USUBJID"].isin(wide.index)]
     subject = str(pseudo["USUBJID"].iloc[0]) if len(pseudo) else str(wide["full"].idxmax())
     why = "the site's pseudoprogression case" if len(pseudo) else "the highest full-mode score"
     attributions = None

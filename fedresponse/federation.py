@@ -169,6 +169,8 @@ def _centralized_fusion(centralized: Path | None) -> dict[str, Any] | None:
     rows = pd.concat([read_predictions(p) for p in paths]) if paths else None
     for mode in ("early", "full"):
         part = rows[rows["MODE"] == mode] if rows is not None else None
+        # a patient outside the mode's task population (e.g. no T2 scan: no full-mode label) has no LABEL
+        part = part[part["LABEL"].notna()] if part is not None else None
         if part is not None and part["LABEL"].nunique() == 2:
             auc, ci = delong_auc_ci(part["LABEL"].to_numpy(int), part["SCORE"].to_numpy(float))
             out[mode] = {"auc": auc, "auc_ci": list(ci), "n": len(part)}

@@ -19,11 +19,29 @@ def fmt_ci(pair: list[object] | None, digits: int = 2) -> str:
     return "–" if not pair else f"{fmt_num(pair[0], digits)}–{fmt_num(pair[1], digits)}"
 
 
+_CODEC_WORDS = {"CkksCodec": "pooled under CKKS encryption", "PlainCodec": "pooled in plaintext (no encryption)"}
+
+
+def fmt_estimate(block: dict[str, Any], key: str, digits: int = 2) -> str:
+    """``value (lo–hi)``, or ``not estimable`` when metrics.json says so (``<key>: null`` + ``<key>_not_estimable``)."""
+    value = block.get(key)
+    if value is None:
+        return "not estimable"
+    ci = block.get(f"{key}_ci")
+    return fmt_num(value, digits) + (f" ({fmt_ci(ci, digits)})" if ci else "")
+
+
 def headline(metrics: dict[str, Any]) -> str:
-    """One line of the pooled headline numbers (as in metrics.json; ``inf`` = median not reached)."""
+    """One line of the pooled headline numbers (as in metrics.json; ``inf`` = median or CI limit not reached)."""
     p = metrics["pooled"]
-    return (f"pooled AUC early {fmt_num(p['early']['auc'])} ({fmt_ci(p['early']['auc_ci'])}), "
-            f"full {fmt_num(p['full']['auc'])} ({fmt_ci(p['full']['auc_ci'])}); "
-            f"full-mode sens {fmt_num(p['full']['sensitivity'])}, spec {fmt_num(p['full']['specificity'])}; "
-            f"ORR {fmt_num(p['orr'])} ({fmt_ci(p['orr_ci'])}); median PFS {fmt_num(p['median_pfs_days'], 0)} d "
-            f"({fmt_ci(p['median_pfs_ci'], 0)}) [{metrics['pooling']['codec']}]")
+    codec = str(metrics["pooling"]["codec"])
+    words = next((w for name, w in _CODEC_WORDS.items() if codec.startswith(name)), codec)
+    suppressed = len(p.get("suppressed") or [])
+    cells = f"; {suppressed} site statistic(s) withheld under the small-cell rule" if suppressed else ""
+    sens = "not estimable" if p["full"].get("sensitivity") is None else fmt_num(p["full"]["sensitivity"])
+    spec = "not estimable" if p["full"].get("specificity") is None else fmt_num(p["full"]["specificity"])
+    return (f"pooled AUC early {fmt_estimate(p['early'], 'auc')}, full {fmt_estimate(p['full'], 'auc')}; "
+            f"full-mode sens {sens}, spec {spec}; "
+            f"ORR {fmt_num(p['orr'])} ({fmt_ci(p['orr_ci'])}) of {p.get('orr_n', '?')} enrolled; "
+            f"median PFS {fmt_num(p['median_pfs_days'], 0)} d ({fmt_ci(p['median_pfs_ci'], 0)}) "
+            f"[{words}{cells}]")

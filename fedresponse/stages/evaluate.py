@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fedresponse.headline import fmt_ci, fmt_num, headline
+from fedresponse.headline import fmt_estimate, headline
 
 if TYPE_CHECKING:
     from fedresponse.demo import DemoContext
@@ -116,8 +116,7 @@ def _evaluate_federated(ctx: DemoContext, run: Path, centralized: dict[str, Any]
 def federated_line(federated: dict[str, Any], centralized: dict[str, Any]) -> str:
     """``pooled AUC early: federated a (lo–hi) vs centralized b (lo–hi); full: …`` from two metrics.json."""
     def auc(metrics: dict[str, Any], mode: str) -> str:
-        block = metrics["pooled"][mode]
-        return f"{fmt_num(block['auc'], 3)} ({fmt_ci(block['auc_ci'], 3)})"
+        return fmt_estimate(metrics["pooled"][mode], "auc", 3)
 
     return "pooled AUC " + "; ".join(f"{mode}: federated {auc(federated, mode)} vs centralized "
                                      f"{auc(centralized, mode)}" for mode in ("early", "full"))
