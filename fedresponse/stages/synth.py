@@ -10,14 +10,14 @@ from __future__ import annotations
 from fedresponse.demo import DemoContext
 from synth.cohort import synthesize
 
-
 #: enrolled patients per demo site (see the module docstring)
 DEMO_PATIENTS_PER_SITE = 24
 
 
 def run(ctx: DemoContext) -> dict[str, str]:
     """Synthesize the quick cohort into ``ctx.cohort``."""
-    summary = synthesize(ctx.cohort, n_sites=3, patients_per_site=DEMO_PATIENTS_PER_SITE, seed=ctx.seed, preset_name="quick")
+    summary = synthesize(ctx.cohort, n_sites=3, patients_per_site=DEMO_PATIENTS_PER_SITE, seed=ctx.seed,
+                         preset_name="quick")
     ctx.console.print(
         f"{summary.patients} patients at {len(summary.sites)} sites, {summary.files} files, "
         f"{summary.responders} responders, oracle early AUC {summary.oracle_auc:.3f}"
