@@ -184,19 +184,6 @@ def _centralized_fusion(centralized: Path | None) -> dict[str, Any] | None:
     return out
 
 
-def _json_ready(value: Any) -> Any:
-    """Strict-JSON values: NaN → null, ±inf → "inf"/"-inf" (a median not reached), as metrics.json writes them."""
-    import math
-
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    return value
-
-
 def _site_context(keys: Path | None, key_id: str) -> Any:
     """The key holder's secret context (``KEYDIR/site``), checked against the aggregate's ceremony."""
     from privacy.ckks import SECRET_CONTEXT, KeyInfo, load_site_context
@@ -224,6 +211,7 @@ def pooled_summary(run: Path, centralized: Path | None = None, keys: Path | None
     """
     from evaluation.atomic import write_text_atomic
     from evaluation.pooled import AggregateLayout, PlainCodec, pool, pooled_metrics
+    from evaluation.report_html import json_safe
     from fl_server.pooling import AGGREGATE_META, load_pooled_aggregate
     from privacy.update import decode_vector
 
@@ -239,14 +227,14 @@ def pooled_summary(run: Path, centralized: Path | None = None, keys: Path | None
     metrics.update(n_test=summed.total_examples, sites=summed.contributors,
                    evaluation="held-out test patients of each site (seeded 75/25 split), encrypted site aggregates")
     write_text_atomic(run / "pooled_metrics.json",
-                      lambda stream: json.dump(_json_ready(metrics), stream, indent=1, allow_nan=False))
+                      lambda stream: json.dump(json_safe(metrics), stream, indent=1, allow_nan=False))
     federated: dict[str, Any] = {"run": str(run), "model": "fusion (federated)", "n_test": summed.total_examples,
                                  "evaluation": metrics["evaluation"] + ", binned DeLong CI; reference LABEL"}
     for mode in ("early", "full"):
         block = metrics[mode]
         federated[mode] = {"auc": block["auc"], "auc_ci": block["auc_ci"], "cutoff": block["cutoff"],
                            "auc_binning_bound": block["auc_binning_bound"]}
-    comparison = _json_ready({"federated": federated, "centralized": _centralized_fusion(centralized)})
+    comparison = json_safe({"federated": federated, "centralized": _centralized_fusion(centralized)})
     write_text_atomic(run / "comparison.json", lambda stream: json.dump(comparison, stream, indent=2, allow_nan=False))
     return dict(comparison)
 
