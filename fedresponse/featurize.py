@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fl_client.centralized import PooledCohort
+    from fl_client.progress import ProgressSink
     from fl_client.train import SiteInputs
 
 log = logging.getLogger(__name__)
@@ -20,12 +21,13 @@ log = logging.getLogger(__name__)
 
 def featurize_store(
     store_dir: Path, out: Path | None = None, device: str = "auto", seed: int = 0, graphs_file: Path | None = None,
-    dhi_file: Path | None = None, durable_day: int = 183,
+    dhi_file: Path | None = None, durable_day: int = 183, progress: ProgressSink | None = None,
 ) -> Path:
     """Write a site store's ``model_inputs.pt`` (default ``STORE/model_inputs.pt``).
 
     Uses the store's assessment (``STORE/assessment/reference.csv``, ``visits.csv``; `fedresponse assess`)
-    and the sub-region graphs and DHI table (default ``STORE/radiomics/``; built here when absent).
+    and the sub-region graphs and DHI table (default ``STORE/radiomics/``; built here when absent, the
+    long part: ``progress`` counts ``patients (graphs)`` and ``patients (DHI)`` as they are built).
     """
     import pandas as pd
 
@@ -45,9 +47,9 @@ def featurize_store(
     graphs_file = graphs_file or store_dir / "radiomics" / "subregion_graphs.pt"
     dhi_file = dhi_file or store_dir / "radiomics" / "dhi.csv"
     if not graphs_file.exists():
-        build_site_graphs(store_dir, graphs_file, device)
+        build_site_graphs(store_dir, graphs_file, device, progress=progress)
     if not dhi_file.exists():
-        site_dhi(store_dir, dhi_file, seed=seed, device=device)
+        site_dhi(store_dir, dhi_file, seed=seed, device=device, progress=progress)
     read = {"keep_default_na": False, "na_values": [""]}
     store = SiteStore(store_dir)
     inputs = site_inputs(store.site, load_graphs(graphs_file), store.crf(), pd.read_csv(assessment / "reference.csv",
@@ -59,14 +61,22 @@ def featurize_store(
     return out
 
 
-def pooled_cohort(cohort: Path, device: str = "auto", seed: int = 0, durable_day: int = 183) -> PooledCohort:
+def pooled_cohort(cohort: Path, device: str = "auto", seed: int = 0, durable_day: int = 183,
+                  progress: ProgressSink | None = None) -> PooledCohort:
+    """Every site's model inputs under ``cohort``; stores without one are featurized first (``progress`` counts
+    ``site stores`` and, within each, its patients: :func:`featurize_store`)."""
     from fl_client.centralized import PooledCohort
+    from fl_client.progress import NoProgress
     from models.exceptions import ModelInputError
 
     paths = sorted(cohort.rglob("model_inputs.pt"))
     if not paths:  # featurize every assessed site store found under the folder
         stores = sorted(p.parent for p in cohort.rglob("store.json") if (p.parent / "assessment").is_dir())
-        paths = [featurize_store(s, device=device, seed=seed, durable_day=durable_day) for s in stores]
+        sink = progress or NoProgress()
+        sink.expect("site stores", len(stores))
+        for store in stores:
+            paths.append(featurize_store(store, device=device, seed=seed, durable_day=durable_day, progress=sink))
+            sink.advance("site stores")
     if not paths:
         raise ModelInputError(
             f"no model_inputs.pt and no assessed site store under {cohort}; run ingest and assess for each site "

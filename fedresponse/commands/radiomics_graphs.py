@@ -87,13 +87,13 @@ def _resolve_device(device: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
-def _counted(subjects: list[str], progress: ProgressSink | None) -> Iterator[str]:
-    """``subjects``, each counted as a done patient once the loop body that got it has finished."""
+def _counted(subjects: list[str], progress: ProgressSink | None, unit: str = "patients") -> Iterator[str]:
+    """``subjects``, each counted as a done ``unit`` once the loop body that got it has finished."""
     sink = progress or NoProgress()
-    sink.expect("patients", len(subjects))
+    sink.expect(unit, len(subjects))
     for usubjid in subjects:
         yield usubjid
-        sink.advance("patients")
+        sink.advance(unit)
 
 
 def build_site_graphs(store_dir: Path, out: Path, device: str = "auto",
@@ -112,7 +112,7 @@ def build_site_graphs(store_dir: Path, out: Path, device: str = "auto",
 
     store, spec = SiteStore(store_dir), SubregionSpec()
     built, skipped = [], []
-    for usubjid in _counted(sorted(store.visits()["USUBJID"].unique()), progress):
+    for usubjid in _counted(sorted(store.visits()["USUBJID"].unique()), progress, "patients (graphs)"):
         lesion = choose_lesion(store, usubjid)
         if lesion is None:
             skipped.append((usubjid, "no annotated lesion at T0"))
@@ -151,7 +151,7 @@ def site_dhi(store_dir: Path, out: Path, seed: int = 0, device: str = "auto",
     from radiomics.exceptions import RadiomicsError
 
     store, rows, skipped, definition = SiteStore(store_dir), [], [], dhi_definition()
-    for usubjid in _counted(sorted(store.visits()["USUBJID"].unique()), progress):
+    for usubjid in _counted(sorted(store.visits()["USUBJID"].unique()), progress, "patients (DHI)"):
         lesion = choose_lesion(store, usubjid)
         if lesion is None:
             skipped.append((usubjid, "no annotated lesion at T0"))

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedresponse.featurize import pooled_cohort
+from fedresponse.progress import progress_bars
 
 if TYPE_CHECKING:
     import torch
@@ -95,7 +96,8 @@ def train(
         settings = load_model_config(config or configs_dir() / "model.yaml")
         if epochs is not None:
             settings = settings.model_copy(update={"train": settings.train.model_copy(update={"epochs": epochs})})
-        pooled = pooled_cohort(cohort, device, seed, settings.evaluation.durable_benefit_day)
+        with progress_bars("featurize") as sink:
+            pooled = pooled_cohort(cohort, device, seed, settings.evaluation.durable_benefit_day, progress=sink)
         metrics = run_centralized(pooled, out, settings, _device(device), seed, oracle_auc(cohort))
     except (ModelInputError, ModelConfigError, FileExistsError) as exc:
         console.print(f"[bold red]train failed:[/] {exc}")
