@@ -18,7 +18,7 @@ Input is a site's patient-level table; the output is site-level summary rows, so
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -119,3 +119,128 @@ def dhi_association(
         for q in quantities:
             rows.append({"interval": f"{a}-{b}", **_row(sub, q)})
     return pd.DataFrame(rows)
+
+
+#: Two-sided level below which an association counts as significant in the size-proxy sentence.
+PROXY_ALPHA = 0.05
+#: Keys of one interval's site-level DHI block (``site_summary.json`` ``dhi_intervals``), estimates in pairs.
+INTERVAL_KEYS: tuple[str, ...] = ("auc", "auc_ci", "rho_vol", "partial_rho", "partial_p", "hr", "hr_ci", "hr_p")
+
+
+def _finite(value: object) -> float | None:
+    """``value`` as a float, or None when missing or not finite (JSON ``null``)."""
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def interval_table(dhi: pd.DataFrame) -> pd.DataFrame:
+    """One row per (patient, interval): the mean over lesions of the ``radiomics dhi`` rows with a DHI.
+
+    Raises
+    ------
+    EvaluationInputError
+        The table lacks the columns of ``fedresponse radiomics dhi``.
+    """
+    need = {"USUBJID", "FROM", "TO", "DLOGVOL", "DHI"}
+    missing = sorted(need - set(dhi.columns))
+    if missing:
+        raise EvaluationInputError(f"the DHI table lacks {missing}; write it with `fedresponse radiomics dhi`")
+    frame = dhi[["USUBJID", "FROM", "TO", "DLOGVOL", "DHI"]].copy()
+    for c in ("DLOGVOL", "DHI"):
+        frame[c] = pd.to_numeric(frame[c], errors="coerce")
+    frame = frame.dropna()
+    return frame.groupby(["USUBJID", "FROM", "TO"], as_index=False)[["DLOGVOL", "DHI"]].mean()
+
+
+def _not_estimable(entry: dict[str, object], keys: Sequence[str], reason: str) -> None:
+    entry.update(dict.fromkeys(keys))
+    entry.update({f"{k}_not_estimable": reason for k in keys if not k.endswith("_ci")})
+
+
+def _interval_block(row: pd.Series, events: int, min_cell: int, min_n: int) -> dict[str, object]:
+    """One interval's DHI row of :func:`dhi_association` as it may cross the wall (small-cell rule applied)."""
+    n, resp = int(row["n"]), int(row["responders"])
+    entry: dict[str, object] = {"interval": str(row["interval"]), "n": n, "responders": resp, "events": events}
+    auc, low, high = (_finite(row.get(k)) for k in ("auc", "auc_low", "auc_high"))
+    entry.update(auc=auc, auc_ci=[low, high] if auc is not None else None, rho_vol=_finite(row.get("rho_vol")),
+                 partial_rho=_finite(row.get("partial_rho")), partial_p=_finite(row.get("partial_p")))
+    hr, hlow, hhigh = (_finite(row.get(k)) for k in ("hr", "hr_low", "hr_high"))
+    entry.update(hr=hr, hr_ci=[hlow, hhigh] if hr is not None else None, hr_p=_finite(row.get("hr_p")))
+    for key in INTERVAL_KEYS:
+        if entry[key] is None and not key.endswith("_ci"):
+            entry[f"{key}_not_estimable"] = "not computable at this site (a constant value or no variation)"
+    smaller = min(resp, n - resp)
+    if n < min_n or smaller < min_cell:
+        _not_estimable(entry, INTERVAL_KEYS, f"n = {n}, smaller response class {smaller} "
+                       f"(protocol: n >= {min_n}, each class >= {min_cell})")
+    elif events < min_cell:
+        _not_estimable(entry, ("hr", "hr_ci", "hr_p"), f"{events} PFS events < min_cell_size {min_cell}")
+    entry["size_proxy"] = size_proxy(entry)
+    return entry
+
+
+def size_proxy(entry: Mapping[str, object]) -> bool | None:
+    """True when the raw DHI–response association is significant but the volume-adjusted one is not.
+
+    Raw: the AUC's 95 % CI excludes 0.5; adjusted: ``partial_p >= PROXY_ALPHA``. None when either is missing.
+    """
+    ci, p = entry.get("auc_ci"), entry.get("partial_p")
+    if not isinstance(ci, list) or None in ci or not isinstance(p, float):
+        return None
+    raw = ci[0] > 0.5 or ci[1] < 0.5
+    return bool(raw and p >= PROXY_ALPHA)
+
+
+def site_dhi_intervals(dhi: pd.DataFrame, outcomes: pd.DataFrame, *, min_cell: int,
+                       min_n: int) -> list[dict[str, object]]:
+    """The site's per-interval DHI statistics (AUC, ρ with Δlog volume, partial ρ, adjusted Cox HR) to send.
+
+    Site-level numbers only, each with its n; an interval whose smaller response class has fewer than
+    ``min_cell`` patients (or fewer than ``min_n`` patients in all) is sent as ``<key>: null`` +
+    ``<key>_not_estimable``, and the Cox HR likewise when PFS events are fewer than ``min_cell``.
+    """
+    table = interval_table(dhi)
+    merged = table.merge(outcomes, on="USUBJID", how="inner")
+    assoc = dhi_association(table, outcomes, ("DHI",)) if len(merged) else pd.DataFrame()
+    out = []
+    for _, row in assoc.iterrows():
+        a, b = str(row["interval"]).split("-", 1)
+        sub = merged[(merged["FROM"] == a) & (merged["TO"] == b)]
+        events = int(sub["PFS_EVENT"].sum()) if "PFS_EVENT" in sub.columns else 0
+        out.append(_interval_block(row, events, min_cell, min_n))
+    return out
+
+
+def pooled_partial_correlation(site_blocks: Sequence[Mapping[str, object]], *, covariates: int = 1,
+                               alpha: float = 0.05) -> dict[str, object]:
+    """Inverse-variance Fisher-z meta-analysis of the sites' partial correlations for one interval.
+
+    Each site's ``z = atanh(r)`` has variance ``1 / (n − 3 − covariates)``; the pooled z is the weighted
+    mean, back-transformed with its normal CI and a two-sided p. Sites with ``partial_rho: null`` (small-cell
+    rule) or ``n − 3 − covariates < 1`` are left out and listed in ``excluded``.
+    """
+    zs, weights, used, excluded = [], [], [], []
+    for block in site_blocks:
+        r, n = _finite(block.get("partial_rho")), int(block.get("n") or 0)  # type: ignore[call-overload]
+        w = n - 3 - covariates
+        if r is None or w < 1 or abs(r) >= 1.0:
+            excluded.append(str(block.get("site")))
+            continue
+        zs.append(math.atanh(r))
+        weights.append(float(w))
+        used.append(str(block.get("site")))
+    total = int(sum(weights)) + len(used) * (3 + covariates)
+    out: dict[str, object] = {"sites": used, "excluded": excluded, "n": total}
+    if not zs:
+        _not_estimable(out, ("partial_rho", "partial_rho_ci", "partial_p"), "no site sent an estimable partial "
+                       "correlation (small-cell rule or too few patients)")
+        return out
+    z = float(np.average(zs, weights=weights))
+    se = 1.0 / math.sqrt(sum(weights))
+    q = float(sps.norm.ppf(1.0 - alpha / 2.0))
+    out.update(partial_rho=math.tanh(z), partial_rho_ci=[math.tanh(z - q * se), math.tanh(z + q * se)],
+               partial_p=float(2.0 * sps.norm.sf(abs(z) / se)))
+    return out
