@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -155,15 +156,15 @@ def interval_table(dhi: pd.DataFrame) -> pd.DataFrame:
     return frame.groupby(["USUBJID", "FROM", "TO"], as_index=False)[["DLOGVOL", "DHI"]].mean()
 
 
-def _not_estimable(entry: dict[str, object], keys: Sequence[str], reason: str) -> None:
+def _not_estimable(entry: dict[str, Any], keys: Sequence[str], reason: str) -> None:
     entry.update(dict.fromkeys(keys))
     entry.update({f"{k}_not_estimable": reason for k in keys if not k.endswith("_ci")})
 
 
-def _interval_block(row: pd.Series, events: int, min_cell: int, min_n: int) -> dict[str, object]:
+def _interval_block(row: pd.Series, events: int, min_cell: int, min_n: int) -> dict[str, Any]:
     """One interval's DHI row of :func:`dhi_association` as it may cross the wall (small-cell rule applied)."""
     n, resp = int(row["n"]), int(row["responders"])
-    entry: dict[str, object] = {"interval": str(row["interval"]), "n": n, "responders": resp, "events": events}
+    entry: dict[str, Any] = {"interval": str(row["interval"]), "n": n, "responders": resp, "events": events}
     auc, low, high = (_finite(row.get(k)) for k in ("auc", "auc_low", "auc_high"))
     entry.update(auc=auc, auc_ci=[low, high] if auc is not None else None, rho_vol=_finite(row.get("rho_vol")),
                  partial_rho=_finite(row.get("partial_rho")), partial_p=_finite(row.get("partial_p")))
@@ -195,7 +196,7 @@ def size_proxy(entry: Mapping[str, object]) -> bool | None:
 
 
 def site_dhi_intervals(dhi: pd.DataFrame, outcomes: pd.DataFrame, *, min_cell: int,
-                       min_n: int) -> list[dict[str, object]]:
+                       min_n: int) -> list[dict[str, Any]]:
     """The site's per-interval DHI statistics (AUC, ρ with Δlog volume, partial ρ, adjusted Cox HR) to send.
 
     Site-level numbers only, each with its n; an interval whose smaller response class has fewer than
@@ -215,7 +216,7 @@ def site_dhi_intervals(dhi: pd.DataFrame, outcomes: pd.DataFrame, *, min_cell: i
 
 
 def pooled_partial_correlation(site_blocks: Sequence[Mapping[str, object]], *, covariates: int = 1,
-                               alpha: float = 0.05) -> dict[str, object]:
+                               alpha: float = 0.05) -> dict[str, Any]:
     """Inverse-variance Fisher-z meta-analysis of the sites' partial correlations for one interval.
 
     Each site's ``z = atanh(r)`` has variance ``1 / (n − 3 − covariates)``; the pooled z is the weighted
@@ -233,7 +234,7 @@ def pooled_partial_correlation(site_blocks: Sequence[Mapping[str, object]], *, c
         weights.append(float(w))
         used.append(str(block.get("site")))
     total = int(sum(weights)) + len(used) * (3 + covariates)
-    out: dict[str, object] = {"sites": used, "excluded": excluded, "n": total}
+    out: dict[str, Any] = {"sites": used, "excluded": excluded, "n": total}
     if not zs:
         _not_estimable(out, ("partial_rho", "partial_rho_ci", "partial_p"), "no site sent an estimable partial "
                        "correlation (small-cell rule or too few patients)")
@@ -243,4 +244,68 @@ def pooled_partial_correlation(site_blocks: Sequence[Mapping[str, object]], *, c
     q = float(sps.norm.ppf(1.0 - alpha / 2.0))
     out.update(partial_rho=math.tanh(z), partial_rho_ci=[math.tanh(z - q * se), math.tanh(z + q * se)],
                partial_p=float(2.0 * sps.norm.sf(abs(z) / se)))
+    return out
+
+
+def _inverse_variance(estimates: Sequence[tuple[str, float, float]], *, log_scale: bool,
+                      alpha: float = 0.05) -> dict[str, Any]:
+    """Fixed-effect inverse-variance pooling of (site, estimate, standard error); log scale for hazard ratios."""
+    q = float(sps.norm.ppf(1.0 - alpha / 2.0))
+    theta = np.array([math.log(e) if log_scale else e for _, e, _ in estimates])
+    w = 1.0 / np.array([se * se for _, _, se in estimates])
+    mean, se = float(np.sum(w * theta) / np.sum(w)), float(1.0 / math.sqrt(np.sum(w)))
+    back = math.exp if log_scale else float
+    return {"estimate": back(mean), "ci": [back(mean - q * se), back(mean + q * se)],
+            "p": float(2.0 * sps.norm.sf(abs(mean - (0.0 if log_scale else 0.5)) / se))}
+
+
+def _site_se(block: Mapping[str, Any], key: str, *, log_scale: bool) -> float | None:
+    """The standard error a site's 95 % CI implies (Wald / DeLong normal interval), or None."""
+    ci, value = block.get(f"{key}_ci"), _finite(block.get(key))
+    if value is None or not isinstance(ci, list) or any(_finite(c) is None for c in ci):
+        return None
+    low, high = (math.log(c) if log_scale else c for c in ci)
+    se = (high - low) / (2.0 * float(sps.norm.ppf(0.975)))
+    return se if se > 0 else None
+
+
+def _pooled_estimate(blocks: Sequence[Mapping[str, Any]], key: str, *, log_scale: bool) -> dict[str, Any]:
+    usable = [(str(b.get("site")), float(b[key]), se) for b in blocks
+              if (se := _site_se(b, key, log_scale=log_scale)) is not None]
+    out: dict[str, Any] = {f"{key}_sites": [s for s, _, _ in usable]}
+    if not usable:
+        _not_estimable(out, (key, f"{key}_ci", f"{key}_p"), "no site sent an estimable value (small-cell rule)")
+        return out
+    pooled = _inverse_variance(usable, log_scale=log_scale)
+    out.update({key: pooled["estimate"], f"{key}_ci": pooled["ci"], f"{key}_p": pooled["p"]})
+    return out
+
+
+def pooled_dhi_intervals(summaries: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]] | None:
+    """Per interval, the DHI association pooled from the sites' ``dhi_intervals`` blocks (site numbers only).
+
+    - ``partial_rho`` (CI, p): :func:`pooled_partial_correlation` (Fisher z, weights n − 3 − 1);
+    - ``auc`` (CI, p vs 0.5) and ``hr`` (CI, p vs 1): fixed-effect inverse-variance meta-analysis of the site
+      estimates, each site's SE from its 95 % CI (DeLong for the AUC, Wald on log HR for the Cox model).
+
+    A site whose value was withheld (small-cell rule) contributes nothing to that statistic. None when no
+    site sent per-interval DHI blocks.
+    """
+    by_interval: dict[str, list[Mapping[str, Any]]] = {}
+    for site, summary in sorted(summaries.items()):
+        for block in summary.get("dhi_intervals") or []:
+            by_interval.setdefault(str(block["interval"]), []).append({"site": site, **block})
+    if not by_interval:
+        return None
+    out = []
+    for interval, blocks in sorted(by_interval.items()):
+        entry: dict[str, Any] = {"interval": interval, "n": int(sum(int(b["n"]) for b in blocks)),
+                                 "n_sites": len(blocks)}
+        entry.update(_pooled_estimate(blocks, "auc", log_scale=False))
+        entry.update(_pooled_estimate(blocks, "hr", log_scale=True))
+        partial = pooled_partial_correlation(blocks)
+        entry.update({k: partial[k] for k in partial if k.startswith("partial_")},
+                     partial_rho_sites=partial["sites"], partial_rho_n=partial["n"])
+        entry["size_proxy"] = size_proxy(entry)
+        out.append(entry)
     return out

@@ -47,6 +47,7 @@ class RunInputs:
     consort: dict[str, dict[str, Any]] | None = None
     reads: dict[str, pd.DataFrame] = field(default_factory=dict)
     attributions: pd.DataFrame | None = None
+    dhi_intervals: pd.DataFrame | None = None  # the sites' `radiomics dhi` rows, per lesion and interval
 
 
 def _read_optional_csv(paths: list[Path]) -> pd.DataFrame | None:
@@ -113,6 +114,7 @@ def load_run(run: Path, cohort: Path | None = None, assessments: Sequence[Path] 
     predictions = pd.concat([read_predictions(p) for p in pred_paths], ignore_index=True)
     if "DHI" not in predictions.columns and dhi_tables:
         predictions = predictions.merge(patient_dhi(dhi_tables), on="USUBJID", how="left")
+    dhi_intervals = pd.concat([pd.read_csv(p) for p in dhi_tables], ignore_index=True) if dhi_tables else None
     folders = [run, *assessments]
     subjects = _read_optional_csv(_final_tables(folders, "subjects.csv"))
     visits = _read_optional_csv(_final_tables(folders, "visits.csv"))
@@ -132,7 +134,8 @@ def load_run(run: Path, cohort: Path | None = None, assessments: Sequence[Path] 
         for values in privacy["sites"].values():
             values.setdefault("budget", float(epsilon_budget))
     attributions = _read_optional_csv(sorted(run.rglob("attributions_full.csv")))
-    inputs = RunInputs(run, sites, cutoffs, source, privacy=privacy, attributions=attributions)
+    inputs = RunInputs(run, sites, cutoffs, source, privacy=privacy, attributions=attributions,
+                       dhi_intervals=dhi_intervals)
     if populations is not None:
         inputs.consort = {site: consort_counts(rows) for site, rows in populations.groupby("SITEID", sort=True)}
     if cohort is not None:

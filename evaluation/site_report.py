@@ -35,9 +35,17 @@ import pandas as pd
 
 from evaluation import report_html as rh
 from evaluation.atomic import replace_directory
+from evaluation.dhi_stats import PROXY_ALPHA, site_dhi_intervals
 from evaluation.evaluate import RunInputs
 from evaluation.exceptions import EvaluationInputError
-from evaluation.metrics import SiteData, min_cell_size, site_evaluation_aggregate, site_metrics
+from evaluation.metrics import (
+    SiteData,
+    analysed,
+    min_cell_size,
+    min_patients_estimate,
+    site_evaluation_aggregate,
+    site_metrics,
+)
 from evaluation.pooled import MODES, AggregateCodec, AggregateLayout, PlainCodec, suppress_small_cells
 from evaluation.protocol import load_protocol
 from evaluation.report_figures import Drawer, consort_figure, site_figures
@@ -140,6 +148,26 @@ def query_summary(store: Path | None, site: str) -> dict[str, Any] | None:
             "site": site}
 
 
+def dhi_intervals(site: SiteData, inputs: RunInputs) -> list[dict[str, Any]] | None:
+    """The site's per-interval DHI statistics (:func:`evaluation.dhi_stats.site_dhi_intervals`), small-cell rule
+    applied; None when the run was given no ``radiomics dhi`` table (``--dhi``) or it has no row of this site.
+
+    Outcomes: the analysed subjects' reference label (responder) and PFS (``PFS_DAYS``, ``PFS_EVENT``).
+    """
+    table = inputs.dhi_intervals
+    if table is None or "USUBJID" not in table.columns:
+        return None
+    wide = analysed(site)
+    rows = table[table["USUBJID"].isin(set(wide.index))]
+    if rows.empty:
+        return None
+    outcomes = pd.DataFrame({"USUBJID": wide.index, "RESPONDER": wide["LABEL"].to_numpy(int),
+                             "PFS_DAYS": wide["PFS_DAYS"].to_numpy(float),
+                             "PFS_EVENT": wide["PFS_EVENT"].to_numpy(int)})
+    blocks = site_dhi_intervals(rows, outcomes, min_cell=min_cell_size(), min_n=min_patients_estimate())
+    return [{"site": site.site, **b} for b in blocks]
+
+
 def site_consort(inputs: RunInputs, site: str) -> dict[str, Any] | None:
     """The site's CONSORT counts (:func:`evaluation.populations.consort_counts` of its population flags)."""
     return (inputs.consort or {}).get(site)
@@ -180,11 +208,15 @@ def write_site_evaluation(site: SiteData, inputs: RunInputs, out: Path, codec: A
             consort_figure(drawer, "consort", {site.site: consort}, f"{site.site}: enrolled → excluded (reasons) → "
                            "eligible → analysed.")
         sent, suppressed = apply_small_cell_rules(block)
+        intervals = dhi_intervals(site, inputs)
+        suppressed += [f"DHI {b['interval']}: {b['auc_not_estimable']}" for b in intervals or []
+                       if b.get("auc_not_estimable")]
         suppressed += [f"pooled {d.statistic}: this site contributes nothing ({d.reason})" for d in dropped]
         summary = {
             "format": SUMMARY_FORMAT, "site": site.site, "study_id": load_protocol().study_id,
             "written": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "data_source": source,
             "consort": consort, "metrics": sent, "agreement": agreement, "suppressed": suppressed,
+            "dhi_intervals": intervals,
             "aggregate_suppressed": [d.as_dict() for d in dropped],
             "queries": _query_counts(query_summary(store, site.site)), "cutoffs": dict(inputs.cutoffs),
             "cutoff_source": inputs.cutoff_source, "model_basis": block["model_basis"],
@@ -260,6 +292,38 @@ def attribution_table(site: SiteData, attributions: pd.DataFrame | None, top: in
             "responder.</p>")
 
 
+def dhi_proxy_sentence(block: Mapping[str, Any]) -> str:
+    """What the PI reads under an interval: is the DHI more than a size proxy there?"""
+    proxy, name = block.get("size_proxy"), html.escape(str(block.get("interval", "")).replace("-", "→"))
+    if proxy is None:
+        return f"{name}: not enough to say whether the DHI adds to the volume change."
+    if proxy:
+        return (f"<b>{name}: the DHI is only a size proxy here</b> — its raw association with response is "
+                f"significant (AUC CI excludes 0.5) but not once the volume change is controlled for "
+                f"(partial p ≥ {PROXY_ALPHA:g}).")
+    return f"{name}: the DHI is not merely a size proxy by this test (raw and volume-adjusted results agree)."
+
+
+def dhi_intervals_html(blocks: list[Mapping[str, Any]] | None) -> str:
+    """The per-interval DHI table of the site report (the same numbers ``site_summary.json`` sends)."""
+    if not blocks:
+        return ('<p class="note">No per-interval DHI table in this run (pass the site\'s `fedresponse radiomics '
+                "dhi` output with --dhi).</p>")
+    rows = [[html.escape(str(b["interval"]).replace("-", "→")), rh.fmt(b["n"]), f"{b['responders']}/{b['events']}",
+             rh.est(b, "auc", null=0.5, n=b["n"]), rh.est(b, "rho_vol", n=b["n"]),
+             rh.est(b, "partial_rho", n=b["n"]) + f" (p {rh.fmt(b.get('partial_p'), 3)})",
+             rh.est(b, "hr", null=1.0, n=b["n"])] for b in blocks]
+    sentences = "".join(f"<p>{dhi_proxy_sentence(b)}</p>" for b in blocks)
+    return (rh.table(["interval", "n", "responders/PFS events", "AUC vs response (95 % CI, DeLong)",
+                      "Spearman ρ with Δlog volume", "partial ρ | Δlog volume (p)",
+                      "Cox HR per SD, volume-adjusted (95 % CI)"], rows) + sentences
+            + '<p class="method">Partial ρ: Spearman of the DHI and the responder flag after residualising both ranks '
+            "on the ranks of Δlog volume (t-test, n − 3 df). Cox: PFS on the standardised DHI and Δlog volume "
+            "(lifelines, Wald CI). One value per patient and interval (mean over lesions). Small-cell rule: an "
+            "interval whose smaller response class (or PFS events, for the HR) is under "
+            f"{min_cell_size()} is not estimable.</p>")
+
+
 def _agreement_html(agree: Mapping[str, Any]) -> str:
     bar = load_protocol().agreement.icc_min
     meets = "yes" if agree.get("icc_meets_required") else ("no" if "icc" in agree else "–")
@@ -307,6 +371,7 @@ def render_site_html(summary: Mapping[str, Any], block: Mapping[str, Any], agree
     bodies = {"summary": _site_glance(summary, block), "primary": _site_primary(block),
               "agreement": _agreement_html(agreement), "queries": _queries_html(queries),
               "handoff": _handoff_html(summary), "interpretability": attributions,
+              "dhi": dhi_intervals_html(summary.get("dhi_intervals")),
               "consort": "" if summary.get("consort") else '<p class="note">No CONSORT counts for this site.</p>'}
     return rh.page(title=protocol.registration.public_title, kind=f"Site report — {site} (patient-level; stays at "
                    "the site)", facts=facts, banner=rh.synthetic_banner(summary.get("data_source")),
