@@ -21,13 +21,13 @@ def dhi_table(run: Path, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     pred = pd.concat([pd.read_csv(p) for p in sorted(run.rglob("predictions.csv"))]).drop_duplicates("USUBJID")
     y, n = pred["LABEL"].to_numpy(int), len(pred)
-    dlogvol = -0.9 * y + rng.normal(0, 0.3, n)
+    dlogvol = -0.6 * y + rng.normal(0, 0.4, n)
     rows = []
     for lesion in ("L01", "L02"):  # two lesions per patient: the report uses their mean
         rows.append(pd.DataFrame({"USUBJID": pred["USUBJID"], "LESIONID": lesion, "FROM": "T0", "TO": "T1",
-                                  "DLOGVOL": dlogvol, "DHI": -dlogvol + rng.normal(0, 0.02, n)}))
+                                  "DLOGVOL": dlogvol, "DHI": -dlogvol + rng.normal(0, 0.15, n)}))
         rows.append(pd.DataFrame({"USUBJID": pred["USUBJID"], "LESIONID": lesion, "FROM": "T1", "TO": "T2",
-                                  "DLOGVOL": rng.normal(0, 0.3, n), "DHI": 1.5 * y + rng.normal(0, 0.6, n)}))
+                                  "DLOGVOL": rng.normal(0, 0.3, n), "DHI": 1.0 * y + rng.normal(0, 0.8, n)}))
     return pd.concat(rows, ignore_index=True)
 
 
