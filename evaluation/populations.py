@@ -11,8 +11,12 @@ Rules (one row per enrolled subject; ``Y``/``N`` flags, each population a subset
   exclusion criteria hold, no HARD edit check is unresolved, no imaging ``REJECT`` at a protocol visit —
   **except** that an unresolved HARD query on a field of an endpoint (``populations.endpoint_fields``, e.g.
   a death date before the first dose touches ``PFSFL``) removes the subject from that endpoint only.
-- ``EFFFL`` (efficacy / model-evaluation population): eligible, a CT study at every
-  ``populations.efficacy_visits`` visit (T0, T1, T2), and a dynamic-iRECIST reference label.
+- ``EARLYFL`` (early-mode population): eligible, a CT study at every ``populations.early_visits`` visit
+  (T0, T1), and a dynamic-iRECIST reference label. Early mode predicts response as registered from T0 + T1,
+  so its population must not require a later scan (that would select on the future); ``EFFFL ⊆ EARLYFL``.
+- ``EFFFL`` (efficacy / full-mode model-evaluation population): eligible, a CT study at every
+  ``populations.efficacy_visits`` visit (T0, T1, T2), and a dynamic-iRECIST reference label. The CONSORT
+  flow's "analysed" count.
 - ``PFSFL`` (PFS analysis): in ``EFFFL`` and no unresolved HARD query on a PFS field.
 
 ``EXCLREAS`` says why a subject is not in ``EFFFL``/``PFSFL`` (short categories joined with ``"; "``, the
@@ -21,6 +25,7 @@ primary one first; the full text stays in ``eligibility.parquet`` / ``queries.pa
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -30,8 +35,13 @@ import pandas as pd
 
 from evaluation.protocol import Populations
 
-POPULATION_COLUMNS: tuple[str, ...] = ("USUBJID", "SITEID", "ITTFL", "ELIGFL", "EFFFL", "PFSFL", "EXCLREAS")
-FLAGS: tuple[str, ...] = ("ITTFL", "ELIGFL", "EFFFL", "PFSFL")
+log = logging.getLogger(__name__)
+
+POPULATION_COLUMNS: tuple[str, ...] = ("USUBJID", "SITEID", "ITTFL", "ELIGFL", "EARLYFL", "EFFFL", "PFSFL",
+                                       "EXCLREAS")
+FLAGS: tuple[str, ...] = ("ITTFL", "ELIGFL", "EARLYFL", "EFFFL", "PFSFL")
+#: Flags a file written before they existed may lack (read as the flag named here, the older, narrower set).
+_LATER_FLAGS: dict[str, str] = {"EARLYFL": "EFFFL"}
 POPULATIONS_FILE = "populations.csv"
 NOT_ELIGIBLE_PREFIX = "not eligible: "
 _HARD_QUERY = re.compile(r"^(?P<rule>[A-Z0-9-]+): unresolved hard query on (?P<field>[A-Z0-9_]+)$")
@@ -119,17 +129,21 @@ def derive_populations(
         blocking = [r for r in own if not _endpoint_reason(r, endpoint_fields)]
         why = [NOT_ELIGIBLE_PREFIX + c for c in _ineligibility(blocking)]
         eligible = not blocking
-        missing = [v for v in rules.efficacy_visits if v not in seen.get(subject, set())]
+        scanned = seen.get(subject, set())
+        unlabelled = rules.efficacy_needs_reference and subject not in labelled
+        early = eligible and all(v in scanned for v in rules.early_visits) and not unlabelled
+        missing = [v for v in rules.efficacy_visits if v not in scanned]
         if eligible and missing:
             why.append(f"no protocol CT at {', '.join(missing)}")
-        if eligible and rules.efficacy_needs_reference and subject not in labelled:
+        if eligible and unlabelled:
             why.append("no reference label")
         efficacy = eligible and not why
         pfs_queries = by_endpoint.get(subject, {}).get("PFSFL", [])
         if efficacy and pfs_queries:
             why.append(f"PFS: open hard query ({', '.join(sorted(set(pfs_queries)))})")
         rows.append({"USUBJID": subject, "SITEID": site, "ITTFL": "Y", "ELIGFL": _yn(eligible),
-                     "EFFFL": _yn(efficacy), "PFSFL": _yn(efficacy and not pfs_queries), "EXCLREAS": "; ".join(why)})
+                     "EARLYFL": _yn(early), "EFFFL": _yn(efficacy), "PFSFL": _yn(efficacy and not pfs_queries),
+                     "EXCLREAS": "; ".join(why)})
     return pd.DataFrame(rows, columns=list(POPULATION_COLUMNS))
 
 
@@ -158,6 +172,11 @@ def read_populations(folder_or_csv: Path | str) -> pd.DataFrame:
     elif not path.exists():
         raise FileNotFoundError(f"{path} does not exist; run `fedresponse assess STORE` to derive the populations")
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for flag, older in _LATER_FLAGS.items():
+        if flag not in frame.columns and older in frame.columns:
+            log.warning("%s predates %s: read as %s (the narrower set); re-run `fedresponse assess STORE` to derive "
+                        "it", path, flag, older)
+            frame.insert(list(frame.columns).index(older), flag, frame[older])
     missing = [c for c in POPULATION_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path} lacks column(s) {missing}; populations.csv needs {list(POPULATION_COLUMNS)}")
@@ -183,6 +202,7 @@ def consort_counts(pop: pd.DataFrame) -> dict[str, Any]:
         enrolled − eligible), ``eligible`` (ELIGFL), ``analysed`` (EFFFL: the model-evaluation population),
         ``by_reason_not_analysed`` ({primary reason: n} of the eligible subjects not analysed, summing to
         eligible − analysed), ``pfs_analysed`` (PFSFL) and ``screened`` (= ``enrolled``, the earlier name).
+        The flow counts EFFFL; the early-mode population EARLYFL (⊇ EFFFL) is read from the flags directly.
     """
     enrolled = pop[pop["ITTFL"] == "Y"]
     excluded: dict[str, int] = {}

@@ -99,7 +99,8 @@ class Heterogeneity(_Frozen):
 class Populations(_Frozen):
     """The analysis populations (one definition; :mod:`evaluation.populations` derives the flags per site).
 
-    ``efficacy_visits`` are the protocol scans an efficacy (model-evaluation) subject must have;
+    ``efficacy_visits`` are the protocol scans an efficacy (full-mode model-evaluation) subject must have;
+    ``early_visits`` those of the early-mode population ``EARLYFL`` (a subset of them: no later scan);
     ``efficacy_needs_reference`` requires a dynamic-iRECIST reference label; ``endpoint_fields`` maps a
     per-endpoint flag (``PFSFL``) to the CRF fields whose unresolved HARD query removes a subject from that
     endpoint only (with the reason recorded) instead of from the study; ``orr_denominator`` is the flag whose
@@ -107,6 +108,7 @@ class Populations(_Frozen):
     """
 
     efficacy_visits: tuple[str, ...] = Field(min_length=1)
+    early_visits: tuple[str, ...] = Field(default=("T0", "T1"), min_length=1)
     efficacy_needs_reference: bool = True
     endpoint_fields: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     orr_denominator: str = Field(default="ITTFL", pattern=r"^(ITTFL|ELIGFL|EFFFL)$")
@@ -163,6 +165,12 @@ class StudyProtocol(_Frozen):
         if unknown:
             raise ValueError(f"populations.efficacy_visits {unknown} are not protocol time points "
                              f"{sorted(self.timepoints)}; list visits of `timepoints`")
+        rules = self.populations
+        later = [v for v in rules.early_visits if v not in rules.efficacy_visits]
+        if later:
+            raise ValueError(f"populations.early_visits {later} are not in efficacy_visits "
+                             f"{list(rules.efficacy_visits)}; the early-mode population needs a subset of the "
+                             "efficacy scans (e.g. [T0, T1])")
         return self
 
     @property

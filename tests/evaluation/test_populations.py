@@ -98,3 +98,45 @@ def test_protocol_rejects_bad_population_rules(tmp_path: Path, change: dict, mat
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
     with pytest.raises(ValidationError, match=match):
         load_protocol(tmp_path / "study.yaml")
+
+
+def test_early_population_does_not_require_t2() -> None:
+    """EARLYFL = eligible + CT at T0 and T1 + a reference label: a T2 scan is not needed (no selection on the
+    future), EFFFL still needs it; without T1 a subject is in neither."""
+    ids = [f"FEDRESP-S09-{i:04d}" for i in (11, 12, 13, 14)]
+    eligibility = pd.DataFrame({"USUBJID": ids, "ELIGIBLE": [True, True, True, False],
+                                "REASONS": ["", "", "", "EXC-OTHERMAL: exclusion: other malignancy"]})
+    visits = {ids[0]: ("T0", "T1", "T2"), ids[1]: ("T0", "T1"), ids[2]: ("T0", "T2"), ids[3]: ("T0", "T1")}
+    scans = pd.DataFrame([(u, v) for u, vs in visits.items() for v in vs], columns=["USUBJID", "VISIT"])
+    reference = pd.DataFrame({"USUBJID": ids, "RESPONDER": ["Y", "N", "Y", "Y"]})
+    pop = derive_populations("S09", ids, eligibility, None, scans, reference, RULES).set_index("USUBJID")
+    assert pop.loc[ids, "EARLYFL"].tolist() == ["Y", "Y", "N", "N"]
+    assert pop.loc[ids, "EFFFL"].tolist() == ["Y", "N", "N", "N"]
+    assert pop.loc[ids[1], "EXCLREAS"] == "no protocol CT at T2"
+    assert pop.loc[ids[2], "EXCLREAS"] == "no protocol CT at T1"
+    unlabelled = derive_populations("S09", ids[:1], eligibility, None, scans, reference.iloc[1:], RULES)
+    assert unlabelled.loc[0, ["EARLYFL", "EFFFL"]].tolist() == ["N", "N"]  # no reference label: no early label
+    flow = consort_counts(pop.reset_index())  # the CONSORT flow still counts EFFFL
+    assert flow["analysed"] == 1 and flow["by_reason_not_analysed"] == {"no protocol CT at T1": 1,
+                                                                        "no protocol CT at T2": 1}
+
+
+def test_early_population_is_a_superset_of_efficacy(pop: pd.DataFrame) -> None:
+    early, efficacy = (set(pop.loc[pop[f] == "Y", "USUBJID"]) for f in ("EARLYFL", "EFFFL"))
+    assert efficacy <= early and early - efficacy == {IDS[4]}  # IDS[4]: T0 + T1, no T2
+
+
+def test_read_populations_before_earlyfl(pop: pd.DataFrame, tmp_path: Path) -> None:
+    """A file written before EARLYFL existed is read with EARLYFL = EFFFL (the narrower set), in column order."""
+    pop.drop(columns="EARLYFL").to_csv(tmp_path / "old.csv", index=False)
+    back = read_populations(tmp_path / "old.csv")
+    assert list(back.columns) == list(POPULATION_COLUMNS)
+    assert back["EARLYFL"].tolist() == back["EFFFL"].tolist()
+
+
+def test_protocol_rejects_early_visits_outside_efficacy(tmp_path: Path) -> None:
+    data = yaml.safe_load((configs_dir() / "study.yaml").read_text(encoding="utf-8"))
+    data["populations"]["early_visits"] = ["T0", "T3"]
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(ValidationError, match=r"early_visits \['T3'\]"):
+        load_protocol(tmp_path / "study.yaml")
