@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from evaluation.exceptions import EvaluationInputError
+from evaluation.pooled import AggregateCodec
 from evaluation.stats import delong_auc_ci
 
 #: Quantities of a ``radiomics dhi`` table compared by :func:`dhi_association` (DLOGVOL is the size reference).
@@ -308,4 +309,36 @@ def pooled_dhi_intervals(summaries: Mapping[str, Mapping[str, Any]]) -> list[dic
                      partial_rho_sites=partial["sites"], partial_rho_n=partial["n"])
         entry["size_proxy"] = size_proxy(entry)
         out.append(entry)
+    return out
+
+
+def pooled_adjusted_dhi_cox(sites: Mapping[str, pd.DataFrame], codec: AggregateCodec, *,
+                            min_cell: int) -> dict[str, Any]:
+    """Site-stratified two-covariate Cox of PFS on (DHI, DLOGVOL) for one interval, from summed site terms.
+
+    Each site holds ``PFS_DAYS, PFS_EVENT, DHI, DLOGVOL`` (one row per patient; it stays at the site) and
+    sends only :func:`evaluation.pooled_cox.site_terms` at each Newton step through ``codec``. The HR is per
+    unit of DHI, adjusted for Δlog volume (no pooled SD is needed). A site with fewer than ``min_cell``
+    patients or events contributes nothing (listed in ``suppressed``).
+    """
+    from evaluation.exceptions import PooledStatisticsError
+    from evaluation.pooled_cox import SiteSurvival, fit_pooled_cox
+
+    strata, suppressed = [], []
+    for site, frame in sorted(sites.items()):
+        rows = frame.dropna(subset=["PFS_DAYS", "PFS_EVENT", "DHI", "DLOGVOL"])
+        events = int(rows["PFS_EVENT"].sum())
+        if min(len(rows), events) < min_cell:
+            suppressed.append({"site": site, "statistic": "dhi_hr_adjusted",
+                               "reason": f"{len(rows)} subjects, {events} events (< min_cell_size {min_cell})"})
+            continue
+        strata.append(SiteSurvival.of(rows["PFS_DAYS"], rows["PFS_EVENT"], rows[["DHI", "DLOGVOL"]]))
+    out: dict[str, Any] = {"suppressed": suppressed, "method": "site-stratified Cox on DHI + DLOGVOL (pooled_cox)"}
+    try:
+        fit = fit_pooled_cox(strata, codec)
+    except PooledStatisticsError as exc:
+        _not_estimable(out, ("hr", "hr_ci", "hr_p"), str(exc))
+        return out
+    out.update(hr=float(fit.hr[0]), hr_ci=[float(fit.hr_low[0]), float(fit.hr_high[0])], hr_p=float(fit.p[0]),
+               hr_dlogvol=float(fit.hr[1]), n=fit.n, events=fit.events, iterations=fit.iterations)
     return out

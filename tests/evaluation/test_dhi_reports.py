@@ -98,3 +98,24 @@ def test_size_proxy_needs_both_tests():
     assert size_proxy({"auc_ci": [0.6, 0.8], "partial_p": 0.01}) is False
     assert size_proxy({"auc_ci": [0.4, 0.8], "partial_p": 0.4}) is False
     assert size_proxy({"auc_ci": None, "partial_p": 0.4}) is None
+
+
+def test_pooled_volume_adjusted_cox_equals_lifelines_stratified_on_the_union():
+    from evaluation.dhi_stats import pooled_adjusted_dhi_cox
+    from evaluation.pooled import PlainCodec
+
+    frames = {}
+    for k, site in enumerate(("S01", "S02")):
+        dhi, outcomes = _cohort(60, seed=10 + k)
+        rows = dhi[dhi["TO"] == "T2"].merge(outcomes, on="USUBJID")
+        frames[site] = rows[["PFS_DAYS", "PFS_EVENT", "DHI", "DLOGVOL"]].reset_index(drop=True)
+    tiny = frames["S01"].iloc[:4]
+    pooled = pooled_adjusted_dhi_cox({**frames, "S03": tiny}, PlainCodec(), min_cell=5)
+    union = pd.concat([f.assign(site=s) for s, f in frames.items()], ignore_index=True)
+    ref = CoxPHFitter().fit(union, duration_col="PFS_DAYS", event_col="PFS_EVENT", strata=["site"])
+    assert pooled["hr"] == pytest.approx(math.exp(ref.params_["DHI"]), rel=1e-6)
+    assert pooled["hr_dlogvol"] == pytest.approx(math.exp(ref.params_["DLOGVOL"]), rel=1e-6)
+    low, high = np.exp(ref.confidence_intervals_.loc["DHI"].to_numpy())
+    assert pooled["hr_ci"] == pytest.approx([low, high], rel=1e-5)
+    assert pooled["hr_p"] == pytest.approx(float(ref.summary.loc["DHI", "p"]), rel=1e-4)
+    assert [s["site"] for s in pooled["suppressed"]] == ["S03"] and pooled["n"] == 120
