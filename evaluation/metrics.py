@@ -142,17 +142,21 @@ def analysed(data: SiteData) -> pd.DataFrame:
     """One row per analysed subject (:func:`_wide`), restricted to the efficacy population ``EFFFL`` when the
     site's populations are known, with a boolean ``PFSFL`` column (PFS statistics use those rows only).
 
-    A prediction of a subject outside ``EFFFL`` (training should not have scored it) is left out with a warning.
+    A prediction of a subject outside ``EFFFL`` is left out with a warning — among them the early-mode-only
+    patients of ``EARLYFL`` (T0 + T1, no T2: an early-mode row and no full-mode row), which training scores but
+    this evaluation does not yet (it scores every mode on one set of subjects).
     """
-    wide = _wide(data.predictions)
     if data.populations is None:
+        wide = _wide(data.predictions)
         wide["PFSFL"] = True
         return wide
     from evaluation.populations import members
 
     efficacy = members(data.populations, "EFFFL")
-    outside = wide.index[~wide.index.isin(efficacy)]
-    if len(outside):
+    inside = data.predictions["USUBJID"].astype(str).isin(efficacy)
+    wide = _wide(data.predictions[inside] if inside.any() else data.predictions)
+    outside = sorted(set(data.predictions.loc[~inside, "USUBJID"].astype(str)))
+    if outside:
         log.warning("site %s: %d predicted subject(s) are not in the efficacy population EFFFL (e.g. %s); left out",
                     data.site, len(outside), outside[0])
     wide = wide[wide.index.isin(efficacy)].copy()

@@ -55,6 +55,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -287,6 +288,27 @@ def _labels(
     }
 
 
+def _analysed(populations: pd.DataFrame) -> tuple[set[str], set[str]]:
+    """(EFFFL, EARLYFL ∪ EFFFL) of ``populations.csv``: the full-mode task's patients and every featurized one.
+
+    A file without ``EARLYFL`` (written before it existed and not read through
+    :func:`evaluation.populations.read_populations`) is read as EFFFL alone."""
+    def flagged(flag: str) -> set[str]:
+        if flag not in populations.columns:
+            return set()
+        return set(populations.loc[populations[flag] == "Y", "USUBJID"].astype(str))
+
+    full = flagged("EFFFL")
+    return full, full | flagged("EARLYFL")
+
+
+def _early_only(labels: dict[str, object]) -> None:
+    """Blank the full-mode tasks (T2 inputs) of a patient in EARLYFL but not EFFFL: NaN label, never decided."""
+    responder, label_day = cast(dict[str, float], labels["responder"]), cast(dict[str, float], labels["label_day"])
+    for task in ("full", "dcb12"):
+        responder[task], label_day[task] = math.nan, math.inf
+
+
 def _call(own: pd.DataFrame, visit: str, column: str) -> str:
     calls = own.loc[own["VISIT"] == visit, column] if column in own.columns else pd.Series(dtype=str)
     return "" if calls.empty or pd.isna(calls.iloc[0]) else str(calls.iloc[0])
@@ -306,7 +328,9 @@ def site_inputs(
     """Assemble :class:`SiteInputs` for the patients that have a graph, a CRF row and reference labels.
 
     With ``populations`` (the site's ``assessment/populations.csv``, :mod:`evaluation.populations`) only the
-    efficacy population (``EFFFL == "Y"``) is featurized: training and evaluation use one set of patients.
+    analysis populations are featurized: the early-mode task uses ``EARLYFL`` (T0 + T1 scanned; no T2
+    required) and the full-mode tasks use ``EFFFL`` (their labels are NaN for a patient outside it), so
+    training and evaluation use one set of patients per task.
 
     Parameters
     ----------
@@ -322,15 +346,17 @@ def site_inputs(
     spec : SubregionSpec, optional
         Node layout of the graphs (tumour shells vs peritumoral rings, :func:`tumour_node_count`).
     populations : DataFrame, optional
-        ``USUBJID, EFFFL, ...``: patients outside EFFFL are left out (logged with their count).
+        ``USUBJID, EARLYFL, EFFFL, ...``: patients outside EARLYFL ∪ EFFFL are left out (logged with their
+        count); EARLYFL-only patients get NaN full-mode labels.
     """
+    full_population: set[str] | None = None
     if populations is not None:
-        efficacy = set(populations.loc[populations["EFFFL"] == "Y", "USUBJID"].astype(str))
-        outside = [g for g in graphs if str(g.usubjid) not in efficacy]
+        full_population, analysed = _analysed(populations)
+        outside = [g for g in graphs if str(g.usubjid) not in analysed]
         if outside:
-            log.info("site %s: %d patient(s) outside the efficacy population EFFFL not featurized (e.g. %s)", site,
-                     len(outside), outside[0].usubjid)
-        graphs = [g for g in graphs if str(g.usubjid) in efficacy]
+            log.info("site %s: %d patient(s) outside the analysis populations EARLYFL ∪ EFFFL not featurized "
+                     "(e.g. %s)", site, len(outside), outside[0].usubjid)
+        graphs = [g for g in graphs if str(g.usubjid) in analysed]
     crf_rows = crf.set_index("USUBJID")
     refs = reference.set_index("USUBJID")
     dhi_by = _dhi_table(dhi)
@@ -348,6 +374,8 @@ def site_inputs(
         own = visits[visits["USUBJID"] == usubjid]
         labels = _labels(refs.loc[usubjid], float(own["ADY"].max()), float(graph.days[2]) if has_t2 else None,
                          durable_day, _call(own, "T1", "IRECIST_OVR"), _call(own, "T2", "IRECIST_OVR"))
+        if full_population is not None and usubjid not in full_population:
+            _early_only(labels)
         dhi_values = None if dhi_by is None else dhi_by.get(usubjid, [0.0, 0.0, 0.0])
         records.append(PatientRecord(
             usubjid=usubjid, site=site, graph=graph,

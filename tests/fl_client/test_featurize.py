@@ -261,3 +261,27 @@ def test_a_patient_without_a_t2_scan_stays_in_early_mode() -> None:
     assert record.responder["early"] == 1.0 and math.isnan(record.responder["full"])
     assert not record.graph.node_valid[2].any() and record.graph.days[2] > record.graph.days[1]  # no zero interval
     assert torch.isfinite(record.globals_).all()
+
+
+def test_populations_early_mode_keeps_patients_without_t2() -> None:
+    """EARLYFL ∪ EFFFL is featurized: a T0+T1 patient without T2 (EARLYFL only) has its early label and a NaN
+    full-mode label even when its graph holds a T2 slot; a patient without T1 (in neither) is left out."""
+    from evaluation.populations import derive_populations
+    from evaluation.protocol import load_protocol
+
+    ids = ["FEDRESP-S01-0001", "FEDRESP-S01-0002", "FEDRESP-S01-0003"]
+    tables = [_tables(u) for u in ids]
+    crf, reference, visits, dhi = (pd.concat([t[i] for t in tables], ignore_index=True) for i in range(4))
+    scanned = {ids[0]: ("T0", "T1", "T2"), ids[1]: ("T0", "T1"), ids[2]: ("T0", "T2")}
+    scans = pd.DataFrame([(u, v) for u, vs in scanned.items() for v in vs], columns=["USUBJID", "VISIT"])
+    eligibility = pd.DataFrame({"USUBJID": ids, "ELIGIBLE": True, "REASONS": ""})
+    pop = derive_populations("S01", ids, eligibility, None, scans, reference, load_protocol().populations)
+    assert pop["EARLYFL"].tolist() == ["Y", "Y", "N"] and pop["EFFFL"].tolist() == ["Y", "N", "N"]
+    inputs = site_inputs("S01", [_graph(u) for u in ids], crf, reference, visits, dhi, populations=pop)
+    records = {r.usubjid: r for r in inputs.records}
+    assert sorted(records) == ids[:2]  # 0003 (no T1) is in neither population
+    full, early_only = records[ids[0]], records[ids[1]]
+    assert full.responder["early"] == early_only.responder["early"] == 1.0
+    assert full.responder["full"] == 1.0 and full.label_day["full"] == 183.0
+    assert math.isnan(early_only.responder["full"]) and math.isnan(early_only.responder["dcb12"])
+    assert early_only.label_day["full"] == math.inf
