@@ -164,7 +164,11 @@ def dhi_intervals(site: SiteData, inputs: RunInputs) -> list[dict[str, Any]] | N
     outcomes = pd.DataFrame({"USUBJID": wide.index, "RESPONDER": wide["LABEL"].to_numpy(int),
                              "PFS_DAYS": wide["PFS_DAYS"].to_numpy(float),
                              "PFS_EVENT": wide["PFS_EVENT"].to_numpy(int)})
-    blocks = site_dhi_intervals(rows, outcomes, min_cell=min_cell_size(), min_n=min_patients_estimate())
+    try:
+        blocks = site_dhi_intervals(rows, outcomes, min_cell=min_cell_size(), min_n=min_patients_estimate())
+    except EvaluationInputError as exc:  # an older `radiomics dhi` table (no DLOGVOL): the per-patient DHI still works
+        log.warning("site %s: no per-interval DHI section: %s", site.site, exc)
+        return None
     return [{"site": site.site, **b} for b in blocks]
 
 
