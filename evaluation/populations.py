@@ -4,16 +4,19 @@ per site by ``fedresponse assess STORE`` into ``STORE/assessment/populations.csv
 Every consumer reads these flags — training (which patients are featurized), the site statistics and the
 pooled aggregates, the report's CONSORT flow, ADSL — and nothing recomputes its own set.
 
-Rules (one row per enrolled subject; ``Y``/``N`` flags, each population a subset of the one before it):
+Rules (one row per enrolled subject; ``Y``/``N`` flags, each population a subset of the one before it, except
+EARLYFL):
 
 - ``ITTFL`` (enrolled): every subject of the site's enrolment (the store's ``subjects.parquet``, or the CRF).
 - ``ELIGFL`` (eligible): ``eligibility.parquet`` says eligible — the data validation plan's inclusion and
   exclusion criteria hold, no HARD edit check is unresolved, no imaging ``REJECT`` at a protocol visit —
   **except** that an unresolved HARD query on a field of an endpoint (``populations.endpoint_fields``, e.g.
   a death date before the first dose touches ``PFSFL``) removes the subject from that endpoint only.
-- ``EARLYFL`` (early-mode population): eligible, a CT study at every ``populations.early_visits`` visit
-  (T0, T1), and a dynamic-iRECIST reference label. Early mode predicts response as registered from T0 + T1,
-  so its population must not require a later scan (that would select on the future); ``EFFFL ⊆ EARLYFL``.
+- ``EARLYFL`` (early-mode population): eligible — or ineligible *only* for reasons about a visit after the
+  early ones (an imaging finding at T2 such as ``VISIT_MISSING``, a HARD query on ``T2_DATE``) — a CT study at
+  every ``populations.early_visits`` visit (T0, T1), and a dynamic-iRECIST reference label. Early mode
+  predicts response as registered from T0 + T1, so its population must not require a later scan (that would
+  select on the future); ``EFFFL ⊆ EARLYFL`` (and EARLYFL is not nested in ELIGFL).
 - ``EFFFL`` (efficacy / full-mode model-evaluation population): eligible, a CT study at every
   ``populations.efficacy_visits`` visit (T0, T1, T2), and a dynamic-iRECIST reference label. The CONSORT
   flow's "analysed" count.
@@ -83,6 +86,20 @@ def _endpoint_queries(queries: pd.DataFrame | None, rules: Populations) -> dict[
     return out
 
 
+_IMAGING_AT = re.compile(r"^imaging [A-Z0-9_]+ at (?P<visit>[A-Z0-9]+)\b")
+
+
+def _after_early(reason: str, later: Sequence[str]) -> bool:
+    """Whether an ineligibility reason concerns only a visit after the early ones (``later``, e.g. T2): an
+    imaging finding at it (``imaging VISIT_MISSING at T2: ...``) or a HARD query on its date (``T2_DATE``).
+    Such a reason removes the subject from ELIGFL/EFFFL but not from EARLYFL: early mode must not select on
+    what happens after T1."""
+    imaging, query = _IMAGING_AT.match(reason), _HARD_QUERY.match(reason)
+    if imaging:
+        return imaging["visit"] in later
+    return bool(query and any(query["field"] == f"{visit}_DATE" for visit in later))
+
+
 def _endpoint_reason(reason: str, endpoint_fields: set[str]) -> bool:
     match = _HARD_QUERY.match(reason)
     return bool(match and match["field"] in endpoint_fields)
@@ -117,6 +134,7 @@ def derive_populations(
         ``configs/study.yaml`` ``populations``.
     """
     endpoint_fields = {f for fields in rules.endpoint_fields.values() for f in fields}
+    later = tuple(v for v in rules.efficacy_visits if v not in rules.early_visits)
     by_endpoint = _endpoint_queries(queries, rules)
     reasons = {str(r.USUBJID): [x for x in str(r.REASONS or "").split("; ") if x]
                for r in eligibility.itertuples(index=False)}
@@ -131,7 +149,8 @@ def derive_populations(
         eligible = not blocking
         scanned = seen.get(subject, set())
         unlabelled = rules.efficacy_needs_reference and subject not in labelled
-        early = eligible and all(v in scanned for v in rules.early_visits) and not unlabelled
+        early_ok = eligible or all(_after_early(r, later) for r in blocking)
+        early = early_ok and all(v in scanned for v in rules.early_visits) and not unlabelled
         missing = [v for v in rules.efficacy_visits if v not in scanned]
         if eligible and missing:
             why.append(f"no protocol CT at {', '.join(missing)}")

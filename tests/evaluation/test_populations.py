@@ -123,7 +123,26 @@ def test_early_population_does_not_require_t2() -> None:
 
 def test_early_population_is_a_superset_of_efficacy(pop: pd.DataFrame) -> None:
     early, efficacy = (set(pop.loc[pop[f] == "Y", "USUBJID"]) for f in ("EARLYFL", "EFFFL"))
-    assert efficacy <= early and early - efficacy == {IDS[4]}  # IDS[4]: T0 + T1, no T2
+    assert efficacy <= early and early - efficacy == {IDS[4], IDS[6]}  # T0 + T1, no T2; a T2 window query
+
+
+def test_reasons_about_t2_only_do_not_remove_a_subject_from_early_mode() -> None:
+    """A T2 scan outside its window (ingest: HARD query on T2_DATE and imaging VISIT_MISSING at T2) makes the
+    subject ineligible for EFFFL but not for EARLYFL; any reason about T0/T1 or the baseline removes it from both."""
+    ids = [f"FEDRESP-S09-{i:04d}" for i in (21, 22, 23, 24)]
+    reasons = ["WIN-T2: unresolved hard query on T2_DATE; imaging VISIT_MISSING at T2: no CT study of the subject "
+               "falls inside the T2 window [97, 112] (study days)",
+               "WIN-T2: unresolved hard query on T2_DATE; imaging LESION_COVERAGE at T1: lesion L02 touches the edge",
+               "DAT-VALID: unresolved hard query on T1_DATE",
+               "imaging VISIT_MISSING at T2: no CT; EXC-OTHERMAL: exclusion: other malignancy"]
+    eligibility = pd.DataFrame({"USUBJID": ids, "ELIGIBLE": False, "REASONS": reasons})
+    scans = pd.DataFrame([(u, v) for u in ids for v in ("T0", "T1")], columns=["USUBJID", "VISIT"])
+    reference = pd.DataFrame({"USUBJID": ids, "RESPONDER": "N"})
+    pop = derive_populations("S09", ids, eligibility, None, scans, reference, RULES)
+    assert pop["ELIGFL"].tolist() == ["N"] * 4 and pop["EFFFL"].tolist() == ["N"] * 4
+    assert pop["EARLYFL"].tolist() == ["Y", "N", "N", "N"]
+    assert consort_counts(pop)["excluded"] == {"exclusion: other malignancy": 1, "imaging LESION_COVERAGE": 1,
+                                               "imaging VISIT_MISSING": 1, "unresolved hard query": 1}
 
 
 def test_read_populations_before_earlyfl(pop: pd.DataFrame, tmp_path: Path) -> None:
