@@ -128,7 +128,7 @@ def _summary(console: Console, run: Any, populations: Any = None) -> None:
             table.add_row("visit-response kappa", f"{inter['visit_kappa']:.3f}")
         table.add_row("adjudication rate", f"{run.agreement['adjudication_rate']:.1%}")
     if populations is not None:
-        for flag in ("ITTFL", "ELIGFL", "EFFFL", "PFSFL"):
+        for flag in ("ITTFL", "ELIGFL", "EARLYFL", "EFFFL", "PFSFL"):
             table.add_row(f"population {flag}", str(int((populations[flag] == "Y").sum())))
     table.add_row("pending adjudication", str(len(run.pending)))
     table.add_row("locked", "yes" if run.locked else "no")
