@@ -2,9 +2,9 @@
 regenerate them from the submitted raw data with this program (DOMAIN §3, traceability).
 
 - ADSL: one row per DM subject; ``TRTSDT`` = RFSTDTC as a SAS date; ``TRT01P`` = ARM, ``TRT01A`` = ACTARM (empty
-  for a subject never treated). Population flags ``ITTFL, ELIGFL, EFFFL, PFSFL`` and ``EXCLREAS`` are the sites'
-  ``populations.csv`` (:mod:`evaluation.populations`, the one definition) when given; regenerated from SDTM
-  alone they are ``ITTFL = Y``, ``ELIGFL = EFFFL =`` has a post-baseline response, and ``PFSFL = EFFFL``
+  for a subject never treated). Population flags ``ITTFL, ELIGFL, EARLYFL, EFFFL, PFSFL`` and ``EXCLREAS`` are
+  the sites' ``populations.csv`` (:mod:`evaluation.populations`, the one definition) when given; regenerated from SDTM
+  alone they are ``ITTFL = Y``, ``ELIGFL = EARLYFL = EFFFL =`` has a post-baseline response, and ``PFSFL = EFFFL``
   without a death dated before the first dose.
 - ADTTE rows exist only for ``PFSFL = Y`` subjects with a first dose: every row has ``STARTDT``/``ADT`` and
   ``AVAL ≥ 1``; a subject left out says why in ADSL ``EXCLREAS`` (e.g. a death before the first dose, an open
@@ -75,7 +75,7 @@ def _population_flags(dm: pd.DataFrame, rs: pd.DataFrame, trtsdt: pd.Series) -> 
         early_death, "PFS: death dated before the first dose (open hard query)", ""))
     yn = {True: "Y", False: "N"}
     return pd.DataFrame({"ITTFL": "Y", "ELIGFL": [yn[bool(r)] for r in responded],
-                         "EFFFL": [yn[bool(r)] for r in responded],
+                         "EARLYFL": [yn[bool(r)] for r in responded], "EFFFL": [yn[bool(r)] for r in responded],
                          "PFSFL": [yn[bool(r and not d)] for r, d in zip(responded, early_death, strict=True)],
                          "EXCLREAS": reasons})
 
@@ -89,7 +89,9 @@ def _given_flags(adsl: pd.DataFrame, populations: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise CdiscExportError(f"{len(missing)} DM subject(s) have no population flags (e.g. {missing[0]}); run "
                                "`fedresponse assess STORE` so that STORE/assessment/populations.csv covers every one")
-    rows = pop.loc[adsl["USUBJID"], ["ITTFL", "ELIGFL", "EFFFL", "PFSFL", "EXCLREAS"]]
+    if "EARLYFL" not in pop.columns:  # a populations.csv written before EARLYFL: the narrower EFFFL
+        pop = pop.assign(EARLYFL=pop["EFFFL"])
+    rows = pop.loc[adsl["USUBJID"], ["ITTFL", "ELIGFL", "EARLYFL", "EFFFL", "PFSFL", "EXCLREAS"]]
     return rows.fillna("").astype(str).reset_index(drop=True)
 
 

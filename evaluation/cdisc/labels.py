@@ -107,6 +107,7 @@ VARIABLE_LABELS: dict[str, tuple[str, str]] = {
     "SAFFL": ("Safety Population Flag", "安全性人群标记"),
     "EXCLREAS": ("Reason for Exclusion from Analysis", "排除分析的原因"),
     "EFFFL": ("Efficacy Population Flag", "疗效分析人群标记"),
+    "EARLYFL": ("Early-Mode Analysis Population Flag", "早期模式分析人群标记"),
     "PARAMCD": ("Parameter Code", "参数代码"),
     "PARAM": ("Parameter", "参数"),
     "PARCAT1": ("Parameter Category 1", "参数类别1"),

@@ -138,7 +138,9 @@ METHODS: dict[str, Method] = {
     "POPFL": Method("Analysis population flags", "configs/study.yaml `populations`, derived once per site by "
                                                  "evaluation.populations (fedresponse assess): ITTFL all "
                                                  "enrolled; ELIGFL eligibility criteria met, no unresolved "
-                                                 "HARD query, no imaging REJECT; EFFFL eligible + CT at every "
+                                                 "HARD query, no imaging REJECT; EARLYFL eligible (reasons "
+                                                 "about T2 alone do not count) + CT at T0 and T1 + a reference "
+                                                 "label (early mode); EFFFL eligible + CT at every "
                                                  "efficacy visit + a reference label; PFSFL EFFFL + no open "
                                                  "HARD query on a PFS field. EXCLREAS says why not."),
     "EFFFL_RS": Method("Efficacy flag (no population file)", "When the site store holds no populations file: "
@@ -265,7 +267,7 @@ ADAM: dict[str, dict[str, VarMeta]] = {
         "TRT01AN": VarMeta("Derived", _SPONSOR, method="TRT01"),
         "TRTSDT": VarMeta("Derived", _SPONSOR, method="TRTSDT", sas_date=True),
         "TRTEDT": VarMeta("Derived", _SPONSOR, method="TRTEDT", sas_date=True),
-        "ITTFL": _FLAG, "ELIGFL": _FLAG, "EFFFL": _FLAG, "PFSFL": _FLAG, "SAFFL": _FLAG,
+        "ITTFL": _FLAG, "ELIGFL": _FLAG, "EARLYFL": _FLAG, "EFFFL": _FLAG, "PFSFL": _FLAG, "SAFFL": _FLAG,
         "EXCLREAS": VarMeta("Derived", _SPONSOR, method="POPFL"),
         "DTHFL": _pred("DM.DTHFL", codelist="NY"),
     },
