@@ -77,7 +77,9 @@ def air_finding(where: tuple[str, str, str], volume: NDArray[np.generic], protoc
     is brighter, so a histogram mode would mistake a lung-filled field of view for air.
     """
     expected, tolerance = protocol.imaging.air_hu_expected, protocol.imaging.air_hu_tolerance
-    sample = np.asarray(volume[::2, ::2, ::2], dtype=np.float32).ravel()
+    # order="K": the volume is Fortran-ordered (NIfTI order); a C-order ravel of the strided sample was a
+    # cache-hostile transposing copy (~0.3 s per 512 x 512 x 450 series). Percentiles ignore voxel order.
+    sample = np.asarray(volume[::2, ::2, ::2], dtype=np.float32).ravel(order="K")
     valid = sample[sample >= _PADDING_BELOW_HU]
     if valid.size == 0:
         return [Finding(*where, "AIR_HU", REJECT, "", f"every voxel is below {_PADDING_BELOW_HU:g} HU (padding only): "

