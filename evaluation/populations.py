@@ -190,12 +190,7 @@ def read_populations(folder_or_csv: Path | str) -> pd.DataFrame:
         path = found
     elif not path.exists():
         raise FileNotFoundError(f"{path} does not exist; run `fedresponse assess STORE` to derive the populations")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    for flag, older in _LATER_FLAGS.items():
-        if flag not in frame.columns and older in frame.columns:
-            log.warning("%s predates %s: read as %s (the narrower set); re-run `fedresponse assess STORE` to derive "
-                        "it", path, flag, older)
-            frame.insert(list(frame.columns).index(older), flag, frame[older])
+    frame = with_later_flags(pd.read_csv(path, dtype=str, keep_default_na=False), path)
     missing = [c for c in POPULATION_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path} lacks column(s) {missing}; populations.csv needs {list(POPULATION_COLUMNS)}")
@@ -203,6 +198,19 @@ def read_populations(folder_or_csv: Path | str) -> pd.DataFrame:
         bad = sorted(set(frame[flag]) - {"Y", "N"})
         if bad:
             raise ValueError(f"{path}: {flag} must be Y or N, but held {bad}; re-run `fedresponse assess STORE`")
+    return frame
+
+
+def with_later_flags(frame: pd.DataFrame, source: object = "populations table") -> pd.DataFrame:
+    """``frame`` with every flag added since it was written (``EARLYFL``) read as the older, narrower flag it
+    refines (``EFFFL``), logged with ``source``; unchanged when it has them. Every reader of population flags
+    (``read_populations``, ADSL, the featurizer) goes through this one rule."""
+    for flag, older in _LATER_FLAGS.items():
+        if flag not in frame.columns and older in frame.columns:
+            log.warning("%s predates %s: read as %s (the narrower set); re-run `fedresponse assess STORE` to derive "
+                        "it", source, flag, older)
+            frame = frame.copy()
+            frame.insert(list(frame.columns).index(older), flag, frame[older])
     return frame
 
 

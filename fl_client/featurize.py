@@ -289,17 +289,13 @@ def _labels(
 
 
 def _analysed(populations: pd.DataFrame) -> tuple[set[str], set[str]]:
-    """(EFFFL, EARLYFL ∪ EFFFL) of ``populations.csv``: the full-mode task's patients and every featurized one.
+    """(EFFFL, EARLYFL ∪ EFFFL) of ``populations.csv``: the full-mode task's patients and every featurized one
+    (a table written before EARLYFL: :func:`evaluation.populations.with_later_flags`)."""
+    from evaluation.populations import members, with_later_flags
 
-    A file without ``EARLYFL`` (written before it existed and not read through
-    :func:`evaluation.populations.read_populations`) is read as EFFFL alone."""
-    def flagged(flag: str) -> set[str]:
-        if flag not in populations.columns:
-            return set()
-        return set(populations.loc[populations[flag] == "Y", "USUBJID"].astype(str))
-
-    full = flagged("EFFFL")
-    return full, full | flagged("EARLYFL")
+    populations = with_later_flags(populations)
+    full = members(populations, "EFFFL")
+    return full, full | members(populations, "EARLYFL")
 
 
 def _early_only(labels: dict[str, object]) -> None:

@@ -83,15 +83,15 @@ def _population_flags(dm: pd.DataFrame, rs: pd.DataFrame, trtsdt: pd.Series) -> 
 def _given_flags(adsl: pd.DataFrame, populations: pd.DataFrame) -> pd.DataFrame:
     """The sites' population flags, one per ADSL subject; a DM subject without one is refused."""
     from evaluation.exceptions import CdiscExportError
+    from evaluation.populations import FLAGS, with_later_flags
 
     pop = populations.drop_duplicates("USUBJID", keep="last").set_index("USUBJID")
     missing = sorted(set(adsl["USUBJID"]) - set(pop.index))
     if missing:
         raise CdiscExportError(f"{len(missing)} DM subject(s) have no population flags (e.g. {missing[0]}); run "
                                "`fedresponse assess STORE` so that STORE/assessment/populations.csv covers every one")
-    if "EARLYFL" not in pop.columns:  # a populations.csv written before EARLYFL: the narrower EFFFL
-        pop = pop.assign(EARLYFL=pop["EFFFL"])
-    rows = pop.loc[adsl["USUBJID"], ["ITTFL", "ELIGFL", "EARLYFL", "EFFFL", "PFSFL", "EXCLREAS"]]
+    pop = with_later_flags(pop, "the given population flags")
+    rows = pop.loc[adsl["USUBJID"], [*FLAGS, "EXCLREAS"]]
     return rows.fillna("").astype(str).reset_index(drop=True)
 
 
