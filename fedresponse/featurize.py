@@ -61,22 +61,30 @@ def featurize_store(
     return out
 
 
+def featurize_stores(cohort: Path, device: str = "auto", seed: int = 0, durable_day: int = 183,
+                     progress: ProgressSink | None = None) -> list[Path]:
+    """:func:`featurize_store` for every assessed site store under ``cohort`` (``progress`` counts ``site
+    stores`` and, within each, its patients); the ``model_inputs.pt`` paths, one per store."""
+    from fl_client.progress import NoProgress
+
+    stores = sorted(p.parent for p in cohort.rglob("store.json") if (p.parent / "assessment").is_dir())
+    sink = progress or NoProgress()
+    sink.expect("site stores", len(stores))
+    paths = []
+    for store in stores:
+        paths.append(featurize_store(store, device=device, seed=seed, durable_day=durable_day, progress=sink))
+        sink.advance("site stores")
+    return paths
+
+
 def pooled_cohort(cohort: Path, device: str = "auto", seed: int = 0, durable_day: int = 183,
                   progress: ProgressSink | None = None) -> PooledCohort:
-    """Every site's model inputs under ``cohort``; stores without one are featurized first (``progress`` counts
-    ``site stores`` and, within each, its patients: :func:`featurize_store`)."""
+    """Every site's model inputs under ``cohort``; without any, every assessed store is featurized first
+    (:func:`featurize_stores`)."""
     from fl_client.centralized import PooledCohort
-    from fl_client.progress import NoProgress
     from models.exceptions import ModelInputError
 
-    paths = sorted(cohort.rglob("model_inputs.pt"))
-    if not paths:  # featurize every assessed site store found under the folder
-        stores = sorted(p.parent for p in cohort.rglob("store.json") if (p.parent / "assessment").is_dir())
-        sink = progress or NoProgress()
-        sink.expect("site stores", len(stores))
-        for store in stores:
-            paths.append(featurize_store(store, device=device, seed=seed, durable_day=durable_day, progress=sink))
-            sink.advance("site stores")
+    paths = sorted(cohort.rglob("model_inputs.pt")) or featurize_stores(cohort, device, seed, durable_day, progress)
     if not paths:
         raise ModelInputError(
             f"no model_inputs.pt and no assessed site store under {cohort}; run ingest and assess for each site "

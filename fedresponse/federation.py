@@ -106,16 +106,11 @@ def site_inputs(cohort: Path) -> dict[str, Path]:
 
 def _featurize_stores(cohort: Path, seed: int) -> dict[str, Path]:
     """Each assessed site store under ``cohort`` prepares its own ``model_inputs.pt`` (inside the store)."""
-    from fedresponse.featurize import featurize_store
+    from fedresponse.featurize import featurize_stores
     from fedresponse.progress import progress_bars
 
-    stores = sorted(p.parent for p in cohort.rglob("store.json") if (p.parent / "assessment").is_dir())
     with progress_bars("featurize") as sink:
-        sink.expect("site stores", len(stores))
-        paths = []
-        for store in stores:
-            paths.append(featurize_store(store, seed=seed, progress=sink))
-            sink.advance("site stores")
+        paths = featurize_stores(cohort, seed=seed, progress=sink)
     return site_inputs(cohort) if paths else {}
 
 
