@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from dhi_cohort import dhi_cohort, outcomes
 from lifelines import CoxPHFitter
 from scipy import stats
 
@@ -15,20 +16,12 @@ from evaluation.dhi_stats import pooled_partial_correlation, site_dhi_intervals,
 
 def _cohort(n: int = 120, seed: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     """T0→T1: the DHI restates the shrinkage (a size proxy); T1→T2: it carries information beyond it."""
-    rng = np.random.default_rng(seed)
-    responder = rng.random(n) < 0.5
-    latent = rng.normal(size=n)
-    dlogvol = -0.8 * responder + rng.normal(0, 0.4, n)
-    responder = responder | (latent > 1.0)
+    cohort = dhi_cohort(n, seed)
     ids = [f"S01-{i:03d}" for i in range(n)]
-    first = pd.DataFrame({"USUBJID": ids, "FROM": "T0", "TO": "T1", "DLOGVOL": dlogvol,
-                          "DHI": -dlogvol + rng.normal(0, 0.05, n)})
-    second = pd.DataFrame({"USUBJID": ids, "FROM": "T1", "TO": "T2", "DLOGVOL": rng.normal(0, 0.4, n),
-                           "DHI": latent + 1.5 * responder})
-    pfs = np.where(responder, 300.0, 100.0) * rng.exponential(1.0, n)
-    outcomes = pd.DataFrame({"USUBJID": ids, "RESPONDER": responder.astype(int), "PFS_DAYS": pfs,
-                             "PFS_EVENT": (rng.random(n) < 0.8).astype(int)})
-    return pd.concat([first, second], ignore_index=True), outcomes
+    first = pd.DataFrame({"USUBJID": ids, "FROM": "T0", "TO": "T1", "DLOGVOL": cohort.dlogvol, "DHI": cohort.proxy})
+    second = pd.DataFrame({"USUBJID": ids, "FROM": "T1", "TO": "T2", "DLOGVOL": cohort.rng.normal(0, 0.4, n),
+                           "DHI": cohort.latent + 1.5 * cohort.responder})
+    return pd.concat([first, second], ignore_index=True), outcomes(cohort, ids)
 
 
 def _residual_pearson(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float:

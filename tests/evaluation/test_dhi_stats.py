@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from dhi_cohort import dhi_cohort, outcomes
 from scipy import stats
 
 from evaluation.dhi_stats import dhi_association, partial_spearman
@@ -31,17 +32,10 @@ def test_partial_spearman_matches_the_textbook_formula():
 
 def _cohort(n: int = 120, seed: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Responders shrink (DLOGVOL); PROXY restates the shrinkage, SIGNAL carries information beyond it."""
-    rng = np.random.default_rng(seed)
-    responder = rng.random(n) < 0.5
-    signal_latent = rng.normal(size=n)
-    dlogvol = -0.8 * responder + rng.normal(0, 0.4, n)
-    responder = responder | (signal_latent > 1.0)
-    dhi = pd.DataFrame({"USUBJID": [f"P{i}" for i in range(n)], "FROM": "T0", "TO": "T1", "DLOGVOL": dlogvol,
-                        "PROXY": -dlogvol + rng.normal(0, 0.05, n), "SIGNAL": signal_latent})
-    pfs = np.where(responder, 300.0, 100.0) * rng.exponential(1.0, n)
-    outcomes = pd.DataFrame({"USUBJID": dhi["USUBJID"], "RESPONDER": responder.astype(int), "PFS_DAYS": pfs,
-                             "PFS_EVENT": (rng.random(n) < 0.8).astype(int)})
-    return dhi, outcomes
+    cohort = dhi_cohort(n, seed)
+    dhi = pd.DataFrame({"USUBJID": [f"P{i}" for i in range(n)], "FROM": "T0", "TO": "T1", "DLOGVOL": cohort.dlogvol,
+                        "PROXY": cohort.proxy, "SIGNAL": cohort.latent})
+    return dhi, outcomes(cohort, dhi["USUBJID"])
 
 
 def test_a_size_proxy_fails_the_adjusted_association_and_a_signal_passes():
