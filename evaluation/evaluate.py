@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,9 +112,10 @@ def load_run(run: Path, cohort: Path | None = None, assessments: Sequence[Path] 
     if not pred_paths:
         raise EvaluationInputError(f"no predictions.csv under {run}; each site writes one during training/inference")
     predictions = pd.concat([read_predictions(p) for p in pred_paths], ignore_index=True)
-    if "DHI" not in predictions.columns and dhi_tables:
-        predictions = predictions.merge(patient_dhi(dhi_tables), on="USUBJID", how="left")
-    dhi_intervals = pd.concat([pd.read_csv(p) for p in dhi_tables], ignore_index=True) if dhi_tables else None
+    dhi_read = {p: pd.read_csv(p) for p in dhi_tables}  # each table read once: per patient and per interval
+    if "DHI" not in predictions.columns and dhi_read:
+        predictions = predictions.merge(patient_dhi(dhi_read), on="USUBJID", how="left")
+    dhi_intervals = pd.concat(dhi_read.values(), ignore_index=True) if dhi_read else None
     folders = [run, *assessments]
     subjects = _read_optional_csv(_final_tables(folders, "subjects.csv"))
     visits = _read_optional_csv(_final_tables(folders, "visits.csv"))
@@ -165,14 +166,15 @@ def _populations(folders: Sequence[Path]) -> pd.DataFrame | None:
     return frame[~duplicated].reset_index(drop=True)
 
 
-def patient_dhi(tables: Sequence[Path]) -> pd.DataFrame:
+def patient_dhi(tables: Sequence[Path] | Mapping[Path, pd.DataFrame]) -> pd.DataFrame:
     """One DHI per patient (``USUBJID, DHI``): the mean over lesions and intervals of the rows with a value.
 
-    Reads ``radiomics dhi`` tables (``USUBJID, LESIONID, FROM, TO, DAYS, ..., DHI, STATUS``; docs/dhi.md).
+    Reads ``radiomics dhi`` tables (``USUBJID, LESIONID, FROM, TO, DAYS, ..., DHI, STATUS``; docs/dhi.md), or
+    takes them already read (path → table).
     """
+    read = tables if isinstance(tables, Mapping) else {path: pd.read_csv(path) for path in tables}
     frames = []
-    for path in tables:
-        frame = pd.read_csv(path)
+    for path, frame in read.items():
         if not {"USUBJID", "DHI"} <= set(frame.columns):
             raise EvaluationInputError(f"{path} lacks USUBJID/DHI columns; pass the output of `radiomics dhi`")
         frames.append(frame[["USUBJID", "DHI"]])
