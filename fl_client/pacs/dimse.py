@@ -150,15 +150,14 @@ class DimseRoute:
     def _find(self, query: Dataset) -> list[Dataset]:
         out = []
         assoc = self._query_association()
-        if True:
-            for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
-                if not status:
-                    raise PacsError(self._silence("C-FIND", assoc))
-                if status.Status in _PENDING and identifier is not None:
-                    out.append(identifier)
-                elif status.Status not in _PENDING and status.Status != 0x0000:
-                    raise PacsError(f"C-FIND at {query.QueryRetrieveLevel} level failed with status "
-                                    f"0x{status.Status:04X} from {self.node.ae_title!r}")
+        for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
+            if not status:
+                raise PacsError(self._silence("C-FIND", assoc))
+            if status.Status in _PENDING and identifier is not None:
+                out.append(identifier)
+            elif status.Status not in _PENDING and status.Status != 0x0000:
+                raise PacsError(f"C-FIND at {query.QueryRetrieveLevel} level failed with status "
+                                f"0x{status.Status:04X} from {self.node.ae_title!r}")
         return out
 
     def find_studies(self, patient_id: str, window: DateWindow) -> list[StudyHit]:
