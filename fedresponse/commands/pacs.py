@@ -57,15 +57,19 @@ def pull(
     for label, value in (("patients", summary.patients), ("studies", summary.studies), ("series", summary.series),
                          ("instances listed by the PACS", summary.requested),
                          ("already in the inbox", summary.already_present), ("received now", summary.received),
-                         ("missing", summary.missing)):
+                         ("missing", summary.missing), ("counted by the PACS but not listed", summary.unlisted)):
         table.add_row(label, str(value))
     console.print(table)
     console.print(f"{summary.seconds:.1f} s; every instance is accounted for in {inbox / 'pacs_pull.csv'}")
     if not summary.complete:
         for problem in summary.problems:
             console.print(f"[yellow]partial:[/] {problem}")
-        console.print(f"[bold yellow]{summary.missing} instance(s) missing:[/] run the same pull again to fetch "
-                      "only those")
+        if summary.missing:
+            console.print(f"[bold yellow]{summary.missing} instance(s) missing:[/] run the same pull again to fetch "
+                          "only those")
+        if summary.unlisted:
+            console.print(f"[bold yellow]{summary.unlisted} series or instance(s) the PACS counts were not listed:[/] "
+                          "the pull cannot ask for them; see the reasons above, then run the same pull again")
         raise typer.Exit(code=3)
     console.print(f"next: fedresponse ingest {inbox} --site {site_config.site} --out STORE")
 

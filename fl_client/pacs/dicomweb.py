@@ -17,10 +17,11 @@ from pydicom.dataset import Dataset
 from fl_client.exceptions import PacsError
 from fl_client.pacs.config import DicomWebNode, PacsConfig
 from fl_client.pacs.plan import DateWindow
-from fl_client.pacs.routes import InstanceHit, Receiver, SeriesHit, StudyHit
+from fl_client.pacs.routes import InstanceHit, Receiver, SeriesHit, StudyHit, count_value
 
 _STUDY_UID, _SERIES_UID, _SOP_UID = "0020000D", "0020000E", "00080018"
 _SOP_CLASS, _MODALITY, _STUDY_DATE = "00080016", "00080060", "00080020"
+_STUDY_SERIES, _SERIES_INSTANCES = "00201206", "00201209"  # Number of Study Related Series / Series Related Instances
 
 
 def _value(item: dict[str, Any], tag: str) -> str:
@@ -91,13 +92,15 @@ class DicomWebRoute:
         if window.dicom_range():
             filters["StudyDate"] = window.dicom_range()
         found = self._call("QIDO-RS study search", self.client.search_for_studies, search_filters=filters,
-                           get_remaining=True)
-        return [StudyHit(_value(s, _STUDY_UID), _value(s, _STUDY_DATE)) for s in found]
+                           fields=["NumberOfStudyRelatedSeries"], get_remaining=True)
+        return [StudyHit(_value(s, _STUDY_UID), _value(s, _STUDY_DATE), count_value(_value(s, _STUDY_SERIES)))
+                for s in found]
 
     def find_series(self, study_uid: str) -> list[SeriesHit]:
         found = self._call("QIDO-RS series search", self.client.search_for_series, study_instance_uid=study_uid,
-                           get_remaining=True)
-        return [SeriesHit(study_uid, _value(s, _SERIES_UID), _value(s, _MODALITY)) for s in found]
+                           fields=["NumberOfSeriesRelatedInstances"], get_remaining=True)
+        return [SeriesHit(study_uid, _value(s, _SERIES_UID), _value(s, _MODALITY),
+                          count_value(_value(s, _SERIES_INSTANCES))) for s in found]
 
     def find_instances(self, study_uid: str, series_uid: str) -> list[InstanceHit]:
         found = self._call("QIDO-RS instance search", self.client.search_for_instances, study_instance_uid=study_uid,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,7 +27,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from fl_client.exceptions import PacsError
 from fl_client.pacs.config import DimseNode, PacsConfig
 from fl_client.pacs.plan import DateWindow
-from fl_client.pacs.routes import InstanceHit, Receiver, SeriesHit, StudyHit
+from fl_client.pacs.routes import InstanceHit, Receiver, SeriesHit, StudyHit, count_value
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,30 @@ _MOVE_FAILURES = {
     0xA900: "the PACS says the identifier does not match the query model",
     0xC000: "the PACS could not process the request",
 }
+
+
+def pause_reactor(assoc: Association, timeout_s: float = 2.0) -> None:
+    """Block until the association's reactor thread is parked, so that it cannot take our responses.
+
+    pynetdicom's requestor reactor loop marks itself paused and then waits on a checkpoint event; a ``send_*``
+    call clears the event and waits for the mark. When the reactor has already passed the wait (the event was
+    still set from the previous operation) but not yet cleared its stale mark, the send goes out while the
+    reactor is about to poll the DIMSE queue; under load (GIL switches of a few ms) a fast PACS's first
+    response arrives in that window and the reactor discards it ("Received unexpected C-FIND service message").
+    One lost C-FIND response is one study, series or instance silently missing from a listing. Waiting until
+    the reactor thread is actually blocked on the event (a waiter on its condition) closes the window; the
+    ``send_*`` call that follows finds the event cleared and the reactor parked. Tied to CPython's
+    ``threading.Event`` (``_cond._waiters``) and pynetdicom 3's ``_reactor_checkpoint``, both pinned; if
+    either is absent this does nothing and the listing cross-check (:mod:`fl_client.pacs.pull`) still guards.
+    """
+    checkpoint = getattr(assoc, "_reactor_checkpoint", None)
+    waiters = getattr(getattr(checkpoint, "_cond", None), "_waiters", None)
+    if checkpoint is None or waiters is None:
+        return
+    checkpoint.clear()
+    deadline = time.monotonic() + timeout_s
+    while not waiters and assoc.is_established and time.monotonic() < deadline:
+        time.sleep(0.0002)
 
 
 def _status_text(status: int, dest: str, port: int) -> str:
@@ -150,6 +175,7 @@ class DimseRoute:
     def _find(self, query: Dataset) -> list[Dataset]:
         out = []
         assoc = self._query_association()
+        pause_reactor(assoc)
         for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
             if not status:
                 raise PacsError(self._silence("C-FIND", assoc))
@@ -167,7 +193,9 @@ class DimseRoute:
         query.PatientID = patient_id
         query.StudyDate = window.dicom_range()
         query.StudyInstanceUID = ""
-        return [StudyHit(str(d.StudyInstanceUID), str(d.get("StudyDate", "") or "")) for d in self._find(query)]
+        query.NumberOfStudyRelatedSeries = ""
+        return [StudyHit(str(d.StudyInstanceUID), str(d.get("StudyDate", "") or ""),
+                         count_value(d.get("NumberOfStudyRelatedSeries"))) for d in self._find(query)]
 
     def find_series(self, study_uid: str) -> list[SeriesHit]:
         query = Dataset()
@@ -175,8 +203,9 @@ class DimseRoute:
         query.StudyInstanceUID = study_uid
         query.SeriesInstanceUID = ""
         query.Modality = ""
-        return [SeriesHit(study_uid, str(d.SeriesInstanceUID), str(d.get("Modality", "") or ""))
-                for d in self._find(query)]
+        query.NumberOfSeriesRelatedInstances = ""
+        return [SeriesHit(study_uid, str(d.SeriesInstanceUID), str(d.get("Modality", "") or ""),
+                          count_value(d.get("NumberOfSeriesRelatedInstances"))) for d in self._find(query)]
 
     def find_instances(self, study_uid: str, series_uid: str) -> list[InstanceHit]:
         query = Dataset()
@@ -199,6 +228,7 @@ class DimseRoute:
         problems: list[str] = []
         with self._association(model, storage=not move) as assoc:
             for identifier in identifiers:
+                pause_reactor(assoc)
                 responses = (assoc.send_c_move(identifier, self.config.local.destination, model) if move
                              else assoc.send_c_get(identifier, model))
                 problem = self._final(responses, assoc, series.series_uid)

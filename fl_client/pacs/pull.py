@@ -15,11 +15,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from evaluation.protocol import StudyProtocol, load_protocol
 from fl_client.exceptions import PacsError
@@ -38,6 +40,9 @@ from fl_client.pacs.routes import InstanceHit, Route, SeriesHit
 from fl_client.progress import NoProgress, ProgressSink
 
 log = logging.getLogger(__name__)
+_Hit = TypeVar("_Hit")
+#: (how many entries the PACS counts but did not list, why): a listing shorter than the PACS's own count.
+Shortfall = tuple[int, str]
 
 
 @dataclass
@@ -53,13 +58,14 @@ class PullSummary:
     already_present: int = 0
     received: int = 0
     missing: int = 0
+    unlisted: int = 0  # series and instances the PACS counts but did not list (no UID to fetch or account for)
     problems: list[str] = field(default_factory=list)
     series_problems: dict[str, str] = field(default_factory=dict)  # SeriesInstanceUID → the PACS's status
     seconds: float = 0.0
 
     @property
     def complete(self) -> bool:
-        return self.missing == 0
+        return self.missing == 0 and self.unlisted == 0
 
 
 class _Receiver:
@@ -177,15 +183,19 @@ def survey(config: PacsConfig, tables: Path, route_name: str, inbox: Path | None
     receiver = _Receiver(Path(inbox) if inbox else Path(tables) / ".no-inbox")
     out: dict[tuple[str, str], list[int]] = {}
     labels: dict[tuple[str, str], tuple[str, str]] = {}
+    shortfalls: list[Shortfall] = []
     with make_route(config, route_name, receiver, retrieving=False) as route:
         for request in requests:
-            for visit, study_date, series in _patient_series(route, config, request):
-                listed = route.find_instances(series.study_uid, series.series_uid)
+            for visit, study_date, series in _patient_series(route, config, request, shortfalls):
+                listed = _instances(route, series, shortfalls)
                 present = sum(instance_path(receiver.inbox, series.study_uid, series.series_uid, h.sop_uid).is_file()
                               for h in listed) if inbox else 0
                 counts = out.setdefault((request.usubjid, series.study_uid), [0, 0, 0])
                 counts[0], counts[1], counts[2] = counts[0] + 1, counts[1] + len(listed), counts[2] + present
                 labels[(request.usubjid, series.study_uid)] = (visit, study_date)
+    if shortfalls:
+        raise PacsError("the PACS lists fewer entries than it counts, so these holdings would be incomplete: "
+                        + "; ".join(why for _, why in shortfalls))
     return [StudyHolding(u, *labels[(u, s)], *c) for (u, s), c in out.items()]
 
 
@@ -196,10 +206,11 @@ def _pull_patients(route: Route, config: PacsConfig, requests: list[PatientReque
         for request in requests:
             log.debug("pulling %s: %d window(s)", request.usubjid, len(request.windows))
             jobs = []
-            for visit, study_date, series in _patient_series(route, config, request):
+            shortfalls: list[Shortfall] = []
+            for visit, study_date, series in _patient_series(route, config, request, shortfalls):
                 summary.series += 1
                 progress.expect("series", 1)
-                listed = route.find_instances(series.study_uid, series.series_uid)
+                listed = _instances(route, series, shortfalls)
                 missing = [h for h in listed if not instance_path(receiver.inbox, series.study_uid,
                                                                   series.series_uid, h.sop_uid).is_file()]
                 summary.requested += len(listed)
@@ -217,22 +228,52 @@ def _pull_patients(route: Route, config: PacsConfig, requests: list[PatientReque
                 if problem:
                     summary.problems.append(f"series …{series.series_uid[-12:]} of {series.study_uid[-12:]}: {problem}")
                     summary.series_problems[series.series_uid] = problem
+            for count, why in shortfalls:
+                summary.unlisted += count
+                summary.problems.append(f"{request.usubjid}: {why}")
             summary.patients += 1
             progress.advance("patients")
 
 
-def _patient_series(route: Route, config: PacsConfig,
-                    request: PatientRequest) -> Iterator[tuple[str, str, SeriesHit]]:
-    """(visit window, study date, series) of the patient's studies in its windows, modality filtered."""
+def _patient_series(route: Route, config: PacsConfig, request: PatientRequest,
+                    shortfalls: list[Shortfall]) -> Iterator[tuple[str, str, SeriesHit]]:
+    """(visit window, study date, series) of the patient's studies in its windows, modality filtered; a study
+    whose series listing stays short of the PACS's own count adds to ``shortfalls`` (:func:`_checked`)."""
     seen: set[str] = set()
     for window in request.windows:
         for study in route.find_studies(request.patient_id, window):
             if study.study_uid in seen:
                 continue
             seen.add(study.study_uid)
-            for series in route.find_series(study.study_uid):
+            found = _checked(partial(route.find_series, study.study_uid), study.series_count,
+                             f"series of study …{study.study_uid[-12:]}", shortfalls)
+            for series in found:
                 if not config.modalities or series.modality in config.modalities:
                     yield window.visit, study.study_date, series
+
+
+def _instances(route: Route, series: SeriesHit, shortfalls: list[Shortfall]) -> list[InstanceHit]:
+    return _checked(partial(route.find_instances, series.study_uid, series.series_uid), series.instance_count,
+                    f"instances of series …{series.series_uid[-12:]}", shortfalls)
+
+
+def _checked(query: Callable[[], list[_Hit]], expected: int | None, what: str,
+             shortfalls: list[Shortfall]) -> list[_Hit]:
+    """``query()``, cross-checked against the count the PACS returned one level up (``expected``; None: the
+    PACS gave none). A shorter listing is queried once more — a lost response, or a PACS result limit, must not
+    silently shrink what the pull asks for and accounts — and a listing still short adds to ``shortfalls``.
+    A longer one (instances stored between the two queries) is taken as it is."""
+    hits = query()
+    if expected is None or len(hits) >= expected:
+        return hits
+    log.warning("the PACS listed %d of the %d %s it counts; querying again", len(hits), expected, what)
+    again = query()
+    if len(again) >= expected:
+        return again
+    best = max(hits, again, key=len)
+    shortfalls.append((expected - len(best), f"the PACS counts {expected} {what} but lists {len(best)} (twice): "
+                       "check its C-FIND/QIDO result limits (e.g. Orthanc LimitFindInstances) and run the pull again"))
+    return best
 
 
 def _row(request: PatientRequest, visit: str, study_date: str, series: SeriesHit, hit: InstanceHit,

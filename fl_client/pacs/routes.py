@@ -11,19 +11,31 @@ from fl_client.pacs.plan import DateWindow
 
 @dataclass(frozen=True)
 class StudyHit:
-    """A study the PACS holds for a patient (``study_date`` as DICOM DA)."""
+    """A study the PACS holds for a patient (``study_date`` as DICOM DA; ``series_count`` the PACS's own
+    Number of Study Related Series, None where it does not return it)."""
 
     study_uid: str
     study_date: str
+    series_count: int | None = None
 
 
 @dataclass(frozen=True)
 class SeriesHit:
-    """A series of a study."""
+    """A series of a study (``instance_count``: the PACS's Number of Series Related Instances, or None)."""
 
     study_uid: str
     series_uid: str
     modality: str
+    instance_count: int | None = None
+
+
+def count_value(value: object) -> int | None:
+    """A returned Number of ... Related ... attribute as a count, None when absent or not a count."""
+    try:
+        count = int(str(value).strip())
+    except ValueError:
+        return None
+    return count if count >= 0 else None
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,16 @@ import yaml
 from pacs_fixtures import Pacs, free_port
 from typer.testing import CliRunner
 
+from evaluation.protocol import load_protocol
 from fedresponse.cli import app
 from fl_client.exceptions import PacsError
 from fl_client.ingest.pipeline import IngestConfig, ingest_site
 from fl_client.ingest.store_tables import TABLES
 from fl_client.pacs.config import PacsConfig
 from fl_client.pacs.inbox import PULL_MANIFEST, read_pull_manifest
+from fl_client.pacs.plan import plan_pull
 from fl_client.pacs.pull import pull, survey
+from fl_client.pacs.routes import InstanceHit, Route
 
 PASSPHRASE = "correct horse battery staple"
 pytestmark = pytest.mark.slow  # one Orthanc, two pulls and three ingests: ~40 s on an idle 2-core machine
@@ -166,3 +169,90 @@ def test_refusals_and_timeouts_say_what_to_fix(orthanc: Pacs, export: Path, tmp_
     finally:
         server.close()
     assert not list((tmp_path / "inbox").rglob("*.dcm"))  # nothing half-written
+
+
+@pytest.mark.parametrize("route", ["dimse", "dicomweb"])
+def test_the_pacs_counts_cross_check_every_listing(orthanc: Pacs, export: Path, route: str) -> None:
+    """Both routes read Orthanc's own Number of Study Related Series / Series Related Instances, so the pull's
+    cross-check (a lost C-FIND response, a result limit) is live, and the counts agree with the listings."""
+    from fl_client.pacs.pull import _Receiver, make_route
+
+    config = PacsConfig.model_validate(orthanc.config())
+    studies: set[str] = set()
+    seen = 0
+    with make_route(config, route, _Receiver(Path("/nonexistent")), retrieving=False) as pacs:
+        for request in plan_pull(export, config.site, load_protocol(), config.margin_days):
+            for window in request.windows:
+                for study in pacs.find_studies(request.patient_id, window):
+                    if study.study_uid in studies:
+                        continue
+                    studies.add(study.study_uid)
+                    series = pacs.find_series(study.study_uid)
+                    assert study.series_count == len(series) > 0
+                    for hit in series:
+                        assert hit.instance_count == len(pacs.find_instances(study.study_uid, hit.series_uid)) > 0
+                        seen += hit.instance_count or 0
+    assert seen == _dicom_files(export)
+
+
+class _ShortListing:
+    """The real route, whose instance listings lose their last entry (``times`` times per series): what a lost
+    C-FIND response or a PACS result limit does."""
+
+    def __init__(self, route: Route, times: int) -> None:
+        self.route, self.times, self.calls = route, times, {}
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.route, name)
+
+    def __enter__(self) -> _ShortListing:
+        self.route.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.route.__exit__(*exc)
+
+    def find_instances(self, study_uid: str, series_uid: str) -> list[InstanceHit]:
+        hits = self.route.find_instances(study_uid, series_uid)
+        self.calls[series_uid] = self.calls.get(series_uid, 0) + 1
+        return hits[:-1] if self.calls[series_uid] <= self.times else hits
+
+
+@pytest.mark.parametrize("times", [1, 2])
+def test_a_short_listing_is_queried_again_and_never_silently_shrinks_the_pull(
+        orthanc: Pacs, pulled: dict[str, Path], export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        times: int) -> None:
+    import fl_client.pacs.pull as pull_module
+
+    real = pull_module.make_route
+    monkeypatch.setattr(pull_module, "make_route", lambda *a, **k: _ShortListing(real(*a, **k), times))
+    inbox = tmp_path / "inbox"
+    shutil.copytree(pulled["inbox_dicomweb"], inbox)
+    rows = read_pull_manifest(inbox)
+    config = PacsConfig.model_validate(orthanc.config())
+    summary = pull(config, export, inbox, "dicomweb")
+    n_series = len({r.SERIES_UID for r in rows})
+    if times == 1:  # the second query is whole: nothing lost
+        assert (summary.requested, summary.unlisted, summary.complete) == (len(rows), 0, True)
+    else:  # short twice: the pull is incomplete, says by how much and why, and keeps the earlier rows
+        assert (summary.requested, summary.unlisted, summary.complete) == (len(rows) - n_series, n_series, False)
+        assert len(summary.problems) == n_series and "but lists" in summary.problems[0]
+        assert len(read_pull_manifest(inbox)) == len(rows)
+
+
+def test_the_query_reactor_is_parked_before_each_request(orthanc: Pacs, export: Path) -> None:
+    """The guard against pynetdicom's reactor taking a C-FIND response (fl_client.pacs.dimse.pause_reactor):
+    after it the association's reactor thread is blocked on its checkpoint, and a query still works."""
+    from fl_client.pacs.dimse import DimseRoute, pause_reactor
+    from fl_client.pacs.pull import _Receiver
+
+    config = PacsConfig.model_validate(orthanc.config())
+    with DimseRoute(config, _Receiver(Path("/nonexistent")), retrieving=False) as route:
+        request = plan_pull(export, config.site, load_protocol(), config.margin_days)[0]
+        studies = route.find_studies(request.patient_id, request.windows[0])
+        assoc = route._query_association()
+        for _ in range(20):
+            pause_reactor(assoc)
+            assert assoc._is_paused and len(assoc._reactor_checkpoint._cond._waiters) == 1  # type: ignore[attr-defined]
+            assoc._reactor_checkpoint.set()
+        assert route.find_studies(request.patient_id, request.windows[0]) == studies and studies
