@@ -1,4 +1,5 @@
-"""Models: held-out AUC of the fusion model vs its baselines vs the generator's oracle; epoch time; DP overhead.
+"""Models: held-out AUC of the product model (``model.kind``, default ``wide``), the fusion net and the baselines
+vs the generator's oracle; epoch time; DP overhead.
 
     .venv/bin/python benchmarks/bench_models.py                          # synthetic in-memory records
     .venv/bin/python benchmarks/bench_models.py --cohort /tmp/trial      # model_inputs.pt under a cohort
@@ -9,7 +10,8 @@ Accuracy: patient-level stratified CV (and leave-one-site-out) exactly as ``fedr
 --centralized`` runs it (:func:`fl_client.centralized.evaluate_modes`), over ``--seeds`` (folds and
 initialisation), printed per task (early response, durable benefit at 6 and 12 months from T2, T1
 pseudoprogression) and model — the fusion with its deep part on (``fusion``) and off (``wide``), the
-ST-GCN and the Transformer alone, and the baselines of :mod:`fl_client.baselines` — as mean ± SD over
+ST-GCN and the Transformer alone (``evaluation.kinds``; ``--set evaluation.kinds=[wide]`` fits the product
+model only), and the baselines of :mod:`fl_client.baselines` — as mean ± SD over
 the seeds with the first seed's DeLong 95 % CI, and each model's gap to the task's oracle and to the
 features' upper bound on the same patients (:mod:`task_references`). Without ``--cohort`` the records
 come from the tests' synthetic generator (``tests/models/model_records.py``), whose signal is not the
@@ -45,7 +47,7 @@ import task_references  # noqa: E402
 
 from evaluation.protocol import configs_dir  # noqa: E402
 from fl_client.baselines import BASELINES  # noqa: E402
-from fl_client.centralized import NEURAL, PooledCohort, evaluate_modes  # noqa: E402
+from fl_client.centralized import PooledCohort, evaluate_modes  # noqa: E402
 from fl_client.featurize import stale_columns  # noqa: E402
 from fl_client.train import load_site_inputs  # noqa: E402
 from models.config import ModelSettings, load_model_config  # noqa: E402
@@ -72,8 +74,8 @@ def _cohort(args: argparse.Namespace) -> tuple[PooledCohort, float | None, str]:
         str(args.cohort)
 
 
-#: Networks of the accuracy comparison: the fusion with its deep part on and off, each deep branch alone.
-ACCURACY_KINDS = (*NEURAL, "wide")
+#: Networks of the accuracy comparison are ``evaluation.kinds`` (default every product kind: the fusion with its
+#: deep part on and off, each deep branch alone); ``--set evaluation.kinds=[wide]`` fits the product model only.
 ACCURACY_DIAGNOSTICS = ("deep",)  # the fusion without its wide path (--diagnostics)
 
 
@@ -121,7 +123,7 @@ def accuracy(cohort: PooledCohort, settings: ModelSettings, seeds: list[int], di
     """Every model and baseline per task over ``seeds``, with oracle and feature-bound gaps; returns the runs
     (``runs``: metrics of earlier runs, e.g. one process per seed, to report instead of fitting)."""
     start = time.perf_counter()
-    kinds = ACCURACY_KINDS + (ACCURACY_DIAGNOSTICS if diagnostics else ())
+    kinds = tuple(dict.fromkeys(settings.evaluation.kinds + (ACCURACY_DIAGNOSTICS if diagnostics else ())))
     if runs is None:
         runs = [evaluate_modes(cohort.records, cohort.dims, settings, torch.device("cpu"), seed, modes=modes,
                                kinds=kinds, delta_columns=cohort.radiomics_columns)[0] for seed in seeds]
@@ -151,8 +153,9 @@ def accuracy(cohort: PooledCohort, settings: ModelSettings, seeds: list[int], di
             _header("Task pseudo (early model's pseudo head, T1 iUPDs → pseudoprogression)", refs.get("pseudo"))
             for name in kinds:
                 print(_row(name, runs, lambda run, n=name: run["early"][n]["pseudo"], refs.get("pseudo")))
-            sens = [run["early"]["fusion"]["pseudo"]["sensitivity_at_90_specificity"] for run in runs]
-            print(f"  fusion sensitivity at 90 % specificity per seed: {sens}")
+            product = settings.model.kind
+            sens = [run["early"][product]["pseudo"]["sensitivity_at_90_specificity"] for run in runs]
+            print(f"  {product} (product model) sensitivity at 90 % specificity per seed: {sens}")
     for mode in modes:
         loso = [run.get("leave_one_site_out", {}).get(mode) for run in runs]
         if loso[0]:

@@ -141,7 +141,8 @@ def train_federated(cohort: Path, keys: Path, out: Path, config_path: Path | Non
         raise FileNotFoundError(f"no model_inputs.pt under {cohort}; featurize each site first "
                                 "(ingest → assess → radiomics), see docs/models.md.")
     sites = sorted(inputs) or cohort_sites(cohort)
-    (out / "federation.resolved.yaml").write_text(yaml.safe_dump({"federation": config, "sites": sites}))
+    resolved = {"federation": config, "sites": sites, "model": product_kind()}  # model: what the sites train
+    (out / "federation.resolved.yaml").write_text(yaml.safe_dump(resolved))
     log.info("federated training over %d site(s) %s, mode %s, %s rounds", len(sites), sites, config["mode"],
              config["num-server-rounds"])
     reports = simulate(config, sites)
@@ -149,13 +150,32 @@ def train_federated(cohort: Path, keys: Path, out: Path, config_path: Path | Non
     return reports
 
 
-def _centralized_fusion(centralized: Path | None) -> dict[str, Any] | None:
-    """The centralized run's fusion AUC and DeLong CI per mode, against the same reference as the federated one.
+def product_kind() -> str:
+    """The product model (``model.kind`` of ``configs/model.yaml``): what the federated task trains."""
+    from evaluation.protocol import configs_dir
+    from models.config import load_model_config
+
+    return load_model_config(configs_dir() / "model.yaml").model.kind
+
+
+def run_kind(run: Path) -> str:
+    """The product model a federated run trained (``model`` of its ``federation.resolved.yaml``; the
+    configured ``model.kind`` for a run that does not record it)."""
+    resolved = run / "federation.resolved.yaml"
+    recorded = (yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}).get("model") if resolved.exists() else None
+    return str(recorded) if recorded else product_kind()
+
+
+def _centralized_product(centralized: Path | None) -> dict[str, Any] | None:
+    """The centralized run's product-model AUC and DeLong CI per mode, against the same reference as the
+    federated one.
 
     Both sides are judged against the predictions' ``LABEL`` (the primary early responder label, the
-    :mod:`evaluation.metrics` convention), from the centralized run's out-of-fold ``predictions.csv``
-    (a centralized run holds the pooled data by definition). Its training ``metrics.json`` figures, where
-    the full model is judged against its own durable-benefit label, are kept under ``metrics_json``.
+    :mod:`evaluation.metrics` convention), from the centralized run's out-of-fold ``predictions.csv`` (a
+    centralized run holds the pooled data by definition; its rows are its product model's, ``model`` of its
+    ``metrics.json`` — ``fusion`` for runs written before ``model.kind`` existed). Its training
+    ``metrics.json`` figures, where the full model is judged against its own durable-benefit label, are kept
+    under ``metrics_json``.
     """
     if centralized is None or not centralized.is_dir():
         return None
@@ -164,7 +184,10 @@ def _centralized_fusion(centralized: Path | None) -> dict[str, Any] | None:
     from evaluation.metrics import read_predictions
     from evaluation.stats import delong_auc_ci
 
-    out: dict[str, Any] = {"run": str(centralized), "model": "fusion",
+    path = centralized / "metrics.json"
+    metrics = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    kind = metrics.get("model", "fusion")
+    out: dict[str, Any] = {"run": str(centralized), "model": kind,
                            "evaluation": "patient-level stratified CV, out-of-fold, all patients; reference LABEL"}
     paths = sorted(centralized.rglob("predictions.csv"))
     rows = pd.concat([read_predictions(p) for p in paths]) if paths else None
@@ -175,13 +198,11 @@ def _centralized_fusion(centralized: Path | None) -> dict[str, Any] | None:
         if part is not None and part["LABEL"].nunique() == 2:
             auc, ci = delong_auc_ci(part["LABEL"].to_numpy(int), part["SCORE"].to_numpy(float))
             out[mode] = {"auc": auc, "auc_ci": list(ci), "n": len(part)}
-    path = centralized / "metrics.json"
-    if path.exists():
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-        fusion = {mode: metrics[mode]["fusion"] for mode in ("early", "full") if "fusion" in metrics.get(mode, {})}
+    if metrics:
+        blocks = {mode: metrics[mode][kind] for mode in ("early", "full") if kind in metrics.get(mode, {})}
         out["metrics_json"] = {mode: {"auc": block["auc"], "auc_ci": block["auc_ci"],
                                       "reference": "the mode's own label (full: durable benefit)"}
-                               for mode, block in fusion.items()}
+                               for mode, block in blocks.items()}
     return out
 
 
@@ -206,8 +227,8 @@ def pooled_summary(run: Path, centralized: Path | None = None, keys: Path | None
     PI / a site holding ``KEYDIR/site/secret.ctx`` (in simulation this process plays that role; the server
     never can). :func:`evaluation.pooled.pooled_metrics` turns the sum into AUC (binned, DeLong CI),
     sensitivity/specificity at the sites' agreed cut-offs, ORR, PFS — per mode, on the sites' held-out test
-    patients. ``centralized`` (a centralized run of the same stores) adds its fusion AUC and CI per mode against
-    the same reference label (:func:`_centralized_fusion`).
+    patients. ``centralized`` (a centralized run of the same stores) adds its product model's AUC and CI per
+    mode against the same reference label (:func:`_centralized_product`).
     Returns the comparison, or None when the run has no pooled aggregate (a task without a test split).
     """
     from evaluation.atomic import write_text_atomic
@@ -229,13 +250,14 @@ def pooled_summary(run: Path, centralized: Path | None = None, keys: Path | None
                    evaluation="held-out test patients of each site (seeded 75/25 split), encrypted site aggregates")
     write_text_atomic(run / "pooled_metrics.json",
                       lambda stream: json.dump(json_safe(metrics), stream, indent=1, allow_nan=False))
-    federated: dict[str, Any] = {"run": str(run), "model": "fusion (federated)", "n_test": summed.total_examples,
+    federated: dict[str, Any] = {"run": str(run), "model": f"{run_kind(run)} (federated)",
+                                 "n_test": summed.total_examples,
                                  "evaluation": metrics["evaluation"] + ", binned DeLong CI; reference LABEL"}
     for mode in ("early", "full"):
         block = metrics[mode]
         federated[mode] = {"auc": block["auc"], "auc_ci": block["auc_ci"], "cutoff": block["cutoff"],
                            "auc_binning_bound": block["auc_binning_bound"]}
-    comparison = json_safe({"federated": federated, "centralized": _centralized_fusion(centralized)})
+    comparison = json_safe({"federated": federated, "centralized": _centralized_product(centralized)})
     write_text_atomic(run / "comparison.json", lambda stream: json.dump(comparison, stream, indent=2, allow_nan=False))
     return dict(comparison)
 

@@ -10,8 +10,10 @@ sensitivity at 90 % specificity).
 For each mode and each held-out scheme (patient-level stratified cross-validation; leave-one-site-out),
 every test fold is predicted by models fitted on the other folds only:
 
-- ``fusion`` (ST-GCN + decomposition Transformer + clinical + wide path), ``stgcn`` and ``transformer``
-  alone (benchmarks add the fusion's ``wide`` path alone = deep part off, and ``deep`` = wide path off);
+- the networks of ``evaluation.kinds`` (default every :data:`models.config.MODEL_KINDS`): ``wide`` (the
+  fusion net's linear path alone, the default product model ``model.kind``), ``fusion`` (ST-GCN +
+  decomposition Transformer + clinical + wide path), ``stgcn`` and ``transformer`` alone (benchmarks add
+  ``deep`` = the fusion without its wide path);
 - the baselines of :mod:`fl_client.baselines` (penalised logistic regression on the wide path's inputs,
   delta-radiomics with and without clinical covariates, RECIST at the mode's last scan).
 
@@ -20,6 +22,9 @@ out-of-fold predictions *inside* the training fold (``evaluation.cutoff_folds`` 
 in-sample fit). Out-of-fold scores are pooled for the AUC (DeLong 95 % CI,
 :func:`evaluation.stats.delong_auc_ci`); sensitivity and specificity count each test patient against
 its own fold's training cut-off; the C-index (PFS) uses the pooled out-of-fold risk.
+
+The product model (``model.kind``) is the one whose out-of-fold scores are ``predictions.csv``, whose
+cut-offs are ``cutoffs.json``, and whose final fit on everyone is checkpointed and explained.
 """
 
 from __future__ import annotations
@@ -68,7 +73,7 @@ from models.exceptions import ModelInputError
 
 log = logging.getLogger(__name__)
 
-NEURAL = tuple(MODEL_KINDS)  # fusion, stgcn, transformer
+NEURAL = tuple(MODEL_KINDS)  # wide, fusion, stgcn, transformer
 __all__ = ["BASELINES", "NEURAL", "PooledCohort", "cross_fit", "delta_features", "evaluate_modes", "recist_t1_scores",
            "run_centralized", "summarize"]
 #: Secondary label scored with a mode's model (full mode: durable benefit at 12 months).
@@ -220,6 +225,7 @@ def cross_fit(
     """Out-of-fold predictions of every model and baseline over ``folds`` (``delta_columns``: the global
     columns of the delta-radiomics baselines, default all)."""
     ctx = FoldContext(mode, dims, settings, device, seed, node_padding(records, settings))
+    kinds = tuple(dict.fromkeys(kinds))  # a kind named twice is fitted once
     results = {name: OutOfFold() for name in (*kinds, *BASELINES)}
     for index, (train_idx, test_idx) in enumerate(folds):
         train, test = [records[i] for i in train_idx], [records[i] for i in test_idx]
@@ -280,9 +286,9 @@ def summarize(oof: OutOfFold) -> dict[str, Any]:
 
 
 def _site_predictions(
-    oof: dict[str, dict[str, OutOfFold]], records: list[PatientRecord], extra: dict[str, dict[str, float]]
+    oof: dict[str, dict[str, OutOfFold]], records: list[PatientRecord], extra: dict[str, dict[str, float]], kind: str,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Fusion rows per site in the ``predictions.csv`` layout of :mod:`evaluation.metrics`.
+    """The product model's (``kind``) rows per site in the ``predictions.csv`` layout of :mod:`evaluation.metrics`.
 
     SCORE is the out-of-fold probability, or — for a patient with the mode's scans but without a label
     (benefit unknown) — the final model's (it never trained on that patient). LABEL is the row's *own*
@@ -292,7 +298,7 @@ def _site_predictions(
     by_id = {r.usubjid: r for r in records}
     rows: dict[str, list[dict[str, Any]]] = {}
     for mode, results in oof.items():
-        scores = dict(zip(results["fusion"].usubjid, results["fusion"].score, strict=True)) | extra.get(mode, {})
+        scores = dict(zip(results[kind].usubjid, results[kind].score, strict=True)) | extra.get(mode, {})
         for usubjid, score in scores.items():
             r = by_id[usubjid]
             label = r.responder[mode]
@@ -311,16 +317,19 @@ def evaluate_modes(
     device: torch.device,
     seed: int,
     modes: tuple[str, ...] = ("early", "full"),
-    kinds: tuple[str, ...] = NEURAL,
+    kinds: tuple[str, ...] | None = None,
     delta_columns: list[int] | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, OutOfFold]]]:
     """Metrics per scheme, mode and model, and the patient-CV out-of-fold results (for predictions.csv).
 
     Each mode uses the records of its task (:func:`records_for`); the leakage guard runs first. ``kinds``
-    are the networks fitted per fold (default :data:`NEURAL`; benchmarks add the diagnostic ``wide`` and
-    ``deep`` halves of the fusion model, :data:`models.config.DIAGNOSTIC_KINDS`); ``delta_columns`` as in
-    :func:`cross_fit`. Early mode's networks also get a ``pseudo`` block (the T1 pseudoprogression task).
+    are the networks fitted per fold (default ``settings.evaluation.kinds``; benchmarks may add the
+    diagnostic ``deep`` half of the fusion model, :data:`models.config.DIAGNOSTIC_KINDS`); ``delta_columns``
+    as in :func:`cross_fit`. Early mode's networks also get a ``pseudo`` block (the T1 pseudoprogression
+    task); ``cutoff`` is the median training-fold cut-off of the product model ``settings.model.kind``.
     """
+    kinds = tuple(dict.fromkeys(settings.evaluation.kinds if kinds is None else kinds))
+    product = settings.model.kind
     metrics: dict[str, Any] = {}
     cv_results: dict[str, dict[str, OutOfFold]] = {}
     n_sites = len({r.site for r in records})
@@ -333,8 +342,8 @@ def evaluate_modes(
         if mode == "early":
             for kind in kinds:
                 metrics[mode][kind]["pseudo"] = pseudo_summary(cv_results[mode][kind])
-        if "fusion" in cv_results[mode]:
-            metrics[mode]["cutoff_fusion"] = float(np.median(cv_results[mode]["fusion"].cutoff))
+        if product in cv_results[mode]:
+            metrics[mode]["cutoff"] = float(np.median(cv_results[mode][product].cutoff))
         if settings.evaluation.leave_one_site_out and n_sites >= 2:
             loso = cross_fit(labelled, mode, list(site_folds(labelled)), dims, settings, device, seed, kinds,
                              delta_columns)
@@ -370,19 +379,22 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 def _final_model(
     cohort: PooledCohort, mode: str, settings: ModelSettings, device: torch.device, seed: int, out: Path
 ) -> dict[str, float]:
-    """Fusion trained on every labelled patient: checkpoint (with its resolved config), per-site
-    attributions, and the scores of the patients without a label in this mode (USUBJID → probability)."""
+    """The product model (``model.kind``) trained on every labelled patient: checkpoint ``<kind>_<mode>.pt``
+    (with its resolved config), per-site attributions, and the scores of the patients without a label in this
+    mode (USUBJID → probability)."""
+    kind = settings.model.kind
     records = records_for(cohort.records, mode)
     scaler = Standardizer.fit(records, mode)
     v_pad = node_padding(cohort.records, settings)
     dataset = to_dataset(records, mode, v_pad, scaler)
     torch.manual_seed(seed)
-    model = build_model("fusion", MODE_TIMEPOINTS[mode], cohort.dims, settings.model)
+    model = build_model(kind, MODE_TIMEPOINTS[mode], cohort.dims, settings.model)
     trained, losses = fit(model, dataset, settings.train, device, torch.Generator().manual_seed(seed))
     (out / "checkpoints").mkdir(exist_ok=True)
-    torch.save({"state_dict": trained.state_dict(), "mode": mode, "config": settings.model_dump(mode="json"),
-                "dims": asdict(cohort.dims), "v_pad": v_pad, "scaler": asdict(scaler), "losses": losses},
-               out / "checkpoints" / f"fusion_{mode}.pt")
+    torch.save({"state_dict": trained.state_dict(), "kind": kind, "mode": mode,
+                "config": settings.model_dump(mode="json"), "dims": asdict(cohort.dims), "v_pad": v_pad,
+                "scaler": asdict(scaler), "losses": losses},
+               out / "checkpoints" / f"{kind}_{mode}.pt")
     attributions = integrated_gradients(trained, dataset, device)
     valid = dataset.tensors[2].numpy() > 0
     for site in sorted({r.site for r in records}):
@@ -407,12 +419,13 @@ def run_centralized(
     cohort: PooledCohort, out: Path, settings: ModelSettings, device: torch.device, seed: int,
     oracle_auc: float | None = None,
 ) -> dict[str, Any]:
-    """Evaluate every model and baseline, train the final fusion models and write the run directory.
+    """Evaluate every model and baseline, train the final product models (``model.kind``) and write the run
+    directory.
 
-    Written (atomically: a temporary sibling folder renamed to ``out`` at the end): ``metrics.json``,
-    ``cutoffs.json``, ``config.json``, ``checkpoints/fusion_<mode>.pt`` and, per site,
-    ``sites/<SITE>/predictions.csv`` (fusion, patient-CV out-of-fold, each row with its task's label) and
-    attributions.
+    Written (atomically: a temporary sibling folder renamed to ``out`` at the end): ``metrics.json`` (its
+    ``model`` names the product kind), ``cutoffs.json``, ``config.json``, ``checkpoints/<kind>_<mode>.pt``
+    and, per site, ``sites/<SITE>/predictions.csv`` (the product model, patient-CV out-of-fold, each row
+    with its task's label) and attributions.
     """
     if out.exists():
         raise FileExistsError(f"run directory {out} already exists; choose a new --out or remove it")
@@ -423,14 +436,15 @@ def run_centralized(
         metrics, cv_results = evaluate_modes(cohort.records, cohort.dims, settings, device, seed,
                                              delta_columns=cohort.radiomics_columns)
         extra = {mode: _final_model(cohort, mode, settings, device, seed, tmp) for mode in cv_results}
-        for site, rows in _site_predictions(cv_results, cohort.records, extra).items():
+        for site, rows in _site_predictions(cv_results, cohort.records, extra, settings.model.kind).items():
             _write_csv(tmp / "sites" / site / "predictions.csv", rows)
         metrics.update(
-            oracle_auc=oracle_auc, evaluation="patient-level stratified CV (leave_one_site_out: by site)",
+            model=settings.model.kind, oracle_auc=oracle_auc,
+            evaluation="patient-level stratified CV (leave_one_site_out: by site)",
             n_patients=len(cohort.records), sites=sorted({r.site for r in cohort.records}),
             device=str(device), seconds=round(time.perf_counter() - start, 1),
         )
-        cutoffs = {mode: metrics[mode]["cutoff_fusion"] for mode in cv_results}
+        cutoffs = {mode: metrics[mode]["cutoff"] for mode in cv_results}
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         (tmp / "cutoffs.json").write_text(json.dumps(cutoffs, indent=2), encoding="utf-8")
         (tmp / "config.json").write_text(json.dumps({"seed": seed, **settings.model_dump(mode="json")}, indent=2),

@@ -447,7 +447,8 @@ def fusion_task(site: str, site_input: Path | None, settings: ClientSettings) ->
         return {"n_test": float(len(test_records))}
 
     def model_fn() -> nn.Module:
-        return EarlyFullNet(build_model("fusion", 2, dims, config.model), build_model("fusion", 3, dims, config.model))
+        kind = config.model.kind  # the product model (configs/model.yaml model.kind)
+        return EarlyFullNet(build_model(kind, 2, dims, config.model), build_model(kind, 3, dims, config.model))
 
     split = (tuple(r.usubjid for r in train_records), tuple(r.usubjid for r in test_records))
     return SiteTask(model_fn, SiteData(site, two_mode_dataset(train_records, v_max, scalers)),

@@ -60,6 +60,26 @@ class _ResponseLogit(nn.Module):
         return self.model(x, adjacency, valid, days, globals_, clinical).response
 
 
+class _ResponseLogitWithoutNodes(nn.Module):
+    """The same for a network that never reads the node features (the ``wide`` model without pooled nodes):
+    captum attributes to (globals_, clinical) only, since autograd refuses an input outside the graph."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, globals_: Tensor, clinical: Tensor, x: Tensor, adjacency: Tensor, valid: Tensor, days: Tensor):
+        return self.model(x, adjacency, valid, days, globals_, clinical).response
+
+
+def _reads_nodes(model: nn.Module, tensors: tuple[Tensor, ...]) -> bool:
+    """Whether the response logit depends on the node features at all (autograd: is ``x`` in its graph)."""
+    x, adjacency, valid, days, glob, clin = (t[:1] for t in tensors)
+    x = x.clone().requires_grad_(True)
+    logit = model(x, adjacency, valid, days, glob, clin).response.sum()
+    return torch.autograd.grad(logit, x, allow_unused=True)[0] is not None
+
+
 def integrated_gradients(
     model: nn.Module, dataset: TensorDataset, device: torch.device, steps: int = 32, batch_size: int = 64
 ) -> Attributions:
@@ -67,20 +87,23 @@ def integrated_gradients(
     from captum.attr import IntegratedGradients
 
     model.eval().to(device)
-    explainer = IntegratedGradients(_ResponseLogit(model))
+    reads_nodes = _reads_nodes(model, tuple(t.to(device) for t in dataset.tensors[:N_INPUTS]))
+    explainer = IntegratedGradients(_ResponseLogit(model) if reads_nodes else _ResponseLogitWithoutNodes(model))
     nodes, globals_, clinical, deltas = [], [], [], []
     for start in range(0, len(dataset), batch_size):
         x, adjacency, valid, days, glob, clin = (t[start : start + batch_size].to(device) for t in
                                                  dataset.tensors[:N_INPUTS])
-        inputs = (x, glob, clin)
+        inputs = (x, glob, clin) if reads_nodes else (glob, clin)
         attr, delta = explainer.attribute(
             inputs,
             baselines=tuple(torch.zeros_like(t) for t in inputs),
-            additional_forward_args=(adjacency, valid, days),
+            additional_forward_args=(adjacency, valid, days) if reads_nodes else (x, adjacency, valid, days),
             n_steps=steps,
             method="gausslegendre",
             return_convergence_delta=True,
         )
+        if not reads_nodes:  # a node feature the logit never reads earns no credit
+            attr = (torch.zeros_like(x), *attr)
         nodes.append(attr[0].sum(-1).detach().cpu())
         globals_.append(attr[1].detach().cpu())
         clinical.append(attr[2].detach().cpu())

@@ -13,24 +13,36 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.exceptions import ModelConfigError
 from models.fusion import BRANCHES, DEEP_BRANCHES, FusionNet
 
 log = logging.getLogger(__name__)
 
+#: The networks that can be the product model (``model.kind``) and are cross-fitted into ``metrics.json``:
+#: ``wide`` (the fusion net's linear path alone: volume + reader SLD level/slope + clinical covariates; the
+#: default, because the deep part does not beat it on the trial cohort — docs/models.md "Default model"),
+#: the ``fusion`` net (deep branches + wide path) and each deep branch alone.
 MODEL_KINDS: dict[str, tuple[str, ...]] = {
+    "wide": ("wide",),
     "fusion": BRANCHES,
     "stgcn": ("stgcn",),
     "transformer": ("transformer",),
 }
-#: Diagnostic kinds, not part of ``metrics.json``: the fusion model's own linear (``wide``) path alone, and
-#: the fusion model without it (the deep branches alone), to show what each half contributes.
+#: Diagnostic kind, not part of ``metrics.json`` by default: the fusion model without its wide path (the deep
+#: branches alone), to show what the deep half contributes.
 DIAGNOSTIC_KINDS: dict[str, tuple[str, ...]] = {
-    "wide": ("wide",),
     "deep": DEEP_BRANCHES,
 }
+#: The product model when ``model.kind`` is not set.
+DEFAULT_KIND = "wide"
+
+
+def _check_kinds(kinds: Sequence[str], allowed: Sequence[str], what: str) -> None:
+    unknown = [k for k in kinds if k not in allowed]
+    if unknown:
+        raise ValueError(f"{what} must be among {sorted(allowed)}, but was {unknown[0]!r}")
 
 
 class _Frozen(BaseModel):
@@ -38,6 +50,9 @@ class _Frozen(BaseModel):
 
 
 class NetworkSettings(_Frozen):
+    #: the product model: what the centralized final model and the federated (DP-SGD + CKKS) task train,
+    #: what ``predictions.csv``, the federated-vs-centralized comparison and the reports are about
+    kind: str = DEFAULT_KIND
     v_max: int = Field(default=64, ge=1)
     stgcn_channels: tuple[int, ...] = (32, 32, 64, 64)
     d_model: int = Field(default=32, ge=2)
@@ -48,6 +63,12 @@ class NetworkSettings(_Frozen):
     deep_gain: float = Field(default=1.0, gt=0.0)
     wide_groups: tuple[str, ...] | None = None  # global groups read by the wide path; None: all
     wide_nodes: bool = True  # the wide path also reads the node features pooled over valid sub-regions
+
+    @field_validator("kind")
+    @classmethod
+    def _product_kind(cls, kind: str) -> str:
+        _check_kinds([kind], tuple(MODEL_KINDS), "model.kind")
+        return kind
 
 
 class LossWeightSettings(_Frozen):
@@ -70,6 +91,15 @@ class EvaluationSettings(_Frozen):
     durable_benefit_day: int = Field(default=183, gt=0)
     #: inner folds of the training fold whose out-of-fold scores fix the Youden cut-off (0: in-sample fit)
     cutoff_folds: int = Field(default=3, ge=0)
+    #: networks cross-fitted per fold (the baselines always are); must hold ``model.kind``. Every kind costs
+    #: a full cross-fit, so a benchmark can ask for the product kind alone
+    kinds: tuple[str, ...] = tuple(MODEL_KINDS)
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
+        _check_kinds(kinds, (*MODEL_KINDS, *DIAGNOSTIC_KINDS), "evaluation.kinds")
+        return tuple(dict.fromkeys(kinds))  # each kind once, in the given order
 
 
 class ModelSettings(_Frozen):
@@ -78,6 +108,13 @@ class ModelSettings(_Frozen):
     model: NetworkSettings = Field(default_factory=NetworkSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+
+    @model_validator(mode="after")
+    def _product_is_cross_fitted(self) -> ModelSettings:
+        if self.model.kind not in self.evaluation.kinds:
+            raise ValueError(f"evaluation.kinds {list(self.evaluation.kinds)} must include the product model "
+                             f"model.kind {self.model.kind!r} (its out-of-fold scores are predictions.csv)")
+        return self
 
 
 def load_model_config(path: Path) -> ModelSettings:
@@ -132,8 +169,8 @@ def _warn_wide_fallback(names: tuple[str, ...], present: tuple[str, ...]) -> Non
 
 
 def build_model(kind: str, n_timepoints: int, dims: InputDims, settings: NetworkSettings) -> FusionNet:
-    """The network ``kind`` (``fusion``, ``stgcn`` or ``transformer``; diagnostics ``wide`` and ``deep``) for a
-    mode with ``n_timepoints`` scans."""
+    """The network ``kind`` (one of :data:`MODEL_KINDS` — ``wide``, ``fusion``, ``stgcn``, ``transformer`` — or
+    the diagnostic ``deep``) for a mode with ``n_timepoints`` scans; the product model is ``settings.kind``."""
     kinds = MODEL_KINDS | DIAGNOSTIC_KINDS
     if kind not in kinds:
         raise ModelConfigError(f"model kind must be one of {sorted(kinds)}, but was {kind!r}")

@@ -142,13 +142,22 @@ def test_summarize_counts_each_patient_against_its_fold_cutoff() -> None:
     assert out["auc_ci"][0] <= out["auc"] <= out["auc_ci"][1]
 
 
-def test_attributions_are_complete() -> None:
+@pytest.mark.parametrize(("kind", "wide_nodes", "nodes_credited"), [
+    ("fusion", True, True),
+    ("wide", True, True),  # the linear path reading the pooled node features
+    ("wide", False, False),  # the product preset: no node input at all, so no node credit (and no autograd error)
+])
+def test_attributions_are_complete(kind: str, wide_nodes: bool, nodes_credited: bool) -> None:
     """Integrated gradients: attributions add up to logit(x) − logit(baseline) (completeness axiom)."""
     records = make_records(4, seed=2)
     data = to_dataset(records, "full", 12, Standardizer.fit(records, "full"))
     torch.manual_seed(0)
-    model = with_deep_heads(build_model("fusion", 3, InputDims.from_group_names(6, GLOBAL_GROUPS, N_CLINICAL),
-                                         TINY.model))
+    settings = TINY.model.model_copy(update={"wide_nodes": wide_nodes})
+    model = build_model(kind, 3, InputDims.from_group_names(6, GLOBAL_GROUPS, N_CLINICAL), settings)
+    if model.head_response is not None:
+        with_deep_heads(model)
+    with torch.no_grad():  # the wide path starts at zero too: give it weights, or every attribution is 0
+        model.wide.linear.weight.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(12))
     attr = integrated_gradients(model, data, torch.device("cpu"), steps=64)
     inputs = list(data.tensors[:6])
     with torch.no_grad():
@@ -159,7 +168,7 @@ def test_attributions_are_complete() -> None:
     np.testing.assert_allclose(total, (logit - base).numpy(), atol=2e-3)
     padding = data.tensors[2].numpy() == 0
     assert np.all(attr.nodes[padding] == 0)  # absent sub-regions get no credit
-    assert np.abs(attr.nodes).sum() > 0  # …and present ones do: the deep branches reach the logit
+    assert (np.abs(attr.nodes).sum() > 0) == nodes_credited  # …and present ones do where the logit reads them
 
 
 @pytest.fixture(scope="module")
@@ -175,9 +184,10 @@ def test_run_writes_the_documented_metrics(run_dir: tuple[Path, dict[str, object
     out, _ = run_dir
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["oracle_auc"] == 0.81
+    assert on_disk["model"] == "wide"  # the product model: configs' default kind
     for block in (on_disk, on_disk["leave_one_site_out"]):
         for mode in ("early", "full"):
-            for model in ("fusion", "stgcn", "transformer", *BASELINES):
+            for model in ("wide", "fusion", "stgcn", "transformer", *BASELINES):
                 row = block[mode][model]
                 assert row["n"] == 36
                 low, high = row["auc_ci"]
@@ -189,7 +199,7 @@ def test_run_writes_the_documented_metrics(run_dir: tuple[Path, dict[str, object
     assert pseudo["n"] == sum(np.isfinite(r.pseudo) for r in make_records(36, seed=5, sites=3))
     assert 0 <= pseudo["auc"] <= 1 and 0 <= pseudo["sensitivity_at_90_specificity"] <= 1
     cutoffs = json.loads((out / "cutoffs.json").read_text())
-    assert set(cutoffs) == {"early", "full"}
+    assert cutoffs == {mode: on_disk[mode]["cutoff"] for mode in ("early", "full")}  # the product model's
 
 
 @pytest.mark.slow
@@ -200,13 +210,16 @@ def test_run_predictions_feed_the_evaluation_stage(run_dir: tuple[Path, dict[str
     pred = pd.concat(frames)
     assert sorted(pred["MODE"].unique()) == ["early", "full"] and len(pred) == 72
     early = pred[pred["MODE"] == "early"]
-    assert roc_auc_score(early["LABEL"], early["SCORE"]) == pytest.approx(metrics["early"]["fusion"]["auc"])  # type: ignore[index]
+    # the rows are the product model's (wide), not the fusion's
+    assert roc_auc_score(early["LABEL"], early["SCORE"]) == pytest.approx(metrics["early"]["wide"]["auc"])  # type: ignore[index]
+    assert roc_auc_score(early["LABEL"], early["SCORE"]) != pytest.approx(metrics["early"]["fusion"]["auc"])  # type: ignore[index]
     full = pred[pred["MODE"] == "full"]  # each row carries its own task's label: durable benefit in full mode
     truth = {r.usubjid: r.responder["full"] for r in make_records(36, seed=5, sites=3)}
     assert full["LABEL"].tolist() == [truth[u] for u in full["USUBJID"]]
-    assert roc_auc_score(full["LABEL"], full["SCORE"]) == pytest.approx(metrics["full"]["fusion"]["auc"])  # type: ignore[index]
+    assert roc_auc_score(full["LABEL"], full["SCORE"]) == pytest.approx(metrics["full"]["wide"]["auc"])  # type: ignore[index]
     for mode in ("early", "full"):
-        assert (out / "checkpoints" / f"fusion_{mode}.pt").exists()
+        checkpoint = torch.load(out / "checkpoints" / f"wide_{mode}.pt", weights_only=True)
+        assert checkpoint["kind"] == "wide" and all(k.startswith("wide.") for k in checkpoint["state_dict"])
         attributions = pd.read_csv(out / "sites" / "S01" / f"attributions_{mode}.csv")
         assert set(attributions.columns) == {"USUBJID", "MODE", "FEATURE", "ATTRIBUTION"}
         assert (out / "sites" / "S01" / f"attributions_{mode}.png").stat().st_size > 1000

@@ -31,9 +31,9 @@ def _data(n: int = 12, seed: int = 4) -> torch.utils.data.TensorDataset:
     return to_dataset(records, "full", 12, Standardizer.fit(records, "full"))
 
 
-def _model() -> torch.nn.Module:
+def _model(kind: str = "fusion") -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model("fusion", 3, DIMS, SMALL)
+    return build_model(kind, 3, DIMS, SMALL)
 
 
 @pytest.mark.parametrize(("device", "mode"), [("cpu", "ew"), ("cuda", "hooks")])
@@ -41,16 +41,22 @@ def test_engine_is_expanded_weights_in_fp32_and_hooks_under_autocast(device: str
     assert grad_sample_mode(torch.device(device)) == mode
 
 
-def test_make_private_wraps_with_the_fast_classes_and_fit_spends_budget() -> None:
+@pytest.mark.parametrize("kind", ["fusion", "wide"])  # the fusion net and the default product model
+def test_make_private_wraps_with_the_fast_classes_and_fit_spends_budget(kind: str) -> None:
     data = _data()
     engine = PrivacyEngine(accountant="prv")
-    model, losses = fit(_model(), data, TrainSettings(epochs=2, batch_size=6), CPU, torch.Generator().manual_seed(0),
-                        privacy_engine=engine, noise_multiplier=1.1, max_grad_norm=1.0)
+    start = {name: p.detach().clone() for name, p in _model(kind).named_parameters()}
+    model, losses = fit(_model(kind), data, TrainSettings(epochs=2, batch_size=6), CPU,
+                        torch.Generator().manual_seed(0), privacy_engine=engine, noise_multiplier=1.1,
+                        max_grad_norm=1.0)
     assert isinstance(model, ExpandedWeightsModule)
     assert all(torch.isfinite(torch.tensor(losses)))
     steps = sum(n for _, _, n in engine.accountant.history)  # (σ, q, steps) per mechanism
     assert steps == 2 * 2  # 12 patients, expected batch 6: two Poisson batches per epoch, all counted
     assert 0 < engine.get_epsilon(1e-5) < 100
+    trained = {name.removeprefix("_module."): p for name, p in model.named_parameters()}
+    assert trained.keys() == start.keys()
+    assert all(not torch.equal(trained[name], start[name]) for name in start if ".wide." in f".{name}")  # it learnt
 
 
 def _clipped_reference(params: list[torch.nn.Parameter], expected_batch: int) -> list[torch.Tensor]:

@@ -44,12 +44,27 @@ from model_records import GLOBAL_GROUPS, N_CLINICAL, N_GLOBAL, make_records
 SITES = ("S01", "S02")
 
 
+def _with_kind(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """The task reads configs/model.yaml; this run's product model is ``kind`` (the real presets otherwise)."""
+    import models.config
+
+    load = models.config.load_model_config
+
+    def load_with_kind(path: Path) -> models.config.ModelSettings:
+        settings = load(path)
+        return settings.model_copy(update={"model": settings.model.model_copy(update={"kind": kind})})
+
+    monkeypatch.setattr(models.config, "load_model_config", load_with_kind)
+
+
 @pytest.mark.slow
-def test_fusion_task_trains_both_modes_and_pools_its_evaluation_encrypted(tmp_path: Path,
+@pytest.mark.parametrize("kind", ["wide", "fusion"])  # the default product model, and the fusion net
+def test_fusion_task_trains_both_modes_and_pools_its_evaluation_encrypted(tmp_path: Path, kind: str,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     # 6 held-out patients per site: the pooling identity is checked with the small-cell rule off, as in
     # tests/fl_server/test_pooled_evaluation.py (the rule has its own tests: tests/evaluation/test_small_cells.py)
     monkeypatch.setattr("fl_client.pooled_evaluation._min_cell_size", lambda: 1)
+    _with_kind(monkeypatch, kind)
     records = make_records(48, seed=5, sites=2)
     for r in records[::5]:  # durable benefit unknown (censored before the landmark): no full-mode label
         r.responder["full"], r.label_day["full"] = math.nan, math.inf
@@ -71,8 +86,13 @@ def test_fusion_task_trains_both_modes_and_pools_its_evaluation_encrypted(tmp_pa
     exp = Expectation(1, meta.layout_digest, meta.length, keys.info.key_id, "ckks", keys.params)
     report = aggregate_round([u.to_record() for u in updates], [], 2, exp, public, min_updates=2)
     assert report.global_model is not None and report.global_model.total_examples == 2 * 18  # 75 % of 24
-    names = {name.split(".")[0] for name, _ in tasks["S01"].model_fn().named_parameters()}
-    assert names == {"early", "full"} and meta.length > 20_000  # both real networks in one update
+    params = dict(tasks["S01"].model_fn().named_parameters())
+    assert {name.split(".")[0] for name in params} == {"early", "full"}  # both modes' networks in one update
+    assert meta.length == sum(p.numel() for p in params.values())  # every parameter travels, nothing else
+    if kind == "wide":  # the product model is the linear path alone: no deep branch trained or sent
+        assert all(name.split(".")[1] == "wide" for name in params)
+    else:
+        assert meta.length > 20_000 and any(name.split(".")[1] == "stgcn" for name in params)
     for site in SITES:  # one DP-SGD run per round for both modes: 3 steps (18 patients, batch 8), one ledger row
         assert [(r.round, r.steps) for r in read_ledger(run / "sites" / site / "privacy_ledger.csv")] == [(1, 3)]
     histograms = []

@@ -128,6 +128,7 @@ def test_pooled_evaluation_equals_the_union_of_the_sites(tmp_path: Path, keydir:
         {m: {"fusion": {"auc": 0.7, "auc_ci": [0.6, 0.8]}} for m in ("early", "full")}))
     comparison = pooled_summary(tmp_path / "run", central, keydir)
     assert comparison is not None
+    assert comparison["centralized"]["model"] == "fusion"  # a run without metrics.json "model" predates model.kind
     metrics = json.loads((tmp_path / "run" / "pooled_metrics.json").read_text())
     assert metrics["n_test"] == comparison["federated"]["n_test"] == len(union[union.SPLIT == "test"]) // 2
     for mode in ("early", "full"):

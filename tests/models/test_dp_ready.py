@@ -59,7 +59,7 @@ ENGINES = {"hooks": GradSampleModule, "ew": GradSampleModuleExpandedWeights}
 
 
 @pytest.mark.parametrize("engine", sorted(ENGINES))
-@pytest.mark.parametrize(("t", "branches"), [(2, BRANCHES), (3, BRANCHES), (3, ("wide",))])
+@pytest.mark.parametrize(("t", "branches"), [(2, BRANCHES), (3, BRANCHES), (2, ("wide",)), (3, ("wide",))])
 def test_per_sample_gradients_equal_one_at_a_time(t: int, branches: tuple[str, ...], engine: str) -> None:
     model = _fusion(t, branches)
     reference = copy.deepcopy(model)
