@@ -8,9 +8,11 @@
    × 3 rings × 8 octants) of many synthetic patients × 3 time points in one
    :func:`radiomics.batch.extract_many` call on the GPU, against the same code on one CPU thread on a
    subset; the common VOIs must agree within ``FEATURE_RTOL`` / ``FEATURE_ATOL`` (goal: ≥ 50× VOIs/s);
-3. a training step of the full-mode fusion network on CPU fp32, CUDA fp32 and CUDA bf16 autocast (ms per
-   step; CUDA fp32 logits within ``LOGIT_ATOL_FP32`` and bf16 within ``LOGIT_ATOL_BF16`` +
-   ``LOGIT_RTOL_BF16`` · |logit| of CPU; the zero-initialised heads get random weights first);
+3. a training step of the full-mode fusion network (whatever ``model.kind`` is: the fusion net holds the
+   default product model's linear ``wide`` path and every deep layer, so it covers every kind) on CPU fp32,
+   CUDA fp32 and CUDA bf16 autocast (ms per step; CUDA fp32 logits within ``LOGIT_ATOL_FP32`` and bf16
+   within ``LOGIT_ATOL_BF16`` + ``LOGIT_RTOL_BF16`` · |logit| of CPU; the zero-initialised heads get random
+   weights first);
 4. a DP-SGD step on CUDA through ``fl_client.dp_sgd.make_private`` (Opacus; ms per step, finite loss,
    parameters moved).
 

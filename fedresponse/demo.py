@@ -127,10 +127,12 @@ def federated_basis(run: Path) -> str | None:
         if rounds_file.exists() else []
     epsilon = max((rounds[-1].get("epsilon") or {}).values(), default=None) if rounds else None
     spent = f", ε ≤ {epsilon:.2f} per site" if isinstance(epsilon, int | float) else ""
-    resolved = run / "federation.resolved.yaml"
-    mode = str(yaml.safe_load(resolved.read_text(encoding="utf-8"))["federation"].get("mode", "")) \
-        if resolved.exists() else ""
+    resolved_file = run / "federation.resolved.yaml"
+    resolved = yaml.safe_load(resolved_file.read_text(encoding="utf-8")) if resolved_file.exists() else {}
+    mode = str(resolved["federation"].get("mode", "")) if resolved else ""
     training = "DP-SGD" if "dp" in mode.split("-") else "local training (no DP)"
+    if resolved.get("model"):  # the product model the sites trained (model.kind; absent in older runs)
+        training += f" of the {resolved['model']} model"
     return (f"Federated figures rest on {metrics.get('n_test', '?')} held-out test patients of {len(sites)} sites "
             f"({', '.join(sites)}), pooled as {codec}, after {len(rounds)} rounds of {training}{spent}.")
 

@@ -16,7 +16,8 @@ CENTRAL = {"pooled": {"early": {"auc": 0.71, "auc_ci": [0.6, 0.82]},
            "pooling": {"codec": "CkksCodec"}}
 
 
-def _federated_run(root: Path, encoding: str = "ckks", mode: str = "dp-he", rounds: int = 2) -> Path:
+def _federated_run(root: Path, encoding: str = "ckks", mode: str = "dp-he", rounds: int = 2,
+                   model: str | None = None) -> Path:
     run = root / "federated"
     run.mkdir(parents=True)
     (run / "pooled_metrics.json").write_text(json.dumps({"n_test": 9, "sites": ["S01", "S02", "S03"]}))
@@ -24,7 +25,8 @@ def _federated_run(root: Path, encoding: str = "ckks", mode: str = "dp-he", roun
     (run / "rounds.jsonl").write_text("".join(json.dumps({"round": r + 1, "epsilon": {"S01": 1.5 * (r + 1),
                                                                                        "S02": 1.0}}) + "\n"
                                               for r in range(rounds)))
-    (run / "federation.resolved.yaml").write_text(yaml.safe_dump({"federation": {"mode": mode}}))
+    resolved = {"federation": {"mode": mode}} | ({"model": model} if model else {})
+    (run / "federation.resolved.yaml").write_text(yaml.safe_dump(resolved))
     return run
 
 
@@ -38,6 +40,11 @@ def test_final_screen_reads_the_central_metrics_and_the_federated_run(tmp_path: 
     assert "median PFS 175 d (150–inf)" in central
     assert basis == ("Federated figures rest on 9 held-out test patients of 3 sites (S01, S02, S03), pooled as CKKS "
                      "ciphertexts the server only added, after 2 rounds of DP-SGD, ε ≤ 3.00 per site.")
+
+
+def test_basis_names_the_model_the_sites_trained(tmp_path: Path) -> None:
+    basis = federated_basis(_federated_run(tmp_path, model="wide"))
+    assert basis is not None and "after 2 rounds of DP-SGD of the wide model, ε ≤ 3.00 per site." in basis
 
 
 @pytest.mark.parametrize(("encoding", "mode", "expected"), [
