@@ -423,6 +423,8 @@ def _privacy(metrics: Mapping[str, Any]) -> str:
         '<p class="note">No privacy ledger in this run (not a DP run).</p>')
     stopped = stop_line(metrics.get("run_summary"))
     stop = f'<p class="note" id="stop-line">Federated training {html.escape(stopped)}.</p>' if stopped else ""
+    excluded = excluded_line(metrics.get("run_summary"))
+    stop += f'<p class="note" id="excluded-sites">{html.escape(excluded)}</p>' if excluded else ""
     return statement + stop + ledger
 
 
@@ -450,6 +452,17 @@ def stop_line(run_summary: Mapping[str, Any] | None) -> str | None:
         return f"completed all {planned} rounds"
     of = planned if planned is not None else "?"
     return f"stopped after round {done} of {of}" + (f": {reason}" if reason else "")
+
+
+def excluded_line(run_summary: Mapping[str, Any] | None) -> str | None:
+    """``Sites excluded at the handshake: S03 (reason); node 7 (reason).`` from ``run_summary.json``
+    ``excluded_sites`` (``fl_server.handshake``), or None when the handshake excluded no site."""
+    excluded = (run_summary or {}).get("excluded_sites") or []
+    if not excluded:
+        return None
+    named = "; ".join(f"{e.get('site') or 'node ' + str(e.get('node'))} ({str(e.get('reason', '')).rstrip('.')})"
+                      for e in excluded)
+    return f"Sites excluded at the handshake: {named}."
 
 
 def _facts(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:

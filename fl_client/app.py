@@ -24,6 +24,7 @@ from typing import Any
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
 
 from fl_client.federated import ClientSettings, SiteKeys, SiteTask, apply_global_model, site_round
 from privacy.ckks import KeyInfo, load_site_context
@@ -178,8 +179,12 @@ def handle_evaluate(msg: Message, spec: NodeSpec, settings: ClientSettings, task
     return Message(RecordDict(records), reply_to=msg)
 
 
-def make_client_app(resolve: Callable[[Context], tuple[NodeSpec, ClientSettings, str]] | None = None) -> ClientApp:
-    """A ClientApp; ``resolve(context) -> (node spec, settings, task)`` defaults to reading the Flower context."""
+def make_client_app(resolve: Callable[[Context], tuple[NodeSpec, ClientSettings, str]] | None = None,
+                    mods: list[Mod] | None = None) -> ClientApp:
+    """A ClientApp; ``resolve(context) -> (node spec, settings, task)`` defaults to reading the Flower context.
+
+    ``mods``: Flower client mods wrapped around every handler (the tests inject faults on the wire with them).
+    """
 
     def default(context: Context) -> tuple[NodeSpec, ClientSettings, str]:
         run_config = dict(context.run_config)
@@ -187,7 +192,7 @@ def make_client_app(resolve: Callable[[Context], tuple[NodeSpec, ClientSettings,
                 str(run_config.get("task", "fl_client.federated:fusion_task")))
 
     resolver = resolve or default
-    client = ClientApp()
+    client = ClientApp(mods=mods)
 
     @client.train()
     def _train(msg: Message, context: Context) -> Message:

@@ -25,10 +25,11 @@ from flwr.serverapp import Grid, ServerApp
 from evaluation.atomic import write_text_atomic
 from fl_server import pooling
 from fl_server.checkpoint import load_latest, save_checkpoint
+from fl_server.handshake import Admission, Reply, admit
 from fl_server.planning import COMPLETED, FAILED, PRIVACY_BUDGET, RunPlan, plan_rounds, write_run_summary
 from fl_server.strategy import NotEnoughUpdates, RoundReport, aggregate_round
 from fl_server.validation import Expectation
-from privacy.accounting import AccountingInputs, LedgerRow, append_ledger
+from privacy.accounting import LedgerRow, append_ledger
 from privacy.audit import AuditLog
 from privacy.ckks import PUBLIC_CONTEXT, CkksParameters, KeyInfo, load_public_context
 from privacy.update import GlobalModel
@@ -55,6 +56,11 @@ class ServerSettings:
     @property
     def encoding(self) -> str:
         return "ckks" if self.mode in ("he", "dp-he") else "plain"
+
+    @property
+    def dp(self) -> bool:
+        """The sites train with DP-SGD: each reports its accounting inputs and the rounds are planned within them."""
+        return self.mode in ("dp", "dp-he")
 
     @classmethod
     def from_run_config(cls, config: Mapping[str, Any]) -> ServerSettings:
@@ -99,40 +105,26 @@ def wait_for_nodes(grid: Grid, minimum: int, timeout: float) -> list[int]:
 
 
 def handshake(grid: Grid, nodes: list[int], settings: ServerSettings, info: KeyInfo | None,
-              state: dict[str, Any]) -> tuple[list[int], dict[str, AccountingInputs]]:
+              state: dict[str, Any]) -> Admission:
     """Ask every node for its key id, model layout and privacy accounting inputs before any privacy is spent.
 
-    Returns the nodes that match (the majority layout is the run's layout) and, for the DP sites among them,
-    their :class:`privacy.accounting.AccountingInputs` (the planner's input, :mod:`fl_server.planning`).
-    The replies also warm the sites' runtimes (imports, simulation workers), so that the first round's
-    timeout measures training, not start-up.
+    Each reply is judged on its own (:func:`fl_server.handshake.admit`): the nodes that match take part (the
+    majority layout is the run's layout), every other one is excluded with its reason — logged as a warning and
+    kept for ``RUN/run_summary.json`` and the audit log. The replies also warm the sites' runtimes (imports,
+    simulation workers), so that the first round's timeout measures training, not start-up.
     """
     content = RecordDict({"config": ConfigRecord({"round": 0, "mode": settings.mode})})
     messages = [Message(content, node, MessageType.QUERY, group_id="handshake") for node in nodes]
-    replies = [r for r in grid.send_and_receive(messages, timeout=settings.node_wait)
-               if not r.has_error() and "hello" in r.content]
-    hello = {r.metadata.src_node_id: dict(r.content["hello"]) for r in replies}
-    votes: dict[tuple[str, int], int] = {}
-    for record in hello.values():
-        key = (str(record["layout_digest"]), int(str(record["length"])))
-        votes[key] = votes.get(key, 0) + 1
-    if votes and "layout_digest" not in state:
-        (state["layout_digest"], state["length"]), _ = max(votes.items(), key=lambda kv: kv[1])
-    ready = []
-    for node, record in sorted(hello.items()):
-        expected_key = info.key_id if info else "none"
-        if settings.encoding == "ckks" and record["key_id"] != expected_key:
-            log.warning("node %s (site %s) holds key %s…, the run uses %s…; excluded", node, record["site"],
-                        str(record["key_id"])[:12], expected_key[:12])
-        elif record["layout_digest"] != state.get("layout_digest"):
-            log.warning("node %s (site %s) runs another model layout; excluded", node, record["site"])
-        else:
-            ready.append(node)
-    log.info("handshake: %d of %d node(s) ready (%s)", len(ready), len(nodes),
-             ", ".join(str(hello[n]["site"]) for n in ready))
-    accounting = {str(hello[n]["site"]): AccountingInputs.from_record(dict(r.content["accounting"]))
-                  for r in replies if (n := r.metadata.src_node_id) in ready and "accounting" in r.content}
-    return ready, accounting
+    replies: dict[int, Reply] = {}
+    for reply in grid.send_and_receive(messages, timeout=settings.node_wait):
+        replies[reply.metadata.src_node_id] = str(reply.error.reason) if reply.has_error() else \
+            {name: dict(record) for name, record in reply.content.config_records.items()}
+    admission = admit(nodes, replies, key_id=info.key_id if info else "none", encoding=settings.encoding,
+                      dp=settings.dp, node_wait=settings.node_wait, state=state)
+    for exclusion in admission.excluded:
+        log.warning("handshake: %s; excluded", exclusion)
+    log.info("handshake: %d of %d node(s) ready (%s)", len(admission.ready), len(nodes), ", ".join(admission.sites))
+    return admission
 
 
 def _round_content(round_: int, settings: ServerSettings, global_model: GlobalModel | None,
@@ -187,6 +179,18 @@ def _write_privacy_summary(settings: ServerSettings, rows: list[LedgerRow]) -> N
     write_text_atomic(settings.run_dir / "privacy.json", lambda stream: json.dump(summary, stream, indent=1))
 
 
+def _record_failed_round(settings: ServerSettings, exc: NotEnoughUpdates, audit: AuditLog) -> None:
+    """Audit a round that got too few updates, and keep in the ledger the ε its updating sites spent.
+
+    The sites whose valid update did arrive trained and released it (an encrypted update the server holds),
+    whether or not it was aggregated: ``privacy_ledger.csv`` and ``privacy.json`` count that round for them, as
+    their own ledgers do, so that the report does not understate what was spent.
+    """
+    audit.append("fl.round.failed", why=str(exc), who="server", details=exc.report.summary())
+    if exc.report.ledger:
+        _write_privacy_summary(settings, append_ledger(settings.run_dir / "privacy_ledger.csv", exc.report.ledger))
+
+
 def _budget_refusals(errors: list[str]) -> list[str]:
     """The error replies that are a site's own budget refusal (``PrivacyBudgetExhausted``, the last defence)."""
     return [e for e in errors if "PrivacyBudgetExhausted" in e or "over the configured budget" in e]
@@ -218,20 +222,24 @@ def _start(grid: Grid, settings: ServerSettings, info: KeyInfo | None, audit: Au
     if checkpoint:
         log.info("resuming after round %d from %s", checkpoint.round, settings.run_dir / "checkpoints")
         audit.append("fl.run.resumed", why="server restarted", who="server", details={"after_round": checkpoint.round})
-    nodes, accounting = handshake(grid, wait_for_nodes(grid, settings.min_nodes, settings.node_wait), settings, info,
-                                  state)
-    if len(nodes) < settings.min_updates:
-        raise RuntimeError(f"only {len(nodes)} node(s) passed the handshake, {settings.min_updates} are needed; "
-                           "check the sites' keys (KEYDIR/site) and model settings.")
+    admission = handshake(grid, wait_for_nodes(grid, settings.min_nodes, settings.node_wait), settings, info, state)
+    excluded = [e.to_dict() for e in admission.excluded]
+    for exclusion in admission.excluded:
+        audit.append("fl.site.excluded", why=exclusion.reason, who="server", details=exclusion.to_dict())
+    if len(admission.ready) < settings.min_updates:
+        listed = "; ".join(str(e) for e in admission.excluded) or "none"
+        raise RuntimeError(f"only {len(admission.ready)} node(s) passed the handshake, {settings.min_updates} are "
+                           f"needed (excluded: {listed}); check the sites' keys (KEYDIR/site) and model settings.")
     try:
-        plan = plan_rounds(settings.num_rounds, first, accounting, settings.strict_rounds)
+        plan = plan_rounds(settings.num_rounds, first, admission.accounting, settings.strict_rounds, excluded)
     except RuntimeError as exc:
         audit.append("fl.run.refused", why=str(exc), who="server", details={"configured": settings.num_rounds})
         raise
     audit.append("fl.run.planned", why="rounds fixed before any privacy is spent (every site can afford them)",
                  who="server", details={"configured": plan.configured, "first_round": plan.first_round,
-                                        "last_round": plan.last_round, "affordable_rounds": plan.affordable})
-    return (checkpoint, state), nodes, plan
+                                        "last_round": plan.last_round, "affordable_rounds": plan.affordable,
+                                        "sites": admission.sites, "excluded_sites": excluded})
+    return (checkpoint, state), admission.ready, plan
 
 
 def serve(grid: Grid, settings: ServerSettings) -> list[RoundReport]:
@@ -258,7 +266,7 @@ def serve(grid: Grid, settings: ServerSettings) -> list[RoundReport]:
             report = aggregate_round(records, errors, len(nodes), _expectation(round_, state, settings, info), ctx,
                                      settings.min_updates)
         except NotEnoughUpdates as exc:
-            audit.append("fl.round.failed", why=str(exc), who="server", details=exc.report.summary())
+            _record_failed_round(settings, exc, audit)
             if global_model is None or not _budget_refusals(errors):
                 _record_stop(settings, plan, completed, FAILED, audit, str(exc))
                 raise

@@ -11,14 +11,15 @@ front* and ends at the budget, successfully), or — with ``strict-rounds`` — 
 ``RUN/run_summary.json`` (:func:`write_run_summary`) records the plan and how the run ended:
 ``rounds_configured``, ``rounds_planned``, ``rounds_completed``, ``stop_reason`` (``completed``,
 ``privacy budget`` or ``failed``), ``stop`` (a sentence: "stopped after round k of n: privacy budget"),
-``affordable_rounds`` per site (rounds from the run's first round on, capped at the configured number).
+``affordable_rounds`` per site (rounds from the run's first round on, capped at the configured number),
+``excluded_sites`` (the nodes the handshake left out, ``{node, site, reason}``: :mod:`fl_server.handshake`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ class RunPlan:
     last_round: int
     affordable: dict[str, int] = field(default_factory=dict)
     strict: bool = False
+    #: the nodes the handshake left out (``{node, site, reason}``, :class:`fl_server.handshake.Exclusion`)
+    excluded: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def shortened(self) -> bool:
@@ -74,7 +77,7 @@ class RunPlan:
 
 
 def plan_rounds(configured: int, first_round: int, inputs: Mapping[str, AccountingInputs],
-                strict: bool = False) -> RunPlan:
+                strict: bool = False, excluded: Sequence[Mapping[str, Any]] = ()) -> RunPlan:
     """Fix the run's last round so that every site can afford every round.
 
     Parameters
@@ -87,11 +90,13 @@ def plan_rounds(configured: int, first_round: int, inputs: Mapping[str, Accounti
         The DP sites' handshake figures; empty in the non-DP modes (no limit then).
     strict : bool
         Refuse (:class:`RoundsNotAffordable`) instead of shortening.
+    excluded : sequence of mappings
+        The handshake's exclusions (``{node, site, reason}``): not planned for, kept for the run's summary.
     """
     wanted = max(0, configured - first_round + 1)
     affordable = {site: affordable_rounds(item, wanted) for site, item in sorted(inputs.items())}
     fewest = min(affordable.values(), default=wanted)
-    plan = RunPlan(configured, first_round, first_round - 1 + fewest, affordable, strict)
+    plan = RunPlan(configured, first_round, first_round - 1 + fewest, affordable, strict, [dict(e) for e in excluded])
     if fewest < wanted and (strict or (fewest == 0 and first_round == 1)):
         raise RoundsNotAffordable(configured, affordable, first_round, strict)
     if plan.shortened:
@@ -108,7 +113,8 @@ def write_run_summary(run_dir: Path, plan: RunPlan, completed: int, reason: str,
     summary: dict[str, Any] = {
         "rounds_configured": plan.configured, "rounds_planned": plan.last_round, "rounds_completed": completed,
         "stop_reason": reason, "stop": plan.stop_sentence(completed, reason), "affordable_rounds": plan.affordable,
-        "first_round": plan.first_round, "strict_rounds": plan.strict, "epsilon": dict(epsilon or {})}
+        "first_round": plan.first_round, "strict_rounds": plan.strict, "epsilon": dict(epsilon or {}),
+        "excluded_sites": list(plan.excluded)}
     if detail:
         summary["detail"] = detail
     write_text_atomic(run_dir / RUN_SUMMARY, lambda stream: json.dump(summary, stream, indent=1, sort_keys=True))

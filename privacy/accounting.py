@@ -22,7 +22,7 @@ import math
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -219,6 +219,25 @@ class AccountingInputs:
     history: tuple[tuple[float, float, int], ...] = ()
     spent: float = 0.0
 
+    def __post_init__(self) -> None:
+        """Refuse inputs no accountant can compose (the server plans with them, so a bad one must name its field)."""
+        if not (isinstance(self.site, str) and self.site):
+            raise PrivacyError(f"site must be a non-empty site id, but was {self.site!r}.")
+        _check_mechanism(self.steps, self.sample_rate, self.noise_multiplier)
+        if not 0.0 < self.delta < 1.0:
+            raise PrivacyError(f"delta must be in (0, 1), but was {self.delta!r}.")
+        if not (math.isfinite(self.budget) and self.budget > 0):
+            raise PrivacyError(f"budget must be a positive finite epsilon, but was {self.budget!r}.")
+        if self.accountant not in ACCOUNTANTS:
+            raise PrivacyError(f"accountant must be one of {ACCOUNTANTS}, but was {self.accountant!r}.")
+        for i, (sigma, rate, steps) in enumerate(self.history):
+            try:
+                _check_mechanism(steps, rate, sigma)
+            except PrivacyError as exc:
+                raise PrivacyError(f"history entry {i + 1} (round {i + 1} of the site's ledger): {exc}") from None
+        if not (math.isfinite(self.spent) and self.spent >= 0):
+            raise PrivacyError(f"spent must be a finite epsilon >= 0, but was {self.spent!r}.")
+
     def to_record(self) -> dict[str, Any]:
         """Flat, Flower-``ConfigRecord``-ready mapping (the history as three lists)."""
         return {"site": self.site, "steps": self.steps, "sample_rate": self.sample_rate,
@@ -229,23 +248,62 @@ class AccountingInputs:
                 "history_steps": [int(n) for _, _, n in self.history]}
 
     @classmethod
-    def from_record(cls, record: dict[str, object]) -> AccountingInputs:
-        """Inverse of :meth:`to_record`; raises :class:`PrivacyError` naming a missing or malformed field."""
+    def from_record(cls, record: Mapping[str, object]) -> AccountingInputs:
+        """Inverse of :meth:`to_record`; raises :class:`PrivacyError` naming the missing or malformed field.
+
+        Types are checked, not coerced: an int field must hold an int, a float field an int or a float (a Flower
+        ``ConfigRecord`` keeps them apart), then :meth:`__post_init__` checks the values.
+        """
+        sigmas, rates, steps = (_numbers(record, name, kind) for name, kind in
+                                (("history_sigma", float), ("history_rate", float), ("history_steps", int)))
+        if not len(sigmas) == len(rates) == len(steps):
+            raise _malformed("history", f"lists of unequal length {len(sigmas)}, {len(rates)}, {len(steps)}")
+        fields_ = {"site": _text(record, "site"), "steps": int(_number(record, "steps", int)),
+                   "sample_rate": _number(record, "sample_rate", float),
+                   "noise_multiplier": _number(record, "noise_multiplier", float),
+                   "delta": _number(record, "delta", float), "budget": _number(record, "budget", float),
+                   "accountant": _text(record, "accountant"),
+                   "spent": _number(record, "spent", float) if "spent" in record else 0.0}
+        history = tuple((float(s), float(q), int(n)) for s, q, n in zip(sigmas, rates, steps, strict=True))
         try:
-            sigmas, rates, steps = (list(record.get(k, []) or []) for k in  # type: ignore[call-overload]
-                                    ("history_sigma", "history_rate", "history_steps"))
-            if not len(sigmas) == len(rates) == len(steps):
-                raise ValueError(f"history lists of unequal length {len(sigmas)}, {len(rates)}, {len(steps)}")
-            return cls(site=str(record["site"]), steps=int(str(record["steps"])),
-                       sample_rate=float(str(record["sample_rate"])),
-                       noise_multiplier=float(str(record["noise_multiplier"])), delta=float(str(record["delta"])),
-                       budget=float(str(record["budget"])), accountant=str(record["accountant"]),
-                       history=tuple((float(a), float(b), int(c))
-                                     for a, b, c in zip(sigmas, rates, steps, strict=True)),
-                       spent=float(str(record.get("spent", 0.0))))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PrivacyError(f"malformed accounting inputs {record!r}: {exc}; the site runs another "
-                               "fedresponse version.") from exc
+            return cls(**fields_, history=history)  # type: ignore[arg-type]
+        except PrivacyError as exc:
+            raise PrivacyError(f"malformed accounting inputs: {exc}") from None
+
+
+def _malformed(name: str, problem: str) -> PrivacyError:
+    return PrivacyError(f"malformed accounting inputs: {name} {problem}; the site runs another fedresponse version.")
+
+
+def _typed(name: str, value: object, kind: type) -> float:
+    """``value`` as an int (``kind`` int) or a float; bool, text and other types are refused, not coerced."""
+    allowed = (int,) if kind is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, allowed):
+        raise _malformed(name, f"must be {'an int' if kind is int else 'a number'}, but was {value!r}")
+    return float(value) if kind is float else value  # type: ignore[return-value]
+
+
+def _number(record: Mapping[str, object], name: str, kind: type) -> float:
+    if name not in record:
+        raise _malformed(name, "is missing")
+    return _typed(name, record[name], kind)
+
+
+def _numbers(record: Mapping[str, object], name: str, kind: type) -> list[float]:
+    """A list field of :meth:`AccountingInputs.to_record` (absent: empty), each element checked by :func:`_typed`."""
+    value = record.get(name, [])
+    if not isinstance(value, list | tuple):
+        raise _malformed(name, f"must be a list, but was {value!r}")
+    return [_typed(f"{name}[{i}]", v, kind) for i, v in enumerate(value)]
+
+
+def _text(record: Mapping[str, object], name: str) -> str:
+    if name not in record:
+        raise _malformed(name, "is missing")
+    value = record[name]
+    if not isinstance(value, str):
+        raise _malformed(name, f"must be text, but was {value!r}")
+    return value
 
 
 def affordable_rounds(inputs: AccountingInputs, limit: int) -> int:

@@ -61,6 +61,15 @@ def toy_train_fn(epochs: int = 1, lr: float = 0.2, batch_size: int = 16) -> Any:
     return train_fn
 
 
+def _trained_so_far(site: str) -> int:
+    """How many local trainings this site has finished in this test (reads the counter, does not advance it)."""
+    import os
+    from pathlib import Path
+
+    counter = Path(os.environ.get("FEDRESPONSE_TOY_STATE", "")) / f"{site}.count"
+    return int(counter.read_text()) if os.environ.get("FEDRESPONSE_TOY_STATE") and counter.exists() else 0
+
+
 def _call_number(site: str) -> int:
     """How many times this site has trained in this test (counter file under FEDRESPONSE_TOY_STATE)."""
     import os
@@ -80,8 +89,10 @@ def toy_task(site: str, site_input: Any, settings: Any) -> Any:
 
     Fault injection (test-only, through the environment so that simulation workers and SuperNode
     subprocesses see it): ``FEDRESPONSE_TOY_FAIL=S02:2`` makes S02 crash in its 2nd local training;
-    ``FEDRESPONSE_TOY_SLOW=S03:90:2`` makes S03 sleep 90 s in its 2nd (a straggler). Calls are counted
-    in ``FEDRESPONSE_TOY_STATE`` (a folder).
+    ``FEDRESPONSE_TOY_SLOW=S03:90:2`` makes S03 sleep 90 s in its 2nd (a straggler);
+    ``FEDRESPONSE_TOY_SHRINK=S01:16:2`` leaves S01 with its first 16 examples once it has trained 2 rounds
+    (patients who withdrew consent after the handshake: a larger sample rate, more ε per round than planned).
+    Calls are counted in ``FEDRESPONSE_TOY_STATE`` (a folder).
     """
     import os
     import time
@@ -103,6 +114,10 @@ def toy_task(site: str, site_input: Any, settings: Any) -> Any:
         return train(model, data, dp, g)
 
     data = SiteData(site, toy_dataset(20 + 10 * index, seed=index, shift=0.2 * index))
+    shrink_site, _, rest = os.environ.get("FEDRESPONSE_TOY_SHRINK", "").partition(":")
+    keep, _, after = rest.partition(":")
+    if shrink_site == site and _trained_so_far(site) >= int(after or 0):
+        data = SiteData(site, TensorDataset(*(t[: int(keep)] for t in data.train.tensors)))
     ids = [f"TOY-{site}-{i + 1:04d}" for i in range(data.n_examples)]
     cut = round(0.75 * len(ids))
 
