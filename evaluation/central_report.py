@@ -33,11 +33,18 @@ from evaluation.atomic import replace_directory
 from evaluation.dhi_stats import pooled_dhi_intervals
 from evaluation.exceptions import EvaluationInputError
 from evaluation.figures import orr_label
-from evaluation.metrics import ALL_BASIS, HELDOUT_BASIS
+from evaluation.metrics import ALL_BASIS, HELDOUT_BASIS, pooled_heldout_n
 from evaluation.pooled import MODES, AggregateCodec, AggregateLayout, PlainCodec, _round_counts, pooled_metrics
 from evaluation.pooled_cox import METHOD as COX_POOLED_METHOD
 from evaluation.protocol import load_protocol
-from evaluation.report_figures import Drawer, FigureEntry, consort_figure, pooled_figures, privacy_figure
+from evaluation.report_figures import (
+    Drawer,
+    FigureEntry,
+    consort_figure,
+    mode_populations,
+    pooled_figures,
+    privacy_figure,
+)
 from evaluation.site_report import AGGREGATE_FILE, SUMMARY_FILE, decode_blob, read_site_summary
 from evaluation.stats import METHODS as STATS_METHODS
 from evaluation.survival import METHODS as SURVIVAL_METHODS
@@ -151,7 +158,7 @@ def central_metrics(handoff: Handoff, codec: AggregateCodec | None = None,
     cutoffs = first["cutoffs"]
     summed = decrypt_sum([handoff.blobs[s] for s in sorted(handoff.blobs)], codec, layout)
     pooled = pooled_metrics(summed, cutoffs, layout)
-    pooled["n_heldout"] = pooled["full"]["n"]
+    pooled["n_heldout"] = pooled_heldout_n(pooled)
     cox = handoff.extras.get(POOLED_COX_FILE) or {
         "dhi_hr": None, "dhi_hr_ci": None, "dhi_hr_p": None, "dhi_hr_iterations": None,
         "dhi_hr_method": COX_POOLED_METHOD, "dhi_hr_unit": load_protocol().heterogeneity.dhi_hr_unit,
@@ -253,10 +260,10 @@ def _summary(metrics: Mapping[str, Any]) -> str:
                     for label, value, primary in _cards(metrics))
     p = metrics["pooled"]
     return (f'<div class="headline">{cards}</div><p id="model-basis">Model statistics (AUC, sensitivity, '
-            f"specificity, calibration, predicted-group KM, model-vs-reference κ) rest on "
-            f"{rh.fmt(p.get('n_heldout', p['n']))} patients — {rh.fmt(metrics.get('model_basis'))}; reference "
-            f"endpoints (ORR, PFS, DHI, reader agreement, participant flow) on all {rh.fmt(p['n'])} analysed "
-            f"patients. Cut-offs: {rh.fmt(metrics['cutoff_source'])}. Marks: "
+            f"specificity, calibration, predicted-group KM, model-vs-reference κ) rest on each mode's own patients, "
+            f"judged against its own task's label ({mode_populations(p)}) — {rh.fmt(metrics.get('model_basis'))}; "
+            f"reference endpoints (ORR, PFS, DHI, reader agreement, participant flow) on all {rh.fmt(p['n'])} analysed "
+            f"(EFFFL) patients. Cut-offs: {rh.fmt(metrics['cutoff_source'])}. Marks: "
             '<span class="flag">CI includes 0.5</span> the estimate is compatible with chance; '
             f'<span class="flag">n &lt; {rh.min_patients()}</span> fewer patients than the protocol minimum '
             "(configs/study.yaml statistics.min_patients_estimate).</p>")
@@ -264,7 +271,8 @@ def _summary(metrics: Mapping[str, Any]) -> str:
 
 def _mode_row(name: str, mode: str, b: Mapping[str, Any]) -> list[str]:
     n = b.get("n")
-    return [name, mode, rh.fmt(n), rh.est(b, "auc", null=0.5, n=n),
+    population = f" ({rh.fmt(b['population'])})" if b.get("population") else ""
+    return [name, mode, rh.fmt(n) + population, rh.est(b, "auc", null=0.5, n=n),
             rh.fmt(b.get("cutoff")),
             rh.est(b, "sensitivity", n=n), rh.est(b, "specificity", n=n),
             rh.fmt(b.get("ppv")), rh.fmt(b.get("npv"))]
@@ -272,7 +280,7 @@ def _mode_row(name: str, mode: str, b: Mapping[str, Any]) -> list[str]:
 
 def _primary(metrics: Mapping[str, Any]) -> str:
     rows = [_mode_row("pooled", mode, metrics["pooled"][mode]) for mode in MODES]
-    header = ["block", "mode", "n (model)", "AUC (95 % CI, DeLong)", "cut-off", "sensitivity (Wilson)",
+    header = ["block", "mode", "n (population)", "AUC (95 % CI, DeLong)", "cut-off", "sensitivity (Wilson)",
               "specificity (Wilson)", "PPV", "NPV"]
     bounds = [b for m in MODES if rh.finite(b := metrics["pooled"][m].get("auc_binning_bound"))]
     binning = (f'<p class="method">Pooled AUC from {metrics["pooling"]["score_bins"]}-bin score histograms; binning '
@@ -301,7 +309,8 @@ def _heldout_pooled(block: Mapping[str, Any] | None) -> str:
         return ""
     if block.get("status") != "decrypted":
         return f'<p class="note" id="pooled-heldout">{rh.fmt(block.get("note"))}</p>'
-    rows = [[m, rh.fmt(block[m].get("n")),
+    rows = [[m, rh.fmt(block[m].get("n")) + (f" ({rh.fmt(block[m]['population'])})" if block[m].get("population")
+                                             else ""),
              rh.est(block[m], "auc", null=0.5, n=block[m].get("n")),
              rh.fmt(block[m]["auc_binning_bound"], 4), rh.fmt(block[m]["cutoff"]), rh.fmt(block[m]["sensitivity"]),
              rh.fmt(block[m]["specificity"])] for m in MODES]
@@ -387,7 +396,7 @@ def _sites(metrics: Mapping[str, Any]) -> str:
     for site, b in sorted(metrics["sites"].items()):
         for mode in MODES:
             rows.append(_mode_row(site, mode, b[mode]))
-    model = rh.table(["site", "mode", "n (model)", "AUC (95 % CI)", "cut-off", "sensitivity", "specificity", "PPV",
+    model = rh.table(["site", "mode", "n (population)", "AUC (95 % CI)", "cut-off", "sensitivity", "specificity", "PPV",
                       "NPV"], rows)
     ref = [[site, rh.fmt(b.get("n")), rh.est(b, "orr", n=b.get("orr_n")),
             rh.est(b, "median_pfs_days", "median_pfs_ci", digits=0, n=b.get("n")),
@@ -395,7 +404,7 @@ def _sites(metrics: Mapping[str, Any]) -> str:
            for site, b in sorted(metrics["sites"].items())]
     supp = "".join(f"<li>{html.escape(site)}: {html.escape(s)}</li>" for site, items in
                    sorted((metrics.get("suppressed") or {}).items()) for s in items)
-    return (model + rh.table(["site", "n", "ORR RECIST 1.1 confirmed (enrolled)", "median PFS, days", "DHI AUC",
+    return (model + rh.table(["site", "n (EFFFL)", "ORR RECIST 1.1 confirmed (enrolled)", "median PFS, days", "DHI AUC",
                               "Cox HR responder vs not"], ref)
             + '<p class="method">Each row was computed at its site and sent with its n; small-cell rules '
             f'(configs/study.yaml statistics) applied at the site:</p><ul>{supp or "<li>none</li>"}</ul>')
@@ -475,8 +484,8 @@ def _facts(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
              ("Run", f"{html.escape(str(run.get('run_id', 'not given')))}"
                      + (f", trained {html.escape(str(run['date']))}" if run.get("date") else "")),
              ("Report generated", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
-             ("Population", f"{len(metrics['sites'])} site(s), {p['n']} analysed patients; model judged on "
-                            f"{p.get('n_heldout', p['n'])}")]
+             ("Population", f"{len(metrics['sites'])} site(s), {p['n']} analysed (EFFFL) patients; model judged "
+                            f"on {mode_populations(p)}")]
     stopped = stop_line(metrics.get("run_summary"))
     if stopped:
         facts.append(("Federated training", html.escape(stopped)))

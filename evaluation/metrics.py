@@ -30,6 +30,7 @@ import pandas as pd
 
 from evaluation.exceptions import EvaluationInputError, NotEstimableError, PooledStatisticsError
 from evaluation.pooled import (
+    MODE_POPULATIONS,
     MODES,
     AggregateCodec,
     AggregateLayout,
@@ -123,45 +124,78 @@ def site_of(usubjid: str) -> str:
 
 
 def _wide(pred: pd.DataFrame) -> pd.DataFrame:
+    """One row per subject: the score per mode (NaN where the subject has no row in that mode), each mode's own
+    task label ``LABEL_<mode>`` (early: response; full: durable benefit; NaN where undefined or no row), the
+    reference response ``LABEL`` (= ``LABEL_early``: the early task predicts response as registered), and the
+    per-subject columns (PFS, optional DHI and SPLIT) of the subject's first row."""
     wide = pred.pivot_table(index="USUBJID", columns="MODE", values="SCORE", aggfunc="first")
-    missing = [m for m in MODES if m not in wide.columns]
-    if missing or wide.isna().any().any():
-        raise EvaluationInputError(f"every subject needs one SCORE per mode {list(MODES)}; missing {missing or 'rows'}")
+    wide = wide.reindex(columns=list(MODES))
+    wide.columns.name = None
     first = pred.drop_duplicates("USUBJID").set_index("USUBJID").loc[wide.index]
     optional = tuple(c for c in ("DHI", "SPLIT") if c in pred.columns)
-    for column in ("LABEL", "PFS_DAYS", "PFS_EVENT", *optional):
+    for column in ("PFS_DAYS", "PFS_EVENT", *optional):
         wide[column] = first[column]
-    # each mode's own task label (early: response; full: durable benefit, empty where undefined)
     labels = pred.pivot_table(index="USUBJID", columns="MODE", values="LABEL", aggfunc="first").reindex(wide.index)
     for mode in MODES:
-        wide[f"LABEL_{mode}"] = labels[mode] if mode in labels.columns else np.nan
+        wide[f"LABEL_{mode}"] = pd.to_numeric(labels[mode], errors="coerce") if mode in labels.columns else np.nan
+    wide["LABEL"] = wide["LABEL_early"]
+    return wide
+
+
+def scored(data: SiteData) -> pd.DataFrame:
+    """One row per subject the evaluation uses (:func:`_wide`), with the subject sets as boolean columns:
+
+    - ``EVAL_<mode>``: the mode scores the subject — in the mode's population (:data:`MODE_POPULATIONS`: early
+      EARLYFL, full EFFFL), a row in that mode and a finite own label;
+    - ``EFFFL``: the reference endpoints (ORR, PFS, DHI, responder HR) count the subject, with ``LABEL``;
+    - ``PFSFL``: PFS statistics use the subject (within EFFFL).
+
+    Without the site's populations a mode's population is every subject with a row in it, and the reference
+    subjects are those scored in every mode (T0–T2 scanned: the EFFFL of a populations file). A predicted
+    subject outside EARLYFL ∪ EFFFL is left out with a warning.
+
+    Raises
+    ------
+    EvaluationInputError
+        A reference subject has no early-mode label (the reference response is read from the early rows).
+    """
+    wide = _wide(data.predictions)
+    if data.populations is None:
+        reference = wide[list(MODES)].notna().all(axis=1).to_numpy()
+        pfs = reference
+        population = {m: wide[m].notna().to_numpy() for m in MODES}
+    else:
+        from evaluation.populations import members, with_later_flags
+
+        flags = with_later_flags(data.populations, f"site {data.site} populations")
+        sets = {flag: members(flags, flag) for flag in ("EARLYFL", "EFFFL", "PFSFL")}
+        outside = sorted(set(wide.index) - sets["EARLYFL"] - sets["EFFFL"])
+        if outside:
+            log.warning("site %s: %d predicted subject(s) are in neither analysis population EARLYFL nor EFFFL "
+                        "(e.g. %s); left out", data.site, len(outside), outside[0])
+            wide = wide.drop(index=outside)
+        reference = wide.index.isin(sets["EFFFL"])
+        pfs = reference & wide.index.isin(sets["PFSFL"])
+        population = {m: wide.index.isin(sets[MODE_POPULATIONS[m]]) for m in MODES}
+    for m in MODES:
+        wide[f"EVAL_{m}"] = population[m] & wide[m].notna().to_numpy() & np.isfinite(wide[f"LABEL_{m}"].to_numpy())
+    wide["EFFFL"], wide["PFSFL"] = reference, pfs
+    unlabelled = wide.index[reference & ~np.isfinite(wide["LABEL"].to_numpy(float))]
+    if len(unlabelled):
+        raise EvaluationInputError(
+            f"site {data.site}: subject {unlabelled[0]!r} (and {len(unlabelled) - 1} more) is analysed but has no "
+            "early-mode LABEL; the reference endpoints read the reference response from the early-mode row, so "
+            "every analysed subject needs an early-mode row with a 0/1 LABEL")
     return wide
 
 
 def analysed(data: SiteData) -> pd.DataFrame:
-    """One row per analysed subject (:func:`_wide`), restricted to the efficacy population ``EFFFL`` when the
-    site's populations are known, with a boolean ``PFSFL`` column (PFS statistics use those rows only).
-
-    A prediction of a subject outside ``EFFFL`` is left out with a warning — among them the early-mode-only
-    patients of ``EARLYFL`` (T0 + T1, no T2: an early-mode row and no full-mode row), which training scores but
-    this evaluation does not yet (it scores every mode on one set of subjects).
-    """
-    if data.populations is None:
-        wide = _wide(data.predictions)
-        wide["PFSFL"] = True
-        return wide
-    from evaluation.populations import members
-
-    efficacy = members(data.populations, "EFFFL")
-    inside = data.predictions["USUBJID"].astype(str).isin(efficacy)
-    wide = _wide(data.predictions[inside] if inside.any() else data.predictions)
-    outside = sorted(set(data.predictions.loc[~inside, "USUBJID"].astype(str)))
-    if outside:
-        log.warning("site %s: %d predicted subject(s) are not in the efficacy population EFFFL (e.g. %s); left out",
-                    data.site, len(outside), outside[0])
-    wide = wide[wide.index.isin(efficacy)].copy()
-    wide["PFSFL"] = wide.index.isin(members(data.populations, "PFSFL"))
-    return wide
+    """The reference subjects of :func:`scored` (``EFFFL`` when the site's populations are known), one row each,
+    with ``LABEL`` the reference response (from the early-mode rows) and a boolean ``PFSFL`` column (PFS
+    statistics use those rows only). Each mode's own subjects are ``scored(data)[EVAL_<mode>]``: early mode also
+    scores the early-mode-only patients of ``EARLYFL`` (T0 + T1, no T2), which are not rows here."""
+    frame = scored(data)
+    return frame[frame["EFFFL"].to_numpy(bool)].copy()
 
 
 def heldout_mask(wide: pd.DataFrame) -> np.ndarray:
@@ -263,33 +297,40 @@ def _mode_block(y: np.ndarray, s: np.ndarray, cutoff: float, t: np.ndarray, e: n
 def site_metrics(data: SiteData, cutoffs: Mapping[str, float]) -> dict[str, Any]:
     """Exact (patient-level) statistics of one site, computed at the site.
 
-    Model statistics (per mode, ``c_index_full``) rest on the held-out subjects (:func:`heldout_mask`,
-    ``n_heldout`` of them); the reference endpoints (ORR, PFS, DHI, responder HR) on all ``n`` subjects.
+    Each mode is judged on its own held-out subjects (:func:`scored` ``EVAL_<mode>`` and :func:`heldout_mask`:
+    early on EARLYFL, full on EFFFL) against its own task's label; ``n`` and ``population`` in its block say
+    which. ``n_heldout`` counts the held-out subjects scored in any mode; ``c_index_full`` rests on the
+    held-out PFS subjects with a full-mode score. The reference endpoints (ORR, PFS, DHI, responder HR) rest on
+    all ``n`` analysed (EFFFL) subjects.
     """
-    wide = analysed(data)
-    t, e = wide["PFS_DAYS"].to_numpy(float), wide["PFS_EVENT"].to_numpy(int)
-    p = wide["PFSFL"].to_numpy(bool)
-    h = heldout_mask(wide)  # the model is judged on held-out patients only; reference endpoints on all
+    frame = scored(data)
+    t, e = frame["PFS_DAYS"].to_numpy(float), frame["PFS_EVENT"].to_numpy(int)
+    p = frame["PFSFL"].to_numpy(bool)
+    h = heldout_mask(frame)  # the model is judged on held-out patients only; reference endpoints on all
     out: dict[str, Any] = {}
-    for m in MODES:  # each mode against its own task's label, on the held-out subjects that have one
-        own = wide[f"LABEL_{m}"].to_numpy(float)
-        k = h & np.isfinite(own)
-        out[m] = _mode_block(own[k].astype(int), wide[m].to_numpy(float)[k], float(cutoffs[m]), t[k], e[k], p[k])
-    out["n_heldout"] = int(h.sum())
+    judged = np.zeros(len(frame), dtype=bool)
+    for m in MODES:  # each mode against its own task's label, on its own held-out subjects
+        k = h & frame[f"EVAL_{m}"].to_numpy(bool)
+        judged |= k
+        own = frame[f"LABEL_{m}"].to_numpy(float)[k].astype(int)
+        out[m] = _mode_block(own, frame[m].to_numpy(float)[k], float(cutoffs[m]), t[k], e[k], p[k])
+        out[m]["population"] = MODE_POPULATIONS[m]
+    out["n_heldout"] = int(judged.sum())
     out["model_basis"] = HELDOUT_BASIS if has_split(data) else ALL_BASIS
-    hp = h & p
+    hp = h & p & frame["full"].notna().to_numpy()
     if e[hp].sum() and hp.sum() >= min_patients_estimate():
-        out["c_index_full"] = concordance(t[hp], e[hp], wide["full"].to_numpy(float)[hp])
+        out["c_index_full"] = concordance(t[hp], e[hp], frame["full"].to_numpy(float)[hp])
     else:
         out["c_index_full"] = None
         out["c_index_full_not_estimable"] = (f"{int(hp.sum())} held-out PFS subject(s) with {int(e[hp].sum())} "
                                              f"event(s); needs >= {min_patients_estimate()} and an event")
-    out.update(_reference_endpoints(data, wide))
+    out.update(_reference_endpoints(data, frame[frame["EFFFL"].to_numpy(bool)]))
     return out
 
 
 def _reference_endpoints(data: SiteData, wide: pd.DataFrame) -> dict[str, Any]:
-    """ORR, median PFS, DHI AUC/HR and the responder HR of every analysed subject (no model score used)."""
+    """ORR, median PFS, DHI AUC/HR and the responder HR of every analysed subject (no model score used);
+    ``wide`` is :func:`analysed`, ``LABEL`` the reference response of the early-mode rows."""
     y = wide["LABEL"].to_numpy(int)
     keep = wide["PFSFL"].to_numpy(bool)  # PFS statistics: the PFS population only
     t, e, yp = wide["PFS_DAYS"].to_numpy(float)[keep], wide["PFS_EVENT"].to_numpy(int)[keep], y[keep]
@@ -389,19 +430,25 @@ def min_patients_estimate() -> int:
 
 
 def site_inputs(data: SiteData, cutoffs: Mapping[str, float]) -> SiteInputs:
-    """The site's inputs to its aggregate vector."""
-    wide = analysed(data)
+    """The site's inputs to its aggregate vector: every subject of :func:`scored`, each mode's own labels on
+    its own subjects (NaN elsewhere), the reference subjects (EFFFL) with the reference response."""
+    frame = scored(data)
+    reference = frame["EFFFL"].to_numpy(bool)
+    analysed_rows = frame[reference]
     return SiteInputs(
-        labels=wide["LABEL"].to_numpy(int),
-        pfs_days=wide["PFS_DAYS"].to_numpy(float),
-        pfs_event=wide["PFS_EVENT"].to_numpy(int),
-        scores={m: wide[m].to_numpy(float) for m in MODES},
+        labels=np.where(reference, frame["LABEL"].to_numpy(float), 0).astype(int),  # read where reference only
+        pfs_days=frame["PFS_DAYS"].to_numpy(float),
+        pfs_event=frame["PFS_EVENT"].to_numpy(int),
+        scores={m: frame[m].to_numpy(float) for m in MODES},
         cutoffs=cutoffs,
-        orr_counts=orr_counts(data.subjects, data.visits, wide["LABEL"], _enrolled(data)),
-        dhi=wide["DHI"].to_numpy(float) if "DHI" in wide.columns else None,
-        pfs_included=wide["PFSFL"].to_numpy(bool),
-        landmark_response=response_at_landmark(data, wide),
+        orr_counts=orr_counts(data.subjects, data.visits, analysed_rows["LABEL"].astype(int), _enrolled(data)),
+        dhi=frame["DHI"].to_numpy(float) if "DHI" in frame.columns else None,
+        pfs_included=frame["PFSFL"].to_numpy(bool),
+        landmark_response=response_at_landmark(data, frame),
         landmark_day=landmark_day(),
+        mode_labels={m: np.where(frame[f"EVAL_{m}"].to_numpy(bool), frame[f"LABEL_{m}"].to_numpy(float), np.nan)
+                     for m in MODES},
+        reference_included=reference,
     )
 
 
@@ -409,8 +456,9 @@ def site_evaluation_aggregate(data: SiteData, cutoffs: Mapping[str, float],
                               layout: AggregateLayout | None = None) -> np.ndarray:
     """The site's aggregate vector for ``metrics.json``'s pooled block.
 
-    The per-mode (model) blocks count the held-out subjects only (:func:`heldout_mask`); the reference blocks
-    (KM overall and by reference response, ORR, DHI) every analysed subject. Without ``SPLIT`` this is
+    The per-mode (model) blocks count each mode's own held-out subjects only (:func:`heldout_mask`, ``EVAL_<mode>``
+    of :func:`scored`); the reference blocks (KM overall and by reference response, ORR, DHI) every analysed
+    (EFFFL) subject. Without ``SPLIT`` this is
     :func:`evaluation.pooled.site_aggregate` of all rows.
 
     Returns
@@ -467,7 +515,7 @@ def compute_metrics(
         suppressed += dropped
     summed = pool(vectors, codec, layout)
     pooled = pooled_metrics(summed, cutoffs, layout)
-    pooled["n_heldout"] = pooled["full"]["n"]  # subjects in the summed model blocks (held-out where SPLIT says)
+    pooled["n_heldout"] = pooled_heldout_n(pooled)
     cox = pooled_dhi_hazard_ratio(sites, codec)
     suppressed += [Suppression(**s) for s in cox.pop("suppressed", [])]
     pooled.update(cox)
@@ -488,6 +536,12 @@ def compute_metrics(
                                       layout.pfs_grid_days[-1]]},
         "methods": STATS_METHODS | SURVIVAL_METHODS | {"cox_pooled": COX_POOLED_METHOD},
     }
+
+
+def pooled_heldout_n(pooled: Mapping[str, Any]) -> int:
+    """Subjects in the summed model blocks (held-out where SPLIT says): those of the widest mode — early mode's
+    EARLYFL contains full mode's EFFFL, so its n is the union; each mode's own n is in its block."""
+    return max(int(pooled[m]["n"]) for m in MODES)
 
 
 def dhi_hr_unit() -> float:

@@ -3,15 +3,19 @@
 Each site turns its patient-level predictions into a fixed-layout vector of counts and sums
 (:func:`site_aggregate`):
 
-- per mode (``early``/``full``): histograms of the score over ``score_bins`` equal bins of [0, 1], one per
-  reference class (ROC/AUC and the DeLong variance of the binned data), the confusion table at the
-  cut-off fixed on training data, the Brier sum, and calibration counts/sums over 10 bins;
+- per mode (``early``/``full``), on that mode's own subjects and against its own task's label
+  (:data:`MODE_POPULATIONS`; ``SiteInputs.mode_labels``): histograms of the score over ``score_bins`` equal bins
+  of [0, 1], one per label class (ROC/AUC and the DeLong variance of the binned data), the confusion table at the
+  cut-off fixed on training data, the Brier sum, calibration counts/sums over 10 bins, and the KM by predicted
+  group;
 - numbers at risk and PFS events on a fixed day grid, overall, per predicted group and per reference
   response (Kaplan–Meier, median PFS, log-rank);
 - ORR counts (analysed, responders by RECIST 1.1 / iRECIST, confirmed / unconfirmed), for the analysed
   (EFFFL) and the enrolled (ITTFL, the protocol's denominator) subjects.
 
-Survival blocks count the PFS population (``SiteInputs.pfs_included``, PFSFL) only.
+The reference blocks (KM overall and by reference response, ORR, landmark, DHI) count the reference subjects
+(``SiteInputs.reference_included``, EFFFL) with the reference response label ``SiteInputs.labels``; survival
+blocks count the PFS population (``SiteInputs.pfs_included``, PFSFL) only.
 
 The vectors are combined through an :class:`AggregateCodec` seam — ``encrypt`` at the site, ``add`` at the
 server (no secret key), ``decrypt`` back at a site key holder. :class:`CkksCodec` plugs in
@@ -45,6 +49,14 @@ ORR_ITT_KEYS: tuple[str, ...] = tuple(f"itt_{k}" for k in ORR_KEYS)
 ORR_DENOMINATOR = "all enrolled (ITTFL; protocol: ORR = (CR + PR) / all enrolled)"
 ORR_ANALYSED = "analysed (EFFFL: the efficacy population)"
 CALIBRATION_BINS = 10
+#: The population each mode is scored on (evaluation.populations): early mode predicts response from T0 + T1, so
+#: every EARLYFL patient (no T2 scan required) with an early label; full mode every EFFFL patient (T0–T2) with a
+#: finite durable-benefit label.
+MODE_POPULATIONS: dict[str, str] = {"early": "EARLYFL", "full": "EFFFL"}
+#: Meaning of the blocks, part of :attr:`AggregateLayout.digest` (aggregates of two versions are never summed).
+#: 1: every mode counted on the reference subjects against the reference (early) label; 2: each mode counted on
+#: its own subjects (:data:`MODE_POPULATIONS`) against its own task's label.
+LAYOUT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,7 @@ class AggregateLayout:
     # The DHI is a weighted mean of z-scores (docs/dhi.md §4): about -2..3, complete responses up to ~8.
     dhi_range: tuple[float, float] = (-5.0, 10.0)
     dhi_bins: int = 300
+    version: int = LAYOUT_VERSION
 
     def blocks(self) -> list[tuple[str, int]]:
         """``(name, length)`` of every block in vector order."""
@@ -88,8 +101,8 @@ class AggregateLayout:
     @property
     def digest(self) -> str:
         """Hash of the layout; aggregates with different digests cannot be summed."""
-        text = json.dumps({"bins": self.score_bins, "grid": self.pfs_grid_days, "dhi": [*self.dhi_range, self.dhi_bins],
-                           "blocks": self.blocks()})
+        text = json.dumps({"version": self.version, "bins": self.score_bins, "grid": self.pfs_grid_days,
+                           "dhi": [*self.dhi_range, self.dhi_bins], "blocks": self.blocks()})
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def unpack(self, vector: NDArray[np.float64]) -> dict[str, NDArray[np.float64]]:
@@ -106,12 +119,16 @@ class AggregateLayout:
 class SiteInputs:
     """One site's patient-level inputs (they stay at the site).
 
+    The ``n`` subjects are every subject the site scores in some mode or counts in the reference endpoints; each
+    statistic picks its own subjects by mask.
+
     Attributes
     ----------
     labels, pfs_days, pfs_event : ndarray, shape (n,)
-        Reference response (0/1), PFS in days, PFS event (0/1), per subject.
+        Reference response (0/1: the early task's label, response as registered), PFS in days, PFS event (0/1),
+        per subject. ``labels`` is read only where ``reference_included``.
     scores : dict mode -> ndarray, shape (n,)
-        Predicted responder probability per subject and mode.
+        Predicted probability per subject and mode (read only where the mode scores the subject).
     cutoffs : dict mode -> float
         Cut-offs fixed on training data.
     orr_counts : dict, optional
@@ -120,9 +137,16 @@ class SiteInputs:
     dhi : ndarray, shape (n,), optional
         Dynamic Heterogeneity Index per subject (per 100 days).
     pfs_included : ndarray of bool, shape (n,), optional
-        Subjects in the PFS population (PFSFL); default all. Survival blocks count only these.
+        Subjects in the PFS population (PFSFL, a subset of the reference subjects); default the reference
+        subjects. Survival blocks count only these.
     landmark_response : ndarray, shape (n,), optional
         Response at the T1 landmark (1/0, NaN unknown) for the landmark blocks; ``landmark_day`` its study day.
+    mode_labels : dict mode -> ndarray of float, shape (n,), optional
+        Each mode's own task label (0/1; NaN where the mode does not score the subject: outside its population
+        :data:`MODE_POPULATIONS`, or its label undefined). Default: ``labels`` for every mode, every subject.
+    reference_included : ndarray of bool, shape (n,), optional
+        Subjects of the reference endpoints (EFFFL): KM overall and by reference response, ORR default counts,
+        landmark KM, DHI. Default all.
     """
 
     labels: NDArray[np.int_]
@@ -135,11 +159,29 @@ class SiteInputs:
     pfs_included: NDArray[np.bool_] | None = None
     landmark_response: NDArray[np.float64] | None = None
     landmark_day: float = 0.0
+    mode_labels: Mapping[str, NDArray[np.float64]] | None = None
+    reference_included: NDArray[np.bool_] | None = None
+
+    def reference_mask(self) -> NDArray[np.bool_]:
+        """Boolean mask of the reference subjects (EFFFL), shape (n,)."""
+        n = np.asarray(self.labels).size
+        return np.ones(n, dtype=bool) if self.reference_included is None else \
+            np.asarray(self.reference_included, dtype=bool)
 
     def pfs_mask(self) -> NDArray[np.bool_]:
-        """Boolean mask of the PFS population, shape (n,)."""
-        n = np.asarray(self.labels).size
-        return np.ones(n, dtype=bool) if self.pfs_included is None else np.asarray(self.pfs_included, dtype=bool)
+        """Boolean mask of the PFS population (within the reference subjects), shape (n,)."""
+        reference = self.reference_mask()
+        return reference if self.pfs_included is None else np.asarray(self.pfs_included, dtype=bool) & reference
+
+    def mode_label(self, mode: str) -> NDArray[np.float64]:
+        """The mode's own task label per subject (float 0/1, NaN where the mode does not score it), shape (n,)."""
+        if self.mode_labels is None:
+            return np.where(self.reference_mask(), np.asarray(self.labels, dtype=np.float64), np.nan)
+        return np.asarray(self.mode_labels[mode], dtype=np.float64)
+
+    def mode_mask(self, mode: str) -> NDArray[np.bool_]:
+        """Subjects the mode is scored on (its population, a defined label), shape (n,)."""
+        return np.isfinite(self.mode_label(mode))
 
 
 def _risk_counts(days: NDArray[np.float64], event: NDArray[np.int_], grid: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -155,9 +197,17 @@ def _histogram(values: NDArray[np.float64], bins: int) -> NDArray[np.float64]:
 
 
 def _mode_blocks(inputs: SiteInputs, mode: str, layout: AggregateLayout) -> list[NDArray[np.float64]]:
-    y, s = inputs.labels, np.asarray(inputs.scores[mode], dtype=np.float64)
-    if s.shape != y.shape or np.any((s < 0) | (s > 1)) or not np.all(np.isfinite(s)):
-        raise PooledStatisticsError(f"{mode} scores must be probabilities in [0, 1], one per subject ({y.size})")
+    """The mode's blocks, counted on its own subjects (:meth:`SiteInputs.mode_mask`) against its own label."""
+    label, scores = inputs.mode_label(mode), np.asarray(inputs.scores[mode], dtype=np.float64)
+    if scores.shape != label.shape:
+        raise PooledStatisticsError(f"{mode} scores must be one per subject ({label.size}), but had {scores.shape}")
+    own = np.isfinite(label)
+    y, s = label[own].astype(np.int64), scores[own]
+    if not set(np.unique(y).tolist()) <= {0, 1}:
+        raise PooledStatisticsError(f"{mode} labels must be 0/1 (NaN: not scored), but held {np.unique(y)[:5]}")
+    if np.any((s < 0) | (s > 1)) or not np.all(np.isfinite(s)):
+        raise PooledStatisticsError(f"{mode} scores must be probabilities in [0, 1] for every subject the mode "
+                                    f"scores ({y.size})")
     cut = float(inputs.cutoffs[mode])
     called = s >= cut
     confusion = [np.sum(called & (y == 1)), np.sum(called & (y == 0)), np.sum(~called & (y == 0)),
@@ -169,8 +219,8 @@ def _mode_blocks(inputs: SiteInputs, mode: str, layout: AggregateLayout) -> list
         np.bincount(cal_idx, weights=s, minlength=CALIBRATION_BINS),
     ]
     grid = np.asarray(layout.pfs_grid_days)
-    keep = inputs.pfs_mask()
-    t, e, called = inputs.pfs_days[keep], inputs.pfs_event[keep], called[keep]
+    keep = inputs.pfs_mask()[own]
+    t, e, called = inputs.pfs_days[own][keep], inputs.pfs_event[own][keep], called[keep]
     return [
         _histogram(s[y == 1], layout.score_bins),
         _histogram(s[y == 0], layout.score_bins),
@@ -183,11 +233,21 @@ def _mode_blocks(inputs: SiteInputs, mode: str, layout: AggregateLayout) -> list
 
 
 def site_aggregate(inputs: SiteInputs, layout: AggregateLayout | None = None) -> NDArray[np.float64]:
-    """A site's aggregate vector (counts and sums only), shape ``(layout.size,)``."""
+    """A site's aggregate vector (counts and sums only), shape ``(layout.size,)``.
+
+    Each mode's blocks count the subjects that mode scores, against its own label; the reference blocks the
+    reference subjects against the reference label (:class:`SiteInputs`).
+    """
     layout = layout or AggregateLayout()
-    y = np.asarray(inputs.labels)
-    if y.ndim != 1 or not set(np.unique(y).tolist()) <= {0, 1}:
-        raise PooledStatisticsError(f"labels must be a 1-D array of 0/1, but held {np.unique(y)[:5]}")
+    reference = inputs.reference_mask()
+    y_all = np.asarray(inputs.labels)
+    if y_all.ndim != 1 or reference.shape != y_all.shape:
+        raise PooledStatisticsError(f"labels must be a 1-D array with one reference flag each; got {y_all.shape} "
+                                    f"labels, {reference.shape} flags")
+    y = y_all[reference]
+    if not set(np.unique(y).tolist()) <= {0, 1}:
+        raise PooledStatisticsError(f"labels must be 0/1 for every reference subject, but held {np.unique(y)[:5]}")
+    y = y.astype(np.int64)
     if inputs.pfs_days.size and inputs.pfs_days.min() < layout.pfs_grid_days[0]:
         raise PooledStatisticsError(f"PFS time {inputs.pfs_days.min()} lies before the grid start; times are >= 0")
     parts: list[NDArray[np.float64]] = []
@@ -195,7 +255,7 @@ def site_aggregate(inputs: SiteInputs, layout: AggregateLayout | None = None) ->
         parts += _mode_blocks(inputs, mode, layout)
     grid = np.asarray(layout.pfs_grid_days)
     keep = inputs.pfs_mask()
-    t, e, yp = inputs.pfs_days[keep], inputs.pfs_event[keep], y[keep]
+    t, e, yp = inputs.pfs_days[keep], inputs.pfs_event[keep], y_all[keep].astype(np.int64)
     parts.append(_risk_counts(t, e, grid))
     for cls in (1, 0):
         parts.append(_risk_counts(t[yp == cls], e[yp == cls], grid))
@@ -205,7 +265,7 @@ def site_aggregate(inputs: SiteInputs, layout: AggregateLayout | None = None) ->
     parts.append(np.asarray([orr[key] for key in ORR_KEYS], dtype=np.float64))
     parts.append(np.asarray([orr[key] for key in ORR_ITT_KEYS], dtype=np.float64))
     parts += _landmark_blocks(inputs, keep, grid)
-    parts += _dhi_blocks(inputs, y, layout)
+    parts += _dhi_blocks(inputs, reference, y, layout)
     vector = np.concatenate(parts)
     assert vector.size == layout.size, "block lengths drifted from AggregateLayout.blocks()"
     return vector
@@ -221,12 +281,15 @@ def _landmark_blocks(inputs: SiteInputs, keep: NDArray[np.bool_],
     return [_risk_counts(t[group], e[group], grid), _risk_counts(t[~group], e[~group], grid)]
 
 
-def _dhi_blocks(inputs: SiteInputs, y: NDArray[np.int_], layout: AggregateLayout) -> list[NDArray[np.float64]]:
+def _dhi_blocks(inputs: SiteInputs, reference: NDArray[np.bool_], y: NDArray[np.int_],
+                layout: AggregateLayout) -> list[NDArray[np.float64]]:
+    """DHI histograms of the reference subjects (``y`` their reference labels) by reference response."""
     if inputs.dhi is None:
         return [np.zeros(layout.dhi_bins), np.zeros(layout.dhi_bins)]
     dhi = np.asarray(inputs.dhi, dtype=np.float64)
-    if dhi.shape != y.shape or not np.all(np.isfinite(dhi)):
-        raise PooledStatisticsError(f"DHI must be finite, one per subject ({y.size}); got shape {dhi.shape}")
+    if dhi.shape != reference.shape or not np.all(np.isfinite(dhi[reference])):
+        raise PooledStatisticsError(f"DHI must be finite, one per subject ({reference.size}); got shape {dhi.shape}")
+    dhi = dhi[reference]
     low, high = layout.dhi_range
     scaled = (dhi - low) / (high - low)
     return [_histogram(scaled[y == 1], layout.dhi_bins), _histogram(scaled[y == 0], layout.dhi_bins)]
@@ -443,6 +506,7 @@ def _mode_metrics(blocks: Mapping[str, NDArray[np.float64]], mode: str, cutoff: 
         "auc_binning_bound": auc_binning_bound(blocks[f"{mode}.hist_pos"], blocks[f"{mode}.hist_neg"]),
         "cutoff": cutoff,
         "n": int(np.rint(n)),  # the brier block is not rounded after decryption (CKKS noise ~1e-7)
+        "population": MODE_POPULATIONS[mode],  # the mode's own subjects (n), judged against its own task's label
         "sensitivity": bm.sensitivity.estimate,
         "sensitivity_ci": [bm.sensitivity.low, bm.sensitivity.high],
         "specificity": bm.specificity.estimate,
@@ -484,9 +548,10 @@ def pooled_metrics(summed: NDArray[np.float64], cutoffs: Mapping[str, float],
     Returns
     -------
     dict
-        Per mode the accuracy block; plus ``orr``, ``orr_ci`` (RECIST 1.1 confirmed, Clopper–Pearson),
-        ``orr_all`` for every ORR definition, ``median_pfs_days``, ``median_pfs_ci`` (Brookmeyer–Crowley
-        on the binned grid), ``km`` (times, survival, at risk) and ``n``.
+        Per mode the accuracy block (``n`` and ``population``: that mode's own subjects); plus ``orr``,
+        ``orr_ci`` (RECIST 1.1 confirmed, Clopper–Pearson), ``orr_all`` for every ORR definition,
+        ``median_pfs_days``, ``median_pfs_ci`` (Brookmeyer–Crowley on the binned grid),
+        ``km`` (times, survival, at risk) and ``n`` (the analysed subjects of the reference endpoints).
     """
     layout = layout or AggregateLayout()
     blocks = layout.unpack(np.asarray(summed, dtype=np.float64))

@@ -10,6 +10,7 @@ at the site.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from evaluation import figures_patients as pfigs
 from evaluation.agreement import bland_altman, cohen_kappa, icc_a1
 from evaluation.evaluate import RunInputs, reader_sld
 from evaluation.metrics import SiteData, has_split
-from evaluation.pooled import MODES
+from evaluation.pooled import MODE_POPULATIONS, MODES
 from evaluation.protocol import load_protocol
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,13 @@ def _codec_phrase(metrics: dict[str, Any]) -> str:
     return words.get(codec, f"site histograms ({codec})")
 
 
+def mode_populations(block: Mapping[str, Any]) -> str:
+    """Each mode's n with its population, e.g. ``early 40 (EARLYFL), full 35 (EFFFL)``: a mode is judged on its
+    own subjects (``metrics.json`` per-mode ``n`` and ``population``), so one n never stands for both."""
+    return ", ".join(f"{m} {block[m].get('n')} ({block[m].get('population') or MODE_POPULATIONS[m]})"
+                     for m in MODES if isinstance(block.get(m), Mapping))
+
+
 def pooled_figures(d: Drawer, metrics: dict[str, Any]) -> None:
     """The central report's figures: each drawn from the pooled block (sums of site aggregates) only."""
     pooled = metrics["pooled"]
@@ -80,15 +88,16 @@ def pooled_figures(d: Drawer, metrics: dict[str, Any]) -> None:
                                                           pooled[m]["auc"], pooled[m]["auc_ci"],
                                                           sum(pooled[m]["confusion"][k] for k in ("tp", "fn")))
               for m in MODES}
-    d.add("primary", "roc_pooled", f"Pooled ROC of the {pooled['n_heldout']} patients the model statistics rest on, "
-          f"from {_codec_phrase(metrics)}; band: Wilson 95 % CI of sensitivity; dashed: chance (AUC 0.5).",
+    d.add("primary", "roc_pooled", f"Pooled ROC per mode, each on its own patients the model statistics rest on "
+          f"({mode_populations(pooled)}), from {_codec_phrase(metrics)}; band: Wilson 95 % CI of sensitivity; "
+          "dashed: chance (AUC 0.5).",
           figs.roc_figure(curves))
     cal = pooled["full"]["calibration"]
     d.add("calibration", "calibration_full", "Pooled reliability diagram, full mode (10 equal-width bins).",
           figs.calibration_figure(cal["observed"], cal["predicted"], cal["count"], pooled["full"]["brier"]))
     for name, groups, caption in (
         ("km_predicted", pooled["full"]["km_called"], "Pooled KM by predicted group (full mode, training cut-off; "
-         f"{pooled['n_heldout']} patients the model statistics rest on)."),
+         f"PFS population of the {pooled['full']['n']} full-mode (EFFFL) patients the model statistics rest on)."),
         ("km_reference", pooled["km_reference"], "Pooled KM by reference response (dynamic iRECIST label)."),
     ):
         curves_km, at_risk = _km_curves(groups)
@@ -103,12 +112,14 @@ def pooled_figures(d: Drawer, metrics: dict[str, Any]) -> None:
 def site_agreement(site: SiteData, reads: pd.DataFrame | None, cutoffs: dict[str, float]) -> dict[str, Any]:
     """Model vs reference (Cohen's κ) and, with double reads, readers' baseline SLD ICC(2,1) and Bland–Altman."""
     held = site.predictions[site.predictions["SPLIT"] == "test"] if has_split(site) else site.predictions
-    out: dict[str, Any] = {"kappa_n": int(held["USUBJID"].nunique())}  # κ judges the model: held-out rows only
-    if len(held):
-        wide = held.pivot_table(index="USUBJID", columns="MODE", values="SCORE", aggfunc="first")
-        labels = held.drop_duplicates("USUBJID").set_index("USUBJID")["LABEL"].loc[wide.index]
-        called = (wide["full"] >= cutoffs["full"]).astype(int)
-        kappa = cohen_kappa(labels.tolist(), called.tolist(), labels=[0, 1])
+    # κ judges the model: held-out rows only. The reference is the response assessment — the early-mode rows'
+    # LABEL (response as registered) — of the held-out subjects with a full-mode call
+    calls = held[held["MODE"] == "full"].drop_duplicates("USUBJID").set_index("USUBJID")["SCORE"]
+    reference = _early_labels(held).reindex(calls.index).dropna()
+    out: dict[str, Any] = {"kappa_n": int(reference.size)}
+    if reference.size:
+        called = (calls.loc[reference.index].astype(float) >= cutoffs["full"]).astype(int)
+        kappa = cohen_kappa(reference.astype(int).tolist(), called.tolist(), labels=[0, 1])
         out.update(kappa_full=kappa.kappa, kappa_full_ci=[kappa.ci_low, kappa.ci_high])
     if reads is not None and "READER" in reads.columns:
         sld = reader_sld(reads)
@@ -120,6 +131,12 @@ def site_agreement(site: SiteData, reads: pd.DataFrame | None, cutoffs: dict[str
                        icc_ci=[icc.ci_low, icc.ci_high], icc_required=bar, icc_meets_required=bool(icc.icc >= bar),
                        _sld=sld)
     return out
+
+
+def _early_labels(predictions: pd.DataFrame) -> pd.Series:
+    """The reference response per subject: the ``LABEL`` of its early-mode row (NaN where it has none)."""
+    early = predictions[predictions["MODE"] == "early"].drop_duplicates("USUBJID").set_index("USUBJID")
+    return pd.to_numeric(early["LABEL"], errors="coerce")
 
 
 def site_figures(d: Drawer, site: SiteData, inputs: RunInputs, block: dict[str, Any]) -> dict[str, Any]:
@@ -136,8 +153,8 @@ def site_figures(d: Drawer, site: SiteData, inputs: RunInputs, block: dict[str, 
                                                    agree["ba_loa_mm"]))
     first = site.predictions.drop_duplicates("USUBJID")
     if "DHI" in first.columns:
-        groups = {"responder": first.loc[first["LABEL"] == 1, "DHI"],
-                  "non-responder": first.loc[first["LABEL"] == 0, "DHI"]}
+        reference = _early_labels(site.predictions).reindex(first["USUBJID"]).to_numpy()
+        groups = {"responder": first.loc[reference == 1, "DHI"], "non-responder": first.loc[reference == 0, "DHI"]}
         d.add("dhi", f"dhi_box_{s}", f"{s}: DHI by reference response (dynamic iRECIST label); one point per patient.",
               figs.dhi_box_figure(groups, block.get("dhi_auc")))
     if site.visits is not None and site.subjects is not None and len(site.subjects):

@@ -48,7 +48,7 @@ from evaluation.metrics import (
 )
 from evaluation.pooled import MODES, AggregateCodec, AggregateLayout, PlainCodec, suppress_small_cells
 from evaluation.protocol import load_protocol
-from evaluation.report_figures import Drawer, consort_figure, site_figures
+from evaluation.report_figures import Drawer, consort_figure, mode_populations, site_figures
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,8 @@ def dhi_intervals(site: SiteData, inputs: RunInputs) -> list[dict[str, Any]] | N
     rows = table[table["USUBJID"].isin(set(wide.index))]
     if rows.empty:
         return None
-    outcomes = pd.DataFrame({"USUBJID": wide.index, "RESPONDER": wide["LABEL"].to_numpy(int),
+    # the reference response: the early-mode rows' label (analysed() takes it from there explicitly)
+    outcomes = pd.DataFrame({"USUBJID": wide.index, "RESPONDER": wide["LABEL_early"].to_numpy(int),
                              "PFS_DAYS": wide["PFS_DAYS"].to_numpy(float),
                              "PFS_EVENT": wide["PFS_EVENT"].to_numpy(int)})
     try:
@@ -254,12 +255,15 @@ def _site_primary(block: Mapping[str, Any]) -> str:
     for mode in MODES:
         b = block[mode]
         n = b.get("n")
-        rows.append([mode, rh.fmt(n), rh.est(b, "auc", null=0.5, n=n), rh.fmt(b.get("cutoff")),
-                     rh.est(b, "sensitivity", n=n), rh.est(b, "specificity", n=n), rh.fmt(b.get("brier"), 3)])
-    return (f'<p class="method">Basis: {rh.fmt(block.get("model_basis"))}; {rh.fmt(block.get("n_heldout"))} of '
-            f'{rh.fmt(block.get("n"))} analysed patients judge the model here.</p>'
-            + rh.table(["mode", "n", "AUC (95 % CI, DeLong)", "cut-off", "sensitivity (Wilson)", "specificity (Wilson)",
-                        "Brier"], rows))
+        rows.append([mode, f"{rh.fmt(n)} ({rh.fmt(b.get('population'))})", rh.est(b, "auc", null=0.5, n=n),
+                     rh.fmt(b.get("cutoff")), rh.est(b, "sensitivity", n=n), rh.est(b, "specificity", n=n),
+                     rh.fmt(b.get("brier"), 3)])
+    return (f'<p class="method">Basis: {rh.fmt(block.get("model_basis"))}; {rh.fmt(block.get("n_heldout"))} patients '
+            f"judge the model here, each mode on its own patients against its own task's label "
+            f"({mode_populations(block)}); the reference endpoints rest on the {rh.fmt(block.get('n'))} analysed "
+            "(EFFFL) patients.</p>"
+            + rh.table(["mode", "n (population)", "AUC (95 % CI, DeLong)", "cut-off", "sensitivity (Wilson)",
+                        "specificity (Wilson)", "Brier"], rows))
 
 
 def _site_glance(summary: Mapping[str, Any], block: Mapping[str, Any]) -> str:
@@ -269,7 +273,8 @@ def _site_glance(summary: Mapping[str, Any], block: Mapping[str, Any]) -> str:
                                                   n=block.get("n"))],
             ["DHI AUC", rh.est(block, "dhi_auc", null=0.5, n=block.get("n"))],
             ["C-index (full score)", rh.est(block, "c_index_full", "c_index_full_ci", null=0.5)]]
-    return (f"<p>{rh.fmt(block.get('n'))} analysed patients at {html.escape(str(summary['site']))}. This report is "
+    return (f"<p>{rh.fmt(block.get('n'))} analysed (EFFFL) patients at {html.escape(str(summary['site']))}; the "
+            f"models are judged on {mode_populations(block)}. This report is "
             "patient-level and stays at the site; the centre receives only section 9.</p>" + rh.table(["", ""], rows))
 
 
@@ -282,18 +287,27 @@ def attribution_table(site: SiteData, attributions: pd.DataFrame | None, top: in
         return '<p class="note">No attributions in this run (attributions_full.csv).</p>'
     rows = attributions[attributions["USUBJID"].isin(set(site.predictions["USUBJID"]))]
     value = "ATTRIBUTION" if "ATTRIBUTION" in rows.columns else "VALUE"
-    wide = site.predictions.pivot_table(index="USUBJID", columns="MODE", values="SCORE", aggfunc="first")
-    labels = site.predictions.drop_duplicates("USUBJID").set_index("USUBJID")["LABEL"]
+    wide = site.predictions.pivot_table(index="USUBJID", columns="MODE", values="SCORE", aggfunc="first").reindex(
+        columns=list(MODES))
+    # each mode's own task label: early = the reference response, full = durable benefit (empty where undefined)
+    labels = site.predictions.pivot_table(index="USUBJID", columns="MODE", values="LABEL", aggfunc="first").reindex(
+        columns=list(MODES))
     out = []
     for subject, group in rows.groupby("USUBJID", sort=True):
         summed = group.groupby("FEATURE")[value].sum()
         best = summed.reindex(summed.abs().sort_values(ascending=False).index[:top])
         out.append([html.escape(str(subject)), *(rh.fmt(wide.loc[subject, m]) if subject in wide.index else "–"
                                                 for m in MODES),
-                    rh.fmt(labels.get(subject)), "; ".join(f"{html.escape(str(f))} {v:+.3f}" for f, v in best.items())])
-    return (rh.table(["USUBJID", *(f"score, {m}" for m in MODES), "reference label", f"top {top} attributions (full)"],
-                     out) + '<p class="method">Integrated gradients of the full model; positive values push towards '
-            "responder.</p>")
+                    *(_label(labels, subject, m) for m in MODES),
+                    "; ".join(f"{html.escape(str(f))} {v:+.3f}" for f, v in best.items())])
+    return (rh.table(["USUBJID", *(f"score, {m}" for m in MODES), "reference label (response; early task)",
+                      "durable benefit (full task)", f"top {top} attributions (full)"], out)
+            + '<p class="method">Integrated gradients of the full model; positive values push towards responder.</p>')
+
+
+def _label(labels: pd.DataFrame, subject: str, mode: str) -> str:
+    value = labels.loc[subject, mode] if subject in labels.index else None
+    return rh.fmt(None if value is None or pd.isna(value) else int(value))
 
 
 def dhi_proxy_sentence(block: Mapping[str, Any]) -> str:

@@ -400,8 +400,8 @@ def fusion_task(site: str, site_input: Path | None, settings: ClientSettings) ->
     privacy budget is spent once per round). Standardisation is fitted per mode on the site's own training
     patients (nothing pooled); a seeded patient split keeps a local test set (``heldout-share``, default 25 %).
     After the last round every patient of the site is scored in both modes and the rows stay at the site
-    (``site_dir/predictions.csv``, the :mod:`evaluation.metrics` layout, ``LABEL`` the primary early label,
-    ``SPLIT`` train/test);
+    (``site_dir/predictions.csv``, the :mod:`evaluation.metrics` layout: a mode's rows for the patients with
+    that mode's scans, ``LABEL`` each row's own task label, empty where undefined, ``SPLIT`` train/test);
     only ``n``/``n_test`` and the encrypted pooled-evaluation vectors (:mod:`fl_client.pooled_evaluation`)
     go back.
     """
@@ -433,16 +433,22 @@ def fusion_task(site: str, site_input: Path | None, settings: ClientSettings) ->
     device = _device()
 
     def evaluate(model: nn.Module, data: SiteData, site_dir: Path) -> dict[str, float]:
+        from fl_client.train import MODE_TIMEPOINTS
+
         net = model.to(device)
         scores = {mode: predict(getattr(net, mode), to_dataset(inputs.records, mode, v_max, scalers[mode]), device)
                   ["response"] for mode in TWO_MODES}
-        # every patient of the site scored by the final global model in both modes (the evaluation layout:
-        # one LABEL per subject, the primary early label); the rows stay at the site. SPLIT marks the
-        # patients that trained the model, so the report judges it on the held-out ones only
+        # every patient of the site scored by the final global model in each mode that can score it (the
+        # evaluation layout, as the centralized run writes it): a mode's row only where the patient has that
+        # mode's scans (no T2 scan: no full-mode row), LABEL the row's own task label (early: response; full:
+        # durable benefit; empty where undefined). The rows stay at the site. SPLIT marks the patients that
+        # trained the model, so the report judges it on the held-out ones only
         trained = {r.usubjid for r in train_records}
-        rows = [f"{r.usubjid},{mode},{float(scores[mode][i]):.6f},{int(r.responder['early'])},{r.pfs_days:g},"
+        label = {mode: [str(int(r.responder[mode])) if math.isfinite(r.responder[mode]) else ""
+                        for r in inputs.records] for mode in TWO_MODES}
+        rows = [f"{r.usubjid},{mode},{float(scores[mode][i]):.6f},{label[mode][i]},{r.pfs_days:g},"
                 f"{int(r.pfs_event)},{'train' if r.usubjid in trained else 'test'}"
-                for mode in TWO_MODES for i, r in enumerate(inputs.records)]
+                for mode in TWO_MODES for i, r in enumerate(inputs.records) if r.n_scans >= MODE_TIMEPOINTS[mode]]
         write_site_predictions(site_dir / "predictions.csv", rows, split=True)
         return {"n_test": float(len(test_records))}
 

@@ -17,8 +17,10 @@ adds it exactly like a model update):
 The server sums the second vectors too; only a key holder decrypts that sum into
 :func:`evaluation.pooled.pooled_metrics` (``fedresponse.federation.pooled_summary``).
 
-The reference label is the predictions' ``LABEL`` (the primary, early responder label, for both modes,
-as :mod:`evaluation.metrics` reads it), so the cut-off is fixed against the reference it is judged by.
+Each mode's rows carry that mode's own task label (``LABEL``: early the response, full the durable benefit, empty
+where undefined; a patient without a T2 scan has no full-mode row), and both vectors count each mode on its own
+labelled patients against that label (:func:`evaluation.metrics.scored`), so a cut-off is fixed against the label
+it is judged by.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ def _rows(predictions: pd.DataFrame, ids: list[str], what: str) -> pd.DataFrame:
 
 def training_histograms(predictions: pd.DataFrame, train_ids: list[str],
                         layout: ParameterLayout | None = None) -> np.ndarray:
-    """Score histograms of the training patients per mode, flat in :func:`training_histogram_layout` order.
+    """Score histograms of the training patients per mode, flat in :func:`training_histogram_layout` order: each
+    mode's rows with a defined own label (``LABEL`` of that mode's rows), responders and non-responders apart.
 
     Returns
     -------
@@ -104,6 +107,7 @@ def training_histograms(predictions: pd.DataFrame, train_ids: list[str],
     min_cell = _min_cell_size()
     for mode in MODES:
         part = rows[rows["MODE"] == mode]
+        part = part[pd.to_numeric(part["LABEL"], errors="coerce").notna()]  # own label undefined: not counted
         pos, neg = score_histograms(part["LABEL"].to_numpy(int), part["SCORE"].to_numpy(float), bins)
         if min(pos.sum(), neg.sum()) < min_cell:  # small cells leave nothing: the cut-off rests on the other sites
             log.warning("training histograms of mode %s not sent: %d responders, %d non-responders (< min_cell_size "

@@ -118,7 +118,8 @@ def test_pooled_model_block_rests_on_the_held_out_rows(split_run: Path, split_me
     assert metrics["model_basis"] == HELDOUT_BASIS
     text = " ".join(report.split())
     assert "held-out patients of each site (seeded 75/25 split" in text
-    assert f"rest on {n_test} patients — held-out patients of each site" in text
+    assert (f"rest on each mode's own patients, judged against its own task's label (early {n_test} (EARLYFL), "
+            f"full {n_test} (EFFFL)) — held-out patients of each site") in text
 
 
 def test_without_split_every_row_judges_the_model(split_run: Path, tmp_path: Path) -> None:

@@ -248,3 +248,40 @@ def test_pooled_cox_refuses_unusable_input_with_the_reason(make: object, match: 
 
     with pytest.raises(PooledStatisticsError, match=match):
         fit_pooled_cox(make(SiteSurvival), PlainCodec())  # type: ignore[operator]
+
+
+def test_each_mode_block_counts_its_own_labelled_subjects_and_the_reference_blocks_theirs() -> None:
+    """``mode_labels`` (NaN: not scored in that mode) and ``reference_included`` pick each block's subjects: the
+    mode blocks equal the aggregate of that mode's own subjects and labels alone, the reference blocks that of
+    the reference subjects alone; the layout version (in the digest) keeps them from summing with older ones."""
+    site = SITES[0]
+    n = site.labels.size
+    rng = np.random.default_rng(4)
+    full_label = rng.integers(0, 2, n).astype(float)
+    full_label[:5] = np.nan  # early-only patients (no T2 scan): no full-mode row
+    reference = np.isfinite(full_label)
+    scores = {"early": site.scores["early"], "full": np.where(reference, site.scores["full"], np.nan)}
+    masked = SiteInputs(site.labels, site.pfs_days, site.pfs_event, scores, CUTOFFS, pfs_included=reference,
+                        mode_labels={"early": site.labels.astype(float), "full": full_label},
+                        reference_included=reference)
+    layout = AggregateLayout()
+    blocks = layout.unpack(site_aggregate(masked, layout))
+    early = layout.unpack(site_aggregate(SiteInputs(site.labels, site.pfs_days, site.pfs_event, site.scores, CUTOFFS,
+                                                    pfs_included=reference), layout))
+    keep = reference
+
+    def alone(labels: np.ndarray) -> dict[str, np.ndarray]:  # the reference subjects only, with these labels
+        return layout.unpack(site_aggregate(SiteInputs(labels[keep].astype(int), site.pfs_days[keep],
+                                                       site.pfs_event[keep], {m: site.scores[m][keep] for m in MODES},
+                                                       CUTOFFS), layout))
+
+    full, ref = alone(full_label), alone(site.labels)
+    for name in blocks:
+        expected = early if name.startswith("early.") else full if name.startswith("full.") else ref
+        np.testing.assert_array_equal(blocks[name], expected[name], err_msg=name)
+    assert not np.array_equal(full["full.hist_pos"], ref["full.hist_pos"])  # the two labels do differ
+    pooled = pooled_metrics(blocks_vector := site_aggregate(masked, layout), CUTOFFS, layout)
+    assert pooled["full"]["auc"] == pytest.approx(binned_auc(full["full.hist_pos"], full["full.hist_neg"])[0])
+    assert pooled["early"]["n"] == n and pooled["full"]["n"] == int(keep.sum()) == pooled["n"]
+    assert blocks_vector.size == layout.size
+    assert AggregateLayout(version=1).digest != layout.digest

@@ -131,11 +131,16 @@ def _check_against_test_patients(run: Path, records: list, seed: int, comparison
     rows = pd.concat([read_predictions(run / "sites" / s / "predictions.csv") for s in SITES])
     federated = comparison["federated"]
     assert federated["n_test"] == 12
-    for mode in ("early", "full"):
+    by_id = {r.usubjid: r for r in records}
+    saved = json.loads((run / "pooled_metrics.json").read_text())
+    for mode in ("early", "full"):  # each mode against its own task's label, on the patients that have one
         part = rows[rows["MODE"] == mode].set_index("USUBJID").loc[test_ids]
+        assert part["LABEL"].fillna(-1).tolist() == [by_id[u].responder[mode] if math.isfinite(by_id[u].responder[mode])
+                                                     else -1 for u in part.index]
+        part = part[part["LABEL"].notna()]
+        assert saved[mode]["n"] == len(part)  # the mode's own held-out patients with a label
         exact = roc_auc_score(part["LABEL"], part["SCORE"])
         assert abs(federated[mode]["auc"] - exact) <= federated[mode]["auc_binning_bound"] + 1e-12
-    saved = json.loads((run / "pooled_metrics.json").read_text())
     assert saved["early"]["auc"] == federated["early"]["auc"] and saved["n"] == 12
 
 
