@@ -170,12 +170,11 @@ def _centralized_product(centralized: Path | None) -> dict[str, Any] | None:
     """The centralized run's product-model AUC and DeLong CI per mode, against the same reference as the
     federated one.
 
-    Both sides are judged against the predictions' ``LABEL`` (the primary early responder label, the
-    :mod:`evaluation.metrics` convention), from the centralized run's out-of-fold ``predictions.csv`` (a
-    centralized run holds the pooled data by definition; its rows are its product model's, ``model`` of its
-    ``metrics.json`` — ``fusion`` for runs written before ``model.kind`` existed). Its training
-    ``metrics.json`` figures, where the full model is judged against its own durable-benefit label, are kept
-    under ``metrics_json``.
+    Both sides judge each mode against its own task's label, the predictions' ``LABEL`` of that mode's rows
+    (early: response; full: durable benefit; the :mod:`evaluation.metrics` convention), from the centralized
+    run's out-of-fold ``predictions.csv`` (a centralized run holds the pooled data by definition; its rows are
+    its product model's, ``model`` of its ``metrics.json`` — ``fusion`` for runs written before ``model.kind``
+    existed). Its training ``metrics.json`` figures are kept under ``metrics_json``.
     """
     if centralized is None or not centralized.is_dir():
         return None
