@@ -1,8 +1,9 @@
 """``fedresponse train``: centralized (pooled) training and evaluation; federated training plugs in here too.
 
 ``fedresponse train --centralized --cohort DIR --out RUN`` pools every ``model_inputs.pt`` found under
-DIR (one per site, written by the featurize stage; format in docs/models.md), evaluates the fusion
-model, each branch alone and the baselines (patient-level CV and leave-one-site-out), and writes RUN.
+DIR (one per site, written by the featurize stage; format in docs/models.md), evaluates the product model
+(``model.kind``, default ``wide``: the fusion net's linear path), the fusion model, each branch alone and the
+baselines (patient-level CV and leave-one-site-out), and writes RUN.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def print_metrics(console: Console, metrics: dict[str, object]) -> None:
                 continue
             ci = row.get("auc_ci") or [float("nan")] * 2
             c_index = row.get("c_index")
-            table.add_row(mode, model, f"{row['auc'] or float('nan'):.3f}", f"{ci[0]:.3f}–{ci[1]:.3f}",
+            name = f"{model} (product)" if model == metrics.get("model") else model
+            table.add_row(mode, name, f"{row['auc'] or float('nan'):.3f}", f"{ci[0]:.3f}–{ci[1]:.3f}",
                           f"{row['sensitivity']:.2f}", f"{row['specificity']:.2f}",
                           "" if c_index is None else f"{c_index:.3f}", str(row["n"]))
     console.print(table)
