@@ -39,9 +39,19 @@ def _rss_mb() -> float:
 
 
 def _cpu_seconds() -> float:
-    """CPU seconds of this process and of its finished children (the discovery workers)."""
+    """CPU seconds of this process, of its finished children, and of the ingest's forkserver and the workers it
+    forked and reaped (``fl_client.ingest.workers``: they are the forkserver's children, not ours, so
+    ``RUSAGE_CHILDREN`` misses them; its ``/proc/<pid>/stat`` utime, stime, cutime and cstime hold them)."""
+    from multiprocessing import forkserver
+
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    server = 0.0
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    if pid:
+        time.sleep(0.2)  # the forkserver reaps its exited workers on SIGCHLD
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        server = sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime + server
 
 
 def _warm_up(folder: Path) -> None:
