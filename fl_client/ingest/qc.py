@@ -93,11 +93,33 @@ def air_finding(where: tuple[str, str, str], volume: NDArray[np.generic], protoc
     return []
 
 
+def label_boxes(labels: NDArray[np.integer], max_label: int) -> list[tuple[slice, ...] | None]:
+    """``scipy.ndimage.find_objects(labels, max_label)``, run inside the bounding box of all labels.
+
+    Lesions and nodes fill a small part of a whole-chest series: ``any`` along each axis in turn (the
+    slowest-varying first, whose slices are contiguous, then on the ever smaller crop) finds the joint box,
+    and the per-label scan reads only that (0.46 → 0.1 s per 512 x 512 x 450 series; 1.6 s → 0.2 s for a
+    Fortran-ordered one). The boxes are shifted back to the whole volume's indices; equal to find_objects on
+    the whole volume (tests/fl_client/ingest/test_qc_boxes.py).
+    """
+    offset = [0] * labels.ndim
+    crop = labels
+    for axis in sorted(range(labels.ndim), key=lambda a: -labels.strides[a]):
+        occupied = np.flatnonzero(crop.any(axis=tuple(a for a in range(labels.ndim) if a != axis)))
+        if occupied.size == 0:
+            return [None] * max_label
+        lo, hi = int(occupied[0]), int(occupied[-1]) + 1
+        crop = crop[(slice(None),) * axis + (slice(lo, hi),)]
+        offset[axis] = lo
+    return [None if box is None else tuple(slice(sl.start + o, sl.stop + o) for sl, o in zip(box, offset, strict=True))
+            for box in ndimage.find_objects(crop, max_label=max_label)]
+
+
 def lesion_rows(where: tuple[str, str, str], labels: NDArray[np.integer], names: dict[int, str],
                 voxel_mm3: float, margin: int) -> list[dict[str, object]]:
     """One row per label: voxels, volume (mm³) and whether it comes within ``margin`` voxels of an edge."""
     rows: list[dict[str, object]] = []
-    boxes = ndimage.find_objects(labels, max_label=max(names, default=0))  # one pass; then each label's box
+    boxes = label_boxes(labels, max(names, default=0))
     for label, lesion in sorted(names.items()):
         box = boxes[label - 1] if 0 < label <= len(boxes) else None
         n = int(np.count_nonzero(labels[box] == label)) if box is not None else 0
