@@ -173,7 +173,9 @@ def site_figures(d: Drawer, site: SiteData, inputs: RunInputs, block: dict[str, 
 
 
 def _panel(d: Drawer, site: SiteData, inputs: RunInputs) -> None:
-    wide = site.predictions.pivot_table(index="USUBJID", columns="MODE", values="SCORE", aggfunc="first")
+    # a mode's column is NaN for a subject it does not score (no T2 scan: no full-mode row)
+    wide = site.predictions.pivot_table(index="USUBJID", columns="MODE", values="SCORE", aggfunc="first").reindex(
+        columns=list(MODES))
     pseudo = site.subjects[site.subjects.get("PSEUDOPROG", pd.Series(dtype=str)).astype(str) == "Y"] \
         if site.subjects is not None and "PSEUDOPROG" in site.subjects.columns else pd.DataFrame()
     if len(pseudo):  # only a patient the model scored (the efficacy population) can be shown with its scores
