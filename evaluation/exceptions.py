@@ -43,7 +43,8 @@ class AdjudicationPendingError(EvaluationError):
         shown = ", ".join(self.subjects[:10]) + (" ..." if len(self.subjects) > 10 else "")
         super().__init__(
             f"{len(self.subjects)} subject(s) need an adjudicator's decision ({shown}); supply a decisions file "
-            "(USUBJID, CHOSEN_READER, ADJUDICATOR, REASON) or run with provisional=True to keep them unlocked"
+            "(USUBJID, CHOSEN_READER, ADJUDICATOR, REASON; `fedresponse assess --decisions FILE`) or run with "
+            "`--provisional` (adjudicate(..., provisional=True)) to write them PENDING, unlocked"
         )
 
 
