@@ -18,9 +18,15 @@ overridden by ``--config`` / ``--set key=value``) next to a centralized run of t
 CRUN``, else trained here) — and prints, per mode, the federated and centralized AUC **on the same held-out
 patients** (the federated run's ``SPLIT=test`` rows; the centralized run's out-of-fold scores of those patients)
 with the paired DeLong CI of the difference, and ε per site, rounds completed (and why the run stopped), wall
-time per round, bytes per round and the HE share of the round:
+time per round, bytes per round and the HE share of the round (also written to ``OUT/bench_summary.json``).
+The centralized reference cross-fits the product model (``model.kind``) alone, without the leave-one-site-out
+pass: the comparison reads only its patient-CV out-of-fold scores, and each deep kind is another full cross-fit
+(``--centralized-kinds wide,fusion`` and ``--centralized-loso`` ask for more). A lever is one more run against the
+same centralized reference:
 
     .venv/bin/python benchmarks/bench_federation.py --cohort /tmp/trial90/stores --out /tmp/bench_fed
+    .venv/bin/python benchmarks/bench_federation.py --cohort /tmp/trial90/stores --out /tmp/bench_fed_sigma \
+        --centralized /tmp/bench_fed/centralized --set noise-multiplier=1.5 --set num-server-rounds=9
 """
 
 from __future__ import annotations
@@ -146,27 +152,37 @@ def paired_delong(y: np.ndarray, a: np.ndarray, b: np.ndarray, alpha: float = 0.
 
     from evaluation.stats import delong_placements, delong_variance
 
+    positives = int(np.sum(y == 1))
+    if min(positives, y.size - positives) < 2:  # no AUC (one class), or no placement variance (one patient)
+        return {"auc_a": math.nan, "auc_b": math.nan, "diff": math.nan, "diff_ci": (math.nan, math.nan),
+                "n": int(y.size), "positives": positives}
     auc_a, v10a, v01a = delong_placements(y, a)
     auc_b, v10b, v01b = delong_placements(y, b)
     cov = float(np.cov(v10a, v10b)[0, 1]) / v10a.size + float(np.cov(v01a, v01b)[0, 1]) / v01a.size
     variance = max(0.0, delong_variance(v10a, v01a) + delong_variance(v10b, v01b) - 2 * cov)
     half = float(norm.ppf(1 - alpha / 2)) * variance ** 0.5  # a difference lies in [-1, 1]: no clipping to [0, 1]
     return {"auc_a": auc_a, "auc_b": auc_b, "diff": auc_a - auc_b,
-            "diff_ci": (auc_a - auc_b - half, auc_a - auc_b + half), "n": int(y.size)}
+            "diff_ci": (auc_a - auc_b - half, auc_a - auc_b + half), "n": int(y.size), "positives": positives}
 
 
-def _centralized_run(cohort: Path, out: Path, seed: int) -> Path:
-    """A centralized (pooled) run of the same stores with the model presets, as ``fedresponse train --centralized``."""
+def _centralized_run(cohort: Path, out: Path, seed: int, kinds: tuple[str, ...] | None = None,
+                     loso: bool = False) -> Path:
+    """A centralized (pooled) run of the same stores with the model presets, as ``fedresponse train --centralized``.
+
+    ``kinds`` are the networks cross-fitted (default: the product model ``model.kind`` alone — the comparison
+    reads only its out-of-fold scores, and each further kind is a full cross-fit: the deep ones cost tens of
+    minutes on 2 cores); ``loso`` keeps the leave-one-site-out pass, which the paired comparison does not read.
+    """
     from evaluation.protocol import configs_dir
+    from fedresponse.featurize import pooled_cohort
     from fl_client.centralized import run_centralized
     from models.config import load_model_config
 
-    try:
-        from fedresponse.featurize import pooled_cohort
-    except ImportError:  # before the featurize step moved out of the train command
-        from fedresponse.commands.train import _pooled as pooled_cohort
-
     settings = load_model_config(configs_dir() / "model.yaml")
+    evaluation: dict[str, Any] = {"leave_one_site_out": loso}
+    if "kinds" in type(settings.evaluation).model_fields:  # model.kind / evaluation.kinds (configs/model.yaml)
+        evaluation["kinds"] = kinds or (settings.model.kind,)
+    settings = settings.model_copy(update={"evaluation": settings.evaluation.model_copy(update=evaluation)})
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     run_centralized(pooled_cohort(cohort, seed=seed), out, settings, device, seed, None)
     return out
@@ -182,7 +198,8 @@ def _same_patients(run: Path, centralized: Path) -> dict[str, dict[str, Any]]:
     cen = pd.concat([read_predictions(p) for p in sorted(centralized.rglob("predictions.csv"))])
     out = {}
     for mode in ("early", "full"):
-        test = fed[(fed["MODE"] == mode) & (fed["SPLIT"] == "test")].set_index("USUBJID")
+        # each mode against its own task's label; a patient without one in this mode is left out
+        test = fed[(fed["MODE"] == mode) & (fed["SPLIT"] == "test") & fed["LABEL"].notna()].set_index("USUBJID")
         other = cen[cen["MODE"] == mode].drop_duplicates("USUBJID").set_index("USUBJID")
         ids = [u for u in test.index if u in other.index]
         out[mode] = paired_delong(test.loc[ids, "LABEL"].to_numpy(int), test.loc[ids, "SCORE"].to_numpy(float),
@@ -202,24 +219,53 @@ def _parse_sets(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def cohort_benchmark(args: argparse.Namespace) -> None:
+def _round_costs(run: Path, keys: Path) -> list[dict[str, Any]]:
+    """Per completed round: wall s, bytes in / out, and the HE work (encrypt + adds + decrypt of one update,
+    timed here on this machine) as a share of the round."""
+    import json
+
+    from fl_server.checkpoint import load_latest
+
+    rounds = [json.loads(line) for line in (run / "rounds.jsonl").read_text(encoding="utf-8").splitlines()]
+    latest = load_latest(run)
+    if not rounds or latest is None:
+        return []
+    params = latest.global_model.length
+    site_keys = SiteKeys(KeyInfo.read(keys / "site" / "keyinfo.json"), load_site_context(keys / SECRET_CONTEXT))
+    speed = _throughput(site_keys, load_public_context(keys / PUBLIC_CONTEXT), params)
+    rows = []
+    for r in rounds:
+        sites = max(1, len(r["accepted"]))
+        he_s = params / speed["encrypt"] + (sites - 1) * params / speed["add"] + params / speed["decrypt"]
+        rows.append({"round": r["round"], "seconds": r["seconds"], "bytes_in": r["bytes_in"],
+                     "bytes_out": r["bytes_out"], "he_s": he_s, "he_share": he_s / max(r["seconds"], 1e-9),
+                     "params": params})
+    return rows
+
+
+def cohort_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """``--cohort``: one federated run and its centralized reference on real site stores; one table.
 
     ``--federated RUN`` reads a finished run instead of training one (its stores are still ``--cohort``).
+    Everything printed is also written to ``OUT/bench_summary.json`` (one row of the table in docs/federation.md).
     """
     import json
+    import os
 
     from fedresponse.federation import train_federated
-    from fl_server.checkpoint import load_latest
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     overrides = _parse_sets(args.set)
     centralized = Path(args.centralized) if args.centralized else None
+    centralized_s = math.nan
     if centralized is None:
         began = time.perf_counter()
-        centralized = _centralized_run(Path(args.cohort), out / "centralized", int(overrides.get("seed", 7)))
-        print(f"centralized run: {time.perf_counter() - began:.0f} s -> {centralized}")
+        kinds = tuple(k for k in args.centralized_kinds.split(",") if k) or None
+        centralized = _centralized_run(Path(args.cohort), out / "centralized", int(overrides.get("seed", 7)), kinds,
+                                       args.centralized_loso)
+        centralized_s = time.perf_counter() - began
+        print(f"centralized run: {centralized_s:.0f} s -> {centralized}")
     run = Path(args.federated) if args.federated else out / "federated"
     keys = Path(args.keys) if args.keys else out / "keys"
     wall = math.nan
@@ -236,23 +282,34 @@ def cohort_benchmark(args: argparse.Namespace) -> None:
     print("epsilon per site: " + ", ".join(f"{site} {row['epsilon']:.2f} of {row['budget']}"
                                            for site, row in sorted(privacy["sites"].items()))
           + f" (delta {privacy.get('delta')}); affordable rounds {summary['affordable_rounds']}")
-    for mode, row in _same_patients(run, centralized).items():
+    paired = _same_patients(run, centralized)
+    for mode, row in paired.items():
         lo, hi = row["diff_ci"]
         print(f"{mode:5s} AUC federated {row['auc_a']:.3f} vs centralized {row['auc_b']:.3f} on the same {row['n']} "
-              f"held-out patients: difference {row['diff']:+.3f} (paired DeLong 95 % CI {lo:+.3f} to {hi:+.3f})")
-    rounds = [json.loads(line) for line in (run / "rounds.jsonl").read_text(encoding="utf-8").splitlines()]
-    latest = load_latest(run)
-    if rounds and latest is not None:
-        params = latest.global_model.length
-        site_keys = SiteKeys(KeyInfo.read(keys / "site" / "keyinfo.json"), load_site_context(keys / SECRET_CONTEXT))
-        speed = _throughput(site_keys, load_public_context(keys / PUBLIC_CONTEXT), params)
-        for r in rounds:
-            sites = max(1, len(r["accepted"]))
-            he_s = params / speed["encrypt"] + (sites - 1) * params / speed["add"] + params / speed["decrypt"]
-            print(f"round {r['round']}: {r['seconds']:6.1f} s, {r['bytes_in'] / 2**20:6.1f} MiB in, "
-                  f"{r['bytes_out'] / 2**20:6.1f} MiB out, HE work {he_s:.2f} s = "
-                  f"{100 * he_s / max(r['seconds'], 1e-9):.1f} % of the round ({params:,} parameters)")
+              f"held-out patients ({row['positives']} positive): difference {row['diff']:+.3f} "
+              f"(paired DeLong 95 % CI {lo:+.3f} to {hi:+.3f})")
+    costs = _round_costs(run, keys)
+    for r in costs:
+        print(f"round {r['round']}: {r['seconds']:6.1f} s, {r['bytes_in'] / 2**20:6.1f} MiB in, "
+              f"{r['bytes_out'] / 2**20:6.1f} MiB out, HE work {r['he_s']:.2f} s = "
+              f"{100 * r['he_share']:.1f} % of the round ({r['params']:,} parameters)")
+    if costs:
+        print(f"mean per round: {np.mean([r['seconds'] for r in costs]):.1f} s, "
+              f"{np.mean([r['bytes_in'] + r['bytes_out'] for r in costs]) / 2**20:.1f} MiB in + out, HE share "
+              f"{100 * np.mean([r['he_share'] for r in costs]):.1f} %")
+    load = os.getloadavg()
+    print(f"machine: {os.cpu_count()} cores, {'cuda' if torch.cuda.is_available() else 'no GPU'}, "
+          f"load average now {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min)")
     print(f"resolved config: {run / 'federation.resolved.yaml'}")
+    result = {"cohort": str(args.cohort), "settings": overrides, "run": str(run), "centralized": str(centralized),
+              "wall_s": wall, "centralized_s": centralized_s, "stop": summary["stop"],
+              "rounds_configured": summary.get("rounds_configured"), "rounds_planned": summary.get("rounds_planned"),
+              "rounds_completed": summary.get("rounds_completed"), "affordable_rounds": summary["affordable_rounds"],
+              "epsilon": {site: row["epsilon"] for site, row in sorted(privacy["sites"].items())},
+              "delta": privacy.get("delta"), "paired": paired, "rounds": costs, "cpus": os.cpu_count(),
+              "cuda": torch.cuda.is_available(), "load": load}
+    (out / "bench_summary.json").write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
+    return result
 
 
 def main() -> None:
@@ -266,6 +323,10 @@ def main() -> None:
     parser.add_argument("--out", default="bench_federation_out", help="--cohort: output folder")
     parser.add_argument("--federated", help="--cohort: read this finished federated run instead of training one")
     parser.add_argument("--keys", help="--cohort --federated: the run's KEYDIR (default OUT/keys)")
+    parser.add_argument("--centralized-kinds", default="", metavar="KIND,...",
+                        help="--cohort: networks the centralized reference cross-fits (default: model.kind alone)")
+    parser.add_argument("--centralized-loso", action="store_true",
+                        help="--cohort: also run the centralized leave-one-site-out pass (not read by the table)")
     args = parser.parse_args()
     if args.cohort:
         logging.basicConfig(level=logging.WARNING)
