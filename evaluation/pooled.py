@@ -474,7 +474,8 @@ def binned_auc(hist_pos: NDArray[np.float64], hist_neg: NDArray[np.float64]) -> 
 
 def auc_binning_bound(hist_pos: NDArray[np.float64], hist_neg: NDArray[np.float64]) -> float:
     """Largest possible |binned AUC − exact AUC|: half the fraction of cross-class pairs sharing a bin."""
-    return float(0.5 * np.sum(hist_pos * hist_neg) / (hist_pos.sum() * hist_neg.sum()))
+    pairs = float(hist_pos.sum() * hist_neg.sum())
+    return float(0.5 * np.sum(hist_pos * hist_neg) / pairs) if pairs else float("nan")  # one class: no AUC
 
 
 def risk_table_from_block(block: NDArray[np.float64], layout: AggregateLayout) -> RiskTable:

@@ -31,6 +31,14 @@ def fmt_estimate(block: dict[str, Any], key: str, digits: int = 2) -> str:
     return fmt_num(value, digits) + (f" ({fmt_ci(ci, digits)})" if ci else "")
 
 
+def _median(pooled: dict[str, Any]) -> str:
+    """``336 d``, or why there is no median (not reached: the KM curve stays above 0.5)."""
+    if pooled.get("median_pfs_days") is None:
+        why = pooled.get("median_pfs_days_not_estimable")
+        return "not reached" if not why or "not reached" in str(why) else f"not estimable ({why})"
+    return f"{fmt_num(pooled['median_pfs_days'], 0)} d"
+
+
 def headline(metrics: dict[str, Any]) -> str:
     """One line of the pooled headline numbers (as in metrics.json; ``inf`` = median or CI limit not reached)."""
     p = metrics["pooled"]
@@ -43,5 +51,5 @@ def headline(metrics: dict[str, Any]) -> str:
     return (f"pooled AUC early {fmt_estimate(p['early'], 'auc')}, full {fmt_estimate(p['full'], 'auc')}; "
             f"full-mode sens {sens}, spec {spec}; "
             f"ORR {fmt_num(p['orr'])} ({fmt_ci(p['orr_ci'])}) of {p.get('orr_n', '?')} enrolled; "
-            f"median PFS {fmt_num(p['median_pfs_days'], 0)} d ({fmt_ci(p['median_pfs_ci'], 0)}) "
+            f"median PFS {_median(p)} ({fmt_ci(p['median_pfs_ci'], 0)}) "
             f"[{words}{cells}]")
