@@ -44,10 +44,11 @@ def load_federation_config(path: Path | None = None) -> dict[str, Any]:
     return config
 
 
-def simulate(run_config: dict[str, Any], sites: list[str]) -> list[Any]:
+def simulate(run_config: dict[str, Any], sites: list[str], client_mods: list[Any] | None = None) -> list[Any]:
     """Run the federation in Flower's simulation runtime, one node per site; returns the round reports.
 
-    ``run_config`` must name ``run-dir``, ``site-root`` and (CKKS modes) ``server-keys`` / ``site-keys``.
+    ``run_config`` must name ``run-dir``, ``site-root`` and (CKKS modes) ``server-keys`` / ``site-keys``;
+    ``client_mods`` wrap every site's ClientApp (Flower mods, e.g. a test's fault injection).
     """
     from flwr.app import Context
     from flwr.simulation import run_simulation
@@ -70,7 +71,7 @@ def simulate(run_config: dict[str, Any], sites: list[str]) -> list[Any]:
     cpus = max(1, min(len(sites), os.cpu_count() or 1))
     backend: dict[str, Any] = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                "init_args": {"num_cpus": cpus, "include_dashboard": False, "logging_level": "warning"}}
-    run_simulation(server_app=server, client_app=make_client_app(resolve), num_supernodes=len(sites),
+    run_simulation(server_app=server, client_app=make_client_app(resolve, client_mods), num_supernodes=len(sites),
                    backend_config=backend)
     return reports
 

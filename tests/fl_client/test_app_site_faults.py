@@ -19,6 +19,7 @@ import pytest
 from flwr.app import Context, Message, MessageType
 from test_app_simulation import TOY_DIR, _toy_cli
 
+from fedresponse.federation import simulate
 from privacy.accounting import LedgerRow, epsilon_of, read_ledger, write_ledger
 from privacy.audit import verify_chain
 from privacy.ckks import write_key_files
@@ -33,27 +34,6 @@ def _hello_of_an_older_version(msg: Message, context: Context, call_next: Any) -
     return reply
 
 
-def _simulate_with_mods(config: dict[str, Any], sites: list[str], mods: list[Any]) -> None:
-    """The product's ServerApp and ClientApp in Flower's simulation runtime, the ClientApp wrapped in ``mods``.
-
-    :func:`fedresponse.federation.simulate` builds its ClientApp without mods; this is the same wiring with them.
-    """
-    from flwr.simulation import run_simulation
-
-    from fl_client.app import make_client_app, node_spec, settings_from_run_config
-    from fl_server.app import ServerSettings, make_server_app
-
-    config = {**config, "sites": ",".join(sites), "min-nodes": len(sites)}
-
-    def resolve(context: Context) -> tuple[Any, Any, str]:
-        return node_spec(dict(context.node_config), config), settings_from_run_config(config), str(config["task"])
-
-    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-               "init_args": {"num_cpus": 2, "include_dashboard": False, "logging_level": "warning"}}
-    run_simulation(server_app=make_server_app(ServerSettings.from_run_config(config)),
-                   client_app=make_client_app(resolve, mods), num_supernodes=len(sites), backend_config=backend)
-
-
 @pytest.mark.slow
 def test_a_malformed_or_failing_hello_excludes_that_site_and_the_run_goes_on(tmp_path: Path,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,7 +46,7 @@ def test_a_malformed_or_failing_hello_excludes_that_site_and_the_run_goes_on(tmp
               "local-epochs": 1, "batch-size": 8, "noise-multiplier": 1.0, "max-grad-norm": 1.0, "delta": 1e-5,
               "epsilon-budget": 30.0, "accountant": "rdp", "seed": 3, "task": "federated_toy:toy_task",
               "run-dir": str(run), "site-root": str(run / "sites"), "site-input-root": ""}
-    _simulate_with_mods(config, ["S01", "S02", "S03", "S04"], [_hello_of_an_older_version])
+    simulate(config, ["S01", "S02", "S03", "S04"], client_mods=[_hello_of_an_older_version])
 
     summary = json.loads((run / "run_summary.json").read_text())
     assert (summary["stop_reason"], summary["rounds_completed"], summary["stop"]) == \
