@@ -243,38 +243,11 @@ def _round_costs(run: Path, keys: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def cohort_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    """``--cohort``: one federated run and its centralized reference on real site stores; one table.
-
-    ``--federated RUN`` reads a finished run instead of training one (its stores are still ``--cohort``).
-    Everything printed is also written to ``OUT/bench_summary.json`` (one row of the table in docs/federation.md).
-    """
+def _federated_row(args: argparse.Namespace, run: Path, keys: Path, centralized: Path, overrides: dict[str, Any],
+                   wall: float) -> dict[str, Any]:
+    """Print and return one federated run's row: stop, ε per site, per-mode paired AUCs, per-round costs."""
     import json
-    import os
 
-    from fedresponse.federation import train_federated
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    overrides = _parse_sets(args.set)
-    centralized = Path(args.centralized) if args.centralized else None
-    centralized_s = math.nan
-    if centralized is None:
-        began = time.perf_counter()
-        kinds = tuple(k for k in args.centralized_kinds.split(",") if k) or None
-        centralized = _centralized_run(Path(args.cohort), out / "centralized", int(overrides.get("seed", 7)), kinds,
-                                       args.centralized_loso)
-        centralized_s = time.perf_counter() - began
-        print(f"centralized run: {centralized_s:.0f} s -> {centralized}")
-    run = Path(args.federated) if args.federated else out / "federated"
-    keys = Path(args.keys) if args.keys else out / "keys"
-    wall = math.nan
-    if not args.federated:
-        write_key_files(keys, overwrite=True)
-        began = time.perf_counter()
-        train_federated(Path(args.cohort), keys, run, Path(args.config) if args.config else None,
-                        overrides=overrides, centralized=centralized)
-        wall = time.perf_counter() - began
     summary = json.loads((run / "run_summary.json").read_text(encoding="utf-8"))
     privacy = json.loads((run / "privacy.json").read_text(encoding="utf-8"))
     settings = ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())) or "defaults (configs/federation.yaml)"
@@ -297,17 +270,80 @@ def cohort_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         print(f"mean per round: {np.mean([r['seconds'] for r in costs]):.1f} s, "
               f"{np.mean([r['bytes_in'] + r['bytes_out'] for r in costs]) / 2**20:.1f} MiB in + out, HE share "
               f"{100 * np.mean([r['he_share'] for r in costs]):.1f} %")
+    return {"settings": overrides, "run": str(run), "wall_s": wall, "stop": summary["stop"],
+            "rounds_configured": summary.get("rounds_configured"), "rounds_planned": summary.get("rounds_planned"),
+            "rounds_completed": summary.get("rounds_completed"), "affordable_rounds": summary["affordable_rounds"],
+            "epsilon": {site: row["epsilon"] for site, row in sorted(privacy["sites"].items())},
+            "delta": privacy.get("delta"), "paired": paired, "rounds": costs}
+
+
+def split_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per mode, the federated − centralized difference averaged over the seeded held-out splits: mean, SD and
+    the standard error of the mean (SD / √K), with each split's difference and held-out n."""
+    out: dict[str, dict[str, Any]] = {}
+    for mode in ("early", "full"):
+        diffs = [r["paired"][mode]["diff"] for r in rows if mode in r["paired"]
+                 and np.isfinite(r["paired"][mode]["diff"])]
+        if not diffs:
+            continue
+        sd = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else math.nan
+        out[mode] = {"mean_diff": float(np.mean(diffs)), "sd": sd, "se": sd / math.sqrt(len(diffs)),
+                     "splits": len(diffs), "diffs": diffs, "n": [r["paired"][mode]["n"] for r in rows]}
+    return out
+
+
+def cohort_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    """``--cohort``: federated run(s) and their centralized reference on real site stores; one table.
+
+    ``--splits K`` trains K federated runs whose ``seed`` (the held-out split, and the seeded draws) is
+    ``seed``, ``seed + 1``, … against the same centralized reference, and prints each run's row and the
+    per-mode difference averaged over the K splits (mean, SD, SE): a lever's effect is read off that mean,
+    not one split's draw. ``--federated RUN`` reads a finished run instead of training one (its stores are
+    still ``--cohort``). Everything printed is also written to ``OUT/bench_summary.json``.
+    """
+    import json
+    import os
+
+    from fedresponse.federation import train_federated
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = _parse_sets(args.set)
+    centralized = Path(args.centralized) if args.centralized else None
+    centralized_s = math.nan
+    if centralized is None:
+        began = time.perf_counter()
+        kinds = tuple(k for k in args.centralized_kinds.split(",") if k) or None
+        centralized = _centralized_run(Path(args.cohort), out / "centralized", int(overrides.get("seed", 7)), kinds,
+                                       args.centralized_loso)
+        centralized_s = time.perf_counter() - began
+        print(f"centralized run: {centralized_s:.0f} s -> {centralized}")
+    keys = Path(args.keys) if args.keys else out / "keys"
+    rows = []
+    if args.federated:
+        rows.append(_federated_row(args, Path(args.federated), keys, centralized, overrides, math.nan))
+    else:
+        write_key_files(keys, overwrite=True)
+        base = int(overrides.get("seed", 7))
+        for split in range(args.splits):
+            run_overrides = {**overrides, "seed": base + split} if args.splits > 1 else overrides
+            run = out / ("federated" if args.splits == 1 else f"federated-seed{base + split}")
+            began = time.perf_counter()
+            train_federated(Path(args.cohort), keys, run, Path(args.config) if args.config else None,
+                            overrides=run_overrides, centralized=centralized)
+            rows.append(_federated_row(args, run, keys, centralized, run_overrides, time.perf_counter() - began))
+    averaged = split_summary(rows) if len(rows) > 1 else {}
+    for mode, row in averaged.items():
+        print(f"{mode:5s} difference over {row['splits']} seeded held-out splits: mean {row['mean_diff']:+.3f}, "
+              f"SD {row['sd']:.3f}, SE {row['se']:.3f} (each: "
+              + ", ".join(f"{d:+.3f}" for d in row["diffs"]) + ")")
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, {'cuda' if torch.cuda.is_available() else 'no GPU'}, "
           f"load average now {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min)")
-    print(f"resolved config: {run / 'federation.resolved.yaml'}")
-    result = {"cohort": str(args.cohort), "settings": overrides, "run": str(run), "centralized": str(centralized),
-              "wall_s": wall, "centralized_s": centralized_s, "stop": summary["stop"],
-              "rounds_configured": summary.get("rounds_configured"), "rounds_planned": summary.get("rounds_planned"),
-              "rounds_completed": summary.get("rounds_completed"), "affordable_rounds": summary["affordable_rounds"],
-              "epsilon": {site: row["epsilon"] for site, row in sorted(privacy["sites"].items())},
-              "delta": privacy.get("delta"), "paired": paired, "rounds": costs, "cpus": os.cpu_count(),
-              "cuda": torch.cuda.is_available(), "load": load}
+    print(f"resolved config: {Path(rows[-1]['run']) / 'federation.resolved.yaml'}")
+    result = {"cohort": str(args.cohort), "settings": overrides, "centralized": str(centralized),
+              "centralized_s": centralized_s, **rows[-1], "splits": rows, "averaged": averaged,
+              "cpus": os.cpu_count(), "cuda": torch.cuda.is_available(), "load": load}
     (out / "bench_summary.json").write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
     return result
 
@@ -323,6 +359,8 @@ def main() -> None:
     parser.add_argument("--out", default="bench_federation_out", help="--cohort: output folder")
     parser.add_argument("--federated", help="--cohort: read this finished federated run instead of training one")
     parser.add_argument("--keys", help="--cohort --federated: the run's KEYDIR (default OUT/keys)")
+    parser.add_argument("--splits", type=int, default=1, metavar="K",
+                        help="--cohort: K federated runs on seeded held-out splits seed, seed+1, ... averaged")
     parser.add_argument("--centralized-kinds", default="", metavar="KIND,...",
                         help="--cohort: networks the centralized reference cross-fits (default: model.kind alone)")
     parser.add_argument("--centralized-loso", action="store_true",

@@ -275,6 +275,19 @@ def comparison_line(comparison: dict[str, Any]) -> str:
                      f"{fmt(comparison['centralized'], mode)}" for mode in ("early", "full"))
 
 
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """What the ``train`` console says of ``RUN/run_summary.json``: how the run stopped, the rounds each site could
+    afford, and every site the handshake excluded with its reason (also in the summary, audit log and report)."""
+    from rich.markup import escape
+
+    from fl_server.handshake import Exclusion
+
+    lines = [f"{summary['stop']} (affordable rounds per site: {summary['affordable_rounds'] or 'no limit'})"]
+    excluded = summary.get("excluded_sites") or []
+    lines += [f"[yellow]excluded at the handshake:[/] {escape(str(Exclusion(**e)))}" for e in excluded]
+    return lines
+
+
 def train_command(cohort: Path, keys: Path | None, out: Path, config_path: Path | None,
                   strict_rounds: bool = False) -> int:
     """The federated branch of ``fedresponse train``: run, then print the per-round table; returns an exit code.
@@ -307,7 +320,8 @@ def train_command(cohort: Path, keys: Path | None, out: Path, config_path: Path 
     console.print(table)
     if (out / "run_summary.json").exists():
         summary = json.loads((out / "run_summary.json").read_text(encoding="utf-8"))
-        console.print(f"{summary['stop']} (affordable rounds per site: {summary['affordable_rounds'] or 'no limit'})")
+        for line in summary_lines(summary):
+            console.print(line)
     if (out / "comparison.json").exists():
         console.print(comparison_line(json.loads((out / "comparison.json").read_text(encoding="utf-8"))))
     console.print(f"run written to [cyan]{out}[/] (run_summary.json, privacy_ledger.csv, rounds.jsonl, checkpoints/, "
