@@ -341,8 +341,9 @@ def cohort_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     print(f"machine: {os.cpu_count()} cores, {'cuda' if torch.cuda.is_available() else 'no GPU'}, "
           f"load average now {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min)")
     print(f"resolved config: {Path(rows[-1]['run']) / 'federation.resolved.yaml'}")
-    result = {"cohort": str(args.cohort), "settings": overrides, "centralized": str(centralized),
-              "centralized_s": centralized_s, **rows[-1], "splits": rows, "averaged": averaged,
+    # "settings": what was asked, not the last split's seed
+    result = {**rows[-1], "cohort": str(args.cohort), "settings": overrides, "centralized": str(centralized),
+              "centralized_s": centralized_s, "splits": rows, "averaged": averaged,
               "cpus": os.cpu_count(), "cuda": torch.cuda.is_available(), "load": load}
     (out / "bench_summary.json").write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
     return result

@@ -282,7 +282,15 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
 
     from fl_server.handshake import Exclusion
 
-    lines = [f"{summary['stop']} (affordable rounds per site: {summary['affordable_rounds'] or 'no limit'})"]
+    affordable = summary["affordable_rounds"]
+    wanted = summary["rounds_configured"] - summary.get("first_round", 1) + 1
+    if not affordable:
+        budget = "no privacy limit in this mode"
+    elif min(affordable.values()) >= wanted:  # the plan caps a site's count at the rounds it was asked for
+        budget = f"every site's privacy budget pays for the {wanted} configured round(s)"
+    else:
+        budget = f"affordable rounds per site: {affordable}"
+    lines = [f"{summary['stop']} ({budget})"]
     excluded = summary.get("excluded_sites") or []
     lines += [f"[yellow]excluded at the handshake:[/] {escape(str(Exclusion(**e)))}" for e in excluded]
     return lines
