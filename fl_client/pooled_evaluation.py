@@ -147,7 +147,8 @@ def held_out_aggregate(site: str, predictions: pd.DataFrame, test_ids: list[str]
     vector, suppressed = suppress_small_cells(site_aggregate(site_inputs(SiteData(site, rows), cutoffs), layout),
                                               layout, _min_cell_size(), site)
     for item in suppressed:  # a zeroed statistic: the pooled value rests on the other sites
-        log.warning("site %s contributes nothing to pooled %s: %s", site, item.statistic, item.reason)
+        log.warning("site %s contributes nothing to the pooled held-out %s: %s (counted on its %d held-out "
+                    "patient(s))", site, item.statistic, item.reason, rows["USUBJID"].nunique())
     return vector
 
 
