@@ -248,13 +248,15 @@ def _federated_row(args: argparse.Namespace, run: Path, keys: Path, centralized:
     """Print and return one federated run's row: stop, ε per site, per-mode paired AUCs, per-round costs."""
     import json
 
+    from fedresponse.federation import budget_phrase
+
     summary = json.loads((run / "run_summary.json").read_text(encoding="utf-8"))
     privacy = json.loads((run / "privacy.json").read_text(encoding="utf-8"))
     settings = ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())) or "defaults (configs/federation.yaml)"
     print(f"bench_federation --cohort {args.cohort}: {summary['stop']} ({wall:.0f} s in all); settings: {settings}")
     print("epsilon per site: " + ", ".join(f"{site} {row['epsilon']:.2f} of {row['budget']}"
                                            for site, row in sorted(privacy["sites"].items()))
-          + f" (delta {privacy.get('delta')}); affordable rounds {summary['affordable_rounds']}")
+          + f" (delta {privacy.get('delta')}); {budget_phrase(summary)}")
     paired = _same_patients(run, centralized)
     for mode, row in paired.items():
         lo, hi = row["diff_ci"]

@@ -275,6 +275,16 @@ def comparison_line(comparison: dict[str, Any]) -> str:
                      f"{fmt(comparison['centralized'], mode)}" for mode in ("early", "full"))
 
 
+def budget_phrase(summary: dict[str, Any]) -> str:
+    """What the plan in ``RUN/run_summary.json`` says of the privacy budgets. The plan caps each site's affordable
+    count at the rounds asked for, so the per-site counts are shown only when the plan shortened the run."""
+    if not summary["affordable_rounds"]:
+        return "no privacy limit in this mode"
+    if summary["rounds_planned"] >= summary["rounds_configured"]:
+        return f"every site's privacy budget pays for the {summary['rounds_configured']} configured round(s)"
+    return f"affordable rounds per site: {summary['affordable_rounds']}"
+
+
 def summary_lines(summary: dict[str, Any]) -> list[str]:
     """What the ``train`` console says of ``RUN/run_summary.json``: how the run stopped, the rounds each site could
     afford, and every site the handshake excluded with its reason (also in the summary, audit log and report)."""
@@ -282,15 +292,7 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
 
     from fl_server.handshake import Exclusion
 
-    affordable = summary["affordable_rounds"]
-    wanted = summary["rounds_configured"] - summary.get("first_round", 1) + 1
-    if not affordable:
-        budget = "no privacy limit in this mode"
-    elif min(affordable.values()) >= wanted:  # the plan caps a site's count at the rounds it was asked for
-        budget = f"every site's privacy budget pays for the {wanted} configured round(s)"
-    else:
-        budget = f"affordable rounds per site: {affordable}"
-    lines = [f"{summary['stop']} ({budget})"]
+    lines = [f"{summary['stop']} ({budget_phrase(summary)})"]
     excluded = summary.get("excluded_sites") or []
     lines += [f"[yellow]excluded at the handshake:[/] {escape(str(Exclusion(**e)))}" for e in excluded]
     return lines

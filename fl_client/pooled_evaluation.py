@@ -146,9 +146,10 @@ def held_out_aggregate(site: str, predictions: pd.DataFrame, test_ids: list[str]
     layout = layout or AggregateLayout()
     vector, suppressed = suppress_small_cells(site_aggregate(site_inputs(SiteData(site, rows), cutoffs), layout),
                                               layout, _min_cell_size(), site)
+    n_held_out = rows["USUBJID"].nunique()
     for item in suppressed:  # a zeroed statistic: the pooled value rests on the other sites
         log.warning("site %s contributes nothing to the pooled held-out %s: %s (counted on its %d held-out "
-                    "patient(s))", site, item.statistic, item.reason, rows["USUBJID"].nunique())
+                    "patient(s))", site, item.statistic, item.reason, n_held_out)
     return vector
 
 
